@@ -1,0 +1,51 @@
+//! The `wasmesh` command line: argument definitions (clap derive) and dispatch.
+//!
+//! Each subcommand group has its own module. Commands return `anyhow::Result`; `main` prints a
+//! failure as one `error:` line and exits 1. Usage errors exit 2 (clap).
+
+mod keys;
+mod limit_args;
+mod manifest;
+
+use clap::{Parser, Subcommand};
+
+pub use keys::KeysCommand;
+pub use manifest::ManifestCommand;
+
+/// wasmesh: a peer-to-peer mesh that runs WebAssembly functions at the edge.
+#[derive(Debug, Parser)]
+#[command(name = "wasmesh", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create and inspect keys and membership certificates.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Create and verify signed module manifests.
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
+}
+
+/// Writes command output to stdout in one piece. A reader that went away early (`| head -1`)
+/// is not an error: the output it wanted was delivered.
+pub(crate) fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Keys(command) => keys::run(command),
+        Command::Manifest(command) => manifest::run(command),
+    }
+}

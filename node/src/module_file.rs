@@ -1,0 +1,37 @@
+//! Reading a module from disk: a `.wasm` binary, or `.wat` text compiled to binary.
+
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use wasmesh_protocol::limits::MAX_MODULE_SIZE;
+
+/// Reads the module at `path`. Text (`.wat`, or any file not starting with the Wasm magic
+/// number) is compiled to binary first; the result is what gets hashed, signed and run.
+pub fn read_module(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let file = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    // Text is larger than the binary it makes; allow a little more for it.
+    let cap = MAX_MODULE_SIZE * 4;
+    let mut bytes = Vec::new();
+    file.take(cap + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.len() as u64 > cap {
+        bail!("{} is larger than {cap} bytes", path.display());
+    }
+    if bytes.starts_with(b"\0asm") {
+        return Ok(bytes);
+    }
+    let is_wasm_name = path.extension().is_some_and(|ext| ext == "wasm");
+    if is_wasm_name {
+        bail!(
+            "{} is not a WebAssembly binary (no \\0asm header)",
+            path.display()
+        );
+    }
+    let text = std::str::from_utf8(&bytes)
+        .with_context(|| format!("{} is neither Wasm binary nor UTF-8 text", path.display()))?;
+    wat::parse_str(text)
+        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().replace('\n', " ")))
+}
