@@ -65,20 +65,32 @@ impl Workspace {
     }
 
     fn create_manifest(&self, key: &str, out: &str) -> Output {
-        let module = fixture("echo.wat");
-        self.run(&[
+        self.create("echo.wat", "echo", key, &["--version", "3"], out)
+    }
+
+    /// `manifest create` of a fixture with `extra` flags.
+    fn create(
+        &self,
+        fixture_name: &str,
+        name: &str,
+        key: &str,
+        extra: &[&str],
+        out: &str,
+    ) -> Output {
+        let module = fixture(fixture_name);
+        let mut args = vec![
             "manifest",
             "create",
             module.to_str().unwrap(),
             "--name",
-            "echo",
-            "--version",
-            "3",
+            name,
             "--key",
             key,
             "--out",
             out,
-        ])
+        ];
+        args.extend_from_slice(extra);
+        self.run(&args)
     }
 }
 
@@ -224,20 +236,13 @@ fn random_bytes_fail_cleanly() {
 fn an_unknown_import_is_named_and_nothing_is_written() {
     let ws = Workspace::new();
     ws.key("pub.key");
-    let module = fixture("unknown_import.wat");
-    let out = ws.run(&[
-        "manifest",
-        "create",
-        module.to_str().unwrap(),
-        "--name",
+    let out = ws.create(
+        "unknown_import.wat",
         "bad",
-        "--version",
-        "1",
-        "--key",
         "pub.key",
-        "--out",
+        &["--version", "1"],
         "bad.manifest",
-    ]);
+    );
     assert_fails(&out, "env.open_socket");
     assert!(!ws.path().join("bad.manifest").exists());
 }
@@ -246,21 +251,14 @@ fn an_unknown_import_is_named_and_nothing_is_written() {
 fn an_invalid_name_is_refused_and_nothing_is_written() {
     let ws = Workspace::new();
     ws.key("pub.key");
-    let module = fixture("echo.wat");
     for name in ["Echo", "", "a/b", &"x".repeat(65)] {
-        let out = ws.run(&[
-            "manifest",
-            "create",
-            module.to_str().unwrap(),
-            "--name",
+        let out = ws.create(
+            "echo.wat",
             name,
-            "--version",
-            "1",
-            "--key",
             "pub.key",
-            "--out",
+            &["--version", "1"],
             "bad.manifest",
-        ]);
+        );
         assert_fails(&out, "invalid module name");
         assert!(!ws.path().join("bad.manifest").exists());
     }
@@ -270,22 +268,8 @@ fn an_invalid_name_is_refused_and_nothing_is_written() {
 fn limits_out_of_range_are_refused() {
     let ws = Workspace::new();
     ws.key("pub.key");
-    let module = fixture("echo.wat");
-    let out = ws.run(&[
-        "manifest",
-        "create",
-        module.to_str().unwrap(),
-        "--name",
-        "echo",
-        "--version",
-        "1",
-        "--key",
-        "pub.key",
-        "--timeout-ms",
-        "0",
-        "--out",
-        "bad.manifest",
-    ]);
+    let extra = ["--version", "1", "--timeout-ms", "0"];
+    let out = ws.create("echo.wat", "echo", "pub.key", &extra, "bad.manifest");
     assert_fails(&out, "timeout_ms");
 }
 
