@@ -6,11 +6,13 @@
 mod keys;
 mod limit_args;
 mod manifest;
+mod run;
 
 use clap::{Parser, Subcommand};
 
 pub use keys::KeysCommand;
 pub use manifest::ManifestCommand;
+pub use run::RunArgs;
 
 /// wasmesh: a peer-to-peer mesh that runs WebAssembly functions at the edge.
 #[derive(Debug, Parser)]
@@ -30,6 +32,8 @@ pub enum Command {
     /// Create and verify signed module manifests.
     #[command(subcommand)]
     Manifest(ManifestCommand),
+    /// Run one request through a module locally, with the node's executor and limits.
+    Run(RunArgs),
 }
 
 /// Writes command output to stdout in one piece. A reader that went away early (`| head -1`)
@@ -47,5 +51,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Keys(command) => keys::run(command),
         Command::Manifest(command) => manifest::run(command),
+        Command::Run(args) => run::run(args),
     }
 }

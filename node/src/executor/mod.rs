@@ -1,0 +1,255 @@
+//! The executor: runs one guest request in a fresh sandbox, fast, and survives any guest.
+//!
+//! Concepts, stated once:
+//! - **Engine**: one per node, long-lived. It holds the compiler (cranelift with the fuel
+//!   metering middleware) and the tunables that cap each instance's memory. Every module made
+//!   from it keeps it alive ([`CompiledModule`] holds a handle), as wasmer requires.
+//! - **Module**: a compiled blob, made once per blob hash when a manifest is accepted and its
+//!   blob verified — never on a request. Kept in memory (LRU bounded in bytes) and on disk as a
+//!   serialized artifact keyed by blob hash and engine fingerprint ([`cache`]).
+//! - **Store + Instance**: fresh per request and dropped after it, so nothing a request leaves
+//!   in memory or globals reaches the next one.
+//!
+//! Per request: the input and output limits, fuel from the manifest (capped by the operator), a
+//! memory cap ([`sandbox`]) and a wall-clock deadline ([`watchdog`]). Guest code runs on
+//! blocking threads, at most `max_concurrent` at a time; up to `max_queued` more wait, and
+//! beyond that requests fail at once with `busy`. Failures are typed ([`GuestError`]).
+
+pub mod cache;
+mod engine;
+mod error;
+mod raw_abi;
+mod run;
+mod sandbox;
+mod slots;
+mod wasi;
+mod watchdog;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmesh_protocol::wasm::ModuleInfo;
+use wasmesh_protocol::{ContentHash, Limits};
+
+pub use cache::Prepared;
+pub use error::GuestError;
+pub use wasi::STDERR_CAP;
+
+/// A compiled module, ready to instantiate.
+pub struct CompiledModule {
+    /// BLAKE3 of the Wasm blob.
+    pub hash: ContentHash,
+    /// The module name (the WASI guest's `argv[0]`).
+    pub name: String,
+    /// What static inspection found (ABI, imports, declared memory).
+    pub info: ModuleInfo,
+    /// Size of the compiled artifact, counted against the in-memory cache budget.
+    pub size_bytes: u64,
+    module: wasmer::Module,
+    /// Keeps the engine alive as long as the module (wasmer requires it).
+    _engine: wasmer::Engine,
+}
+
+impl std::fmt::Debug for CompiledModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledModule")
+            .field("hash", &self.hash)
+            .field("name", &self.name)
+            .field("abi", &self.info.abi)
+            .field("size_bytes", &self.size_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Operator settings of the executor.
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// Guests running at once (default: 2 per CPU).
+    pub max_concurrent: usize,
+    /// Requests waiting for a slot before new ones get `busy` (default: 256).
+    pub max_queued: usize,
+    /// Bytes of compiled modules kept in memory (default: 512 MiB).
+    pub cache_bytes: u64,
+    /// Where compiled artifacts are kept across restarts (none: memory only).
+    pub artifact_dir: Option<PathBuf>,
+    /// The most any manifest may ask for; a module over these caps is not run here.
+    pub caps: Limits,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            max_concurrent: cpus * 2,
+            max_queued: 256,
+            cache_bytes: 512 << 20,
+            artifact_dir: None,
+            caps: Limits {
+                fuel: 10_000_000_000,
+                memory_pages: 4096,
+                timeout_ms: 30_000,
+                max_input: 16 << 20,
+                max_output: 16 << 20,
+            },
+        }
+    }
+}
+
+/// One request to a guest.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The request body.
+    pub input: Vec<u8>,
+    /// The limits to apply (the manifest's, already checked against the operator's caps).
+    pub limits: Limits,
+}
+
+/// A guest's response and what it cost.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// The response body.
+    pub bytes: Vec<u8>,
+    /// What a WASI guest wrote to stderr (at most [`STDERR_CAP`] bytes).
+    pub stderr: Vec<u8>,
+    /// Fuel spent.
+    pub fuel_used: u64,
+    /// Time from the new store to the end of the call.
+    pub exec_time: Duration,
+}
+
+/// Errors setting up the executor.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecutorError {
+    /// The artifact folder or the watchdog thread could not be created.
+    #[error("executor setup failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+struct Inner {
+    engine: wasmer::Engine,
+    cache: cache::ModuleCache,
+    watchdog: watchdog::Watchdog,
+    slots: Arc<slots::Slots>,
+    config: ExecutorConfig,
+}
+
+/// Runs guests. Cheap to clone; clones share the engine, cache and slots.
+#[derive(Clone)]
+pub struct Executor {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Executor {
+    /// Creates the engine, the module cache and the deadline watchdog.
+    pub fn new(config: ExecutorConfig) -> Result<Self, ExecutorError> {
+        let engine = engine::build_engine(config.caps.memory_pages);
+        let cache = cache::ModuleCache::new(
+            engine.clone(),
+            engine::fingerprint(),
+            config.artifact_dir.clone(),
+            config.cache_bytes,
+        )?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine,
+                cache,
+                watchdog: watchdog::Watchdog::start()?,
+                slots: slots::Slots::new(config.max_concurrent, config.max_queued),
+                config,
+            }),
+        })
+    }
+
+    /// The engine fingerprint (part of every artifact's name).
+    pub fn fingerprint(&self) -> String {
+        engine::fingerprint()
+    }
+
+    /// The operator's caps.
+    pub fn caps(&self) -> &Limits {
+        &self.inner.config.caps
+    }
+
+    /// Compiles (or loads from the artifact cache) the module whose verified blob is `wasm`.
+    /// Blocking: call it off the async runtime.
+    pub fn prepare(
+        &self,
+        hash: ContentHash,
+        name: &str,
+        wasm: &[u8],
+    ) -> Result<(Arc<CompiledModule>, Prepared), GuestError> {
+        self.inner.cache.prepare(hash, name, wasm)
+    }
+
+    /// The compiled module for `hash`, if it is in memory.
+    pub fn cached(&self, hash: &ContentHash) -> Option<Arc<CompiledModule>> {
+        self.inner.cache.get(hash)
+    }
+
+    /// Runs one request on the calling thread, without slot accounting (for the CLI and
+    /// benchmarks). The deadline starts now.
+    pub fn run_blocking(
+        &self,
+        module: &CompiledModule,
+        request: &Request,
+    ) -> Result<Output, GuestError> {
+        let deadline = Instant::now() + Duration::from_millis(request.limits.timeout_ms.into());
+        run::execute(
+            &self.inner.engine,
+            &self.inner.watchdog,
+            module,
+            &request.input,
+            &request.limits,
+            deadline,
+        )
+    }
+
+    /// Runs one request on a blocking thread once a slot is free. Slots are shared fairly
+    /// between modules (round-robin, at most half of them per module). The deadline starts now
+    /// and covers the wait for a slot.
+    pub async fn run(
+        &self,
+        module: Arc<CompiledModule>,
+        request: Request,
+    ) -> Result<Output, GuestError> {
+        let timeout_ms = u64::from(request.limits.timeout_ms);
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        let slot = match self.inner.slots.acquire(module.hash, deadline).await {
+            Ok(slot) => slot,
+            Err(slots::NoSlot::DeadlinePassed) => return Err(GuestError::Timeout { timeout_ms }),
+            Err(slots::NoSlot::QueueFull { running, waiting }) => {
+                return Err(GuestError::Busy {
+                    detail: format!("{running} guests running and {waiting} waiting"),
+                });
+            }
+        };
+        let this = self.inner.clone();
+        let job = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            run::execute(
+                &this.engine,
+                &this.watchdog,
+                &module,
+                &request.input,
+                &request.limits,
+                deadline,
+            )
+        });
+        match job.await {
+            Ok(result) => result,
+            Err(join_error) => Err(GuestError::Trap {
+                detail: format!("executor thread failed: {join_error}"),
+            }),
+        }
+    }
+}

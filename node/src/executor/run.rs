@@ -1,0 +1,199 @@
+//! One request: a fresh store and instance, the ABI call, and the classification of how it ended.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use wasmer::{Engine, FunctionEnv, Imports, Instance, InstantiationError, RuntimeError, Store};
+use wasmer_middlewares::metering::{MeteringPoints, get_remaining_points, set_remaining_points};
+use wasmesh_protocol::{Abi, Limits};
+
+use super::sandbox::InstantiationScope;
+use super::wasi::{self, WasiExit, WasiState};
+use super::watchdog::Watchdog;
+use super::{CompiledModule, GuestError, Output, raw_abi};
+
+/// How an ABI call can fail: a trap or host error from wasmer, or a failure already classified.
+pub(crate) enum CallFailure {
+    Runtime(RuntimeError),
+    Guest(GuestError),
+}
+
+impl From<RuntimeError> for CallFailure {
+    fn from(error: RuntimeError) -> Self {
+        CallFailure::Runtime(error)
+    }
+}
+
+impl From<GuestError> for CallFailure {
+    fn from(error: GuestError) -> Self {
+        CallFailure::Guest(error)
+    }
+}
+
+/// Runs one request to completion on the calling thread.
+pub(crate) fn execute(
+    engine: &Engine,
+    watchdog: &Watchdog,
+    module: &CompiledModule,
+    input: &[u8],
+    limits: &Limits,
+    deadline: Instant,
+) -> Result<Output, GuestError> {
+    if input.len() > limits.max_input as usize {
+        return Err(GuestError::InputTooLarge {
+            size: input.len(),
+            limit: limits.max_input,
+        });
+    }
+    let timeout = GuestError::Timeout {
+        timeout_ms: u64::from(limits.timeout_ms),
+    };
+    if Instant::now() >= deadline {
+        return Err(timeout);
+    }
+    if module.info.memory_min_pages > u64::from(limits.memory_pages) {
+        return Err(GuestError::MemoryLimit {
+            detail: format!(
+                "the module declares {} pages of memory; the cap is {}",
+                module.info.memory_min_pages, limits.memory_pages
+            ),
+        });
+    }
+
+    let started = Instant::now();
+    let mut store = Store::new(engine.clone());
+    let growth_refused = Arc::new(AtomicBool::new(false));
+    let wasi_env = match module.info.abi {
+        Abi::Raw => None,
+        Abi::Wasi => Some(FunctionEnv::new(
+            &mut store,
+            WasiState::new(input.to_vec(), limits.max_output, &module.name),
+        )),
+    };
+    let (instance, fuel_cell) = {
+        let scope = InstantiationScope::enter(limits.memory_pages, growth_refused.clone());
+        let imports = match &wasi_env {
+            Some(env) => wasi::imports(&mut store, env, &module.module)?,
+            None => Imports::new(),
+        };
+        let instance = Instance::new(&mut store, &module.module, &imports)
+            .map_err(|e| instantiation_failure(e, &growth_refused))?;
+        (instance, scope.take_fuel_cell())
+    };
+    let fuel_cell = fuel_cell.ok_or_else(|| GuestError::InvalidModule {
+        detail: "the module was compiled without metering".into(),
+    })?;
+    set_remaining_points(&mut store, &instance, limits.fuel);
+
+    let watch = watchdog.watch(fuel_cell, deadline);
+    let result = match &wasi_env {
+        None => raw_abi::call(&mut store, &instance, input, limits.max_output),
+        Some(env) => run_wasi(&mut store, env, &instance),
+    };
+    let timed_out = watch.fired();
+    drop(watch);
+
+    let fuel_left = match get_remaining_points(&mut store, &instance) {
+        MeteringPoints::Remaining(left) => Some(left),
+        MeteringPoints::Exhausted => None,
+    };
+    let stderr = wasi_env
+        .as_ref()
+        .map(|env| env.as_ref(&store).stderr.clone())
+        .unwrap_or_default();
+    let outcome = match result {
+        Ok(bytes) => Ok(bytes),
+        Err(_) if timed_out => Err(timeout),
+        Err(CallFailure::Guest(error)) => Err(error),
+        Err(CallFailure::Runtime(error)) => {
+            classify(error, fuel_left.is_none(), &growth_refused, limits, &stderr)
+        }
+    };
+    let output = outcome?;
+    Ok(Output {
+        bytes: output,
+        stderr,
+        fuel_used: limits.fuel - fuel_left.unwrap_or(0),
+        exec_time: started.elapsed(),
+    })
+}
+
+fn run_wasi(
+    store: &mut Store,
+    env: &FunctionEnv<WasiState>,
+    instance: &Instance,
+) -> Result<Vec<u8>, CallFailure> {
+    wasi::attach_memory(store, env, instance)?;
+    let start = instance
+        .exports
+        .get_typed_function::<(), ()>(store, "_start")
+        .map_err(|e| GuestError::InvalidModule {
+            detail: e.to_string(),
+        })?;
+    let ended = match start.call(store) {
+        Ok(()) => Ok(()),
+        Err(error) => match error.downcast_ref::<WasiExit>() {
+            Some(WasiExit(0)) => Ok(()),
+            _ => Err(error),
+        },
+    };
+    let state = env.as_mut(store);
+    if state.stdout_overflow {
+        return Err(GuestError::BadOutput {
+            detail: format!("output exceeds the limit of {} bytes", state.max_output()),
+        }
+        .into());
+    }
+    ended?;
+    Ok(std::mem::take(&mut state.stdout))
+}
+
+fn classify(
+    error: RuntimeError,
+    fuel_exhausted: bool,
+    growth_refused: &AtomicBool,
+    limits: &Limits,
+    stderr: &[u8],
+) -> Result<Vec<u8>, GuestError> {
+    if fuel_exhausted {
+        return Err(GuestError::FuelExhausted { fuel: limits.fuel });
+    }
+    if let Some(WasiExit(status)) = error.downcast_ref::<WasiExit>() {
+        return Err(GuestError::Exit {
+            status: *status,
+            stderr: String::from_utf8_lossy(&stderr[..stderr.len().min(512)]).into_owned(),
+        });
+    }
+    if growth_refused.load(Ordering::Relaxed) {
+        return Err(GuestError::MemoryLimit {
+            detail: format!(
+                "memory growth was refused at the cap of {} pages ({} MiB); then: {}",
+                limits.memory_pages,
+                limits.memory_bytes() >> 20,
+                error.message()
+            ),
+        });
+    }
+    let detail = match error.clone().to_trap() {
+        Some(code) => code.to_string(),
+        None => error.message(),
+    };
+    Err(GuestError::Trap { detail })
+}
+
+fn instantiation_failure(error: InstantiationError, growth_refused: &AtomicBool) -> GuestError {
+    match error {
+        InstantiationError::Start(trap) if growth_refused.load(Ordering::Relaxed) => {
+            GuestError::MemoryLimit {
+                detail: format!("memory growth was refused during start: {}", trap.message()),
+            }
+        }
+        InstantiationError::Start(trap) => GuestError::Trap {
+            detail: format!("start function: {}", trap.message()),
+        },
+        other => GuestError::InvalidModule {
+            detail: other.to_string(),
+        },
+    }
+}

@@ -1,0 +1,266 @@
+//! Per-request sandbox resources the engine's tunables hand out: capped linear memories and the
+//! fuel counter the watchdog may zero.
+//!
+//! wasmer's tunables belong to the engine, but caps belong to a request. The executor therefore
+//! opens an [`InstantiationScope`] on its thread around `Instance::new`; the tunables read the
+//! request's memory cap from it and leave behind what the executor needs afterwards: a flag set
+//! when the guest's memory growth was refused, and a [`FuelCell`] pointing at the instance's
+//! metering counter.
+
+use std::cell::RefCell;
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+use wasmer::sys::vm::{
+    InternalStoreHandle, LinearMemory, MemoryError, MemoryStyle, StoreObjects, TableStyle,
+    VMGlobal, VMGlobalDefinition, VMMemory, VMMemoryDefinition, VMTable, VMTableDefinition,
+};
+use wasmer::sys::{BaseTunables, Target, Tunables};
+use wasmer::{ExportIndex, MemoryType, Pages, TableType};
+use wasmer_compiler::LinkError;
+use wasmer_types::entity::{EntityRef, PrimaryMap};
+use wasmer_types::{LocalGlobalIndex, ModuleInfo};
+
+/// The export name under which wasmer's metering middleware keeps the remaining fuel.
+const REMAINING_POINTS_EXPORT: &str = "wasmer_metering_remaining_points";
+
+struct ScopeState {
+    cap_pages: u32,
+    growth_refused: Arc<AtomicBool>,
+    fuel_cell: Option<FuelCell>,
+}
+
+thread_local! {
+    static SCOPE: RefCell<Option<ScopeState>> = const { RefCell::new(None) };
+}
+
+/// While alive, instances created on this thread get this request's memory cap.
+pub(crate) struct InstantiationScope {
+    // Bound to the thread whose thread-local it fills.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl InstantiationScope {
+    pub(crate) fn enter(cap_pages: u32, growth_refused: Arc<AtomicBool>) -> Self {
+        SCOPE.with(|scope| {
+            *scope.borrow_mut() = Some(ScopeState {
+                cap_pages,
+                growth_refused,
+                fuel_cell: None,
+            })
+        });
+        Self {
+            _not_send: PhantomData,
+        }
+    }
+
+    /// The metering counter of the instance created in this scope.
+    pub(crate) fn take_fuel_cell(&self) -> Option<FuelCell> {
+        SCOPE.with(|scope| scope.borrow_mut().as_mut().and_then(|s| s.fuel_cell.take()))
+    }
+}
+
+impl Drop for InstantiationScope {
+    fn drop(&mut self) {
+        SCOPE.with(|scope| scope.borrow_mut().take());
+    }
+}
+
+/// The location of one instance's remaining-fuel counter.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FuelCell(NonNull<VMGlobalDefinition>);
+
+// SAFETY: the pointer is only dereferenced through `exhaust`, whose contract requires the owning
+// store to be alive; the value is an aligned 8-byte integer written atomically.
+unsafe impl Send for FuelCell {}
+
+impl FuelCell {
+    /// Sets the remaining fuel to zero, so the guest traps at its next metering check.
+    ///
+    /// # Safety
+    /// The store that owns the instance must be alive for the duration of the call.
+    pub(crate) unsafe fn exhaust(&self) {
+        // SAFETY: `VMGlobalDefinition` is `repr(C, align(16))` and starts with the raw value,
+        // whose first 8 bytes hold an i64 global; the caller keeps the store alive. The guest
+        // thread reads and writes the same cell with plain aligned 8-byte moves.
+        unsafe {
+            let cell = self.0.as_ptr().cast::<i64>();
+            AtomicI64::from_ptr(cell).store(0, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The engine's tunables: wasmer's defaults, plus per-request memory caps.
+pub(crate) struct SandboxTunables {
+    base: BaseTunables,
+    default_cap_pages: u32,
+}
+
+impl SandboxTunables {
+    pub(crate) fn new(default_cap_pages: u32) -> Self {
+        Self {
+            base: BaseTunables::for_target(&Target::default()),
+            default_cap_pages,
+        }
+    }
+
+    fn scope_cap_and_flag(&self) -> (u32, Option<Arc<AtomicBool>>) {
+        SCOPE.with(|scope| match scope.borrow().as_ref() {
+            Some(state) => (state.cap_pages, Some(state.growth_refused.clone())),
+            None => (self.default_cap_pages, None),
+        })
+    }
+}
+
+impl Tunables for SandboxTunables {
+    fn memory_style(&self, memory: &MemoryType) -> MemoryStyle {
+        self.base.memory_style(memory)
+    }
+
+    fn table_style(&self, table: &TableType) -> TableStyle {
+        self.base.table_style(table)
+    }
+
+    fn create_host_memory(
+        &self,
+        ty: &MemoryType,
+        style: &MemoryStyle,
+    ) -> Result<VMMemory, MemoryError> {
+        self.base.create_host_memory(ty, style)
+    }
+
+    unsafe fn create_vm_memory(
+        &self,
+        ty: &MemoryType,
+        style: &MemoryStyle,
+        vm_definition_location: NonNull<VMMemoryDefinition>,
+    ) -> Result<VMMemory, MemoryError> {
+        let (cap_pages, growth_refused) = self.scope_cap_and_flag();
+        let cap = Pages(cap_pages);
+        if ty.minimum > cap {
+            return Err(MemoryError::MinimumMemoryTooLarge {
+                min_requested: ty.minimum,
+                max_allowed: cap,
+            });
+        }
+        // SAFETY: forwarded unchanged from the caller, who upholds the contract.
+        let inner = unsafe {
+            self.base
+                .create_vm_memory(ty, style, vm_definition_location)?
+        };
+        Ok(VMMemory(Box::new(CappedMemory {
+            inner,
+            cap,
+            growth_refused: growth_refused.unwrap_or_default(),
+        })))
+    }
+
+    fn create_host_table(&self, ty: &TableType, style: &TableStyle) -> Result<VMTable, String> {
+        self.base.create_host_table(ty, style)
+    }
+
+    unsafe fn create_vm_table(
+        &self,
+        ty: &TableType,
+        style: &TableStyle,
+        vm_definition_location: NonNull<VMTableDefinition>,
+    ) -> Result<VMTable, String> {
+        // SAFETY: forwarded unchanged from the caller, who upholds the contract.
+        unsafe { self.base.create_vm_table(ty, style, vm_definition_location) }
+    }
+
+    fn create_globals(
+        &self,
+        context: &mut StoreObjects,
+        module: &ModuleInfo,
+    ) -> Result<PrimaryMap<LocalGlobalIndex, InternalStoreHandle<VMGlobal>>, LinkError> {
+        let imported = module.num_imported_globals;
+        let fuel_index = match module.exports.get(REMAINING_POINTS_EXPORT) {
+            Some(ExportIndex::Global(index)) => Some(index.index()),
+            _ => None,
+        };
+        let mut globals = PrimaryMap::with_capacity(module.globals.len() - imported);
+        for (index, global_type) in module.globals.iter().skip(imported) {
+            let global = self
+                .create_global(*global_type)
+                .map_err(LinkError::Resource)?;
+            if Some(index.index()) == fuel_index {
+                let cell = FuelCell(global.vmglobal());
+                SCOPE.with(|scope| {
+                    if let Some(state) = scope.borrow_mut().as_mut() {
+                        state.fuel_cell = Some(cell);
+                    }
+                });
+            }
+            globals.push(InternalStoreHandle::new(context, global));
+        }
+        Ok(globals)
+    }
+}
+
+/// A linear memory that refuses to grow past a cap and remembers that it did.
+#[derive(Debug)]
+struct CappedMemory {
+    inner: VMMemory,
+    cap: Pages,
+    growth_refused: Arc<AtomicBool>,
+}
+
+impl CappedMemory {
+    fn refuse(&self, attempted_delta: Pages) -> MemoryError {
+        self.growth_refused.store(true, Ordering::Relaxed);
+        MemoryError::CouldNotGrow {
+            current: self.inner.size(),
+            attempted_delta,
+        }
+    }
+}
+
+impl LinearMemory for CappedMemory {
+    fn ty(&self) -> MemoryType {
+        let mut ty = self.inner.ty();
+        ty.maximum = Some(ty.maximum.map_or(self.cap, |max| max.min(self.cap)));
+        ty
+    }
+
+    fn size(&self) -> Pages {
+        self.inner.size()
+    }
+
+    fn style(&self) -> MemoryStyle {
+        self.inner.style()
+    }
+
+    fn grow(&mut self, delta: Pages) -> Result<Pages, MemoryError> {
+        let wanted = u64::from(self.inner.size().0) + u64::from(delta.0);
+        if wanted > u64::from(self.cap.0) {
+            return Err(self.refuse(delta));
+        }
+        self.inner.grow(delta)
+    }
+
+    fn grow_at_least(&mut self, min_size: u64) -> Result<(), MemoryError> {
+        if min_size > u64::from(self.cap.0) * wasmer::WASM_PAGE_SIZE as u64 {
+            return Err(self.refuse(Pages(0)));
+        }
+        self.inner.grow_at_least(min_size)
+    }
+
+    fn reset(&mut self) -> Result<(), MemoryError> {
+        self.inner.reset()
+    }
+
+    fn vmmemory(&self) -> NonNull<VMMemoryDefinition> {
+        self.inner.vmmemory()
+    }
+
+    fn try_clone(&self) -> Result<Box<dyn LinearMemory + 'static>, MemoryError> {
+        self.inner.try_clone()
+    }
+
+    fn copy(&mut self) -> Result<Box<dyn LinearMemory + 'static>, MemoryError> {
+        self.inner.copy()
+    }
+}

@@ -1,0 +1,164 @@
+//! Wall-clock deadlines for running guests.
+//!
+//! wasmer 7.1 has no way to interrupt a running instance from outside. Every instance is metered,
+//! though, and checks its remaining fuel at each branch and call. One watchdog thread keeps the
+//! running executions ordered by deadline; when one passes, it zeroes that instance's fuel
+//! counter, so the guest traps at its next check, and marks the execution as timed out. The guest
+//! thread may overwrite the zero with a value it had just loaded, so the watchdog repeats the
+//! write every millisecond until the execution ends.
+//!
+//! Soundness: the counter lives in the instance's store. An execution unregisters (under the
+//! watchdog's lock) before its store is dropped, and the watchdog writes only to registered
+//! executions while holding that lock.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::sandbox::FuelCell;
+
+/// How often a fired deadline re-zeroes the counter until the guest stops.
+const REPEAT: Duration = Duration::from_millis(1);
+
+#[derive(Default)]
+struct State {
+    next_id: u64,
+    due: BinaryHeap<Reverse<(Instant, u64)>>,
+    running: HashMap<u64, Running>,
+    shutdown: bool,
+}
+
+struct Running {
+    cell: FuelCell,
+    fired: Arc<AtomicBool>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Owns the watchdog thread; dropping it stops the thread.
+pub(crate) struct Watchdog {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Watchdog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watchdog").finish_non_exhaustive()
+    }
+}
+
+impl Watchdog {
+    pub(crate) fn start() -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+        });
+        let worker = shared.clone();
+        thread::Builder::new()
+            .name("wasmesh-watchdog".into())
+            .spawn(move || run(&worker))?;
+        Ok(Self { shared })
+    }
+
+    /// Watches an execution whose fuel counter is `cell` until the returned guard is dropped.
+    pub(crate) fn watch(&self, cell: FuelCell, deadline: Instant) -> Watch<'_> {
+        let fired = Arc::new(AtomicBool::new(false));
+        let mut state = self.shared.lock();
+        let id = state.next_id;
+        state.next_id += 1;
+        state.running.insert(
+            id,
+            Running {
+                cell,
+                fired: fired.clone(),
+            },
+        );
+        let is_earliest = state
+            .due
+            .peek()
+            .is_none_or(|Reverse((first, _))| deadline < *first);
+        state.due.push(Reverse((deadline, id)));
+        drop(state);
+        if is_earliest {
+            self.shared.wake.notify_one();
+        }
+        Watch {
+            watchdog: self,
+            id,
+            fired,
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.shared.lock().shutdown = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+/// A registered execution. Drop it before the store of the watched instance.
+pub(crate) struct Watch<'a> {
+    watchdog: &'a Watchdog,
+    id: u64,
+    fired: Arc<AtomicBool>,
+}
+
+impl Watch<'_> {
+    /// Whether the deadline passed and the guest was stopped.
+    pub(crate) fn fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        // Stale heap entries of finished executions are skipped when they come due.
+        self.watchdog.shared.lock().running.remove(&self.id);
+    }
+}
+
+fn run(shared: &Shared) {
+    let mut state = shared.lock();
+    loop {
+        if state.shutdown {
+            return;
+        }
+        let now = Instant::now();
+        while let Some(&Reverse((deadline, id))) = state.due.peek() {
+            if deadline > now {
+                break;
+            }
+            state.due.pop();
+            if let Some(running) = state.running.get(&id) {
+                running.fired.store(true, Ordering::SeqCst);
+                // SAFETY: the execution is still registered, so its store is alive (see the
+                // module documentation), and we hold the lock that unregistering takes.
+                unsafe { running.cell.exhaust() };
+                state.due.push(Reverse((now + REPEAT, id)));
+            }
+        }
+        let wait = match state.due.peek() {
+            Some(Reverse((deadline, _))) => deadline.saturating_duration_since(now),
+            None => Duration::from_secs(3600),
+        };
+        state = shared
+            .wake
+            .wait_timeout(state, wait)
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .0;
+    }
+}
