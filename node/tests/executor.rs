@@ -1,0 +1,372 @@
+//! The executor against the WAT fixtures: every typed failure, the memory cap, the output
+//! bound, the artifact cache's refusal of tampered or foreign artifacts, and a well-behaved
+//! request completing among 64 hostile ones.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use wasmesh_node::executor::{
+    CompiledModule, Executor, ExecutorConfig, GuestError, Prepared, Request,
+};
+use wasmesh_protocol::{ContentHash, Limits};
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../guests/fixtures")
+        .join(name);
+    wasmesh_node::module_file::read_module(&path).unwrap()
+}
+
+fn executor() -> Executor {
+    Executor::new(ExecutorConfig::default()).unwrap()
+}
+
+fn prepare(executor: &Executor, name: &str) -> Arc<CompiledModule> {
+    let wasm = fixture(name);
+    executor
+        .prepare(ContentHash::of(&wasm), name, &wasm)
+        .unwrap()
+        .0
+}
+
+fn limits() -> Limits {
+    Limits::default()
+}
+
+fn run(
+    executor: &Executor,
+    name: &str,
+    input: &[u8],
+    limits: Limits,
+) -> Result<Vec<u8>, GuestError> {
+    let module = prepare(executor, name);
+    executor
+        .run_blocking(
+            &module,
+            &Request {
+                input: input.to_vec(),
+                limits,
+            },
+        )
+        .map(|output| output.bytes)
+}
+
+#[test]
+fn raw_guests_answer() {
+    let ex = executor();
+    assert_eq!(run(&ex, "echo.wat", b"hello", limits()).unwrap(), b"hello");
+    assert_eq!(
+        run(&ex, "reverse.wat", b"hello", limits()).unwrap(),
+        b"olleh"
+    );
+    assert_eq!(run(&ex, "echo.wat", b"", limits()).unwrap(), b"");
+    let big = vec![7u8; 300_000];
+    assert_eq!(run(&ex, "echo.wat", &big, limits()).unwrap(), big);
+}
+
+#[test]
+fn every_request_gets_a_fresh_instance() {
+    let ex = executor();
+    for _ in 0..3 {
+        assert_eq!(run(&ex, "counter.wat", b"", limits()).unwrap(), [1, 1]);
+    }
+}
+
+#[test]
+fn wasi_guests_answer_and_report_exit_status() {
+    let ex = executor();
+    let input: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+    assert_eq!(run(&ex, "wasi_echo.wat", &input, limits()).unwrap(), input);
+    match run(&ex, "wasi_exit.wat", b"", limits()) {
+        Err(GuestError::Exit { status: 3, stderr }) => assert!(stderr.contains("bad input")),
+        other => panic!("expected exit status 3, got {other:?}"),
+    }
+}
+
+#[test]
+fn fuel_exhausted() {
+    let ex = executor();
+    let small_fuel = Limits {
+        fuel: 100_000,
+        ..limits()
+    };
+    let err = run(&ex, "infinite_loop.wat", b"", small_fuel).unwrap_err();
+    assert_eq!(err, GuestError::FuelExhausted { fuel: 100_000 });
+    assert_eq!(err.kind(), "fuel_exhausted");
+}
+
+#[test]
+fn timeout_stops_a_guest_with_plenty_of_fuel() {
+    let ex = executor();
+    let long = Limits {
+        fuel: Limits::MAX_FUEL,
+        timeout_ms: 200,
+        ..limits()
+    };
+    assert_eq!(
+        run(&ex, "infinite_loop.wat", b"", long),
+        Err(GuestError::Timeout { timeout_ms: 200 })
+    );
+}
+
+#[test]
+fn trap_reports_its_code() {
+    let ex = executor();
+    match run(&ex, "trap.wat", b"", limits()) {
+        Err(GuestError::Trap { detail }) => assert!(detail.contains("unreachable"), "{detail}"),
+        other => panic!("expected a trap, got {other:?}"),
+    }
+}
+
+#[test]
+fn memory_growth_stops_at_the_cap() {
+    let ex = executor();
+    let two_mib = Limits {
+        memory_pages: 32,
+        ..limits()
+    };
+    match run(&ex, "memory_bomb.wat", b"", two_mib) {
+        Err(GuestError::MemoryLimit { detail }) => assert!(detail.contains("32 pages"), "{detail}"),
+        other => panic!("expected memory_limit, got {other:?}"),
+    }
+    // The echo guest grows its memory for a large input: refused at the cap, so it fails there.
+    let one_page = Limits {
+        memory_pages: 1,
+        ..limits()
+    };
+    assert!(matches!(
+        run(&ex, "echo.wat", &vec![0u8; 100_000], one_page),
+        Err(GuestError::MemoryLimit { .. })
+    ));
+}
+
+#[test]
+fn huge_declared_memory_is_refused_before_instantiation() {
+    let ex = executor();
+    match run(&ex, "huge_memory.wat", b"", limits()) {
+        Err(GuestError::MemoryLimit { detail }) => assert!(detail.contains("60000"), "{detail}"),
+        other => panic!("expected memory_limit, got {other:?}"),
+    }
+}
+
+#[test]
+fn output_is_bounded_and_must_lie_in_memory() {
+    let ex = executor();
+    let small_output = Limits {
+        max_output: 5,
+        ..limits()
+    };
+    for guest in ["echo.wat", "wasi_echo.wat"] {
+        assert!(
+            matches!(
+                run(&ex, guest, b"0123456789", small_output),
+                Err(GuestError::BadOutput { .. })
+            ),
+            "{guest}"
+        );
+    }
+    match run(&ex, "out_of_bounds.wat", b"", limits()) {
+        Err(GuestError::BadOutput { detail }) => assert!(detail.contains("outside"), "{detail}"),
+        other => panic!("expected bad_output, got {other:?}"),
+    }
+}
+
+#[test]
+fn input_over_the_limit_is_refused() {
+    let ex = executor();
+    let small_input = Limits {
+        max_input: 4,
+        ..limits()
+    };
+    assert_eq!(
+        run(&ex, "echo.wat", b"12345", small_input),
+        Err(GuestError::InputTooLarge { size: 5, limit: 4 })
+    );
+}
+
+#[test]
+fn unsupported_imports_are_named_and_garbage_is_invalid() {
+    let ex = executor();
+    for (name, import) in [
+        ("unknown_import.wat", "env.open_socket"),
+        ("wasix_import.wat", "wasix_32v1.sock_open"),
+    ] {
+        let wasm = fixture(name);
+        let err = ex.prepare(ContentHash::of(&wasm), name, &wasm).unwrap_err();
+        assert_eq!(err.kind(), "unsupported_import");
+        assert!(err.to_string().contains(import), "{err}");
+    }
+    let err = ex
+        .prepare(ContentHash::of(b"garbage"), "garbage", b"garbage")
+        .unwrap_err();
+    assert_eq!(err.kind(), "invalid_module");
+}
+
+fn artifact_files(dir: &Path, hash: &ContentHash) -> (PathBuf, PathBuf) {
+    let fingerprint = executor().fingerprint();
+    (
+        dir.join(format!("{hash}-{fingerprint}.bin")),
+        dir.join(format!("{hash}-{fingerprint}.digest")),
+    )
+}
+
+fn with_artifacts(dir: &Path) -> Executor {
+    Executor::new(ExecutorConfig {
+        artifact_dir: Some(dir.to_owned()),
+        ..ExecutorConfig::default()
+    })
+    .unwrap()
+}
+
+#[test]
+fn artifacts_are_reused_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = fixture("reverse.wat");
+    let hash = ContentHash::of(&wasm);
+    let (_, first) = with_artifacts(dir.path())
+        .prepare(hash, "reverse", &wasm)
+        .unwrap();
+    assert_eq!(first, Prepared::Compiled);
+    let restarted = with_artifacts(dir.path());
+    let (module, second) = restarted.prepare(hash, "reverse", &wasm).unwrap();
+    assert_eq!(second, Prepared::Artifact);
+    let out = restarted
+        .run_blocking(
+            &module,
+            &Request {
+                input: b"abc".to_vec(),
+                limits: limits(),
+            },
+        )
+        .unwrap();
+    assert_eq!(out.bytes, b"cba");
+    assert_eq!(
+        restarted.prepare(hash, "reverse", &wasm).unwrap().1,
+        Prepared::Memory
+    );
+}
+
+#[test]
+fn a_tampered_artifact_is_recompiled_not_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = fixture("reverse.wat");
+    let hash = ContentHash::of(&wasm);
+    with_artifacts(dir.path())
+        .prepare(hash, "reverse", &wasm)
+        .unwrap();
+    let (artifact, _) = artifact_files(dir.path(), &hash);
+    let mut bytes = std::fs::read(&artifact).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&artifact, &bytes).unwrap();
+
+    let (module, source) = with_artifacts(dir.path())
+        .prepare(hash, "reverse", &wasm)
+        .unwrap();
+    assert_eq!(source, Prepared::Compiled);
+    let ex = with_artifacts(dir.path());
+    let out = ex
+        .run_blocking(
+            &module,
+            &Request {
+                input: b"xyz".to_vec(),
+                limits: limits(),
+            },
+        )
+        .unwrap();
+    assert_eq!(out.bytes, b"zyx");
+    // The recompiled artifact replaced the tampered one and loads again.
+    assert_eq!(
+        ex.prepare(hash, "reverse", &wasm).unwrap().1,
+        Prepared::Artifact
+    );
+}
+
+#[test]
+fn a_foreign_artifact_is_recompiled_not_loaded() {
+    // Another module's artifact, placed under this module's name without this node's digest.
+    let dir = tempfile::tempdir().unwrap();
+    let echo = fixture("echo.wat");
+    let reverse = fixture("reverse.wat");
+    with_artifacts(dir.path())
+        .prepare(ContentHash::of(&echo), "echo", &echo)
+        .unwrap();
+    let (echo_artifact, _) = artifact_files(dir.path(), &ContentHash::of(&echo));
+    let (reverse_artifact, reverse_digest) = artifact_files(dir.path(), &ContentHash::of(&reverse));
+    std::fs::copy(&echo_artifact, &reverse_artifact).unwrap();
+    assert!(!reverse_digest.exists());
+
+    let ex = with_artifacts(dir.path());
+    let (module, source) = ex
+        .prepare(ContentHash::of(&reverse), "reverse", &reverse)
+        .unwrap();
+    assert_eq!(source, Prepared::Compiled);
+    let out = ex
+        .run_blocking(
+            &module,
+            &Request {
+                input: b"abc".to_vec(),
+                limits: limits(),
+            },
+        )
+        .unwrap();
+    assert_eq!(out.bytes, b"cba", "the foreign (echo) artifact was loaded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_guests_do_not_stop_a_well_behaved_request() {
+    let ex = executor();
+    let looping = prepare(&ex, "infinite_loop.wat");
+    let bomb = prepare(&ex, "memory_bomb.wat");
+    let echo = prepare(&ex, "echo.wat");
+    // Hostile guests get generous limits: all the fuel there is and a 5 s deadline.
+    let hostile = Limits {
+        fuel: Limits::MAX_FUEL,
+        timeout_ms: 5_000,
+        memory_pages: 1024,
+        ..limits()
+    };
+    let mut attacks = Vec::new();
+    for i in 0..64 {
+        let module = if i % 2 == 0 {
+            looping.clone()
+        } else {
+            bomb.clone()
+        };
+        let ex = ex.clone();
+        attacks.push(tokio::spawn(async move {
+            ex.run(
+                module,
+                Request {
+                    input: Vec::new(),
+                    limits: hostile,
+                },
+            )
+            .await
+        }));
+    }
+    tokio::task::yield_now().await;
+    let answer = ex
+        .run(
+            echo,
+            Request {
+                input: b"still here".to_vec(),
+                limits: limits(),
+            },
+        )
+        .await
+        .expect("the well-behaved request completes");
+    assert_eq!(answer.bytes, b"still here");
+    for attack in attacks {
+        let outcome = attack.await.unwrap();
+        assert!(
+            matches!(
+                outcome,
+                Err(GuestError::Timeout { .. }
+                    | GuestError::MemoryLimit { .. }
+                    | GuestError::Busy { .. })
+            ),
+            "{outcome:?}"
+        );
+    }
+}
