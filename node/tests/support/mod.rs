@@ -1,0 +1,39 @@
+//! Helpers shared by the node's integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// A built example guest (`guests/out/NAME.wasm`); run `scripts/build-guests.sh` first.
+pub fn built_guest(name: &str) -> Vec<u8> {
+    let path = guests_dir().join("out").join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; build the example guests with scripts/build-guests.sh (scripts/test.sh does)",
+            path.display()
+        )
+    })
+}
+
+/// A WAT fixture's path.
+pub fn fixture_path(name: &str) -> PathBuf {
+    guests_dir().join("fixtures").join(name)
+}
+
+fn guests_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests")
+}
+
+/// An RGB gradient PNG of `width` x `height`.
+pub fn gradient_png(width: u32, height: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().expect("png header");
+    let pixels: Vec<u8> = (0..height)
+        .flat_map(|y| (0..width).flat_map(move |x| [(x % 256) as u8, (y % 256) as u8, 128]))
+        .collect();
+    writer.write_image_data(&pixels).expect("png data");
+    writer.finish().expect("png end");
+    out
+}
