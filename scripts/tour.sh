@@ -46,4 +46,20 @@ if "$wasmesh" manifest create "$root/guests/fixtures/unknown_import.wat" \
 fi
 
 echo
+echo "== 6. run requests locally with the node's executor (fresh sandbox per request)"
+printf 'hello, edge' | "$wasmesh" run "$root/guests/fixtures/echo.wat"
+echo
+printf 'hello, edge' | "$wasmesh" run "$root/guests/fixtures/reverse.wat"
+echo
+printf 'hello from WASI' | "$wasmesh" run "$root/guests/fixtures/wasi_echo.wat"
+echo
+
+echo
+echo "== 7. hostile guests fail with a typed error, and nothing else happens"
+"$wasmesh" run "$root/guests/fixtures/infinite_loop.wat" --fuel 1000000 </dev/null || true
+"$wasmesh" run "$root/guests/fixtures/infinite_loop.wat" --fuel 1000000000000 --timeout-ms 100 </dev/null || true
+"$wasmesh" run "$root/guests/fixtures/memory_bomb.wat" --memory-mib 8 </dev/null || true
+"$wasmesh" run "$root/guests/fixtures/out_of_bounds.wat" </dev/null || true
+
+echo
 echo "tour complete"
