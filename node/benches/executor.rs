@@ -4,26 +4,18 @@
 //! Run: `scripts/bench-executor.sh` (builds the guests and the native thumbnail baseline, then
 //! this). Reports medians and p99 of per-iteration wall time.
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use wasmesh_node::executor::{Executor, ExecutorConfig, Prepared, Request};
 use wasmesh_protocol::{ContentHash, Limits};
 
-fn guests() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests")
-}
-
-fn built(name: &str) -> Vec<u8> {
-    let path = guests().join("out").join(format!("{name}.wasm"));
-    std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run scripts/build-guests.sh", path.display()))
-}
-
 fn fixture(name: &str) -> Vec<u8> {
-    wasmesh_node::module_file::read_module(&guests().join("fixtures").join(name)).expect("fixture")
+    wasmesh_node::module_file::read_module(&support::fixture_path(name)).expect("fixture")
 }
 
 struct Stats {
@@ -76,22 +68,6 @@ fn native_echo(input: &[u8]) -> Vec<u8> {
     input.to_vec()
 }
 
-fn gradient_png(width: u32, height: u32) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut encoder = png::Encoder::new(&mut out, width, height);
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
-    let mut writer = encoder.write_header().expect("png header");
-    let pixels: Vec<u8> = (0..height)
-        .flat_map(|y| {
-            (0..width).flat_map(move |x| [(x % 251) as u8, (y % 241) as u8, ((x * y) % 239) as u8])
-        })
-        .collect();
-    writer.write_image_data(&pixels).expect("png data");
-    writer.finish().expect("png end");
-    out
-}
-
 fn main() {
     let executor = Executor::new(ExecutorConfig::default()).expect("executor");
     let input = [42u8; 64];
@@ -111,7 +87,7 @@ fn main() {
     );
     row(
         "raw echo, Rust (wasmesh-guest SDK)",
-        &sandbox_cost(&executor, "echo", &built("echo"), &input),
+        &sandbox_cost(&executor, "echo", &support::built_guest("echo"), &input),
     );
     row(
         "WASI echo, WAT fixture",
@@ -124,11 +100,16 @@ fn main() {
     );
     row(
         "WASI echo, Rust std",
-        &sandbox_cost(&executor, "wasi-echo", &built("wasi-echo"), &input),
+        &sandbox_cost(
+            &executor,
+            "wasi-echo",
+            &support::built_guest("wasi-echo"),
+            &input,
+        ),
     );
 
     println!("\n## thumbnail.wasm: compile vs artifact-cache load\n");
-    let thumbnail = built("thumbnail");
+    let thumbnail = support::built_guest("thumbnail");
     let hash = ContentHash::of(&thumbnail);
     let dir = tempfile::tempdir().expect("tempdir");
     let with_artifacts = || {
@@ -176,7 +157,7 @@ fn main() {
         ..Limits::default()
     };
     let mut make_jpeg = b"1000\n".to_vec();
-    make_jpeg.extend(gradient_png(1000, 1000));
+    make_jpeg.extend(support::gradient_png(1000, 1000));
     let jpeg = executor
         .run_blocking(
             &module,

@@ -39,15 +39,21 @@ fn run(
     input: &[u8],
     limits: Limits,
 ) -> Result<Vec<u8>, GuestError> {
-    let module = prepare(executor, name);
+    run_module(executor, &prepare(executor, name), input, limits)
+}
+
+fn run_module(
+    executor: &Executor,
+    module: &CompiledModule,
+    input: &[u8],
+    limits: Limits,
+) -> Result<Vec<u8>, GuestError> {
+    let request = Request {
+        input: input.to_vec(),
+        limits,
+    };
     executor
-        .run_blocking(
-            &module,
-            &Request {
-                input: input.to_vec(),
-                limits,
-            },
-        )
+        .run_blocking(module, &request)
         .map(|output| output.bytes)
 }
 
@@ -230,16 +236,8 @@ fn artifacts_are_reused_across_restarts() {
     let restarted = with_artifacts(dir.path());
     let (module, second) = restarted.prepare(hash, "reverse", &wasm).unwrap();
     assert_eq!(second, Prepared::Artifact);
-    let out = restarted
-        .run_blocking(
-            &module,
-            &Request {
-                input: b"abc".to_vec(),
-                limits: limits(),
-            },
-        )
-        .unwrap();
-    assert_eq!(out.bytes, b"cba");
+    let out = run_module(&restarted, &module, b"abc", limits()).unwrap();
+    assert_eq!(out, b"cba");
     assert_eq!(
         restarted.prepare(hash, "reverse", &wasm).unwrap().1,
         Prepared::Memory
@@ -265,16 +263,8 @@ fn a_tampered_artifact_is_recompiled_not_loaded() {
         .unwrap();
     assert_eq!(source, Prepared::Compiled);
     let ex = with_artifacts(dir.path());
-    let out = ex
-        .run_blocking(
-            &module,
-            &Request {
-                input: b"xyz".to_vec(),
-                limits: limits(),
-            },
-        )
-        .unwrap();
-    assert_eq!(out.bytes, b"zyx");
+    let out = run_module(&ex, &module, b"xyz", limits()).unwrap();
+    assert_eq!(out, b"zyx");
     // The recompiled artifact replaced the tampered one and loads again.
     assert_eq!(
         ex.prepare(hash, "reverse", &wasm).unwrap().1,
@@ -301,16 +291,8 @@ fn a_foreign_artifact_is_recompiled_not_loaded() {
         .prepare(ContentHash::of(&reverse), "reverse", &reverse)
         .unwrap();
     assert_eq!(source, Prepared::Compiled);
-    let out = ex
-        .run_blocking(
-            &module,
-            &Request {
-                input: b"abc".to_vec(),
-                limits: limits(),
-            },
-        )
-        .unwrap();
-    assert_eq!(out.bytes, b"cba", "the foreign (echo) artifact was loaded");
+    let out = run_module(&ex, &module, b"abc", limits()).unwrap();
+    assert_eq!(out, b"cba", "the foreign (echo) artifact was loaded");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

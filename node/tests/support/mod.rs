@@ -23,7 +23,8 @@ fn guests_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests")
 }
 
-/// An RGB gradient PNG of `width` x `height`.
+/// An RGB PNG of `width` x `height` with gradients and a product pattern (compresses like a
+/// simple photo rather than a flat fill).
 pub fn gradient_png(width: u32, height: u32) -> Vec<u8> {
     let mut out = Vec::new();
     let mut encoder = png::Encoder::new(&mut out, width, height);
@@ -31,7 +32,9 @@ pub fn gradient_png(width: u32, height: u32) -> Vec<u8> {
     encoder.set_depth(png::BitDepth::Eight);
     let mut writer = encoder.write_header().expect("png header");
     let pixels: Vec<u8> = (0..height)
-        .flat_map(|y| (0..width).flat_map(move |x| [(x % 256) as u8, (y % 256) as u8, 128]))
+        .flat_map(|y| {
+            (0..width).flat_map(move |x| [(x % 251) as u8, (y % 241) as u8, ((x * y) % 239) as u8])
+        })
         .collect();
     writer.write_image_data(&pixels).expect("png data");
     writer.finish().expect("png end");
