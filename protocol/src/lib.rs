@@ -10,7 +10,8 @@
 //! - [`manifest`]: [`Manifest`], [`SignedManifest`], verification and the rollback rule;
 //! - [`module_ref`]: [`ModuleRef`], how requests name modules;
 //! - [`bundle`]: [`PublishBundle`], the body of a publish request;
-//! - [`wasm`]: static inspection of Wasm modules (validation, ABI, imports).
+//! - [`wasm`]: static inspection of Wasm modules (validation, ABI, imports);
+//! - [`wire`]: node-to-node messages (status, sync, blob fetch) and protocol names.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod bundle;
@@ -22,6 +23,7 @@ pub mod limits;
 pub mod manifest;
 pub mod module_ref;
 pub mod wasm;
+pub mod wire;
 
 pub use bundle::PublishBundle;
 pub use codec::DecodeError;

@@ -1,0 +1,243 @@
+//! The node's disk store: signed manifests and content-addressed blobs.
+//!
+//! Layout under the data dir:
+//! - `manifests/<publisher hex>/<name>.manifest`: the newest accepted signed manifest of each
+//!   module, written with an atomic rename. Re-verified when loaded.
+//! - `blobs/<blake3 hex>`: verified Wasm blobs. A blob is written to `blobs/tmp/`, hashed while
+//!   written, fsynced, and renamed into place only when its hash and size match; nothing
+//!   unverified is ever at a `blobs/<hex>` path, so nothing unverified is ever served.
+//! - `artifacts/`: the executor's compiled-module cache.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use wasmesh_protocol::{ContentHash, Manifest, SignedManifest};
+
+use crate::fs_util::write_atomic;
+
+/// Why a blob could not be stored.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The bytes received do not hash to what was asked for.
+    #[error("blob hashes to {actual}, expected {expected}")]
+    HashMismatch {
+        /// Expected hash.
+        expected: ContentHash,
+        /// Hash of what arrived.
+        actual: ContentHash,
+    },
+    /// More or fewer bytes than the manifest states.
+    #[error("blob has {actual} bytes, expected {expected}")]
+    SizeMismatch {
+        /// Expected size.
+        expected: u64,
+        /// Size of what arrived.
+        actual: u64,
+    },
+    /// The file system refused.
+    #[error("store I/O: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// The disk store of one node.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store under `data_dir`, and clears unfinished temp files.
+    pub fn open(data_dir: &Path) -> io::Result<Self> {
+        let store = Self {
+            root: data_dir.to_owned(),
+        };
+        fs::create_dir_all(store.root.join("manifests"))?;
+        let tmp = store.tmp_dir();
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp)?;
+        }
+        fs::create_dir_all(&tmp)?;
+        Ok(store)
+    }
+
+    /// The executor's artifact folder.
+    pub fn artifact_dir(&self) -> PathBuf {
+        self.root.join("artifacts")
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join("blobs").join("tmp")
+    }
+
+    fn blob_path(&self, hash: &ContentHash) -> PathBuf {
+        self.root.join("blobs").join(hash.to_string())
+    }
+
+    fn manifest_path(&self, manifest: &Manifest) -> PathBuf {
+        self.root
+            .join("manifests")
+            .join(manifest.publisher.to_string())
+            .join(format!("{}.manifest", manifest.name))
+    }
+
+    /// Whether a verified blob with this hash is stored.
+    pub fn has_blob(&self, hash: &ContentHash) -> bool {
+        self.blob_path(hash).is_file()
+    }
+
+    /// Reads a stored blob.
+    pub fn read_blob(&self, hash: &ContentHash) -> io::Result<Vec<u8>> {
+        fs::read(self.blob_path(hash))
+    }
+
+    /// Opens a stored blob for streaming, with its size.
+    pub fn open_blob(&self, hash: &ContentHash) -> io::Result<(File, u64)> {
+        let file = File::open(self.blob_path(hash))?;
+        let size = file.metadata()?.len();
+        Ok((file, size))
+    }
+
+    /// Starts writing a blob expected to hash to `hash` and have `size` bytes.
+    pub fn blob_writer(&self, hash: ContentHash, size: u64) -> io::Result<BlobWriter> {
+        let temp = tempfile::Builder::new()
+            .prefix(&format!("{}-", hash.short()))
+            .tempfile_in(self.tmp_dir())?;
+        Ok(BlobWriter {
+            temp,
+            hasher: blake3::Hasher::new(),
+            written: 0,
+            expected_hash: hash,
+            expected_size: size,
+            final_path: self.blob_path(&hash),
+        })
+    }
+
+    /// Stores a complete blob held in memory (after the same checks as [`BlobWriter`]).
+    pub fn put_blob(&self, hash: ContentHash, bytes: &[u8]) -> Result<(), StoreError> {
+        if self.has_blob(&hash) {
+            return Ok(());
+        }
+        let mut writer = self.blob_writer(hash, bytes.len() as u64)?;
+        writer.write(bytes)?;
+        writer.finish()
+    }
+
+    /// Deletes a blob (when no manifest uses it any more).
+    pub fn remove_blob(&self, hash: &ContentHash) -> io::Result<()> {
+        match fs::remove_file(self.blob_path(hash)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Saves the newest signed manifest of its module, replacing an older one.
+    pub fn put_manifest(&self, signed: &SignedManifest) -> io::Result<()> {
+        let path = self.manifest_path(&signed.manifest);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir)?;
+        }
+        write_atomic(&path, &signed.encode())
+    }
+
+    /// Every stored manifest that decodes, with the paths of those that do not.
+    pub fn load_manifests(&self) -> io::Result<(Vec<SignedManifest>, Vec<PathBuf>)> {
+        let mut manifests = Vec::new();
+        let mut broken = Vec::new();
+        for publisher in fs::read_dir(self.root.join("manifests"))? {
+            let publisher = publisher?.path();
+            if !publisher.is_dir() {
+                continue;
+            }
+            for entry in fs::read_dir(&publisher)? {
+                let path = entry?.path();
+                if path.extension().is_none_or(|ext| ext != "manifest") {
+                    continue;
+                }
+                match fs::read(&path).map(|bytes| SignedManifest::decode(&bytes)) {
+                    Ok(Ok(signed)) => manifests.push(signed),
+                    _ => broken.push(path),
+                }
+            }
+        }
+        Ok((manifests, broken))
+    }
+}
+
+/// A blob being received: hashed as written, placed in the store only by [`BlobWriter::finish`].
+/// Dropped unfinished, it leaves nothing behind.
+#[derive(Debug)]
+pub struct BlobWriter {
+    temp: tempfile::NamedTempFile,
+    hasher: blake3::Hasher,
+    written: u64,
+    expected_hash: ContentHash,
+    expected_size: u64,
+    final_path: PathBuf,
+}
+
+impl BlobWriter {
+    /// Appends bytes. Fails as soon as more than the expected size arrives.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        let total = self.written + bytes.len() as u64;
+        if total > self.expected_size {
+            return Err(StoreError::SizeMismatch {
+                expected: self.expected_size,
+                actual: total,
+            });
+        }
+        self.hasher.update(bytes);
+        self.temp.write_all(bytes)?;
+        self.written = total;
+        Ok(())
+    }
+
+    /// Checks size and hash, fsyncs, and moves the blob into the store.
+    pub fn finish(self) -> Result<(), StoreError> {
+        if self.written != self.expected_size {
+            return Err(StoreError::SizeMismatch {
+                expected: self.expected_size,
+                actual: self.written,
+            });
+        }
+        let actual = ContentHash::from_hasher(&self.hasher);
+        if actual != self.expected_hash {
+            return Err(StoreError::HashMismatch {
+                expected: self.expected_hash,
+                actual,
+            });
+        }
+        self.temp.as_file().sync_all()?;
+        self.temp
+            .persist(&self.final_path)
+            .map_err(|e| StoreError::Io(e.error))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_verified_blobs_reach_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let good = b"\0asm good";
+        let hash = ContentHash::of(good);
+
+        let mut liar = store.blob_writer(hash, good.len() as u64).unwrap();
+        liar.write(b"\0asm evil").unwrap();
+        assert!(matches!(liar.finish(), Err(StoreError::HashMismatch { .. })));
+        assert!(!store.has_blob(&hash));
+
+        let mut long = store.blob_writer(hash, good.len() as u64).unwrap();
+        assert!(matches!(long.write(b"\0asm good and more"), Err(StoreError::SizeMismatch { .. })));
+        drop(long);
+
+        store.put_blob(hash, good).unwrap();
+        assert_eq!(store.read_blob(&hash).unwrap(), good);
+        assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0, "no temp files left");
+    }
+}

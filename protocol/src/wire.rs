@@ -1,0 +1,198 @@
+//! Messages between nodes, other than manifests themselves.
+//!
+//! ## Flows
+//! - **Status gossip** (`wasmesh/status/1`): every node periodically publishes a
+//!   [`StatusMessage`]: where its QUIC endpoint is, the key its certificate carries, which blobs
+//!   it has ready, and its load. Peers learn providers and candidates from it.
+//! - **Sync** (`/wasmesh/sync/1`, request-response over libp2p): a node that joins late, or comes
+//!   back after a partition, sends a [`SyncRequest`] and gets every manifest the peer holds in a
+//!   [`SyncResponse`].
+//! - **Blob fetch** (QUIC, ALPN [`BLOB_ALPN`]): the client opens a bidirectional stream and writes
+//!   a length-prefixed [`BlobRequest`]; the server answers with a [`BlobHeader`] (fixed 9 bytes:
+//!   status, size) followed by exactly `size` bytes of the blob, and finishes the stream.
+//!
+//! Every message has a stated maximum size; decoders refuse anything larger.
+
+use bincode::{Decode, Encode};
+
+use crate::codec::{self, DecodeError};
+use crate::crypto::PublicKey;
+use crate::hash::ContentHash;
+use crate::manifest::{MAX_SIGNED_MANIFEST_SIZE, SignedManifest};
+
+/// Gossipsub topic of signed manifests.
+pub const MANIFEST_TOPIC: &str = "wasmesh/manifests/1";
+/// Gossipsub topic of node status.
+pub const STATUS_TOPIC: &str = "wasmesh/status/1";
+/// libp2p protocol of manifest sync.
+pub const SYNC_PROTOCOL: &str = "/wasmesh/sync/1";
+/// ALPN of the blob protocol on the QUIC data plane.
+pub const BLOB_ALPN: &[u8] = b"wasmesh/blob/1";
+/// ALPN of the invoke protocol on the QUIC data plane.
+pub const INVOKE_ALPN: &[u8] = b"wasmesh/invoke/1";
+
+/// Most blobs a status message lists.
+pub const MAX_STATUS_BLOBS: usize = 4096;
+/// Largest encoded status message.
+pub const MAX_STATUS_SIZE: usize = 64 + 32 * MAX_STATUS_BLOBS + 1024;
+/// Most manifests in one sync response.
+pub const MAX_SYNC_MANIFESTS: usize = 4096;
+/// Largest encoded sync request.
+pub const MAX_SYNC_REQUEST_SIZE: usize = 64;
+/// Largest encoded sync response.
+pub const MAX_SYNC_RESPONSE_SIZE: usize = 16 + MAX_SYNC_MANIFESTS * MAX_SIGNED_MANIFEST_SIZE;
+/// Largest encoded blob request (without its 4-byte length prefix).
+pub const MAX_BLOB_REQUEST_SIZE: usize = 64;
+
+/// What a node tells the mesh about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct StatusMessage {
+    /// The node's public key (its libp2p identity and its QUIC certificate key).
+    pub node: PublicKey,
+    /// Where its QUIC data-plane endpoint is reachable (`ip:port`).
+    pub quic_addr: String,
+    /// Blobs it has verified and compiled.
+    pub ready: Vec<ContentHash>,
+    /// Requests it is executing or queueing now.
+    pub in_flight: u32,
+    /// Requests it can execute at once.
+    pub capacity: u32,
+    /// Increases with every status the node sends; older ones are ignored.
+    pub seq: u64,
+}
+
+impl StatusMessage {
+    /// The wire encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+
+    /// Decodes a status message of at most [`MAX_STATUS_SIZE`] bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let status: Self = codec::decode(bytes, MAX_STATUS_SIZE)?;
+        if status.ready.len() > MAX_STATUS_BLOBS || status.quic_addr.len() > 256 {
+            return Err(DecodeError::Malformed("status lists too much".into()));
+        }
+        Ok(status)
+    }
+}
+
+/// Asks a peer for the manifests it holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
+pub struct SyncRequest {
+    /// Reserved for incremental sync; 0 asks for everything.
+    pub since_ms: u64,
+}
+
+/// The manifests a peer holds (the newest version of each module).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
+pub struct SyncResponse {
+    /// Signed manifests; each is verified by the receiver like a gossiped one.
+    pub manifests: Vec<SignedManifest>,
+}
+
+impl SyncRequest {
+    /// The wire encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+
+    /// Decodes a sync request of at most [`MAX_SYNC_REQUEST_SIZE`] bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        codec::decode(bytes, MAX_SYNC_REQUEST_SIZE)
+    }
+}
+
+impl SyncResponse {
+    /// The wire encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+
+    /// Decodes a sync response of at most [`MAX_SYNC_RESPONSE_SIZE`] bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let response: Self = codec::decode(bytes, MAX_SYNC_RESPONSE_SIZE)?;
+        if response.manifests.len() > MAX_SYNC_MANIFESTS {
+            return Err(DecodeError::Malformed("too many manifests".into()));
+        }
+        Ok(response)
+    }
+}
+
+/// Asks for one blob by its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct BlobRequest {
+    /// The blob's BLAKE3 hash.
+    pub hash: ContentHash,
+}
+
+impl BlobRequest {
+    /// The wire encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+
+    /// Decodes a blob request of at most [`MAX_BLOB_REQUEST_SIZE`] bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        codec::decode(bytes, MAX_BLOB_REQUEST_SIZE)
+    }
+}
+
+/// The answer to a blob request, before the blob's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobHeader {
+    /// The blob follows: exactly this many bytes.
+    Found {
+        /// Size in bytes.
+        size: u64,
+    },
+    /// This node does not hold the blob.
+    NotFound,
+    /// This node is at its transfer limit; ask another provider.
+    Busy,
+}
+
+impl BlobHeader {
+    /// Encoded size: one status byte and a little-endian u64.
+    pub const SIZE: usize = 9;
+
+    /// The fixed 9-byte encoding.
+    pub fn encode(&self) -> [u8; Self::SIZE] {
+        let (status, size) = match *self {
+            BlobHeader::Found { size } => (0u8, size),
+            BlobHeader::NotFound => (1, 0),
+            BlobHeader::Busy => (2, 0),
+        };
+        let mut bytes = [0u8; Self::SIZE];
+        bytes[0] = status;
+        bytes[1..].copy_from_slice(&size.to_le_bytes());
+        bytes
+    }
+
+    /// Decodes the fixed 9-byte encoding.
+    pub fn decode(bytes: &[u8; Self::SIZE]) -> Result<Self, DecodeError> {
+        let mut size = [0u8; 8];
+        size.copy_from_slice(&bytes[1..]);
+        match bytes[0] {
+            0 => Ok(BlobHeader::Found {
+                size: u64::from_le_bytes(size),
+            }),
+            1 => Ok(BlobHeader::NotFound),
+            2 => Ok(BlobHeader::Busy),
+            other => Err(DecodeError::Malformed(format!("blob status {other}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_header_round_trips() {
+        for header in [BlobHeader::Found { size: 1 << 40 }, BlobHeader::NotFound, BlobHeader::Busy] {
+            assert_eq!(BlobHeader::decode(&header.encode()), Ok(header));
+        }
+        assert!(BlobHeader::decode(&[9; 9]).is_err());
+    }
+}
