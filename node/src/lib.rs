@@ -3,6 +3,13 @@
 //! - [`cli`]: the command line (`wasmesh keys|manifest|run|node|publish|call|status`);
 //! - [`executor`]: runs guests with wasmer in per-request sandboxes;
 //! - [`module_file`]: reading a module from a `.wasm` or `.wat` file;
+//! - [`daemon`]: [`daemon::Node`], a running node (start, addresses, shutdown);
+//! - [`node`]: the node's logic: manifests in, blobs fetched and compiled, requests run;
+//! - [`registry`]: what the node knows of modules and peers;
+//! - [`gossip`]: the libp2p control plane (gossipsub, sync, identify, ping);
+//! - [`transfer`]: the QUIC data plane (blobs);
+//! - [`gateway`]: the HTTP API;
+//! - [`config`], [`admission`], [`tls`], [`metrics`];
 //! - [`store`]: manifests and verified blobs on disk;
 //! - [`fs_util`]: atomic file writes.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -10,8 +17,16 @@
 pub mod admission;
 pub mod cli;
 pub mod clock;
+pub mod config;
+pub mod daemon;
 pub mod executor;
 pub mod fs_util;
+pub(crate) mod gateway;
+pub mod gossip;
+pub mod metrics;
 pub mod module_file;
+pub mod node;
+pub mod registry;
 pub mod store;
 pub mod tls;
+pub mod transfer;

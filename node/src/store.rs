@@ -229,15 +229,25 @@ mod tests {
 
         let mut liar = store.blob_writer(hash, good.len() as u64).unwrap();
         liar.write(b"\0asm evil").unwrap();
-        assert!(matches!(liar.finish(), Err(StoreError::HashMismatch { .. })));
+        assert!(matches!(
+            liar.finish(),
+            Err(StoreError::HashMismatch { .. })
+        ));
         assert!(!store.has_blob(&hash));
 
         let mut long = store.blob_writer(hash, good.len() as u64).unwrap();
-        assert!(matches!(long.write(b"\0asm good and more"), Err(StoreError::SizeMismatch { .. })));
+        assert!(matches!(
+            long.write(b"\0asm good and more"),
+            Err(StoreError::SizeMismatch { .. })
+        ));
         drop(long);
 
         store.put_blob(hash, good).unwrap();
         assert_eq!(store.read_blob(&hash).unwrap(), good);
-        assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0, "no temp files left");
+        assert_eq!(
+            fs::read_dir(store.tmp_dir()).unwrap().count(),
+            0,
+            "no temp files left"
+        );
     }
 }

@@ -47,7 +47,10 @@ pub struct TlsIdentity {
 
 impl TlsIdentity {
     /// The self-signed certificate for `keys`, carrying `membership` if given.
-    pub fn new(keys: &Keypair, membership: Option<&SignedMembershipCert>) -> Result<Self, TlsError> {
+    pub fn new(
+        keys: &Keypair,
+        membership: Option<&SignedMembershipCert>,
+    ) -> Result<Self, TlsError> {
         let mut key_pkcs8 = ED25519_PKCS8_PREFIX.to_vec();
         key_pkcs8.extend_from_slice(&keys.seed());
         let key_pair = rcgen::KeyPair::try_from(&PrivatePkcs8KeyDer::from(key_pkcs8.clone()))?;

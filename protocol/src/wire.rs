@@ -38,9 +38,10 @@ pub const MAX_STATUS_SIZE: usize = 64 + 32 * MAX_STATUS_BLOBS + 1024;
 /// Most manifests in one sync response.
 pub const MAX_SYNC_MANIFESTS: usize = 4096;
 /// Largest encoded sync request.
-pub const MAX_SYNC_REQUEST_SIZE: usize = 64;
+pub const MAX_SYNC_REQUEST_SIZE: usize = 64 + MAX_MEMBERSHIP_SIZE;
 /// Largest encoded sync response.
-pub const MAX_SYNC_RESPONSE_SIZE: usize = 16 + MAX_SYNC_MANIFESTS * MAX_SIGNED_MANIFEST_SIZE;
+pub const MAX_SYNC_RESPONSE_SIZE: usize =
+    64 + MAX_MEMBERSHIP_SIZE + MAX_SYNC_MANIFESTS * MAX_SIGNED_MANIFEST_SIZE;
 /// Largest encoded blob request (without its 4-byte length prefix).
 pub const MAX_BLOB_REQUEST_SIZE: usize = 64;
 
@@ -59,6 +60,8 @@ pub struct StatusMessage {
     pub capacity: u32,
     /// Increases with every status the node sends; older ones are ignored.
     pub seq: u64,
+    /// libp2p addresses where the node can be dialed (peer exchange), at most 8.
+    pub p2p_addrs: Vec<String>,
 }
 
 impl StatusMessage {
@@ -70,25 +73,36 @@ impl StatusMessage {
     /// Decodes a status message of at most [`MAX_STATUS_SIZE`] bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let status: Self = codec::decode(bytes, MAX_STATUS_SIZE)?;
-        if status.ready.len() > MAX_STATUS_BLOBS || status.quic_addr.len() > 256 {
+        let addrs_too_long =
+            status.p2p_addrs.len() > 8 || status.p2p_addrs.iter().any(|a| a.len() > 256);
+        if status.ready.len() > MAX_STATUS_BLOBS || status.quic_addr.len() > 256 || addrs_too_long {
             return Err(DecodeError::Malformed("status lists too much".into()));
         }
         Ok(status)
     }
 }
 
-/// Asks a peer for the manifests it holds.
+/// Largest encoded membership certificate carried in sync messages.
+pub const MAX_MEMBERSHIP_SIZE: usize = 1024;
+
+/// Asks a peer for the manifests it holds. Sent by both sides when a connection opens; in a
+/// private mesh it also presents the sender's membership certificate.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
 pub struct SyncRequest {
     /// Reserved for incremental sync; 0 asks for everything.
     pub since_ms: u64,
+    /// The sender's encoded membership certificate (empty in an open mesh).
+    pub membership: Vec<u8>,
 }
 
 /// The manifests a peer holds (the newest version of each module).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
 pub struct SyncResponse {
-    /// Signed manifests; each is verified by the receiver like a gossiped one.
+    /// Signed manifests; each is verified by the receiver like a gossiped one. Empty when the
+    /// requester was not admitted.
     pub manifests: Vec<SignedManifest>,
+    /// The responder's encoded membership certificate (empty in an open mesh).
+    pub membership: Vec<u8>,
 }
 
 impl SyncRequest {
@@ -99,7 +113,13 @@ impl SyncRequest {
 
     /// Decodes a sync request of at most [`MAX_SYNC_REQUEST_SIZE`] bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        codec::decode(bytes, MAX_SYNC_REQUEST_SIZE)
+        let request: Self = codec::decode(bytes, MAX_SYNC_REQUEST_SIZE)?;
+        if request.membership.len() > MAX_MEMBERSHIP_SIZE {
+            return Err(DecodeError::Malformed(
+                "membership certificate too large".into(),
+            ));
+        }
+        Ok(request)
     }
 }
 
@@ -112,7 +132,9 @@ impl SyncResponse {
     /// Decodes a sync response of at most [`MAX_SYNC_RESPONSE_SIZE`] bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let response: Self = codec::decode(bytes, MAX_SYNC_RESPONSE_SIZE)?;
-        if response.manifests.len() > MAX_SYNC_MANIFESTS {
+        if response.manifests.len() > MAX_SYNC_MANIFESTS
+            || response.membership.len() > MAX_MEMBERSHIP_SIZE
+        {
             return Err(DecodeError::Malformed("too many manifests".into()));
         }
         Ok(response)
@@ -190,7 +212,11 @@ mod tests {
 
     #[test]
     fn blob_header_round_trips() {
-        for header in [BlobHeader::Found { size: 1 << 40 }, BlobHeader::NotFound, BlobHeader::Busy] {
+        for header in [
+            BlobHeader::Found { size: 1 << 40 },
+            BlobHeader::NotFound,
+            BlobHeader::Busy,
+        ] {
             assert_eq!(BlobHeader::decode(&header.encode()), Ok(header));
         }
         assert!(BlobHeader::decode(&[9; 9]).is_err());

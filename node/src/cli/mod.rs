@@ -3,15 +3,18 @@
 //! Each subcommand group has its own module. Commands return `anyhow::Result`; `main` prints a
 //! failure as one `error:` line and exits 1. Usage errors exit 2 (clap).
 
+mod http;
 mod keys;
 mod limit_args;
 mod manifest;
+mod mesh;
 mod run;
 
 use clap::{Parser, Subcommand};
 
 pub use keys::KeysCommand;
 pub use manifest::ManifestCommand;
+pub use mesh::{CallArgs, NodeCommand, PublishArgs, StatusArgs};
 pub use run::RunArgs;
 
 /// wasmesh: a peer-to-peer mesh that runs WebAssembly functions at the edge.
@@ -34,6 +37,15 @@ pub enum Command {
     Manifest(ManifestCommand),
     /// Run one request through a module locally, with the node's executor and limits.
     Run(RunArgs),
+    /// Run a node.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Sign a module's manifest and publish it through a node.
+    Publish(PublishArgs),
+    /// Send a request to a module through any node; the output goes to stdout.
+    Call(CallArgs),
+    /// Show a node's status and modules.
+    Status(StatusArgs),
 }
 
 /// Writes command output to stdout in one piece. A reader that went away early (`| head -1`)
@@ -52,5 +64,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(command) => keys::run(command),
         Command::Manifest(command) => manifest::run(command),
         Command::Run(args) => run::run(args),
+        Command::Node(command) => mesh::run_node(command),
+        Command::Publish(args) => mesh::publish(args),
+        Command::Call(args) => mesh::call(args),
+        Command::Status(args) => mesh::status(args),
     }
 }

@@ -175,6 +175,11 @@ impl Executor {
         engine::fingerprint()
     }
 
+    /// The settings.
+    pub fn config(&self) -> &ExecutorConfig {
+        &self.inner.config
+    }
+
     /// The operator's caps.
     pub fn caps(&self) -> &Limits {
         &self.inner.config.caps

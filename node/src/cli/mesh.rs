@@ -1,0 +1,217 @@
+//! `wasmesh node run`, `publish`, `call` and `status`: running a node and talking to one.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use wasmesh_protocol::{ModuleRef, PublishBundle};
+
+use super::http;
+use super::limit_args::LimitArgs;
+use crate::config::{NodeArgs, NodeConfig};
+use crate::daemon::Node;
+use crate::module_file::read_module;
+
+/// Node commands.
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Run a node until SIGINT or SIGTERM.
+    Run(NodeArgs),
+}
+
+/// Arguments of `wasmesh publish`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The module: a `.wasm` binary or `.wat` text.
+    pub module: PathBuf,
+    /// Module name.
+    #[arg(long)]
+    pub name: String,
+    /// Version (higher replaces lower).
+    #[arg(long)]
+    pub version: u64,
+    /// The publisher's key file.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// The node's gateway, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    pub node: String,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Arguments of `wasmesh call`.
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// `name`, `name@version` or `blake3:<hex>`.
+    pub module_ref: ModuleRef,
+    /// The node's gateway, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    pub node: String,
+    /// The request body: a file, or `-` for stdin [default: stdin when it is not a terminal].
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Print the executing peer, the route and the timings on stderr.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// Arguments of `wasmesh status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The node's gateway, e.g. http://127.0.0.1:8080.
+    #[arg(long)]
+    pub node: String,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub(super) fn run_node(command: NodeCommand) -> anyhow::Result<()> {
+    let NodeCommand::Run(args) = command;
+    let config = NodeConfig::from_args(args)?;
+    init_logging();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let node = Node::start(config).await?;
+        eprintln!(
+            "node {} serving http://{} (QUIC {}), listening on {}",
+            node.peer_id(),
+            node.http_addr(),
+            node.quic_addr(),
+            node.p2p_addrs()
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        wait_for_signal().await?;
+        tracing::info!("shutting down");
+        node.shutdown().await;
+        Ok(())
+    })
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn,quinn=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
+
+pub(super) fn publish(args: PublishArgs) -> anyhow::Result<()> {
+    let signed = super::manifest::create(
+        &args.module,
+        args.name,
+        args.version,
+        &args.key,
+        &args.limits,
+    )?;
+    let module = read_module(&args.module)?;
+    let size = module.len();
+    let bundle = PublishBundle {
+        manifest: signed,
+        module,
+    }
+    .encode();
+    let url = format!("{}/v1/publish", args.node.trim_end_matches('/'));
+    eprintln!("publishing {size} bytes to {}", args.node);
+    let answer = http::post(&url, &bundle)?;
+    let summary: serde_json::Value = serde_json::from_slice(&answer.body).unwrap_or_default();
+    eprintln!(
+        "published {}@{} ({})",
+        summary["name"].as_str().unwrap_or("?"),
+        summary["version"],
+        summary["hash"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
+pub(super) fn call(args: CallArgs) -> anyhow::Result<()> {
+    let mut input = Vec::new();
+    match &args.input {
+        Some(path) if path.as_os_str() != "-" => {
+            input =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
+        }
+        Some(_) => {
+            std::io::stdin().read_to_end(&mut input)?;
+        }
+        None if !std::io::stdin().is_terminal() => {
+            std::io::stdin().read_to_end(&mut input)?;
+        }
+        None => {}
+    }
+    let url = format!(
+        "{}/v1/invoke/{}",
+        args.node.trim_end_matches('/'),
+        args.module_ref
+    );
+    let answer = http::post(&url, &input)?;
+    if args.verbose {
+        for (name, value) in &answer.headers {
+            eprintln!("{name}: {value}");
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(&answer.body).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let base = args.node.trim_end_matches('/');
+    let status = http::get(&format!("{base}/v1/status"))?;
+    if args.json {
+        return super::emit(&format!("{}\n", String::from_utf8_lossy(&status.body)));
+    }
+    let s: serde_json::Value = serde_json::from_slice(&status.body).context("bad status JSON")?;
+    let modules = http::get(&format!("{base}/v1/modules"))?;
+    let modules: serde_json::Value =
+        serde_json::from_slice(&modules.body).context("bad modules JSON")?;
+    let mut text = format!(
+        "node {}\n  version {}, up {} s, {} peers, {}/{} modules ready, {} in flight of {}\n",
+        s["peer_id"].as_str().unwrap_or("?"),
+        s["version"].as_str().unwrap_or("?"),
+        s["uptime_s"],
+        s["peers"],
+        s["ready"],
+        s["modules"],
+        s["in_flight"],
+        s["capacity"],
+    );
+    for m in modules.as_array().into_iter().flatten() {
+        text.push_str(&format!(
+            "  {}@{}  {}  {}  {} bytes  {}\n",
+            m["name"].as_str().unwrap_or("?"),
+            m["version"],
+            m["abi"].as_str().unwrap_or("?"),
+            if m["ready"].as_bool() == Some(true) {
+                "ready"
+            } else {
+                "not ready"
+            },
+            m["size"],
+            m["hash"]
+                .as_str()
+                .map(|h| &h[..12.min(h.len())])
+                .unwrap_or("?"),
+        ));
+    }
+    super::emit(&text)
+}

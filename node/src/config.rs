@@ -1,0 +1,228 @@
+//! Node configuration: command-line flags over a TOML file over defaults.
+//!
+//! Every flag of `wasmesh node run` can also be set in the file given with `--config` (see
+//! `node/config.example.toml`); a flag given on the command line wins.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use libp2p::Multiaddr;
+use serde::Deserialize;
+use wasmesh_protocol::PublicKey;
+
+use crate::executor::ExecutorConfig;
+
+/// Flags of `wasmesh node run` (each also settable in the config file).
+#[derive(Debug, Clone, Default, Args)]
+pub struct NodeArgs {
+    /// TOML config file; flags given here override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Where the node keeps manifests, blobs and compiled artifacts [default: ./wasmesh-data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The node identity key; created (mode 0600) if missing [default: DATA_DIR/node.key].
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// libp2p listen address (repeatable) [default: /ip4/0.0.0.0/udp/4001/quic-v1 and
+    /// /ip4/0.0.0.0/tcp/4001].
+    #[arg(long)]
+    pub listen: Vec<Multiaddr>,
+    /// QUIC data-plane address [default: the first listen IP, port 4002].
+    #[arg(long)]
+    pub quic: Option<SocketAddr>,
+    /// HTTP gateway address [default: 127.0.0.1:8080].
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+    /// A peer to join through (repeatable), with or without /p2p/<peer id>.
+    #[arg(long)]
+    pub bootstrap: Vec<Multiaddr>,
+    /// A trusted publisher key, 64 hex characters (repeatable).
+    #[arg(long = "trust", value_name = "HEX")]
+    pub trust: Vec<PublicKey>,
+    /// Mesh admin public key: makes this a private mesh node (needs --cert).
+    #[arg(long, value_name = "HEX")]
+    pub mesh_admin: Option<PublicKey>,
+    /// This node's membership certificate (from `wasmesh keys certify`).
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    /// The only libp2p addresses to advertise (repeatable), e.g. behind NAT.
+    #[arg(long)]
+    pub announce: Vec<Multiaddr>,
+    /// The only QUIC address to advertise.
+    #[arg(long)]
+    pub announce_quic: Option<SocketAddr>,
+}
+
+/// The config file: the same settings as the flags.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    key: Option<PathBuf>,
+    #[serde(default)]
+    listen: Vec<String>,
+    quic: Option<SocketAddr>,
+    http: Option<SocketAddr>,
+    #[serde(default)]
+    bootstrap: Vec<String>,
+    #[serde(default)]
+    trust: Vec<String>,
+    mesh_admin: Option<String>,
+    cert: Option<PathBuf>,
+    #[serde(default)]
+    announce: Vec<String>,
+    announce_quic: Option<SocketAddr>,
+}
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Data folder.
+    pub data_dir: PathBuf,
+    /// Identity key file.
+    pub key: PathBuf,
+    /// libp2p listen addresses.
+    pub listen: Vec<Multiaddr>,
+    /// QUIC data-plane bind address.
+    pub quic: SocketAddr,
+    /// HTTP gateway bind address.
+    pub http: SocketAddr,
+    /// Peers to join through.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Trusted publishers.
+    pub trust: Vec<PublicKey>,
+    /// Private mesh admin key.
+    pub mesh_admin: Option<PublicKey>,
+    /// Membership certificate file.
+    pub cert: Option<PathBuf>,
+    /// Advertised libp2p addresses (empty: the observed and listen ones).
+    pub announce: Vec<Multiaddr>,
+    /// Advertised QUIC address.
+    pub announce_quic: Option<SocketAddr>,
+    /// Executor settings.
+    pub executor: ExecutorConfig,
+    /// How often the node publishes its status.
+    pub status_interval: Duration,
+}
+
+impl NodeConfig {
+    /// A config for a node on 127.0.0.1 with OS-chosen ports, for tests and simulations.
+    pub fn local(data_dir: &Path) -> Self {
+        Self {
+            data_dir: data_dir.to_owned(),
+            key: data_dir.join("node.key"),
+            listen: vec![local_quic_multiaddr()],
+            quic: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http: SocketAddr::from(([127, 0, 0, 1], 0)),
+            bootstrap: Vec::new(),
+            trust: Vec::new(),
+            mesh_admin: None,
+            cert: None,
+            announce: Vec::new(),
+            announce_quic: None,
+            executor: ExecutorConfig::default(),
+            status_interval: Duration::from_millis(500),
+        }
+    }
+
+    /// Flags over the file named by `--config` over defaults.
+    pub fn from_args(args: NodeArgs) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("{} is not a valid node config", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let parse_addrs = |texts: &[String], what: &str| -> anyhow::Result<Vec<Multiaddr>> {
+            texts
+                .iter()
+                .map(|t| {
+                    t.parse()
+                        .with_context(|| format!("bad {what} address {t:?}"))
+                })
+                .collect()
+        };
+        let or_file = |flags: Vec<Multiaddr>, file: &[String], what: &str| {
+            if flags.is_empty() {
+                parse_addrs(file, what)
+            } else {
+                Ok(flags)
+            }
+        };
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("wasmesh-data"));
+        let key = args
+            .key
+            .or(file.key)
+            .unwrap_or_else(|| data_dir.join("node.key"));
+        let mut listen = or_file(args.listen, &file.listen, "listen")?;
+        if listen.is_empty() {
+            listen = vec![
+                "/ip4/0.0.0.0/udp/4001/quic-v1".parse()?,
+                "/ip4/0.0.0.0/tcp/4001".parse()?,
+            ];
+        }
+        let listen_ip = listen
+            .iter()
+            .find_map(|addr| {
+                addr.iter().find_map(|p| match p {
+                    libp2p::multiaddr::Protocol::Ip4(ip) => Some(std::net::IpAddr::V4(ip)),
+                    libp2p::multiaddr::Protocol::Ip6(ip) => Some(std::net::IpAddr::V6(ip)),
+                    _ => None,
+                })
+            })
+            .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+        let mut trust = args.trust;
+        for text in &file.trust {
+            trust.push(
+                text.parse()
+                    .with_context(|| format!("bad trust key {text:?}"))?,
+            );
+        }
+        let mesh_admin = match (args.mesh_admin, file.mesh_admin) {
+            (Some(key), _) => Some(key),
+            (None, Some(text)) => Some(text.parse().context("bad mesh_admin key")?),
+            (None, None) => None,
+        };
+        let cert = args.cert.or(file.cert);
+        if mesh_admin.is_some() && cert.is_none() {
+            bail!("--mesh-admin needs --cert: this node's membership certificate");
+        }
+        Ok(Self {
+            key,
+            listen,
+            quic: args
+                .quic
+                .or(file.quic)
+                .unwrap_or(SocketAddr::new(listen_ip, 4002)),
+            http: args
+                .http
+                .or(file.http)
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            bootstrap: or_file(args.bootstrap, &file.bootstrap, "bootstrap")?,
+            trust,
+            mesh_admin,
+            cert,
+            announce: or_file(args.announce, &file.announce, "announce")?,
+            announce_quic: args.announce_quic.or(file.announce_quic),
+            executor: ExecutorConfig::default(),
+            status_interval: Duration::from_secs(2),
+            data_dir,
+        })
+    }
+}
+
+fn local_quic_multiaddr() -> Multiaddr {
+    Multiaddr::from(std::net::Ipv4Addr::LOCALHOST)
+        .with(libp2p::multiaddr::Protocol::Udp(0))
+        .with(libp2p::multiaddr::Protocol::QuicV1)
+}

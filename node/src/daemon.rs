@@ -1,0 +1,299 @@
+//! Starting and stopping a node: wires the store, executor, data plane, swarm and gateway
+//! together and runs their tasks until shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::StreamExt;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::{Mutex as AsyncMutex, Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+use wasmesh_keys::{SignedMembershipCert, TrustList, key_file};
+use wasmesh_protocol::{ModuleRef, PublicKey};
+
+use crate::admission::Admission;
+use crate::config::NodeConfig;
+use crate::executor::Executor;
+use crate::gossip::{self, GossipCommand};
+use crate::metrics::Metrics;
+use crate::node::{NodeInner, executor_config};
+use crate::registry::ModuleState;
+use crate::store::Store;
+use crate::tls::TlsIdentity;
+use crate::transfer::DataPlane;
+use crate::{clock, gateway};
+
+/// A running node.
+pub struct Node {
+    inner: Arc<NodeInner>,
+    shutdown: watch::Sender<bool>,
+    tasks: AsyncMutex<Vec<JoinHandle<()>>>,
+    http_addr: SocketAddr,
+    quic_addr: SocketAddr,
+    p2p_addrs: Vec<Multiaddr>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("peer_id", &self.inner.peer_id)
+            .field("http", &self.http_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// Starts a node. Returns once it listens on every address and serves HTTP.
+    pub async fn start(config: NodeConfig) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+        let (keys, created) = key_file::load_or_generate(&config.key)?;
+        let peer_id = wasmesh_keys::identity::libp2p_keypair(&keys)
+            .public()
+            .to_peer_id();
+        let span = tracing::info_span!("node", id = %short_peer(&peer_id));
+        if created {
+            span.in_scope(|| tracing::info!(key = %config.key.display(), "created a new node key (mode 0600)"));
+        }
+        let membership = match &config.cert {
+            Some(path) => {
+                let bytes = std::fs::read(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                Some(SignedMembershipCert::decode(&bytes).with_context(|| {
+                    format!("{} is not a membership certificate", path.display())
+                })?)
+            }
+            None => None,
+        };
+        let admission = match (&config.mesh_admin, &membership) {
+            (Some(admin), Some(cert)) => {
+                let own = Admission::Private {
+                    admin: *admin,
+                    mesh: cert.cert.mesh.clone(),
+                };
+                own.check(&keys.public(), Some(cert), clock::now_ms())
+                    .context("this node's own membership certificate is not valid")?;
+                own
+            }
+            (Some(_), None) => anyhow::bail!("--mesh-admin needs --cert"),
+            (None, _) => Admission::Open,
+        };
+
+        let store = Store::open(&config.data_dir).context("cannot open the store")?;
+        let executor = Executor::new(executor_config(&config.executor, &store))?;
+        let metrics = Arc::new(Metrics::default());
+        let identity = TlsIdentity::new(&keys, membership.as_ref())?;
+        let data_plane =
+            DataPlane::bind(config.quic, identity, admission.clone(), metrics.clone())?;
+        let quic_addr = data_plane.local_addr()?;
+
+        let mut swarm = gossip::build_swarm(&keys, !config.announce.is_empty())?;
+        for addr in &config.listen {
+            swarm
+                .listen_on(addr.clone())
+                .with_context(|| format!("cannot listen on {addr}"))?;
+        }
+        let listen_addrs = wait_for_listeners(&mut swarm, config.listen.len()).await?;
+        for addr in &config.announce {
+            swarm.add_external_address(addr.clone());
+        }
+        for addr in &config.bootstrap {
+            if let Err(error) = swarm.dial(addr.clone()) {
+                span.in_scope(|| tracing::warn!(%addr, %error, "cannot dial bootstrap peer"));
+            }
+        }
+        let advertised: Vec<Multiaddr> = if config.announce.is_empty() {
+            listen_addrs.clone()
+        } else {
+            config.announce.clone()
+        };
+        let p2p_addrs: Vec<Multiaddr> = advertised
+            .iter()
+            .map(|a| a.clone().with_p2p(peer_id).unwrap_or_else(|a| a))
+            .collect();
+
+        let (gossip_tx, gossip_rx) = mpsc::channel(1024);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let inner = Arc::new(NodeInner {
+            trust: config.trust.iter().copied().collect::<TrustList>(),
+            peer_id,
+            admission,
+            membership,
+            store: store.clone(),
+            executor,
+            data_plane: data_plane.clone(),
+            metrics,
+            registry: Default::default(),
+            peers: Default::default(),
+            gossip: gossip_tx,
+            providers_changed: Notify::new(),
+            status_changed: Notify::new(),
+            status_seq: AtomicU64::new(0),
+            in_flight: AtomicU32::new(0),
+            advertised_quic: std::sync::Mutex::new(Some(config.announce_quic.unwrap_or(quic_addr))),
+            advertised_p2p: std::sync::Mutex::new(
+                p2p_addrs.iter().take(8).map(|a| a.to_string()).collect(),
+            ),
+            shutdown: shutdown_rx.clone(),
+            started: Instant::now(),
+            keys,
+        });
+        let restored = span.in_scope(|| inner.restore())?;
+        span.in_scope(|| tracing::info!(restored, %quic_addr, "node starting"));
+
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(
+            gossip::run(swarm, inner.clone(), gossip_rx, shutdown_rx.clone())
+                .instrument(span.clone()),
+        ));
+        tasks.push(tokio::spawn(
+            data_plane.clone().serve(store).instrument(span.clone()),
+        ));
+        tasks.push(tokio::spawn(
+            status_ticker(inner.clone(), config.status_interval, shutdown_rx.clone())
+                .instrument(span.clone()),
+        ));
+        let listener = tokio::net::TcpListener::bind(config.http)
+            .await
+            .with_context(|| format!("cannot bind the HTTP gateway to {}", config.http))?;
+        let http_addr = listener.local_addr()?;
+        let router = gateway::router(inner.clone());
+        let mut stop = shutdown_rx.clone();
+        tasks.push(tokio::spawn(
+            async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.changed().await;
+                    })
+                    .await;
+                if let Err(error) = served {
+                    tracing::error!(%error, "HTTP gateway stopped");
+                }
+            }
+            .instrument(span.clone()),
+        ));
+        span.in_scope(|| tracing::info!(%http_addr, "serving HTTP"));
+        Ok(Self {
+            inner,
+            shutdown: shutdown_tx,
+            tasks: AsyncMutex::new(tasks),
+            http_addr,
+            quic_addr,
+            p2p_addrs,
+        })
+    }
+
+    /// The libp2p peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.inner.peer_id
+    }
+
+    /// The node's public key.
+    pub fn public_key(&self) -> PublicKey {
+        self.inner.public_key()
+    }
+
+    /// The HTTP gateway's address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The gateway's base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    /// The QUIC data-plane address.
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.quic_addr
+    }
+
+    /// Addresses other nodes can bootstrap from (with `/p2p/<peer id>`).
+    pub fn p2p_addrs(&self) -> &[Multiaddr] {
+        &self.p2p_addrs
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Whether the module a reference names is ready here.
+    pub fn is_ready(&self, module_ref: &ModuleRef) -> bool {
+        self.inner
+            .registry()
+            .resolve(module_ref)
+            .is_some_and(|e| matches!(e.state, ModuleState::Ready(_)))
+    }
+
+    /// The version of the module a reference names, if held here.
+    pub fn held_version(&self, module_ref: &ModuleRef) -> Option<u64> {
+        self.inner
+            .registry()
+            .resolve(module_ref)
+            .map(|e| e.signed.manifest.version)
+    }
+
+    /// Stops every task and closes the endpoints.
+    pub async fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+        self.inner.data_plane.close();
+        for task in self.tasks.lock().await.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+}
+
+fn short_peer(peer: &PeerId) -> String {
+    let text = peer.to_string();
+    text[text.len().saturating_sub(8)..].to_owned()
+}
+
+async fn wait_for_listeners(
+    swarm: &mut libp2p::Swarm<gossip::Behaviour>,
+    count: usize,
+) -> anyhow::Result<Vec<Multiaddr>> {
+    let mut addrs = Vec::new();
+    let deadline = tokio::time::sleep(Duration::from_secs(10));
+    tokio::pin!(deadline);
+    while addrs.len() < count {
+        tokio::select! {
+            _ = &mut deadline => anyhow::bail!("listen addresses not ready within 10 s"),
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::NewListenAddr { address, .. } => addrs.push(address),
+                SwarmEvent::ListenerError { error, .. } => anyhow::bail!("listener failed: {error}"),
+                _ => {}
+            },
+        }
+    }
+    Ok(addrs)
+}
+
+async fn status_ticker(
+    node: Arc<NodeInner>,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = ticker.tick() => {}
+            _ = node.status_changed.notified() => {}
+        }
+        let status = node.status_message().encode();
+        if node
+            .gossip
+            .send(GossipCommand::PublishStatus(status))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}

@@ -1,0 +1,430 @@
+//! The control plane: one task owns the libp2p swarm (QUIC + TCP, gossipsub, identify, ping,
+//! request-response sync) and feeds what arrives into the node.
+//!
+//! Gossipsub validates explicitly: every message is decoded with its size limit and checked by
+//! the node before it is reported `Accept` (forwarded) or `Reject` (dropped, and the sender's
+//! score lowered). When a connection to a new peer opens, both sides send a sync request, so a
+//! node that joins late or returns after a partition gets every manifest it lacks at once. In a
+//! private mesh the same exchange carries membership certificates: a peer stays blacklisted in
+//! gossipsub (no messages to or from it) until its certificate is checked, and is disconnected
+//! if it fails. Peers are discovered through each other's status (peer exchange).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageAuthenticity, ValidationMode};
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, noise, ping, tcp, yamux};
+use tokio::sync::{mpsc, watch};
+use wasmesh_protocol::SignedManifest;
+use wasmesh_protocol::wire::{
+    MANIFEST_TOPIC, MAX_STATUS_SIZE, MAX_SYNC_REQUEST_SIZE, MAX_SYNC_RESPONSE_SIZE, STATUS_TOPIC,
+    SYNC_PROTOCOL, StatusMessage, SyncRequest, SyncResponse,
+};
+
+use crate::node::{NodeInner, Offered, Origin};
+use crate::registry::PeerInfo;
+
+/// Most peers this node dials on its own (bootstrap and peer exchange).
+const MAX_DIALED_PEERS: usize = 32;
+
+/// What the rest of the node asks of the swarm task.
+#[derive(Debug)]
+pub enum GossipCommand {
+    /// Publish an encoded signed manifest.
+    PublishManifest(Vec<u8>),
+    /// Publish an encoded status message.
+    PublishStatus(Vec<u8>),
+    /// Dial an address.
+    Dial(Multiaddr),
+}
+
+/// The composed libp2p behaviour.
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    gossipsub: gossipsub::Behaviour,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    sync: request_response::Behaviour<SyncCodec>,
+}
+
+/// Sync messages on the wire: the protocol codec with size limits.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SyncCodec;
+
+async fn read_limited<T: futures::AsyncRead + Unpin + Send>(
+    io: &mut T,
+    limit: usize,
+) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    io.take(limit as u64 + 1).read_to_end(&mut bytes).await?;
+    if bytes.len() > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "message too large",
+        ));
+    }
+    Ok(bytes)
+}
+
+fn invalid(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+}
+
+impl request_response::Codec for SyncCodec {
+    type Protocol = StreamProtocol;
+    type Request = SyncRequest;
+    type Response = SyncResponse;
+
+    async fn read_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> std::io::Result<SyncRequest>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        SyncRequest::decode(&read_limited(io, MAX_SYNC_REQUEST_SIZE).await?).map_err(invalid)
+    }
+
+    async fn read_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> std::io::Result<SyncResponse>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        SyncResponse::decode(&read_limited(io, MAX_SYNC_RESPONSE_SIZE).await?).map_err(invalid)
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        request: SyncRequest,
+    ) -> std::io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&request.encode()).await?;
+        io.close().await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        response: SyncResponse,
+    ) -> std::io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        io.write_all(&response.encode()).await?;
+        io.close().await
+    }
+}
+
+/// Builds the swarm for `keys`, listening on `listen`.
+pub(crate) fn build_swarm(
+    keys: &wasmesh_protocol::Keypair,
+    hide_listen_addrs: bool,
+) -> anyhow::Result<Swarm<Behaviour>> {
+    let identity = wasmesh_keys::identity::libp2p_keypair(keys);
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(identity)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )?
+        .with_quic()
+        .with_behaviour(|key| {
+            let gossip_config = gossipsub::ConfigBuilder::default()
+                .validation_mode(ValidationMode::Strict)
+                .validate_messages()
+                .max_transmit_size(MAX_STATUS_SIZE)
+                .heartbeat_interval(Duration::from_millis(500))
+                .message_id_fn(|message| {
+                    gossipsub::MessageId::from(blake3::hash(&message.data).as_bytes().to_vec())
+                })
+                .build()
+                .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
+            let gossipsub =
+                gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), gossip_config)
+                    .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
+            let identify = identify::Behaviour::new(
+                identify::Config::new("/wasmesh/1".into(), key.public())
+                    .with_hide_listen_addrs(hide_listen_addrs),
+            );
+            let sync = request_response::Behaviour::new(
+                [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
+            );
+            Ok(Behaviour {
+                gossipsub,
+                identify,
+                ping: ping::Behaviour::new(
+                    ping::Config::new().with_interval(Duration::from_secs(5)),
+                ),
+                sync,
+            })
+        })?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .build();
+    Ok(swarm)
+}
+
+/// Runs the swarm until shutdown.
+pub(crate) async fn run(
+    mut swarm: Swarm<Behaviour>,
+    node: Arc<NodeInner>,
+    mut commands: mpsc::Receiver<GossipCommand>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let manifests = IdentTopic::new(MANIFEST_TOPIC);
+    let status = IdentTopic::new(STATUS_TOPIC);
+    for topic in [&manifests, &status] {
+        if let Err(error) = swarm.behaviour_mut().gossipsub.subscribe(topic) {
+            tracing::error!(%error, "cannot subscribe to gossip");
+        }
+    }
+    let mut admitted: HashSet<PeerId> = HashSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            command = commands.recv() => match command {
+                None => return,
+                Some(GossipCommand::PublishManifest(bytes)) => {
+                    if let Err(error) = swarm.behaviour_mut().gossipsub.publish(manifests.clone(), bytes) {
+                        tracing::debug!(%error, "manifest not gossiped now; peers get it by sync");
+                    }
+                }
+                Some(GossipCommand::PublishStatus(bytes)) => {
+                    let _ = swarm.behaviour_mut().gossipsub.publish(status.clone(), bytes);
+                }
+                Some(GossipCommand::Dial(addr)) => {
+                    if let Err(error) = swarm.dial(addr.clone()) {
+                        tracing::debug!(%addr, %error, "dial failed");
+                    }
+                }
+            },
+            event = swarm.select_next_some() => handle_event(&mut swarm, &node, &mut admitted, event),
+        }
+    }
+}
+
+fn handle_event(
+    swarm: &mut Swarm<Behaviour>,
+    node: &Arc<NodeInner>,
+    admitted: &mut HashSet<PeerId>,
+    event: SwarmEvent<BehaviourEvent>,
+) {
+    match event {
+        SwarmEvent::NewListenAddr { address, .. } => {
+            tracing::info!(%address, "listening");
+        }
+        SwarmEvent::ConnectionEstablished {
+            peer_id,
+            num_established,
+            ..
+        } => {
+            node.peers()
+                .entry(peer_id)
+                .or_insert_with(|| PeerInfo::new(peer_id))
+                .connected = true;
+            node.metrics
+                .peers
+                .set(swarm.connected_peers().count() as i64);
+            if num_established.get() == 1 {
+                if node.admission.is_private() && !admitted.contains(&peer_id) {
+                    swarm.behaviour_mut().gossipsub.blacklist_peer(&peer_id);
+                }
+                let request = SyncRequest {
+                    since_ms: 0,
+                    membership: node.membership_bytes(),
+                };
+                swarm.behaviour_mut().sync.send_request(&peer_id, request);
+            }
+        }
+        SwarmEvent::ConnectionClosed {
+            peer_id,
+            num_established: 0,
+            ..
+        } => {
+            if let Some(peer) = node.peers().get_mut(&peer_id) {
+                peer.connected = false;
+            }
+            admitted.remove(&peer_id);
+            node.metrics
+                .peers
+                .set(swarm.connected_peers().count() as i64);
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+            propagation_source,
+            message_id,
+            message,
+        })) => {
+            let acceptance = validate(node, &message);
+            swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(&message_id, &propagation_source, acceptance);
+            maybe_dial_new_peers(swarm, node);
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::Message {
+            peer,
+            message,
+            ..
+        })) => match message {
+            request_response::Message::Request {
+                request, channel, ..
+            } => {
+                let response = if admit(swarm, node, admitted, peer, &request.membership) {
+                    node.sync_response()
+                } else {
+                    SyncResponse {
+                        manifests: Vec::new(),
+                        membership: node.membership_bytes(),
+                    }
+                };
+                let _ = swarm.behaviour_mut().sync.send_response(channel, response);
+            }
+            request_response::Message::Response { response, .. } => {
+                if admit(swarm, node, admitted, peer, &response.membership) {
+                    for signed in response.manifests {
+                        let _ = node.offer_manifest(signed, Origin::Sync(peer));
+                    }
+                }
+            }
+        },
+        SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::InboundFailure {
+            peer,
+            error,
+            ..
+        })) => {
+            node.metrics.count_rejection("sync_inbound");
+            tracing::debug!(%peer, %error, "sync request failed");
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::OutboundFailure {
+            peer,
+            error,
+            ..
+        })) => {
+            node.metrics.count_rejection("sync_outbound");
+            tracing::debug!(%peer, %error, "sync failed");
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+            peer,
+            result: Ok(rtt),
+            ..
+        })) => {
+            if let Some(info) = node.peers().get_mut(&peer) {
+                let sample = rtt.as_micros() as u64;
+                info.rtt_us = Some(match info.rtt_us {
+                    Some(old) => (old * 7 + sample) / 8,
+                    None => sample,
+                });
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Decides whether `peer` is admitted, given the membership certificate it presented; refuses
+/// and disconnects it otherwise (private meshes only).
+fn admit(
+    swarm: &mut Swarm<Behaviour>,
+    node: &Arc<NodeInner>,
+    admitted: &mut HashSet<PeerId>,
+    peer: PeerId,
+    membership: &[u8],
+) -> bool {
+    if !node.admission.is_private() || admitted.contains(&peer) {
+        return true;
+    }
+    if node.admits(&peer, membership) {
+        admitted.insert(peer);
+        swarm
+            .behaviour_mut()
+            .gossipsub
+            .remove_blacklisted_peer(&peer);
+        tracing::info!(%peer, "admitted to the private mesh");
+        true
+    } else {
+        node.metrics.count_rejection("not_admitted");
+        tracing::warn!(%peer, "peer has no valid membership certificate; disconnecting");
+        let _ = swarm.disconnect_peer_id(peer);
+        false
+    }
+}
+
+fn validate(node: &Arc<NodeInner>, message: &gossipsub::Message) -> MessageAcceptance {
+    let Some(source) = message.source else {
+        node.metrics.count_rejection("gossip_unsigned");
+        return MessageAcceptance::Reject;
+    };
+    if message.topic == IdentTopic::new(MANIFEST_TOPIC).hash() {
+        match SignedManifest::decode(&message.data) {
+            Err(error) => {
+                node.metrics.count_rejection("gossip_malformed_manifest");
+                tracing::info!(%source, %error, "malformed manifest gossip");
+                MessageAcceptance::Reject
+            }
+            Ok(signed) => match node.offer_manifest(signed, Origin::Gossip(source)) {
+                Ok(Offered::Accepted) => MessageAcceptance::Accept,
+                Ok(Offered::AlreadyHeld) => MessageAcceptance::Ignore,
+                // An older version from a lagging peer is not an attack: drop it quietly.
+                Err(crate::node::Refusal::Rollback(_)) => MessageAcceptance::Ignore,
+                Err(_) => MessageAcceptance::Reject,
+            },
+        }
+    } else if message.topic == IdentTopic::new(STATUS_TOPIC).hash() {
+        match StatusMessage::decode(&message.data)
+            .map_err(|_| "malformed status")
+            .and_then(|status| node.on_status(source, status))
+        {
+            Ok(()) => MessageAcceptance::Accept,
+            Err(reason) => {
+                node.metrics.count_rejection("gossip_bad_status");
+                tracing::info!(%source, reason, "refused a status message");
+                MessageAcceptance::Reject
+            }
+        }
+    } else {
+        node.metrics.count_rejection("gossip_unknown_topic");
+        MessageAcceptance::Reject
+    }
+}
+
+/// Peer exchange: dial peers named in status gossip that this node is not connected to.
+fn maybe_dial_new_peers(swarm: &mut Swarm<Behaviour>, node: &Arc<NodeInner>) {
+    let connected = swarm.connected_peers().count();
+    if connected >= MAX_DIALED_PEERS {
+        return;
+    }
+    let local = *swarm.local_peer_id();
+    let to_dial: Vec<(PeerId, Vec<Multiaddr>)> = node
+        .peers()
+        .values()
+        .filter(|p| !p.connected && p.peer_id != local && !p.addrs.is_empty())
+        .take(MAX_DIALED_PEERS - connected)
+        .map(|p| (p.peer_id, p.addrs.clone()))
+        .collect();
+    for (peer, addrs) in to_dial {
+        if swarm.is_connected(&peer) {
+            continue;
+        }
+        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .build();
+        let _ = swarm.dial(opts);
+        if let Some(info) = node.peers().get_mut(&peer) {
+            // Marked so the next status does not dial again while this dial is under way.
+            info.connected = true;
+        }
+    }
+}

@@ -1,0 +1,546 @@
+//! The node: owns the store, the executor, the data plane and what it knows of modules and
+//! peers. The libp2p task, the QUIC server and the HTTP gateway all call into it.
+//!
+//! A manifest, wherever it comes from (gossip, sync, publish, the store at start-up), goes
+//! through [`Node::offer_manifest`]: decode-with-limit (by the caller), name and limits, trust,
+//! signature, rollback. Once accepted it is stored and *ingested*: the blob is taken from the
+//! store or fetched from the providers named by status gossip (each verified while written), then
+//! compiled. A module whose limits exceed this node's caps is kept and reported not runnable
+//! here, rather than refused, so that it still propagates to nodes that can run it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+use tokio::sync::{Notify, mpsc, watch};
+use wasmesh_keys::{SignedMembershipCert, TrustList, identity};
+use wasmesh_protocol::manifest::check_replaces;
+use wasmesh_protocol::wire::{StatusMessage, SyncResponse};
+use wasmesh_protocol::{
+    ContentHash, Keypair, ModuleRef, PublicKey, PublishBundle, SignedManifest, VerifyError,
+};
+
+use crate::admission::Admission;
+use crate::executor::{Executor, ExecutorConfig, GuestError, Output, Request};
+use crate::gossip::GossipCommand;
+use crate::metrics::Metrics;
+use crate::registry::{ModuleEntry, ModuleState, PeerInfo, Registry};
+use crate::store::Store;
+use crate::transfer::{DataPlane, PeerAddr};
+
+/// Where a manifest came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Gossiped by a peer.
+    Gossip(PeerId),
+    /// Received in a sync response.
+    Sync(PeerId),
+    /// Published through this node's gateway.
+    Publish,
+    /// Loaded from this node's store at start-up.
+    Store,
+}
+
+/// The outcome of offering a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Offered {
+    /// New: stored and being ingested.
+    Accepted,
+    /// The same manifest is already held.
+    AlreadyHeld,
+}
+
+/// Why a manifest was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// It does not verify (signature, trust, name, limits).
+    #[error(transparent)]
+    Invalid(#[from] VerifyError),
+    /// It is not newer than the version held.
+    #[error(transparent)]
+    Rollback(#[from] wasmesh_protocol::manifest::RollbackError),
+    /// It could not be stored.
+    #[error("cannot store the manifest: {0}")]
+    Store(String),
+}
+
+impl Refusal {
+    /// A short machine-readable reason (metrics label, HTTP error kind).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::Invalid(VerifyError::UntrustedPublisher { .. }) => "untrusted_publisher",
+            Refusal::Invalid(VerifyError::BadSignature { .. }) => "bad_signature",
+            Refusal::Invalid(VerifyError::HashMismatch { .. }) => "hash_mismatch",
+            Refusal::Invalid(VerifyError::SizeMismatch { .. }) => "size_mismatch",
+            Refusal::Invalid(VerifyError::InvalidName(_)) => "invalid_name",
+            Refusal::Invalid(_) => "invalid_manifest",
+            Refusal::Rollback(_) => "not_newer",
+            Refusal::Store(_) => "store_failed",
+        }
+    }
+}
+
+/// Why a publish was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The manifest was refused.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The module is not valid Wasm, or uses imports the ABI does not provide.
+    #[error(transparent)]
+    Module(#[from] GuestError),
+    /// The ABI in the manifest is not the module's.
+    #[error("the manifest says ABI {manifest}, the module is {module}")]
+    AbiMismatch {
+        /// ABI in the manifest.
+        manifest: wasmesh_protocol::Abi,
+        /// ABI detected.
+        module: wasmesh_protocol::Abi,
+    },
+}
+
+impl PublishError {
+    /// A short machine-readable reason.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PublishError::Refused(refusal) => refusal.kind(),
+            PublishError::Module(error) => error.kind(),
+            PublishError::AbiMismatch { .. } => "abi_mismatch",
+        }
+    }
+}
+
+/// Why an invocation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvokeError {
+    /// No module matches the reference.
+    #[error("unknown module {0}")]
+    UnknownModule(String),
+    /// The module is known but not ready anywhere reachable.
+    #[error("{0} is not ready on any reachable node")]
+    NoProvider(String),
+    /// The guest failed.
+    #[error(transparent)]
+    Guest(#[from] GuestError),
+}
+
+/// The answer of an invocation.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// The guest's output and costs.
+    pub output: Output,
+    /// The node that executed it.
+    pub executed_by: PeerId,
+    /// Whether it ran here.
+    pub local: bool,
+}
+
+pub(crate) struct NodeInner {
+    pub(crate) keys: Keypair,
+    pub(crate) peer_id: PeerId,
+    pub(crate) trust: TrustList,
+    pub(crate) admission: Admission,
+    pub(crate) membership: Option<SignedMembershipCert>,
+    pub(crate) store: Store,
+    pub(crate) executor: Executor,
+    pub(crate) data_plane: DataPlane,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) registry: Mutex<Registry>,
+    pub(crate) peers: Mutex<HashMap<PeerId, PeerInfo>>,
+    pub(crate) gossip: mpsc::Sender<GossipCommand>,
+    pub(crate) providers_changed: Notify,
+    pub(crate) status_changed: Notify,
+    pub(crate) status_seq: AtomicU64,
+    pub(crate) in_flight: AtomicU32,
+    pub(crate) advertised_quic: Mutex<Option<SocketAddr>>,
+    pub(crate) advertised_p2p: Mutex<Vec<String>>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) started: Instant,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl NodeInner {
+    pub(crate) fn registry(&self) -> MutexGuard<'_, Registry> {
+        lock(&self.registry)
+    }
+
+    pub(crate) fn peers(&self) -> MutexGuard<'_, HashMap<PeerId, PeerInfo>> {
+        lock(&self.peers)
+    }
+
+    /// Checks and, if acceptable, takes a manifest (see the module docs).
+    pub(crate) fn offer_manifest(
+        self: &Arc<Self>,
+        signed: SignedManifest,
+        origin: Origin,
+    ) -> Result<Offered, Refusal> {
+        let result = self.check_and_store(&signed, origin);
+        match &result {
+            Ok(Offered::Accepted) => {
+                self.metrics.manifests_accepted.inc();
+                let m = &signed.manifest;
+                tracing::info!(module = %m.name, version = m.version, hash = %m.blob.short(), ?origin, "accepted manifest");
+                self.spawn_ingest(signed);
+            }
+            Ok(Offered::AlreadyHeld) => {}
+            Err(refusal) => {
+                self.metrics.count_rejection(refusal.kind());
+                tracing::info!(module = %signed.manifest.name, version = signed.manifest.version, ?origin, %refusal, "refused manifest");
+            }
+        }
+        result
+    }
+
+    fn check_and_store(&self, signed: &SignedManifest, origin: Origin) -> Result<Offered, Refusal> {
+        signed.verify(|key| self.trust.contains(key))?;
+        let manifest = &signed.manifest;
+        let mut registry = self.registry();
+        let held = registry.get(&manifest.key());
+        if held.is_some_and(|held| held.signed == *signed) {
+            return Ok(Offered::AlreadyHeld);
+        }
+        check_replaces(held.map(|h| &h.signed.manifest), manifest)?;
+        if origin != Origin::Store {
+            self.store
+                .put_manifest(signed)
+                .map_err(|e| Refusal::Store(e.to_string()))?;
+        }
+        let state = match manifest.limits.first_excess(self.executor.caps()) {
+            Some(reason) => ModuleState::NotRunnable(reason),
+            None => ModuleState::Pending,
+        };
+        let replaced = registry.put(ModuleEntry {
+            signed: signed.clone(),
+            state,
+        });
+        if let Some(old) = replaced {
+            let old_blob = old.signed.manifest.blob;
+            if !registry.uses_blob(&old_blob)
+                && let Err(error) = self.store.remove_blob(&old_blob)
+            {
+                tracing::warn!(hash = %old_blob.short(), %error, "could not collect a superseded blob");
+            }
+            self.status_changed.notify_one();
+        }
+        Ok(Offered::Accepted)
+    }
+
+    fn spawn_ingest(self: &Arc<Self>, signed: SignedManifest) {
+        let node = self.clone();
+        tokio::spawn(tracing::Instrument::in_current_span(async move {
+            node.ingest(signed).await
+        }));
+    }
+
+    /// Brings a module to ready: blob from the store or from providers, then compile.
+    async fn ingest(self: Arc<Self>, signed: SignedManifest) {
+        let manifest = &signed.manifest;
+        let key = manifest.key();
+        if matches!(
+            self.registry().get(&key).map(|e| &e.state),
+            Some(ModuleState::NotRunnable(_))
+        ) {
+            return;
+        }
+        let mut shutdown = self.shutdown.clone();
+        while !self.store.has_blob(&manifest.blob) {
+            if !self.is_current(&signed) || *shutdown.borrow() {
+                return;
+            }
+            let providers = self.providers_of(&manifest.blob);
+            if !providers.is_empty()
+                && self
+                    .data_plane
+                    .fetch_from_any(&providers, manifest.blob, manifest.size, &self.store)
+                    .await
+                    .is_ok()
+            {
+                break;
+            }
+            // Wait for a status naming a (new) provider, or retry after a while.
+            tokio::select! {
+                _ = self.providers_changed.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+        let node = self.clone();
+        let job = signed.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            let manifest = &job.manifest;
+            let wasm =
+                node.store
+                    .read_blob(&manifest.blob)
+                    .map_err(|e| GuestError::InvalidModule {
+                        detail: format!("cannot read the stored blob: {e}"),
+                    })?;
+            manifest
+                .verify_blob(&wasm)
+                .map_err(|e| GuestError::InvalidModule {
+                    detail: e.to_string(),
+                })?;
+            let (module, how) = node
+                .executor
+                .prepare(manifest.blob, &manifest.name, &wasm)?;
+            if module.info.abi != manifest.abi {
+                return Err(GuestError::InvalidModule {
+                    detail: format!(
+                        "manifest says ABI {}, module is {}",
+                        manifest.abi, module.info.abi
+                    ),
+                });
+            }
+            Ok((module, how))
+        })
+        .await;
+        let state = match prepared {
+            Ok(Ok((module, how))) => {
+                tracing::info!(module = %key.name, hash = %manifest.blob.short(), ?how, "module ready");
+                match how {
+                    crate::executor::Prepared::Compiled => self.metrics.modules_compiled.inc(),
+                    _ => self.metrics.modules_loaded.inc(),
+                };
+                ModuleState::Ready(module)
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(module = %key.name, %error, "module not runnable here");
+                ModuleState::NotRunnable(error.to_string())
+            }
+            Err(join) => ModuleState::NotRunnable(format!("compile task failed: {join}")),
+        };
+        if self.registry().set_state(&key, &manifest.blob, state) {
+            self.metrics
+                .modules_ready
+                .set(self.registry().ready_blobs().len() as i64);
+            self.status_changed.notify_one();
+        }
+    }
+
+    fn is_current(&self, signed: &SignedManifest) -> bool {
+        self.registry()
+            .get(&signed.manifest.key())
+            .is_some_and(|e| e.signed == *signed)
+    }
+
+    /// Peers whose status says the blob is ready there, with their data-plane address.
+    pub(crate) fn providers_of(&self, hash: &ContentHash) -> Vec<PeerAddr> {
+        self.peers()
+            .values()
+            .filter(|p| p.ready.contains(hash))
+            .filter_map(|p| {
+                Some(PeerAddr {
+                    key: p.key?,
+                    addr: p.quic_addr?,
+                })
+            })
+            .collect()
+    }
+
+    /// Takes a peer's status (already checked to come from that peer).
+    pub(crate) fn on_status(
+        &self,
+        from: PeerId,
+        status: StatusMessage,
+    ) -> Result<(), &'static str> {
+        if identity::peer_id(&status.node) != Some(from) {
+            return Err("status key does not match its sender");
+        }
+        let quic_addr = status
+            .quic_addr
+            .parse::<SocketAddr>()
+            .map_err(|_| "bad QUIC address")?;
+        let mut peers = self.peers();
+        let peer = peers.entry(from).or_insert_with(|| PeerInfo::new(from));
+        if status.seq <= peer.seq && peer.key.is_some() {
+            return Ok(());
+        }
+        let new_provider = status.ready.iter().any(|h| !peer.ready.contains(h));
+        peer.key = Some(status.node);
+        peer.quic_addr = Some(quic_addr);
+        peer.ready = status.ready.into_iter().collect();
+        peer.in_flight = status.in_flight;
+        peer.capacity = status.capacity;
+        peer.seq = status.seq;
+        peer.addrs = status
+            .p2p_addrs
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        peer.last_seen = Instant::now();
+        drop(peers);
+        if new_provider {
+            self.providers_changed.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// This node's status message.
+    pub(crate) fn status_message(&self) -> StatusMessage {
+        let quic_addr = lock(&self.advertised_quic)
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        StatusMessage {
+            node: self.keys.public(),
+            quic_addr,
+            ready: self.registry().ready_blobs(),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            capacity: self.executor.capacity() as u32,
+            seq: self.status_seq.fetch_add(1, Ordering::Relaxed) + 1,
+            p2p_addrs: lock(&self.advertised_p2p).clone(),
+        }
+    }
+
+    /// Every manifest held, for a sync response.
+    pub(crate) fn sync_response(&self) -> SyncResponse {
+        SyncResponse {
+            manifests: self
+                .registry()
+                .entries()
+                .map(|e| e.signed.clone())
+                .collect(),
+            membership: self.membership_bytes(),
+        }
+    }
+
+    pub(crate) fn membership_bytes(&self) -> Vec<u8> {
+        self.membership
+            .as_ref()
+            .map(|c| c.encode())
+            .unwrap_or_default()
+    }
+
+    /// Checks a peer's membership certificate (encoded; empty for none) against the policy.
+    pub(crate) fn admits(&self, peer: &PeerId, membership: &[u8]) -> bool {
+        if !self.admission.is_private() {
+            return true;
+        }
+        let Ok(cert) = SignedMembershipCert::decode(membership) else {
+            return false;
+        };
+        // The certificate must be for the key behind this peer id.
+        if identity::peer_id(&cert.cert.node) != Some(*peer) {
+            return false;
+        }
+        self.admission
+            .check(&cert.cert.node, Some(&cert), crate::clock::now_ms())
+            .is_ok()
+    }
+
+    /// Publishes a bundle: verify, store the blob, accept the manifest, compile, announce.
+    pub(crate) async fn publish(
+        self: &Arc<Self>,
+        bundle: PublishBundle,
+    ) -> Result<SignedManifest, PublishError> {
+        let signed = bundle.manifest;
+        signed
+            .verify(|key| self.trust.contains(key))
+            .map_err(Refusal::from)?;
+        let manifest = &signed.manifest;
+        manifest
+            .verify_blob(&bundle.module)
+            .map_err(Refusal::from)?;
+        let info = wasmesh_protocol::wasm::inspect(&bundle.module).map_err(GuestError::from)?;
+        if info.abi != manifest.abi {
+            return Err(PublishError::AbiMismatch {
+                manifest: manifest.abi,
+                module: info.abi,
+            });
+        }
+        {
+            let registry = self.registry();
+            check_replaces(
+                registry.get(&manifest.key()).map(|e| &e.signed.manifest),
+                manifest,
+            )
+            .map_err(Refusal::from)?;
+        }
+        let store = self.store.clone();
+        let (hash, module) = (manifest.blob, bundle.module);
+        tokio::task::spawn_blocking(move || store.put_blob(hash, &module))
+            .await
+            .map_err(|e| Refusal::Store(e.to_string()))?
+            .map_err(|e| Refusal::Store(e.to_string()))?;
+        self.offer_manifest(signed.clone(), Origin::Publish)?;
+        let _ = self
+            .gossip
+            .send(GossipCommand::PublishManifest(signed.encode()))
+            .await;
+        Ok(signed)
+    }
+
+    /// Runs a request here.
+    pub(crate) async fn invoke(
+        self: &Arc<Self>,
+        module_ref: &ModuleRef,
+        input: Vec<u8>,
+    ) -> Result<Invocation, InvokeError> {
+        let entry = self
+            .registry()
+            .resolve(module_ref)
+            .cloned()
+            .ok_or_else(|| InvokeError::UnknownModule(module_ref.to_string()))?;
+        let ModuleState::Ready(module) = entry.state else {
+            return Err(InvokeError::NoProvider(module_ref.to_string()));
+        };
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let limits = entry.signed.manifest.limits;
+        let result = self.executor.run(module, Request { input, limits }).await;
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(error) => error.kind(),
+        };
+        self.metrics.count_invocation(outcome, "local");
+        Ok(Invocation {
+            output: result?,
+            executed_by: self.peer_id,
+            local: true,
+        })
+    }
+
+    /// Restores modules from the store at start-up (no peer needed when blobs are here).
+    pub(crate) fn restore(self: &Arc<Self>) -> std::io::Result<usize> {
+        let (manifests, broken) = self.store.load_manifests()?;
+        for path in broken {
+            tracing::warn!(path = %path.display(), "ignoring an unreadable stored manifest");
+        }
+        let mut restored = 0;
+        for signed in manifests {
+            if self.offer_manifest(signed, Origin::Store).is_ok() {
+                restored += 1;
+            }
+        }
+        Ok(restored)
+    }
+
+    /// The node's public key.
+    pub(crate) fn public_key(&self) -> PublicKey {
+        self.keys.public()
+    }
+}
+
+impl Executor {
+    /// Guests that can run at once.
+    pub fn capacity(&self) -> usize {
+        self.config().max_concurrent
+    }
+}
+
+/// The executor settings a node uses: the given ones, with artifacts in the store.
+pub(crate) fn executor_config(base: &ExecutorConfig, store: &Store) -> ExecutorConfig {
+    ExecutorConfig {
+        artifact_dir: Some(store.artifact_dir()),
+        ..base.clone()
+    }
+}

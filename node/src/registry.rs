@@ -1,0 +1,143 @@
+//! What this node knows: the newest accepted manifest of each module and whether it is ready
+//! here, and what each peer last said about itself.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use libp2p::{Multiaddr, PeerId};
+use wasmesh_protocol::{ContentHash, ModuleKey, ModuleRef, PublicKey, SignedManifest};
+
+use crate::executor::CompiledModule;
+
+/// Where a module stands on this node.
+#[derive(Debug, Clone)]
+pub enum ModuleState {
+    /// Accepted; the blob is being fetched or compiled.
+    Pending,
+    /// Verified and compiled: requests run here.
+    Ready(Arc<CompiledModule>),
+    /// Kept but not run here (limits over this node's caps, or a broken blob), with why.
+    NotRunnable(String),
+}
+
+/// One module: its newest accepted manifest and its state here.
+#[derive(Debug, Clone)]
+pub struct ModuleEntry {
+    /// The manifest.
+    pub signed: SignedManifest,
+    /// The state here.
+    pub state: ModuleState,
+}
+
+impl ModuleEntry {
+    /// Whether requests can run here.
+    pub fn is_ready(&self) -> bool {
+        matches!(self.state, ModuleState::Ready(_))
+    }
+}
+
+/// The modules this node holds manifests for.
+#[derive(Debug, Default)]
+pub struct Registry {
+    modules: HashMap<ModuleKey, ModuleEntry>,
+}
+
+impl Registry {
+    /// The entry of a module.
+    pub fn get(&self, key: &ModuleKey) -> Option<&ModuleEntry> {
+        self.modules.get(key)
+    }
+
+    /// Inserts or replaces the entry of a module; returns the one replaced.
+    pub fn put(&mut self, entry: ModuleEntry) -> Option<ModuleEntry> {
+        self.modules.insert(entry.signed.manifest.key(), entry)
+    }
+
+    /// Sets the state of the module if its manifest is still `hash`'s.
+    pub fn set_state(&mut self, key: &ModuleKey, hash: &ContentHash, state: ModuleState) -> bool {
+        match self.modules.get_mut(key) {
+            Some(entry) if entry.signed.manifest.blob == *hash => {
+                entry.state = state;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Every entry.
+    pub fn entries(&self) -> impl Iterator<Item = &ModuleEntry> {
+        self.modules.values()
+    }
+
+    /// Whether any held manifest names this blob.
+    pub fn uses_blob(&self, hash: &ContentHash) -> bool {
+        self.modules
+            .values()
+            .any(|e| e.signed.manifest.blob == *hash)
+    }
+
+    /// The entry a reference names: for a name, the highest version across publishers.
+    pub fn resolve(&self, module_ref: &ModuleRef) -> Option<&ModuleEntry> {
+        self.modules
+            .values()
+            .filter(|e| module_ref.matches(&e.signed.manifest))
+            .max_by_key(|e| (e.signed.manifest.version, e.signed.manifest.issued_at_ms))
+    }
+
+    /// Blobs ready here.
+    pub fn ready_blobs(&self) -> Vec<ContentHash> {
+        self.modules
+            .values()
+            .filter(|e| e.is_ready())
+            .map(|e| e.signed.manifest.blob)
+            .collect()
+    }
+}
+
+/// What this node knows of one peer.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// libp2p identity.
+    pub peer_id: PeerId,
+    /// Node key (from its status; its QUIC certificate must carry it).
+    pub key: Option<PublicKey>,
+    /// QUIC data-plane address.
+    pub quic_addr: Option<SocketAddr>,
+    /// Blobs it reports ready.
+    pub ready: HashSet<ContentHash>,
+    /// Its reported load.
+    pub in_flight: u32,
+    /// Its reported capacity.
+    pub capacity: u32,
+    /// Sequence number of its newest status.
+    pub seq: u64,
+    /// Addresses it can be dialed at.
+    pub addrs: Vec<Multiaddr>,
+    /// Whether a libp2p connection is open.
+    pub connected: bool,
+    /// Smoothed round-trip time (libp2p ping), microseconds.
+    pub rtt_us: Option<u64>,
+    /// When it was last heard of.
+    pub last_seen: Instant,
+}
+
+impl PeerInfo {
+    /// A peer known only by id.
+    pub fn new(peer_id: PeerId) -> Self {
+        Self {
+            peer_id,
+            key: None,
+            quic_addr: None,
+            ready: HashSet::new(),
+            in_flight: 0,
+            capacity: 0,
+            seq: 0,
+            addrs: Vec::new(),
+            connected: false,
+            rtt_us: None,
+            last_seen: Instant::now(),
+        }
+    }
+}

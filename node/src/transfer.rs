@@ -1,0 +1,406 @@
+//! The QUIC data plane (quinn): one endpoint per node, serving and fetching blobs.
+//!
+//! Protocol `wasmesh/blob/1` (see `wasmesh_protocol::wire`): per stream, the client writes a
+//! 4-byte little-endian length and a `BlobRequest`, then finishes its side; the server answers
+//! with a 9-byte `BlobHeader` and, when found, exactly `size` bytes of the blob.
+//!
+//! Bounds: a peer may open at most [`STREAMS_PER_CONNECTION`] streams at once; the node serves
+//! at most [`MAX_SERVING`] blobs at once (more get `Busy`) and fetches at most [`MAX_FETCHING`];
+//! a request must arrive within [`REQUEST_TIMEOUT`]; a fetch that stalls for [`IDLE_TIMEOUT`]
+//! is abandoned. Flow-control windows are sized for long links (16 MiB per stream): with
+//! quinn's defaults one stream over a 40 ms round trip moves only ~17.5 MiB/s.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{Connection, Endpoint, VarInt};
+use tokio::io::AsyncReadExt;
+use tokio::sync::Semaphore;
+use wasmesh_protocol::wire::{
+    BLOB_ALPN, BlobHeader, BlobRequest, INVOKE_ALPN, MAX_BLOB_REQUEST_SIZE,
+};
+use wasmesh_protocol::{ContentHash, PublicKey};
+
+use crate::admission::Admission;
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+use crate::tls::{TlsError, TlsIdentity, peer_identity};
+
+/// Streams a peer may have open on one connection.
+pub const STREAMS_PER_CONNECTION: u32 = 8;
+/// Blobs served at once by this node.
+pub const MAX_SERVING: usize = 32;
+/// Blobs fetched at once by this node.
+pub const MAX_FETCHING: usize = 8;
+/// Time a client has to send its request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// A transfer that moves no byte for this long is abandoned.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time to establish a connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CHUNK: usize = 256 * 1024;
+
+/// Why a blob could not be fetched from one provider.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// No connection could be made (unreachable, wrong key, refused).
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect {
+        /// The provider's address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The provider does not hold the blob.
+    #[error("the provider does not hold the blob")]
+    NotFound,
+    /// The provider is at its transfer limit.
+    #[error("the provider is busy")]
+    Busy,
+    /// The provider broke the protocol (bad header, wrong size, closed early).
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// No progress within the idle timeout.
+    #[error("the transfer stalled")]
+    Stalled,
+    /// What arrived does not verify.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A peer's data-plane endpoint and the key its certificate must carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PeerAddr {
+    /// The node key.
+    pub key: PublicKey,
+    /// The QUIC address.
+    pub addr: SocketAddr,
+}
+
+/// One node's QUIC endpoint.
+#[derive(Clone)]
+pub struct DataPlane {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoint: Endpoint,
+    identity: TlsIdentity,
+    transport: Arc<quinn::TransportConfig>,
+    connections: Mutex<HashMap<(PublicKey, &'static [u8]), Connection>>,
+    fetching: Semaphore,
+    serving: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for DataPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataPlane")
+            .field("addr", &self.inner.endpoint.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataPlaneError {
+    /// TLS setup failed.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The UDP socket could not be bound.
+    #[error("cannot bind the QUIC endpoint: {0}")]
+    Bind(#[from] std::io::Error),
+}
+
+fn transport_config() -> quinn::TransportConfig {
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .stream_receive_window(VarInt::from_u32(16 << 20))
+        .receive_window(VarInt::from_u32(64 << 20))
+        .send_window(64 << 20)
+        .max_concurrent_bidi_streams(VarInt::from_u32(STREAMS_PER_CONNECTION))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .keep_alive_interval(Some(Duration::from_secs(5)))
+        .max_idle_timeout(Some(VarInt::from_u32(30_000).into()));
+    transport
+}
+
+impl DataPlane {
+    /// Binds the endpoint at `addr` (port 0 picks one).
+    pub fn bind(
+        addr: SocketAddr,
+        identity: TlsIdentity,
+        admission: Admission,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, DataPlaneError> {
+        let transport = Arc::new(transport_config());
+        let tls = identity.server_config(admission, &[BLOB_ALPN, INVOKE_ALPN])?;
+        let crypto = QuicServerConfig::try_from(tls)
+            .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server.transport_config(transport.clone());
+        let endpoint = Endpoint::server(server, addr)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                endpoint,
+                identity,
+                transport,
+                connections: Mutex::default(),
+                fetching: Semaphore::new(MAX_FETCHING),
+                serving: Arc::new(Semaphore::new(MAX_SERVING)),
+                metrics,
+            }),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.endpoint.local_addr()
+    }
+
+    /// Closes the endpoint.
+    pub fn close(&self) {
+        self.inner.endpoint.close(VarInt::from_u32(0), b"shutdown");
+    }
+
+    /// Accepts connections until the endpoint closes, serving blobs from `store`.
+    pub async fn serve(self, store: Store) {
+        while let Some(incoming) = self.inner.endpoint.accept().await {
+            let this = self.clone();
+            let store = store.clone();
+            tokio::spawn(async move {
+                match incoming.await {
+                    Ok(connection) => this.serve_connection(connection, store).await,
+                    Err(error) => {
+                        this.inner.metrics.count_rejection("quic_handshake");
+                        tracing::debug!(%error, "refused a QUIC connection");
+                    }
+                }
+            });
+        }
+    }
+
+    async fn serve_connection(&self, connection: Connection, store: Store) {
+        let alpn = connection
+            .handshake_data()
+            .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+            .and_then(|data| data.protocol);
+        if alpn.as_deref() != Some(BLOB_ALPN) {
+            // The invoke protocol is served by the router (next layer); refuse for now.
+            connection.close(VarInt::from_u32(1), b"unsupported protocol");
+            return;
+        }
+        while let Ok((send, recv)) = connection.accept_bi().await {
+            let this = self.clone();
+            let store = store.clone();
+            tokio::spawn(async move {
+                if let Err(reason) = this.serve_blob(send, recv, &store).await {
+                    this.inner.metrics.count_rejection("blob_request");
+                    tracing::debug!(reason, "refused a blob request");
+                }
+            });
+        }
+    }
+
+    async fn serve_blob(
+        &self,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+        store: &Store,
+    ) -> Result<(), &'static str> {
+        let request = tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut recv))
+            .await
+            .map_err(|_| "request timed out")??;
+        let header_and_file = match self.inner.serving.clone().try_acquire_owned() {
+            Err(_) => (BlobHeader::Busy, None),
+            Ok(permit) => match store.open_blob(&request.hash) {
+                Ok((file, size)) => (BlobHeader::Found { size }, Some((file, permit))),
+                Err(_) => (BlobHeader::NotFound, None),
+            },
+        };
+        let (header, file) = header_and_file;
+        send.write_all(&header.encode())
+            .await
+            .map_err(|_| "peer went away")?;
+        if let Some((file, _permit)) = file {
+            let mut file = tokio::fs::File::from_std(file);
+            let mut buffer = vec![0u8; CHUNK];
+            loop {
+                let n = file.read(&mut buffer).await.map_err(|_| "read failed")?;
+                if n == 0 {
+                    break;
+                }
+                send.write_all(&buffer[..n])
+                    .await
+                    .map_err(|_| "peer went away")?;
+            }
+            self.inner.metrics.blobs_served.inc();
+        }
+        send.finish().map_err(|_| "peer went away")?;
+        // Wait until the peer has the data (or leaves) before dropping the stream.
+        let _ = send.stopped().await;
+        Ok(())
+    }
+
+    async fn connect(&self, peer: PeerAddr, alpn: &'static [u8]) -> Result<Connection, FetchError> {
+        let key = (peer.key, alpn);
+        if let Some(connection) = lock(&self.inner.connections).get(&key)
+            && connection.close_reason().is_none()
+            && connection.remote_address() == peer.addr
+        {
+            return Ok(connection.clone());
+        }
+        let fail = |reason: String| FetchError::Connect {
+            addr: peer.addr,
+            reason,
+        };
+        let tls = self
+            .inner
+            .identity
+            .client_config(peer.key, alpn)
+            .map_err(|e| fail(e.to_string()))?;
+        let crypto = QuicClientConfig::try_from(tls).map_err(|e| fail(e.to_string()))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(self.inner.transport.clone());
+        let connecting = self
+            .inner
+            .endpoint
+            .connect_with(config, peer.addr, "wasmesh")
+            .map_err(|e| fail(e.to_string()))?;
+        let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .map_err(|_| fail("timed out".into()))?
+            .map_err(|e| fail(e.to_string()))?;
+        lock(&self.inner.connections).insert(key, connection.clone());
+        Ok(connection)
+    }
+
+    /// Fetches the blob `hash` of `size` bytes from `provider` into `store`, verifying it.
+    pub async fn fetch_blob(
+        &self,
+        provider: PeerAddr,
+        hash: ContentHash,
+        size: u64,
+        store: &Store,
+    ) -> Result<(), FetchError> {
+        let _slot = self
+            .inner
+            .fetching
+            .acquire()
+            .await
+            .map_err(|_| FetchError::Protocol("shutting down".into()))?;
+        let connection = self.connect(provider, BLOB_ALPN).await?;
+        let protocol = |what: &str| FetchError::Protocol(what.to_owned());
+        let (mut send, mut recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| protocol(&e.to_string()))?;
+        let request = BlobRequest { hash }.encode();
+        send.write_all(&(request.len() as u32).to_le_bytes())
+            .await
+            .map_err(|e| protocol(&e.to_string()))?;
+        send.write_all(&request)
+            .await
+            .map_err(|e| protocol(&e.to_string()))?;
+        send.finish().map_err(|e| protocol(&e.to_string()))?;
+
+        let mut header = [0u8; BlobHeader::SIZE];
+        tokio::time::timeout(IDLE_TIMEOUT, recv.read_exact(&mut header))
+            .await
+            .map_err(|_| FetchError::Stalled)?
+            .map_err(|e| protocol(&e.to_string()))?;
+        match BlobHeader::decode(&header).map_err(|e| protocol(&e.to_string()))? {
+            BlobHeader::Found { size: offered } if offered == size => {}
+            BlobHeader::Found { size: offered } => {
+                return Err(protocol(&format!(
+                    "offered {offered} bytes, expected {size}"
+                )));
+            }
+            BlobHeader::NotFound => return Err(FetchError::NotFound),
+            BlobHeader::Busy => return Err(FetchError::Busy),
+        }
+
+        let mut writer = store.blob_writer(hash, size).map_err(StoreError::Io)?;
+        loop {
+            let chunk = tokio::time::timeout(IDLE_TIMEOUT, recv.read_chunk(CHUNK, true))
+                .await
+                .map_err(|_| FetchError::Stalled)?
+                .map_err(|e| protocol(&e.to_string()))?;
+            match chunk {
+                Some(chunk) => writer.write(&chunk.bytes)?,
+                None => break,
+            }
+        }
+        tokio::task::spawn_blocking(move || writer.finish())
+            .await
+            .map_err(|e| protocol(&e.to_string()))??;
+        self.inner.metrics.blobs_fetched.inc();
+        Ok(())
+    }
+
+    /// Fetches from the first provider that delivers a verified blob, trying them in order.
+    /// Returns the failures of the providers tried before.
+    pub async fn fetch_from_any(
+        &self,
+        providers: &[PeerAddr],
+        hash: ContentHash,
+        size: u64,
+        store: &Store,
+    ) -> Result<Vec<(PeerAddr, FetchError)>, Vec<(PeerAddr, FetchError)>> {
+        let mut failures = Vec::new();
+        for provider in providers {
+            match self.fetch_blob(*provider, hash, size, store).await {
+                Ok(()) => return Ok(failures),
+                Err(error) => {
+                    if matches!(error, FetchError::Store(StoreError::HashMismatch { .. })) {
+                        self.inner.metrics.count_rejection("blob_hash_mismatch");
+                    }
+                    tracing::warn!(
+                        hash = %hash.short(),
+                        provider = %provider.key.fingerprint(),
+                        %error,
+                        "blob fetch failed; trying the next provider"
+                    );
+                    failures.push((*provider, error));
+                }
+            }
+        }
+        Err(failures)
+    }
+
+    /// The node key of the peer on `connection`.
+    pub fn peer_key(connection: &Connection) -> Option<PublicKey> {
+        let certs = connection
+            .peer_identity()?
+            .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+            .ok()?;
+        peer_identity(certs.first()?).ok().map(|(key, _)| key)
+    }
+}
+
+async fn read_request(recv: &mut quinn::RecvStream) -> Result<BlobRequest, &'static str> {
+    let mut len = [0u8; 4];
+    recv.read_exact(&mut len)
+        .await
+        .map_err(|_| "truncated request")?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_BLOB_REQUEST_SIZE {
+        return Err("oversized request");
+    }
+    let mut bytes = vec![0u8; len];
+    recv.read_exact(&mut bytes)
+        .await
+        .map_err(|_| "truncated request")?;
+    BlobRequest::decode(&bytes).map_err(|_| "malformed request")
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
