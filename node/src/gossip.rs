@@ -192,7 +192,7 @@ pub(crate) async fn run(
             tracing::error!(%error, "cannot subscribe to gossip");
         }
     }
-    let mut admitted: HashSet<PeerId> = HashSet::new();
+    let mut admission = AdmissionState::default();
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
@@ -212,15 +212,23 @@ pub(crate) async fn run(
                     }
                 }
             },
-            event = swarm.select_next_some() => handle_event(&mut swarm, &node, &mut admitted, event),
+            event = swarm.select_next_some() => handle_event(&mut swarm, &node, &mut admission, event),
         }
     }
+}
+
+/// Private meshes: peers admitted, and peers connected but not yet admitted. Each peer that
+/// leaves or is refused without being admitted is counted once as `not_admitted`.
+#[derive(Debug, Default)]
+struct AdmissionState {
+    admitted: HashSet<PeerId>,
+    pending: HashSet<PeerId>,
 }
 
 fn handle_event(
     swarm: &mut Swarm<Behaviour>,
     node: &Arc<NodeInner>,
-    admitted: &mut HashSet<PeerId>,
+    admission: &mut AdmissionState,
     event: SwarmEvent<BehaviourEvent>,
 ) {
     match event {
@@ -240,8 +248,9 @@ fn handle_event(
                 .peers
                 .set(swarm.connected_peers().count() as i64);
             if num_established.get() == 1 {
-                if node.admission.is_private() && !admitted.contains(&peer_id) {
+                if node.admission.is_private() && !admission.admitted.contains(&peer_id) {
                     swarm.behaviour_mut().gossipsub.blacklist_peer(&peer_id);
+                    admission.pending.insert(peer_id);
                 }
                 let request = SyncRequest {
                     since_ms: 0,
@@ -258,7 +267,11 @@ fn handle_event(
             if let Some(peer) = node.peers().get_mut(&peer_id) {
                 peer.connected = false;
             }
-            admitted.remove(&peer_id);
+            admission.admitted.remove(&peer_id);
+            if admission.pending.remove(&peer_id) {
+                node.metrics.count_rejection("not_admitted");
+                tracing::info!(%peer_id, "peer left without proving membership");
+            }
             node.metrics
                 .peers
                 .set(swarm.connected_peers().count() as i64);
@@ -283,7 +296,7 @@ fn handle_event(
             request_response::Message::Request {
                 request, channel, ..
             } => {
-                let response = if admit(swarm, node, admitted, peer, &request.membership) {
+                let response = if admit(swarm, node, admission, peer, &request.membership) {
                     node.sync_response()
                 } else {
                     SyncResponse {
@@ -294,7 +307,7 @@ fn handle_event(
                 let _ = swarm.behaviour_mut().sync.send_response(channel, response);
             }
             request_response::Message::Response { response, .. } => {
-                if admit(swarm, node, admitted, peer, &response.membership) {
+                if admit(swarm, node, admission, peer, &response.membership) {
                     for signed in response.manifests {
                         let _ = node.offer_manifest(signed, Origin::Sync(peer));
                     }
@@ -339,15 +352,16 @@ fn handle_event(
 fn admit(
     swarm: &mut Swarm<Behaviour>,
     node: &Arc<NodeInner>,
-    admitted: &mut HashSet<PeerId>,
+    admission: &mut AdmissionState,
     peer: PeerId,
     membership: &[u8],
 ) -> bool {
-    if !node.admission.is_private() || admitted.contains(&peer) {
+    if !node.admission.is_private() || admission.admitted.contains(&peer) {
         return true;
     }
     if node.admits(&peer, membership) {
-        admitted.insert(peer);
+        admission.pending.remove(&peer);
+        admission.admitted.insert(peer);
         swarm
             .behaviour_mut()
             .gossipsub
@@ -355,7 +369,9 @@ fn admit(
         tracing::info!(%peer, "admitted to the private mesh");
         true
     } else {
-        node.metrics.count_rejection("not_admitted");
+        if admission.pending.remove(&peer) {
+            node.metrics.count_rejection("not_admitted");
+        }
         tracing::warn!(%peer, "peer has no valid membership certificate; disconnecting");
         let _ = swarm.disconnect_peer_id(peer);
         false

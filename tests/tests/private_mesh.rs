@@ -1,0 +1,122 @@
+//! Private meshes: nodes without a valid membership certificate get no manifests and no blobs;
+//! a certified node joins.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use wasmesh_keys::MembershipCert;
+use wasmesh_node::admission::Admission;
+use wasmesh_node::metrics::Metrics;
+use wasmesh_node::store::Store;
+use wasmesh_node::tls::TlsIdentity;
+use wasmesh_node::transfer::{DataPlane, FetchError, PeerAddr};
+use wasmesh_protocol::{ContentHash, Keypair};
+use wasmesh_tests::{MESH_DEADLINE, TestNode, bundle, fixture, publish, publisher, wait_until};
+
+const MESH: &str = "edge-private";
+
+/// Writes a certificate for the node key stored in `dir` (creating the key) and returns its path.
+fn certify(admin: &Keypair, mesh: &str, dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let (node_key, _) = wasmesh_keys::key_file::load_or_generate(&dir.join("node.key")).unwrap();
+    let cert = MembershipCert {
+        mesh: mesh.to_owned(),
+        node: node_key.public(),
+        admin: admin.public(),
+        not_before_ms: 0,
+        expires_at_ms: u64::MAX,
+    }
+    .sign(admin);
+    let path = dir.join("node.cert");
+    std::fs::write(&path, cert.encode()).unwrap();
+    path
+}
+
+async fn member(
+    admin: &Keypair,
+    signer: &Keypair,
+    trust: &[wasmesh_protocol::PublicKey],
+    bootstrap: &[&TestNode],
+    keys_dir: &tempfile::TempDir,
+    name: &str,
+) -> TestNode {
+    let dir = keys_dir.path().join(name);
+    let cert = certify(signer, MESH, &dir);
+    let admin_key = admin.public();
+    TestNode::start_with(trust, bootstrap, move |config| {
+        config.key = dir.join("node.key");
+        config.mesh_admin = Some(admin_key);
+        config.cert = Some(cert);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_certified_nodes_get_manifests_and_blobs() {
+    let admin = Keypair::from_seed([9; 32]);
+    let rogue_admin = Keypair::from_seed([10; 32]);
+    let p = publisher(1);
+    let trust = [p.public()];
+    let keys = tempfile::tempdir().unwrap();
+
+    let a = member(&admin, &admin, &trust, &[], &keys, "a").await;
+    let b = member(&admin, &admin, &trust, &[&a], &keys, "b").await;
+    let published = bundle(&p, fixture("reverse.wat"), "secret", 1);
+    assert_eq!(publish(&a, &published).await.status, 201);
+    b.wait_ready("secret").await;
+
+    // An open node, then a node certified by another admin, try to join through A.
+    let refused = || a.node.metrics().rejections_of("not_admitted");
+    let outsider = TestNode::start(&trust, &[&a]).await;
+    wait_until("A refuses the open node", MESH_DEADLINE, || async {
+        refused() >= 1
+    })
+    .await;
+    let before = refused();
+    let forged = member(&rogue_admin, &rogue_admin, &trust, &[&a], &keys, "forged").await;
+    wait_until(
+        "A refuses the node of another mesh",
+        MESH_DEADLINE,
+        || async { refused() > before },
+    )
+    .await;
+
+    // A certified newcomer joins and gets the module (so there was time for the intruders too).
+    let d = member(&admin, &admin, &trust, &[&a], &keys, "d").await;
+    d.wait_ready("secret").await;
+    for intruder in [&outsider, &forged] {
+        assert_eq!(
+            intruder.version_of("secret"),
+            None,
+            "an intruder got the manifest"
+        );
+    }
+
+    // Asking A's data plane for the blob directly fails at the TLS handshake.
+    let hash = ContentHash::of(&published.module);
+    let scratch = tempfile::tempdir().unwrap();
+    let store = Store::open(scratch.path()).unwrap();
+    let stranger = Keypair::from_seed([77; 32]);
+    let plane = DataPlane::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        TlsIdentity::new(&stranger, None).unwrap(),
+        Admission::Open,
+        Arc::new(Metrics::default()),
+    )
+    .unwrap();
+    let target = PeerAddr {
+        key: a.node.public_key(),
+        addr: a.node.quic_addr(),
+    };
+    let result = plane
+        .fetch_blob(target, hash, published.module.len() as u64, &store)
+        .await;
+    assert!(
+        matches!(
+            result,
+            Err(FetchError::Connect { .. } | FetchError::Protocol(_))
+        ),
+        "{result:?}"
+    );
+    assert!(!store.has_blob(&hash));
+}
