@@ -92,7 +92,7 @@ impl Node {
             DataPlane::bind(config.quic, identity, admission.clone(), metrics.clone())?;
         let quic_addr = data_plane.local_addr()?;
 
-        let mut swarm = gossip::build_swarm(&keys, !config.announce.is_empty())?;
+        let mut swarm = gossip::build_swarm(&keys, !config.announce.is_empty(), metrics.clone())?;
         for addr in &config.listen {
             swarm
                 .listen_on(addr.clone())

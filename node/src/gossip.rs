@@ -25,6 +25,7 @@ use wasmesh_protocol::wire::{
     SYNC_PROTOCOL, StatusMessage, SyncRequest, SyncResponse,
 };
 
+use crate::metrics::Metrics;
 use crate::node::{NodeInner, Offered, Origin};
 use crate::registry::PeerInfo;
 
@@ -51,9 +52,20 @@ pub(crate) struct Behaviour {
     sync: request_response::Behaviour<SyncCodec>,
 }
 
-/// Sync messages on the wire: the protocol codec with size limits.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct SyncCodec;
+/// Sync messages on the wire: the protocol codec with size limits. It counts what it refuses
+/// itself: libp2p does not report a request that fails to decode to the behaviour.
+#[derive(Debug, Clone)]
+pub(crate) struct SyncCodec {
+    metrics: Arc<Metrics>,
+}
+
+impl SyncCodec {
+    fn refused(&self, error: std::io::Error, what: &str) -> std::io::Error {
+        self.metrics.count_rejection(what);
+        tracing::info!(%error, what, "refused a sync message");
+        error
+    }
+}
 
 async fn read_limited<T: futures::AsyncRead + Unpin + Send>(
     io: &mut T,
@@ -87,7 +99,10 @@ impl request_response::Codec for SyncCodec {
     where
         T: futures::AsyncRead + Unpin + Send,
     {
-        SyncRequest::decode(&read_limited(io, MAX_SYNC_REQUEST_SIZE).await?).map_err(invalid)
+        let bytes = read_limited(io, MAX_SYNC_REQUEST_SIZE)
+            .await
+            .map_err(|e| self.refused(e, "sync_malformed"))?;
+        SyncRequest::decode(&bytes).map_err(|e| self.refused(invalid(e), "sync_malformed"))
     }
 
     async fn read_response<T>(
@@ -98,7 +113,10 @@ impl request_response::Codec for SyncCodec {
     where
         T: futures::AsyncRead + Unpin + Send,
     {
-        SyncResponse::decode(&read_limited(io, MAX_SYNC_RESPONSE_SIZE).await?).map_err(invalid)
+        let bytes = read_limited(io, MAX_SYNC_RESPONSE_SIZE)
+            .await
+            .map_err(|e| self.refused(e, "sync_malformed"))?;
+        SyncResponse::decode(&bytes).map_err(|e| self.refused(invalid(e), "sync_malformed"))
     }
 
     async fn write_request<T>(
@@ -132,6 +150,7 @@ impl request_response::Codec for SyncCodec {
 pub(crate) fn build_swarm(
     keys: &wasmesh_protocol::Keypair,
     hide_listen_addrs: bool,
+    metrics: Arc<Metrics>,
 ) -> anyhow::Result<Swarm<Behaviour>> {
     let identity = wasmesh_keys::identity::libp2p_keypair(keys);
     let swarm = libp2p::SwarmBuilder::with_existing_identity(identity)
@@ -160,7 +179,10 @@ pub(crate) fn build_swarm(
                 identify::Config::new("/wasmesh/1".into(), key.public())
                     .with_hide_listen_addrs(hide_listen_addrs),
             );
-            let sync = request_response::Behaviour::new(
+            let sync = request_response::Behaviour::with_codec(
+                SyncCodec {
+                    metrics: metrics.clone(),
+                },
                 [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
                 request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
             );

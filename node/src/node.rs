@@ -191,7 +191,10 @@ impl NodeInner {
                 self.metrics.manifests_accepted.inc();
                 let m = &signed.manifest;
                 tracing::info!(module = %m.name, version = m.version, hash = %m.blob.short(), ?origin, "accepted manifest");
-                self.spawn_ingest(signed);
+                // A publish ingests inline, so its answer means "ready here".
+                if origin != Origin::Publish {
+                    self.spawn_ingest(signed);
+                }
             }
             Ok(Offered::AlreadyHeld) => {}
             Err(refusal) => {
@@ -437,7 +440,8 @@ impl NodeInner {
             .is_ok()
     }
 
-    /// Publishes a bundle: verify, store the blob, accept the manifest, compile, announce.
+    /// Publishes a bundle: verify, store the blob, accept the manifest, announce it, and compile
+    /// it here before answering.
     pub(crate) async fn publish(
         self: &Arc<Self>,
         bundle: PublishBundle,
@@ -476,6 +480,7 @@ impl NodeInner {
             .gossip
             .send(GossipCommand::PublishManifest(signed.encode()))
             .await;
+        self.clone().ingest(signed.clone()).await;
         Ok(signed)
     }
 
