@@ -42,6 +42,8 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time to establish a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CHUNK: usize = 256 * 1024;
+/// Bytes read from disk at once when serving (at most `MAX_SERVING` of these buffers exist).
+const SERVE_READ: usize = 4 << 20;
 
 /// Why a blob could not be fetched from one provider.
 #[derive(Debug, thiserror::Error)]
@@ -229,7 +231,9 @@ impl DataPlane {
             .map_err(|_| "peer went away")?;
         if let Some((file, _permit)) = file {
             let mut file = tokio::fs::File::from_std(file);
-            let mut buffer = vec![0u8; CHUNK];
+            // Large reads: each one is a round trip through the blocking pool.
+            file.set_max_buf_size(SERVE_READ);
+            let mut buffer = vec![0u8; SERVE_READ];
             loop {
                 let n = file.read(&mut buffer).await.map_err(|_| "read failed")?;
                 if n == 0 {
@@ -325,17 +329,36 @@ impl DataPlane {
             BlobHeader::Busy => return Err(FetchError::Busy),
         }
 
-        let mut writer = store.blob_writer(hash, size).map_err(StoreError::Io)?;
-        loop {
-            let chunk = tokio::time::timeout(IDLE_TIMEOUT, recv.read_chunk(CHUNK, true))
-                .await
-                .map_err(|_| FetchError::Stalled)?
-                .map_err(|e| protocol(&e.to_string()))?;
-            match chunk {
-                Some(chunk) => writer.write(&chunk.bytes)?,
-                None => break,
+        // Receiving and verifying overlap: a blocking thread hashes and writes each chunk
+        // while the next one arrives (at most 16 chunks, 4 MiB, in between).
+        let writer = store.blob_writer(hash, size).map_err(StoreError::Io)?;
+        let (chunks, incoming) = std::sync::mpsc::sync_channel::<bytes::Bytes>(16);
+        let verify = tokio::task::spawn_blocking(move || {
+            let mut writer = writer;
+            for chunk in incoming {
+                writer.write(&chunk)?;
+            }
+            Ok::<_, StoreError>(writer)
+        });
+        let received: Result<(), FetchError> = async {
+            let mut progress = FetchProgress::new(hash, size);
+            loop {
+                let chunk = tokio::time::timeout(IDLE_TIMEOUT, recv.read_chunk(CHUNK, true))
+                    .await
+                    .map_err(|_| FetchError::Stalled)?
+                    .map_err(|e| protocol(&e.to_string()))?;
+                let Some(chunk) = chunk else { return Ok(()) };
+                progress.advance(chunk.bytes.len());
+                if chunks.send(chunk.bytes).is_err() {
+                    // The writer stopped early (too many bytes); its error is reported below.
+                    return Ok(());
+                }
             }
         }
+        .await;
+        drop(chunks);
+        let writer = verify.await.map_err(|e| protocol(&e.to_string()))??;
+        received?;
         tokio::task::spawn_blocking(move || writer.finish())
             .await
             .map_err(|e| protocol(&e.to_string()))??;
@@ -380,6 +403,49 @@ impl DataPlane {
             .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
             .ok()?;
         peer_identity(certs.first()?).ok().map(|(key, _)| key)
+    }
+}
+
+/// Logs the progress of large fetches, every quarter.
+struct FetchProgress {
+    hash: ContentHash,
+    size: u64,
+    received: u64,
+    next_quarter: u64,
+    started: std::time::Instant,
+}
+
+impl FetchProgress {
+    /// Blobs smaller than this are fetched silently.
+    const LARGE: u64 = 8 << 20;
+
+    fn new(hash: ContentHash, size: u64) -> Self {
+        Self {
+            hash,
+            size,
+            received: 0,
+            next_quarter: 1,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn advance(&mut self, bytes: usize) {
+        self.received += bytes as u64;
+        if self.size < Self::LARGE {
+            return;
+        }
+        while self.next_quarter <= 4 && self.received * 4 >= self.size * self.next_quarter {
+            let mib_s = self.received as f64
+                / (1 << 20) as f64
+                / self.started.elapsed().as_secs_f64().max(1e-6);
+            tracing::info!(
+                hash = %self.hash.short(),
+                done = format!("{}%", self.next_quarter * 25),
+                mib_s = format!("{mib_s:.0}"),
+                "fetching blob"
+            );
+            self.next_quarter += 1;
+        }
     }
 }
 

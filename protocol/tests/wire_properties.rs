@@ -4,6 +4,7 @@
 use proptest::prelude::*;
 use wasmesh_protocol::codec;
 use wasmesh_protocol::manifest::MAX_SIGNED_MANIFEST_SIZE;
+use wasmesh_protocol::wire::{BlobHeader, BlobRequest, StatusMessage, SyncRequest, SyncResponse};
 use wasmesh_protocol::{
     Abi, ContentHash, Keypair, Limits, Manifest, ModuleRef, PublicKey, PublishBundle,
     SignedManifest,
@@ -100,7 +101,59 @@ fn mutate(manifest: &Manifest, which: u8, salt: u64) -> Manifest {
     m
 }
 
+fn status() -> impl Strategy<Value = StatusMessage> {
+    (
+        any::<[u8; 32]>(),
+        "[0-9.:]{0,40}",
+        proptest::collection::vec(any::<[u8; 32]>(), 0..20),
+        any::<u32>(),
+        any::<u32>(),
+        any::<u64>(),
+        proptest::collection::vec("[a-z0-9/]{0,60}", 0..8),
+    )
+        .prop_map(
+            |(node, quic_addr, ready, in_flight, capacity, seq, p2p_addrs)| StatusMessage {
+                node: PublicKey(node),
+                quic_addr,
+                ready: ready.into_iter().map(ContentHash).collect(),
+                in_flight,
+                capacity,
+                seq,
+                p2p_addrs,
+            },
+        )
+}
+
 proptest! {
+    #[test]
+    fn node_messages_round_trip(
+        status in status(),
+        since_ms in any::<u64>(),
+        membership in proptest::collection::vec(any::<u8>(), 0..512),
+        manifests in proptest::collection::vec(signed_manifest(), 0..4),
+        hash in any::<[u8; 32]>(),
+        size in any::<u64>(),
+    ) {
+        prop_assert_eq!(StatusMessage::decode(&status.encode()).unwrap(), status);
+        let request = SyncRequest { since_ms, membership: membership.clone() };
+        prop_assert_eq!(SyncRequest::decode(&request.encode()).unwrap(), request);
+        let response = SyncResponse { manifests: manifests.into_iter().map(|(m, _)| m).collect(), membership };
+        prop_assert_eq!(SyncResponse::decode(&response.encode()).unwrap(), response);
+        let blob = BlobRequest { hash: ContentHash(hash) };
+        prop_assert_eq!(BlobRequest::decode(&blob.encode()).unwrap(), blob);
+        let header = BlobHeader::Found { size };
+        prop_assert_eq!(BlobHeader::decode(&header.encode()).unwrap(), header);
+    }
+
+    #[test]
+    fn arbitrary_node_messages_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048), header in any::<[u8; 9]>()) {
+        let _ = StatusMessage::decode(&bytes);
+        let _ = SyncRequest::decode(&bytes);
+        let _ = SyncResponse::decode(&bytes);
+        let _ = BlobRequest::decode(&bytes);
+        let _ = BlobHeader::decode(&header);
+    }
+
     #[test]
     fn signed_manifest_round_trips((signed, keys) in signed_manifest()) {
         let decoded = SignedManifest::decode(&signed.encode()).unwrap();

@@ -61,6 +61,31 @@ pub fn post(url: &str, body: &[u8]) -> anyhow::Result<Answer> {
     answer(url, response)
 }
 
+/// POSTs `body` to `url` with a progress bar on stderr (when it is a terminal).
+pub fn post_with_progress(url: &str, body: Vec<u8>) -> anyhow::Result<Answer> {
+    use std::io::IsTerminal;
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(body.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message("uploading");
+    let mut reader = bar.wrap_read(std::io::Cursor::new(body));
+    let response = agent()
+        .post(url)
+        .content_type("application/octet-stream")
+        .send(ureq::SendBody::from_reader(&mut reader))
+        .with_context(|| format!("cannot reach {url}"));
+    bar.finish_and_clear();
+    answer(url, response?)
+}
+
 /// GETs `url`.
 pub fn get(url: &str) -> anyhow::Result<Answer> {
     let response = agent()

@@ -130,7 +130,12 @@ pub(super) fn publish(args: PublishArgs) -> anyhow::Result<()> {
     .encode();
     let url = format!("{}/v1/publish", args.node.trim_end_matches('/'));
     eprintln!("publishing {size} bytes to {}", args.node);
-    let answer = http::post(&url, &bundle)?;
+    // Large modules show a progress bar while uploading (the node then verifies and compiles).
+    let answer = if size > 1 << 20 {
+        http::post_with_progress(&url, bundle)?
+    } else {
+        http::post(&url, &bundle)?
+    };
     let summary: serde_json::Value = serde_json::from_slice(&answer.body).unwrap_or_default();
     eprintln!(
         "published {}@{} ({})",

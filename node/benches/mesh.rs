@@ -1,0 +1,305 @@
+//! Mesh-core benchmark: blob fetch against a raw quinn stream of the same size, publish-to-ready
+//! on 3 and 10 nodes, and the resident memory of an idle node process.
+//!
+//! Run: `cargo bench -p wasmesh-node --bench mesh`. Prints Markdown tables of medians.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use wasmesh_node::admission::Admission;
+use wasmesh_node::config::NodeConfig;
+use wasmesh_node::daemon::Node;
+use wasmesh_node::metrics::Metrics;
+use wasmesh_node::store::Store;
+use wasmesh_node::tls::TlsIdentity;
+use wasmesh_node::transfer::{DataPlane, PeerAddr};
+use wasmesh_protocol::{ContentHash, Keypair, Limits, Manifest, PublishBundle};
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+fn mib_per_s(bytes: usize, time: Duration) -> f64 {
+    bytes as f64 / (1 << 20) as f64 / time.as_secs_f64()
+}
+
+fn local() -> SocketAddr {
+    "127.0.0.1:0".parse().expect("address")
+}
+
+/// The same transport settings as the node's data plane.
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.stream_receive_window(quinn::VarInt::from_u32(16 << 20))
+        .receive_window(quinn::VarInt::from_u32(64 << 20))
+        .send_window(64 << 20);
+    Arc::new(t)
+}
+
+/// Baseline: one raw quinn stream moving `size` bytes from memory to memory, same TLS setup.
+async fn raw_quinn(size: usize, runs: usize) -> Duration {
+    let server_keys = Keypair::from_seed([1; 32]);
+    let client_keys = Keypair::from_seed([2; 32]);
+    let server_id = TlsIdentity::new(&server_keys, None).expect("identity");
+    let client_id = TlsIdentity::new(&client_keys, None).expect("identity");
+    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(
+        QuicServerConfig::try_from(
+            server_id
+                .server_config(Admission::Open, &[b"raw"])
+                .expect("tls"),
+        )
+        .expect("quic tls"),
+    ));
+    server_config.transport_config(transport());
+    let server = quinn::Endpoint::server(server_config, local()).expect("server");
+    let addr = server.local_addr().expect("addr");
+    let payload = Arc::new(vec![7u8; size]);
+    tokio::spawn(async move {
+        while let Some(incoming) = server.accept().await {
+            let payload = payload.clone();
+            tokio::spawn(async move {
+                let Ok(connection) = incoming.await else {
+                    return;
+                };
+                while let Ok((mut send, _recv)) = connection.accept_bi().await {
+                    let _ = send.write_all(&payload).await;
+                    let _ = send.finish();
+                    let _ = send.stopped().await;
+                }
+            });
+        }
+    });
+    let mut client_config = quinn::ClientConfig::new(Arc::new(
+        QuicClientConfig::try_from(
+            client_id
+                .client_config(server_keys.public(), b"raw")
+                .expect("tls"),
+        )
+        .expect("quic tls"),
+    ));
+    client_config.transport_config(transport());
+    let client = quinn::Endpoint::client(local()).expect("client");
+    let connection = client
+        .connect_with(client_config, addr, "wasmesh")
+        .expect("connect")
+        .await
+        .expect("handshake");
+    let mut samples = Vec::new();
+    for _ in 0..runs {
+        let start = Instant::now();
+        let (mut send, mut recv) = connection.open_bi().await.expect("stream");
+        send.write_all(b"go").await.expect("write");
+        let mut received = 0;
+        while let Some(chunk) = recv.read_chunk(256 * 1024, true).await.expect("read") {
+            received += chunk.bytes.len();
+        }
+        assert_eq!(received, size);
+        samples.push(start.elapsed());
+    }
+    median(samples)
+}
+
+/// wasmesh: fetch a blob by hash, verify it while writing, fsync, move it into the store.
+async fn blob_fetch(size: usize, runs: usize) -> Duration {
+    let server_keys = Keypair::from_seed([3; 32]);
+    let client_keys = Keypair::from_seed([4; 32]);
+    let dirs = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let server_store = Store::open(dirs.0.path()).expect("store");
+    let blob: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+    let hash = ContentHash::of(&blob);
+    server_store.put_blob(hash, &blob).expect("put");
+    let metrics = Arc::new(Metrics::default());
+    let server = DataPlane::bind(
+        local(),
+        TlsIdentity::new(&server_keys, None).expect("identity"),
+        Admission::Open,
+        metrics.clone(),
+    )
+    .expect("bind");
+    let provider = PeerAddr {
+        key: server_keys.public(),
+        addr: server.local_addr().expect("addr"),
+    };
+    tokio::spawn(server.clone().serve(server_store));
+    let client = DataPlane::bind(
+        local(),
+        TlsIdentity::new(&client_keys, None).expect("identity"),
+        Admission::Open,
+        metrics,
+    )
+    .expect("bind");
+    let mut samples = Vec::new();
+    for _ in 0..runs {
+        let store = Store::open(dirs.1.path()).expect("store");
+        store.remove_blob(&hash).expect("clean");
+        let start = Instant::now();
+        client
+            .fetch_blob(provider, hash, size as u64, &store)
+            .await
+            .expect("fetch");
+        samples.push(start.elapsed());
+        assert!(store.has_blob(&hash));
+    }
+    median(samples)
+}
+
+/// The store's part alone: hash, write, fsync and rename the same bytes, no network.
+fn store_alone(size: usize, runs: usize) -> Duration {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = Store::open(dir.path()).expect("store");
+    let blob: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+    let hash = ContentHash::of(&blob);
+    let samples = (0..runs)
+        .map(|_| {
+            store.remove_blob(&hash).expect("clean");
+            let start = Instant::now();
+            store.put_blob(hash, &blob).expect("put");
+            start.elapsed()
+        })
+        .collect();
+    median(samples)
+}
+
+fn bundle(keys: &Keypair, name: &str) -> PublishBundle {
+    let wasm = wasmesh_node::module_file::read_module(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests/fixtures/reverse.wat"),
+    )
+    .expect("fixture");
+    let manifest = Manifest {
+        name: name.to_owned(),
+        version: 1,
+        blob: ContentHash::of(&wasm),
+        size: wasm.len() as u64,
+        abi: wasmesh_protocol::Abi::Raw,
+        limits: Limits::default(),
+        publisher: keys.public(),
+        issued_at_ms: 1,
+    };
+    PublishBundle {
+        manifest: manifest.sign(keys),
+        module: wasm,
+    }
+}
+
+async fn publish_to_ready(nodes: usize, publishes: usize) -> Duration {
+    let publisher = Keypair::from_seed([5; 32]);
+    let mut dirs = Vec::new();
+    let mut mesh: Vec<Node> = Vec::new();
+    for _ in 0..nodes {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut config = NodeConfig::local(dir.path());
+        config.trust = vec![publisher.public()];
+        if let Some(first) = mesh.first() {
+            config.bootstrap = first.p2p_addrs().to_vec();
+        }
+        mesh.push(Node::start(config).await.expect("node"));
+        dirs.push(dir);
+    }
+    // Let the mesh form: every node connected to the first one's gossip.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut samples = Vec::new();
+    for i in 0..publishes {
+        let name = format!("m{i}");
+        let body = bundle(&publisher, &name).encode();
+        let url = format!("{}/v1/publish", mesh[0].url());
+        let agent = agent.clone();
+        let start = Instant::now();
+        let status = tokio::task::spawn_blocking(move || {
+            agent.post(&url).send(&body[..]).expect("publish").status()
+        })
+        .await
+        .expect("join");
+        assert_eq!(status.as_u16(), 201);
+        let module_ref = name.parse().expect("ref");
+        while !mesh.iter().all(|n| n.is_ready(&module_ref)) {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "publish did not reach all nodes"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        samples.push(start.elapsed());
+    }
+    for node in &mesh {
+        node.shutdown().await;
+    }
+    median(samples)
+}
+
+fn idle_rss_kib() -> u64 {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wasmesh"))
+        .args(["node", "run", "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--listen",
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+            "--quic",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("node process");
+    std::thread::sleep(Duration::from_secs(5));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).expect("proc");
+    let _ = child.kill();
+    let _ = child.wait();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        println!("## Blob fetch on loopback (median of 5)\n");
+        println!(
+            "| size | raw quinn stream | wasmesh fetch (verify + fsync + rename) | ratio | verify + store alone |"
+        );
+        println!("| ---: | ---: | ---: | ---: | ---: |");
+        for mib in [16usize, 64] {
+            let size = mib << 20;
+            let raw = raw_quinn(size, 5).await;
+            let fetch = blob_fetch(size, 5).await;
+            let alone = store_alone(size, 5);
+            println!(
+                "| {mib} MiB | {:.0} MiB/s ({:.0} ms) | {:.0} MiB/s ({:.0} ms) | {:.0}% | {:.0} ms |",
+                mib_per_s(size, raw),
+                raw.as_secs_f64() * 1e3,
+                mib_per_s(size, fetch),
+                fetch.as_secs_f64() * 1e3,
+                100.0 * raw.as_secs_f64() / fetch.as_secs_f64(),
+                alone.as_secs_f64() * 1e3
+            );
+        }
+        println!("\n## Publish to ready on every node (loopback, median of 5 publishes)\n");
+        println!("| nodes | publish-to-ready |");
+        println!("| ---: | ---: |");
+        for nodes in [3usize, 10] {
+            let time = publish_to_ready(nodes, 5).await;
+            println!("| {nodes} | {:.1} ms |", time.as_secs_f64() * 1e3);
+        }
+    });
+    println!("\n## Idle node\n");
+    println!(
+        "resident memory after 5 s idle: {} MiB",
+        idle_rss_kib() / 1024
+    );
+}
