@@ -10,8 +10,37 @@ cargo build --release --locked -q -p wasmesh-node
 wasmesh="$root/target/release/wasmesh"
 
 work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
 cd "$work"
+
+# Waits (up to 30 s) until "$@" succeeds.
+wait_for() {
+  for _ in $(seq 1 300); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  echo "timed out waiting for: $*" >&2
+  exit 1
+}
+
+# Starts node $1 (a data dir name) on loopback with OS-chosen ports; extra flags follow.
+start_node() {
+  local name="$1"; shift
+  "$wasmesh" node run --data-dir "$name" --listen /ip4/127.0.0.1/udp/0/quic-v1 \
+    --quic 127.0.0.1:0 --http 127.0.0.1:0 --trust "$publisher" "$@" 2>"$name.log" &
+  pids+=($!)
+  wait_for grep -q "serving http" "$name.log"
+}
+
+url_of() { grep -o 'serving http://[0-9.:]*' "$1.log" | head -n 1 | cut -d' ' -f2; }
+p2p_of() { grep -o '/ip4/127.0.0.1/udp/[0-9]*/quic-v1/p2p/[A-Za-z0-9]*' "$1.log" | head -n 1; }
+ready_on() { "$wasmesh" status --node "$(url_of "$1")" | grep -q "$2@.* ready "; }
 
 echo
 echo "== 1. a publisher key (mode 0600; never overwritten)"
@@ -60,6 +89,29 @@ echo "== 7. hostile guests fail with a typed error, and nothing else happens"
 "$wasmesh" run "$root/guests/fixtures/infinite_loop.wat" --fuel 1000000000000 --timeout-ms 100 </dev/null || true
 "$wasmesh" run "$root/guests/fixtures/memory_bomb.wat" --memory-mib 8 </dev/null || true
 "$wasmesh" run "$root/guests/fixtures/out_of_bounds.wat" </dev/null || true
+
+echo
+echo "== 8. a three-node mesh on this machine: publish on one node, call through another"
+start_node a
+start_node b --bootstrap "$(p2p_of a)"
+start_node c --bootstrap "$(p2p_of a)"
+"$wasmesh" publish "$root/guests/fixtures/reverse.wat" --name reverse --version 1 \
+  --key publisher.key --node "$(url_of a)"
+for n in a b c; do wait_for ready_on "$n" reverse; done
+"$wasmesh" status --node "$(url_of c)"
+printf 'hello, mesh' | "$wasmesh" call reverse --node "$(url_of c)" -v
+echo
+
+echo
+echo "== 9. stop node b; a and c keep serving; b restarts alone from its own store"
+kill "${pids[1]}"; wait "${pids[1]}" 2>/dev/null || true
+printf 'still here' | "$wasmesh" call reverse --node "$(url_of a)"
+echo
+mv b.log b-first.log
+start_node b
+wait_for ready_on b reverse
+printf 'back again' | "$wasmesh" call reverse --node "$(url_of b)"
+echo
 
 echo
 echo "tour complete"
