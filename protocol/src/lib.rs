@@ -10,6 +10,7 @@
 //! - [`manifest`]: [`Manifest`], [`SignedManifest`], verification and the rollback rule;
 //! - [`module_ref`]: [`ModuleRef`], how requests name modules;
 //! - [`bundle`]: [`PublishBundle`], the body of a publish request;
+//! - [`routing`]: the policy that picks where a request runs;
 //! - [`wasm`]: static inspection of Wasm modules (validation, ABI, imports);
 //! - [`wire`]: node-to-node messages (status, sync, blob fetch) and protocol names.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -22,6 +23,7 @@ mod hex_bytes;
 pub mod limits;
 pub mod manifest;
 pub mod module_ref;
+pub mod routing;
 pub mod wasm;
 pub mod wire;
 
