@@ -126,7 +126,7 @@ async fn blob_fetch(size: usize, runs: usize) -> Duration {
         key: server_keys.public(),
         addr: server.local_addr().expect("addr"),
     };
-    tokio::spawn(server.clone().serve(server_store));
+    tokio::spawn(server.clone().serve(server_store, None));
     let client = DataPlane::bind(
         local(),
         TlsIdentity::new(&client_keys, None).expect("identity"),

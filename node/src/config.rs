@@ -55,6 +55,51 @@ pub struct NodeArgs {
     /// The only QUIC address to advertise.
     #[arg(long)]
     pub announce_quic: Option<SocketAddr>,
+    /// Which modules this node fetches and runs: `all`, `none`, or names separated by commas
+    /// [default: all]. Others are still known and routed to peers that hold them.
+    #[arg(long)]
+    pub replicate: Option<Replicate>,
+}
+
+/// Which modules a node replicates (fetches, compiles and runs itself).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Replicate {
+    /// Every module.
+    #[default]
+    All,
+    /// None: the node only routes.
+    None,
+    /// Only these names.
+    Names(Vec<String>),
+}
+
+impl Replicate {
+    /// Whether the module `name` is replicated here.
+    pub fn includes(&self, name: &str) -> bool {
+        match self {
+            Replicate::All => true,
+            Replicate::None => false,
+            Replicate::Names(names) => names.iter().any(|n| n == name),
+        }
+    }
+}
+
+impl std::str::FromStr for Replicate {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "all" => Ok(Replicate::All),
+            "none" => Ok(Replicate::None),
+            names => {
+                let names: Vec<String> = names.split(',').map(|n| n.trim().to_owned()).collect();
+                for name in &names {
+                    wasmesh_protocol::manifest::validate_name(name).map_err(|e| e.to_string())?;
+                }
+                Ok(Replicate::Names(names))
+            }
+        }
+    }
 }
 
 /// The config file: the same settings as the flags.
@@ -76,6 +121,7 @@ struct FileConfig {
     #[serde(default)]
     announce: Vec<String>,
     announce_quic: Option<SocketAddr>,
+    replicate: Option<String>,
 }
 
 /// Everything a node needs to start.
@@ -103,6 +149,8 @@ pub struct NodeConfig {
     pub announce: Vec<Multiaddr>,
     /// Advertised QUIC address.
     pub announce_quic: Option<SocketAddr>,
+    /// Which modules to replicate.
+    pub replicate: Replicate,
     /// Executor settings.
     pub executor: ExecutorConfig,
     /// How often the node publishes its status.
@@ -124,6 +172,7 @@ impl NodeConfig {
             cert: None,
             announce: Vec::new(),
             announce_quic: None,
+            replicate: Replicate::All,
             executor: ExecutorConfig::default(),
             status_interval: Duration::from_millis(500),
         }
@@ -214,6 +263,13 @@ impl NodeConfig {
             cert,
             announce: or_file(args.announce, &file.announce, "announce")?,
             announce_quic: args.announce_quic.or(file.announce_quic),
+            replicate: match (args.replicate, file.replicate) {
+                (Some(policy), _) => policy,
+                (None, Some(text)) => text
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("bad replicate setting {text:?}: {e}"))?,
+                (None, None) => Replicate::All,
+            },
             executor: ExecutorConfig::default(),
             status_interval: Duration::from_secs(2),
             data_dir,

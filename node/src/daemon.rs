@@ -123,6 +123,7 @@ impl Node {
             trust: config.trust.iter().copied().collect::<TrustList>(),
             peer_id,
             admission,
+            replicate: config.replicate.clone(),
             membership,
             store: store.clone(),
             executor,
@@ -152,7 +153,13 @@ impl Node {
                 .instrument(span.clone()),
         ));
         tasks.push(tokio::spawn(
-            data_plane.clone().serve(store).instrument(span.clone()),
+            data_plane
+                .clone()
+                .serve(
+                    store,
+                    Some(inner.clone() as Arc<dyn crate::transfer::InvokeHandler>),
+                )
+                .instrument(span.clone()),
         ));
         tasks.push(tokio::spawn(
             status_ticker(inner.clone(), config.status_interval, shutdown_rx.clone())

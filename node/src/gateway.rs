@@ -19,7 +19,6 @@ use serde_json::json;
 use wasmesh_protocol::bundle::MAX_BUNDLE_SIZE;
 use wasmesh_protocol::{ModuleRef, PublishBundle};
 
-use crate::executor::GuestError;
 use crate::node::{InvokeError, NodeInner, PublishError, Refusal};
 use crate::registry::ModuleState;
 
@@ -180,10 +179,14 @@ async fn invoke(
                 "forwarded"
             };
             let exec_ms = invocation.output.exec_time.as_secs_f64() * 1e3;
+            let net_ms = invocation.network.as_secs_f64() * 1e3;
             let pairs = [
                 ("x-wasmesh-executed-by", invocation.executed_by.to_string()),
                 ("x-wasmesh-route", route.to_owned()),
-                ("server-timing", format!("exec;dur={exec_ms:.3}")),
+                (
+                    "server-timing",
+                    format!("exec;dur={exec_ms:.3}, net;dur={net_ms:.3}"),
+                ),
             ];
             for (name, value) in pairs {
                 if let Ok(value) = HeaderValue::from_str(&value) {
@@ -200,15 +203,31 @@ async fn invoke(
         Err(e @ InvokeError::NoProvider(_)) => {
             error(StatusCode::SERVICE_UNAVAILABLE, "no_provider", e)
         }
-        Err(InvokeError::Guest(e)) => {
-            let status = match &e {
-                GuestError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-                GuestError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
-                GuestError::InputTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                _ => StatusCode::UNPROCESSABLE_ENTITY,
-            };
-            error(status, e.kind(), e)
+        Err(InvokeError::Guest(e)) => error(status_of_kind(e.kind()), e.kind(), e),
+        Err(InvokeError::RemoteGuest {
+            kind,
+            message,
+            executed_by,
+        }) => {
+            let mut response = error(status_of_kind(&kind), &kind, message);
+            if let Ok(value) = HeaderValue::from_str(&executed_by.to_string()) {
+                response
+                    .headers_mut()
+                    .insert("x-wasmesh-executed-by", value);
+            }
+            response
         }
+        Err(e @ InvokeError::Deadline { .. }) => error(StatusCode::GATEWAY_TIMEOUT, "timeout", e),
+    }
+}
+
+/// The HTTP status of a guest failure kind.
+fn status_of_kind(kind: &str) -> StatusCode {
+    match kind {
+        "timeout" => StatusCode::GATEWAY_TIMEOUT,
+        "busy" => StatusCode::SERVICE_UNAVAILABLE,
+        "input_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
     }
 }
 

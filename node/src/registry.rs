@@ -20,6 +20,8 @@ pub enum ModuleState {
     Ready(Arc<CompiledModule>),
     /// Kept but not run here (limits over this node's caps, or a broken blob), with why.
     NotRunnable(String),
+    /// Not replicated here by policy: requests are routed to peers that hold it.
+    Remote,
 }
 
 /// One module: its newest accepted manifest and its state here.
@@ -86,6 +88,19 @@ impl Registry {
             .max_by_key(|e| (e.signed.manifest.version, e.signed.manifest.issued_at_ms))
     }
 
+    /// The ready module whose blob is `hash`, with its manifest.
+    pub fn ready_by_hash(
+        &self,
+        hash: &ContentHash,
+    ) -> Option<(&SignedManifest, Arc<CompiledModule>)> {
+        self.modules.values().find_map(|e| match &e.state {
+            ModuleState::Ready(module) if e.signed.manifest.blob == *hash => {
+                Some((&e.signed, module.clone()))
+            }
+            _ => None,
+        })
+    }
+
     /// Blobs ready here.
     pub fn ready_blobs(&self) -> Vec<ContentHash> {
         self.modules
@@ -119,6 +134,12 @@ pub struct PeerInfo {
     pub connected: bool,
     /// Smoothed round-trip time (libp2p ping), microseconds.
     pub rtt_us: Option<u64>,
+    /// Not routed to until then (after a failed forward); probed again afterwards.
+    pub down_until: Option<Instant>,
+    /// Requests this node has forwarded to the peer and not yet had answered.
+    pub forwarding: u32,
+    /// Mean execution time per blob, as seen in replies to forwarded requests (microseconds).
+    pub mean_exec_us: HashMap<ContentHash, u64>,
     /// When it was last heard of.
     pub last_seen: Instant,
 }
@@ -137,6 +158,9 @@ impl PeerInfo {
             addrs: Vec::new(),
             connected: false,
             rtt_us: None,
+            down_until: None,
+            forwarding: 0,
+            mean_exec_us: HashMap::new(),
             last_seen: Instant::now(),
         }
     }

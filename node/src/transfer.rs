@@ -20,7 +20,8 @@ use quinn::{Connection, Endpoint, VarInt};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
 use wasmesh_protocol::wire::{
-    BLOB_ALPN, BlobHeader, BlobRequest, INVOKE_ALPN, MAX_BLOB_REQUEST_SIZE,
+    BLOB_ALPN, BlobHeader, BlobRequest, INVOKE_ALPN, InvokeReply, InvokeRequest,
+    MAX_BLOB_REQUEST_SIZE, MAX_INVOKE_MESSAGE_SIZE,
 };
 use wasmesh_protocol::{ContentHash, PublicKey};
 
@@ -73,6 +74,19 @@ pub enum FetchError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// Runs requests forwarded by peers (implemented by the node).
+pub trait InvokeHandler: Send + Sync + 'static {
+    /// Executes (or refuses) one forwarded request from the peer with key `from`.
+    fn handle(
+        self: Arc<Self>,
+        request: InvokeRequest,
+        from: PublicKey,
+    ) -> futures::future::BoxFuture<'static, InvokeReply>;
+}
+
+/// Time a peer has to send a forwarded request's body.
+pub const INVOKE_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A peer's data-plane endpoint and the key its certificate must carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -170,14 +184,16 @@ impl DataPlane {
         self.inner.endpoint.close(VarInt::from_u32(0), b"shutdown");
     }
 
-    /// Accepts connections until the endpoint closes, serving blobs from `store`.
-    pub async fn serve(self, store: Store) {
+    /// Accepts connections until the endpoint closes, serving blobs from `store` and forwarded
+    /// requests through `invoke`.
+    pub async fn serve(self, store: Store, invoke: Option<Arc<dyn InvokeHandler>>) {
         while let Some(incoming) = self.inner.endpoint.accept().await {
             let this = self.clone();
             let store = store.clone();
+            let invoke = invoke.clone();
             tokio::spawn(async move {
                 match incoming.await {
-                    Ok(connection) => this.serve_connection(connection, store).await,
+                    Ok(connection) => this.serve_connection(connection, store, invoke).await,
                     Err(error) => {
                         this.inner.metrics.count_rejection("quic_handshake");
                         tracing::debug!(%error, "refused a QUIC connection");
@@ -187,15 +203,39 @@ impl DataPlane {
         }
     }
 
-    async fn serve_connection(&self, connection: Connection, store: Store) {
+    async fn serve_connection(
+        &self,
+        connection: Connection,
+        store: Store,
+        invoke: Option<Arc<dyn InvokeHandler>>,
+    ) {
         let alpn = connection
             .handshake_data()
             .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
             .and_then(|data| data.protocol);
-        if alpn.as_deref() != Some(BLOB_ALPN) {
-            // The invoke protocol is served by the router (next layer); refuse for now.
-            connection.close(VarInt::from_u32(1), b"unsupported protocol");
-            return;
+        match (alpn.as_deref(), invoke) {
+            (Some(BLOB_ALPN), _) => {}
+            (Some(INVOKE_ALPN), Some(handler)) => {
+                let Some(from) = Self::peer_key(&connection) else {
+                    connection.close(VarInt::from_u32(1), b"no peer key");
+                    return;
+                };
+                while let Ok((send, recv)) = connection.accept_bi().await {
+                    let this = self.clone();
+                    let handler = handler.clone();
+                    tokio::spawn(async move {
+                        if let Err(reason) = this.serve_invoke(send, recv, handler, from).await {
+                            this.inner.metrics.count_rejection("invoke_request");
+                            tracing::debug!(reason, "refused a forwarded request");
+                        }
+                    });
+                }
+                return;
+            }
+            _ => {
+                connection.close(VarInt::from_u32(1), b"unsupported protocol");
+                return;
+            }
         }
         while let Ok((send, recv)) = connection.accept_bi().await {
             let this = self.clone();
@@ -251,6 +291,54 @@ impl DataPlane {
         Ok(())
     }
 
+    async fn serve_invoke(
+        &self,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+        handler: Arc<dyn InvokeHandler>,
+        from: PublicKey,
+    ) -> Result<(), &'static str> {
+        let bytes = tokio::time::timeout(
+            INVOKE_READ_TIMEOUT,
+            read_framed(&mut recv, MAX_INVOKE_MESSAGE_SIZE),
+        )
+        .await
+        .map_err(|_| "request timed out")??;
+        let request = InvokeRequest::decode(&bytes).map_err(|_| "malformed request")?;
+        let reply = handler.handle(request, from).await;
+        write_framed(&mut send, &reply.encode())
+            .await
+            .map_err(|_| "peer went away")?;
+        send.finish().map_err(|_| "peer went away")?;
+        let _ = send.stopped().await;
+        Ok(())
+    }
+
+    /// Sends a request to `peer` and waits for its reply, for at most `timeout`.
+    pub async fn invoke(
+        &self,
+        peer: PeerAddr,
+        request: &InvokeRequest,
+        timeout: Duration,
+    ) -> Result<InvokeReply, FetchError> {
+        let exchange = async {
+            let connection = self.connect(peer, INVOKE_ALPN).await?;
+            let protocol = |e: &dyn std::fmt::Display| FetchError::Protocol(e.to_string());
+            let (mut send, mut recv) = connection.open_bi().await.map_err(|e| protocol(&e))?;
+            write_framed(&mut send, &request.encode())
+                .await
+                .map_err(|e| protocol(&e))?;
+            send.finish().map_err(|e| protocol(&e))?;
+            let bytes = read_framed(&mut recv, MAX_INVOKE_MESSAGE_SIZE)
+                .await
+                .map_err(|e| protocol(&e))?;
+            InvokeReply::decode(&bytes).map_err(|e| protocol(&e))
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| FetchError::Stalled)?
+    }
+
     async fn connect(&self, peer: PeerAddr, alpn: &'static [u8]) -> Result<Connection, FetchError> {
         let key = (peer.key, alpn);
         if let Some(connection) = lock(&self.inner.connections).get(&key)
@@ -304,11 +392,7 @@ impl DataPlane {
             .open_bi()
             .await
             .map_err(|e| protocol(&e.to_string()))?;
-        let request = BlobRequest { hash }.encode();
-        send.write_all(&(request.len() as u32).to_le_bytes())
-            .await
-            .map_err(|e| protocol(&e.to_string()))?;
-        send.write_all(&request)
+        write_framed(&mut send, &BlobRequest { hash }.encode())
             .await
             .map_err(|e| protocol(&e.to_string()))?;
         send.finish().map_err(|e| protocol(&e.to_string()))?;
@@ -450,19 +534,31 @@ impl FetchProgress {
 }
 
 async fn read_request(recv: &mut quinn::RecvStream) -> Result<BlobRequest, &'static str> {
+    let bytes = read_framed(recv, MAX_BLOB_REQUEST_SIZE).await?;
+    BlobRequest::decode(&bytes).map_err(|_| "malformed request")
+}
+
+/// Reads a 4-byte little-endian length and that many bytes (at most `limit`).
+async fn read_framed(recv: &mut quinn::RecvStream, limit: usize) -> Result<Vec<u8>, &'static str> {
     let mut len = [0u8; 4];
     recv.read_exact(&mut len)
         .await
-        .map_err(|_| "truncated request")?;
+        .map_err(|_| "truncated message")?;
     let len = u32::from_le_bytes(len) as usize;
-    if len > MAX_BLOB_REQUEST_SIZE {
-        return Err("oversized request");
+    if len > limit {
+        return Err("oversized message");
     }
     let mut bytes = vec![0u8; len];
     recv.read_exact(&mut bytes)
         .await
-        .map_err(|_| "truncated request")?;
-    BlobRequest::decode(&bytes).map_err(|_| "malformed request")
+        .map_err(|_| "truncated message")?;
+    Ok(bytes)
+}
+
+/// Writes a 4-byte little-endian length and the bytes.
+async fn write_framed(send: &mut quinn::SendStream, bytes: &[u8]) -> Result<(), quinn::WriteError> {
+    send.write_all(&(bytes.len() as u32).to_le_bytes()).await?;
+    send.write_all(bytes).await
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -222,3 +222,73 @@ mod tests {
         assert!(BlobHeader::decode(&[9; 9]).is_err());
     }
 }
+
+/// Largest encoded invoke request or reply (the largest body plus framing).
+pub const MAX_INVOKE_MESSAGE_SIZE: usize = crate::limits::Limits::MAX_BODY as usize + 4096;
+
+/// A request forwarded to a peer over `wasmesh/invoke/1` (one bidirectional stream each: a
+/// 4-byte little-endian length and this message; the reply comes back the same way).
+/// A forwarded request is executed by the receiver or refused, never forwarded again.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct InvokeRequest {
+    /// The blob to run (the manifest the sender resolved the reference to).
+    pub hash: ContentHash,
+    /// The request body.
+    pub input: Vec<u8>,
+    /// Time left for the answer, in milliseconds, when the request was sent.
+    pub deadline_ms: u32,
+    /// How many times the request was forwarded (at most 1).
+    pub hops: u8,
+    /// Correlates the log lines of both nodes.
+    pub trace_id: u64,
+}
+
+/// The answer to an [`InvokeRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum InvokeReply {
+    /// The guest's output.
+    Ok {
+        /// The response body.
+        output: Vec<u8>,
+        /// Time spent queueing for a slot, in microseconds.
+        queue_us: u64,
+        /// Time spent executing, in microseconds.
+        exec_us: u64,
+    },
+    /// The guest failed (a typed failure: its kind and message).
+    GuestFailed {
+        /// The failure kind (`fuel_exhausted`, `trap`, ...).
+        kind: String,
+        /// The failure message.
+        message: String,
+    },
+    /// The peer does not run it (not ready there, busy, too many hops): try another.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl InvokeRequest {
+    /// The wire encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+
+    /// Decodes a request of at most [`MAX_INVOKE_MESSAGE_SIZE`] bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        codec::decode(bytes, MAX_INVOKE_MESSAGE_SIZE)
+    }
+}
+
+impl InvokeReply {
+    /// The wire encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+
+    /// Decodes a reply of at most [`MAX_INVOKE_MESSAGE_SIZE`] bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        codec::decode(bytes, MAX_INVOKE_MESSAGE_SIZE)
+    }
+}

@@ -1,0 +1,163 @@
+//! Routing end to end: any node answers; requests run on a holder, fail over when one dies,
+//! spread under load, and fail fast with clear errors when nothing can run them.
+
+use std::time::{Duration, Instant};
+
+use wasmesh_node::config::Replicate;
+use wasmesh_tests::{TestNode, bundle, fixture, invoke, publish, publisher};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_without_the_module_forwards_to_a_holder_with_failover() {
+    let p = publisher(1);
+    let a = TestNode::start(&[p.public()], &[]).await;
+    let b = TestNode::start(&[p.public()], &[&a]).await;
+    let c = TestNode::start_with(&[p.public()], &[&a], |config| {
+        config.replicate = Replicate::None
+    })
+    .await;
+    assert_eq!(
+        publish(&a, &bundle(&p, fixture("reverse.wat"), "rev", 1))
+            .await
+            .status,
+        201
+    );
+    a.wait_ready("rev").await;
+    b.wait_ready("rev").await;
+    wasmesh_tests::wait_until(
+        "C knows both holders",
+        wasmesh_tests::MESH_DEADLINE,
+        || async { c.version_of("rev") == Some(1) && invoke(&c, "rev", b"x").await.status == 200 },
+    )
+    .await;
+    assert!(!c.is_ready("rev"), "C replicated a module it should not");
+
+    let via_a = invoke(&a, "rev", b"abc").await;
+    assert_eq!(via_a.body, b"cba");
+    assert_eq!(via_a.header("x-wasmesh-route"), Some("local"));
+    assert_eq!(
+        via_a.header("x-wasmesh-executed-by"),
+        Some(a.node.peer_id().to_string().as_str())
+    );
+
+    let via_c = invoke(&c, "rev", b"abc").await;
+    assert_eq!(via_c.status, 200);
+    assert_eq!(via_c.body, b"cba");
+    assert_eq!(via_c.header("x-wasmesh-route"), Some("forwarded"));
+    let served_by = via_c.header("x-wasmesh-executed-by").unwrap().to_owned();
+    let (killed, survivor) = if served_by == a.node.peer_id().to_string() {
+        (&a, &b)
+    } else {
+        assert_eq!(served_by, b.node.peer_id().to_string());
+        (&b, &a)
+    };
+    assert!(via_c.header("server-timing").unwrap().contains("net;dur="));
+
+    // Kill the holder that served C: the next requests succeed on the other one.
+    killed.node.shutdown().await;
+    let mut ok = 0;
+    for i in 0..20u8 {
+        let answer = invoke(&c, "rev", &[b'a', i]).await;
+        if answer.status == 200 {
+            assert_eq!(answer.body, [i, b'a']);
+            assert_eq!(
+                answer.header("x-wasmesh-executed-by"),
+                Some(survivor.node.peer_id().to_string().as_str())
+            );
+            ok += 1;
+        }
+    }
+    assert!(ok >= 19, "only {ok} of 20 succeeded after the kill");
+
+    // No holder left: a prompt 503 with a JSON error.
+    survivor.node.shutdown().await;
+    let started = Instant::now();
+    let answer = invoke(&c, "rev", b"anyone?").await;
+    assert_eq!(
+        answer.status,
+        503,
+        "{:?}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(answer.json()["error"], "no_provider");
+    assert!(
+        started.elapsed() < Duration::from_millis(1_000),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unknown_modules_and_oversized_inputs_are_refused() {
+    let p = publisher(1);
+    let a = TestNode::start(&[p.public()], &[]).await;
+    let mut small = bundle(&p, fixture("echo.wat"), "small", 1);
+    small.manifest.manifest.limits.max_input = 16;
+    let small = bundle_with_limits(&p, small);
+    assert_eq!(publish(&a, &small).await.status, 201);
+    assert_eq!(invoke(&a, "nothing-here", b"x").await.status, 404);
+    assert_eq!(
+        invoke(&a, "nothing-here", b"x").await.json()["error"],
+        "unknown_module"
+    );
+    let answer = invoke(&a, "small", &[0u8; 17]).await;
+    assert_eq!(answer.status, 413);
+    assert_eq!(answer.json()["error"], "input_too_large");
+    assert_eq!(invoke(&a, "small", &[0u8; 16]).await.status, 200);
+}
+
+/// Re-signs a bundle after its manifest was edited.
+fn bundle_with_limits(
+    keys: &wasmesh_protocol::Keypair,
+    edited: wasmesh_protocol::PublishBundle,
+) -> wasmesh_protocol::PublishBundle {
+    wasmesh_protocol::PublishBundle {
+        manifest: edited.manifest.manifest.sign(keys),
+        module: edited.module,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn load_that_saturates_one_holder_spreads_to_the_other() {
+    let p = publisher(1);
+    let a = TestNode::start(&[p.public()], &[]).await;
+    let b = TestNode::start(&[p.public()], &[&a]).await;
+    let c = TestNode::start_with(&[p.public()], &[&a], |config| {
+        config.replicate = Replicate::None
+    })
+    .await;
+    assert_eq!(
+        publish(&a, &bundle(&p, fixture("spin.wat"), "spin", 1))
+            .await
+            .status,
+        201
+    );
+    b.wait_ready("spin").await;
+    wasmesh_tests::wait_until(
+        "C can route to both holders",
+        wasmesh_tests::MESH_DEADLINE,
+        || async { invoke(&c, "spin", b"x").await.status == 200 },
+    )
+    .await;
+
+    let requests: Vec<_> = (0..48u8)
+        .map(|i| {
+            let url = c.url();
+            tokio::spawn(async move {
+                wasmesh_tests::post(format!("{url}/v1/invoke/spin"), vec![i]).await
+            })
+        })
+        .collect();
+    let mut served_by = std::collections::HashMap::new();
+    for request in requests {
+        let answer = request.await.unwrap();
+        assert_eq!(answer.status, 200);
+        *served_by
+            .entry(answer.header("x-wasmesh-executed-by").unwrap().to_owned())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(
+        served_by.len(),
+        2,
+        "all requests went to one holder: {served_by:?}"
+    );
+}
