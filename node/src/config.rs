@@ -59,6 +59,10 @@ pub struct NodeArgs {
     /// [default: all]. Others are still known and routed to peers that hold them.
     #[arg(long)]
     pub replicate: Option<Replicate>,
+    /// Most MiB of blobs this node stores for modules it replicates [default: no limit].
+    /// Modules that would exceed it are routed to peers instead.
+    #[arg(long)]
+    pub blob_quota_mib: Option<u64>,
 }
 
 /// Which modules a node replicates (fetches, compiles and runs itself).
@@ -122,6 +126,7 @@ struct FileConfig {
     announce: Vec<String>,
     announce_quic: Option<SocketAddr>,
     replicate: Option<String>,
+    blob_quota_mib: Option<u64>,
 }
 
 /// Everything a node needs to start.
@@ -151,6 +156,8 @@ pub struct NodeConfig {
     pub announce_quic: Option<SocketAddr>,
     /// Which modules to replicate.
     pub replicate: Replicate,
+    /// Most bytes of replicated blobs (None: no limit).
+    pub blob_quota: Option<u64>,
     /// Executor settings.
     pub executor: ExecutorConfig,
     /// How often the node publishes its status.
@@ -173,6 +180,7 @@ impl NodeConfig {
             announce: Vec::new(),
             announce_quic: None,
             replicate: Replicate::All,
+            blob_quota: None,
             executor: ExecutorConfig::default(),
             status_interval: Duration::from_millis(500),
         }
@@ -270,6 +278,10 @@ impl NodeConfig {
                     .map_err(|e| anyhow::anyhow!("bad replicate setting {text:?}: {e}"))?,
                 (None, None) => Replicate::All,
             },
+            blob_quota: args
+                .blob_quota_mib
+                .or(file.blob_quota_mib)
+                .map(|mib| mib.saturating_mul(1 << 20)),
             executor: ExecutorConfig::default(),
             status_interval: Duration::from_secs(2),
             data_dir,

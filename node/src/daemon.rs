@@ -124,6 +124,7 @@ impl Node {
             peer_id,
             admission,
             replicate: config.replicate.clone(),
+            blob_quota: config.blob_quota,
             membership,
             store: store.clone(),
             executor,

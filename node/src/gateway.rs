@@ -180,12 +180,13 @@ async fn invoke(
             };
             let exec_ms = invocation.output.exec_time.as_secs_f64() * 1e3;
             let net_ms = invocation.network.as_secs_f64() * 1e3;
+            let queue_ms = invocation.queue.as_secs_f64() * 1e3;
             let pairs = [
                 ("x-wasmesh-executed-by", invocation.executed_by.to_string()),
                 ("x-wasmesh-route", route.to_owned()),
                 (
                     "server-timing",
-                    format!("exec;dur={exec_ms:.3}, net;dur={net_ms:.3}"),
+                    format!("queue;dur={queue_ms:.3}, exec;dur={exec_ms:.3}, net;dur={net_ms:.3}"),
                 ),
             ];
             for (name, value) in pairs {

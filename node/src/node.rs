@@ -154,6 +154,8 @@ pub struct Invocation {
     pub output: Output,
     /// Time spent on the network (round trips to the executing peer), if forwarded.
     pub network: Duration,
+    /// Time spent waiting for an execution slot.
+    pub queue: Duration,
     /// The node that executed it.
     pub executed_by: PeerId,
     /// Whether it ran here.
@@ -166,6 +168,7 @@ pub(crate) struct NodeInner {
     pub(crate) trust: TrustList,
     pub(crate) admission: Admission,
     pub(crate) replicate: crate::config::Replicate,
+    pub(crate) blob_quota: Option<u64>,
     pub(crate) membership: Option<SignedMembershipCert>,
     pub(crate) store: Store,
     pub(crate) executor: Executor,
@@ -275,6 +278,16 @@ impl NodeInner {
             self.registry().get(&key).map(|e| &e.state),
             Some(ModuleState::NotRunnable(_) | ModuleState::Remote)
         ) {
+            return;
+        }
+        if let Some(quota) = self.blob_quota
+            && !self.store.has_blob(&manifest.blob)
+            && self.store.blob_bytes().saturating_add(manifest.size) > quota
+        {
+            let reason = format!("over this node's blob quota of {} MiB", quota >> 20);
+            tracing::info!(module = %key.name, reason, "not replicating; requests are routed to peers");
+            self.registry()
+                .set_state(&key, &manifest.blob, ModuleState::NotRunnable(reason));
             return;
         }
         let mut shutdown = self.shutdown.clone();
@@ -542,13 +555,16 @@ impl NodeInner {
             }
             match target {
                 RouteTarget::Local(module) => {
+                    let started = Instant::now();
                     match self.run_local(module, input.clone(), limits).await {
                         Err(GuestError::Busy { .. }) => continue,
                         result => {
                             let output = result?;
+                            let queue = started.elapsed().saturating_sub(output.exec_time);
                             return Ok(Invocation {
                                 output,
                                 network: Duration::ZERO,
+                                queue,
                                 executed_by: self.peer_id,
                                 local: true,
                             });
@@ -564,7 +580,7 @@ impl NodeInner {
                         trace_id,
                     };
                     let sent = Instant::now();
-                    tracing::debug!(trace_id, peer = %peer_id, module = %manifest.name, "forwarding");
+                    tracing::info!(trace_id, peer = %peer_id, module = %manifest.name, "forwarding a request");
                     self.count_forwarding(&peer_id, true);
                     let reply = self.data_plane.invoke(addr, &request, left).await;
                     self.count_forwarding(&peer_id, false);
@@ -589,6 +605,7 @@ impl NodeInner {
                                     exec_time,
                                 },
                                 network,
+                                queue: Duration::from_micros(queue_us),
                                 executed_by: peer_id,
                                 local: false,
                             });

@@ -124,6 +124,19 @@ impl Store {
         writer.finish()
     }
 
+    /// Bytes of all stored blobs.
+    pub fn blob_bytes(&self) -> u64 {
+        let Ok(entries) = fs::read_dir(self.root.join("blobs")) else {
+            return 0;
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum()
+    }
+
     /// Deletes a blob (when no manifest uses it any more).
     pub fn remove_blob(&self, hash: &ContentHash) -> io::Result<()> {
         match fs::remove_file(self.blob_path(hash)) {

@@ -161,3 +161,26 @@ async fn load_that_saturates_one_holder_spreads_to_the_other() {
         "all requests went to one holder: {served_by:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_over_its_blob_quota_routes_instead_of_replicating() {
+    let p = publisher(1);
+    let a = TestNode::start(&[p.public()], &[]).await;
+    let tight =
+        TestNode::start_with(&[p.public()], &[&a], |config| config.blob_quota = Some(100)).await;
+    let published = bundle(&p, fixture("reverse.wat"), "rev", 1);
+    assert!(published.module.len() > 100);
+    assert_eq!(publish(&a, &published).await.status, 201);
+    wasmesh_tests::wait_until(
+        "the tight node forwards",
+        wasmesh_tests::MESH_DEADLINE,
+        || async { invoke(&tight, "rev", b"ab").await.status == 200 },
+    )
+    .await;
+    let answer = invoke(&tight, "rev", b"ab").await;
+    assert_eq!(answer.body, b"ba");
+    assert_eq!(answer.header("x-wasmesh-route"), Some("forwarded"));
+    assert!(!tight.is_ready("rev"));
+    let hash = wasmesh_protocol::ContentHash::of(&published.module).to_string();
+    assert!(!tight.dir.join("blobs").join(hash).exists());
+}
