@@ -17,7 +17,7 @@ use crate::module_file::read_module;
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
     /// Run a node until SIGINT or SIGTERM.
-    Run(NodeArgs),
+    Run(Box<NodeArgs>),
 }
 
 /// Arguments of `wasmesh publish`.
@@ -70,7 +70,7 @@ pub struct StatusArgs {
 
 pub(super) fn run_node(command: NodeCommand) -> anyhow::Result<()> {
     let NodeCommand::Run(args) = command;
-    let config = NodeConfig::from_args(args)?;
+    let config = NodeConfig::from_args(*args)?;
     init_logging();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
