@@ -132,6 +132,7 @@ impl Node {
             metrics,
             registry: Default::default(),
             peers: Default::default(),
+            local_exec_us: Default::default(),
             gossip: gossip_tx,
             providers_changed: Notify::new(),
             status_changed: Notify::new(),

@@ -176,6 +176,8 @@ pub(crate) struct NodeInner {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) registry: Mutex<Registry>,
     pub(crate) peers: Mutex<HashMap<PeerId, PeerInfo>>,
+    /// Mean execution time of each blob here (microseconds), for routing.
+    pub(crate) local_exec_us: Mutex<HashMap<ContentHash, u64>>,
     pub(crate) gossip: mpsc::Sender<GossipCommand>,
     pub(crate) providers_changed: Notify,
     pub(crate) status_changed: Notify,
@@ -649,7 +651,10 @@ impl NodeInner {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         let outcome = match &result {
             Ok(output) => {
-                self.observe_exec(&self.peer_id, &hash, output.exec_time.as_micros() as u64);
+                let exec_us = output.exec_time.as_micros() as u64;
+                let mut means = lock(&self.local_exec_us);
+                let mean = means.entry(hash).or_insert(exec_us);
+                *mean = (*mean * 7 + exec_us) / 8;
                 "ok"
             }
             Err(error) => error.kind(),
@@ -721,9 +726,7 @@ impl NodeInner {
     }
 
     fn local_exec_us(&self, hash: &ContentHash) -> Option<u64> {
-        self.peers()
-            .get(&self.peer_id)
-            .and_then(|p| p.mean_exec_us.get(hash).copied())
+        lock(&self.local_exec_us).get(hash).copied()
     }
 
     /// Folds one observed execution time into the peer's mean for this blob.

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use wasmesh_node::config::Replicate;
 use wasmesh_tests::{TestNode, bundle, fixture, invoke, publish, publisher};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_node_without_the_module_forwards_to_a_holder_with_failover() {
+/// Holders A and B, and C which replicates nothing; `wat` published as `name` through A, and C
+/// aware that both A and B hold it.
+async fn two_holders_and_a_router(wat: &str, name: &str) -> (TestNode, TestNode, TestNode) {
     let p = publisher(1);
     let a = TestNode::start(&[p.public()], &[]).await;
     let b = TestNode::start(&[p.public()], &[&a]).await;
@@ -16,19 +17,27 @@ async fn a_node_without_the_module_forwards_to_a_holder_with_failover() {
     })
     .await;
     assert_eq!(
-        publish(&a, &bundle(&p, fixture("reverse.wat"), "rev", 1))
-            .await
-            .status,
+        publish(&a, &bundle(&p, fixture(wat), name, 1)).await.status,
         201
     );
-    a.wait_ready("rev").await;
-    b.wait_ready("rev").await;
+    b.wait_ready(name).await;
     wasmesh_tests::wait_until(
         "C knows both holders",
         wasmesh_tests::MESH_DEADLINE,
-        || async { c.version_of("rev") == Some(1) && invoke(&c, "rev", b"x").await.status == 200 },
+        || async {
+            let modules = wasmesh_tests::get(format!("{}/v1/modules", c.url()))
+                .await
+                .json();
+            modules[0]["providers"].as_array().map_or(0, Vec::len) == 2
+        },
     )
     .await;
+    (a, b, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_without_the_module_forwards_to_a_holder_with_failover() {
+    let (a, b, c) = two_holders_and_a_router("reverse.wat", "rev").await;
     assert!(!c.is_ready("rev"), "C replicated a module it should not");
 
     let via_a = invoke(&a, "rev", b"abc").await;
@@ -37,6 +46,19 @@ async fn a_node_without_the_module_forwards_to_a_holder_with_failover() {
     assert_eq!(
         via_a.header("x-wasmesh-executed-by"),
         Some(a.node.peer_id().to_string().as_str())
+    );
+
+    let peers = wasmesh_tests::get(format!("{}/v1/peers", a.url()))
+        .await
+        .json();
+    let me = a.node.peer_id().to_string();
+    assert!(
+        peers
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["peer_id"] != me.as_str()),
+        "a node lists itself among its peers: {peers}"
     );
 
     let via_c = invoke(&c, "rev", b"abc").await;
@@ -118,26 +140,7 @@ fn bundle_with_limits(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn load_that_saturates_one_holder_spreads_to_the_other() {
-    let p = publisher(1);
-    let a = TestNode::start(&[p.public()], &[]).await;
-    let b = TestNode::start(&[p.public()], &[&a]).await;
-    let c = TestNode::start_with(&[p.public()], &[&a], |config| {
-        config.replicate = Replicate::None
-    })
-    .await;
-    assert_eq!(
-        publish(&a, &bundle(&p, fixture("spin.wat"), "spin", 1))
-            .await
-            .status,
-        201
-    );
-    b.wait_ready("spin").await;
-    wasmesh_tests::wait_until(
-        "C can route to both holders",
-        wasmesh_tests::MESH_DEADLINE,
-        || async { invoke(&c, "spin", b"x").await.status == 200 },
-    )
-    .await;
+    let (_a, _b, c) = two_holders_and_a_router("spin.wat", "spin").await;
 
     let requests: Vec<_> = (0..48u8)
         .map(|i| {
