@@ -14,7 +14,7 @@ use tokio::sync::{Mutex as AsyncMutex, Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 use wasmesh_keys::{SignedMembershipCert, TrustList, key_file};
-use wasmesh_protocol::{ModuleRef, PublicKey};
+use wasmesh_protocol::{ContentHash, ModuleRef, PublicKey};
 
 use crate::admission::Admission;
 use crate::config::NodeConfig;
@@ -136,7 +136,8 @@ impl Node {
             gossip: gossip_tx,
             providers_changed: Notify::new(),
             status_changed: Notify::new(),
-            status_seq: AtomicU64::new(0),
+            // From the clock, so a restarted node's statuses are newer than its old ones.
+            status_seq: AtomicU64::new(clock::now_ms().saturating_mul(1000)),
             in_flight: AtomicU32::new(0),
             advertised_quic: std::sync::Mutex::new(Some(config.announce_quic.unwrap_or(quic_addr))),
             advertised_p2p: std::sync::Mutex::new(
@@ -248,6 +249,28 @@ impl Node {
             .map(|e| e.signed.manifest.version)
     }
 
+    /// The blob of the module a reference names, if held here.
+    pub fn blob_of(&self, module_ref: &ModuleRef) -> Option<ContentHash> {
+        self.inner
+            .registry()
+            .resolve(module_ref)
+            .map(|e| e.signed.manifest.blob)
+    }
+
+    /// What this node knows of its peers now (as `/v1/peers` shows it).
+    pub fn peer_views(&self) -> Vec<PeerView> {
+        self.inner
+            .peers()
+            .values()
+            .map(|p| PeerView {
+                peer_id: p.peer_id,
+                connected: p.connected,
+                rtt_us: p.rtt_us,
+                ready: p.ready.iter().copied().collect(),
+            })
+            .collect()
+    }
+
     /// Stops every task and closes the endpoints.
     pub async fn shutdown(&self) {
         let _ = self.shutdown.send(true);
@@ -256,6 +279,19 @@ impl Node {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
     }
+}
+
+/// One peer as a node sees it.
+#[derive(Debug, Clone)]
+pub struct PeerView {
+    /// Its id.
+    pub peer_id: PeerId,
+    /// Whether a libp2p connection is open.
+    pub connected: bool,
+    /// Smoothed round trip (libp2p ping), microseconds.
+    pub rtt_us: Option<u64>,
+    /// Blobs it reports ready.
+    pub ready: Vec<ContentHash>,
 }
 
 fn short_peer(peer: &PeerId) -> String {

@@ -11,7 +11,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageAuthenticity, ValidationMode};
@@ -19,18 +19,25 @@ use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, noise, ping, tcp, yamux};
 use tokio::sync::{mpsc, watch};
-use wasmesh_protocol::SignedManifest;
 use wasmesh_protocol::wire::{
     MANIFEST_TOPIC, MAX_STATUS_SIZE, MAX_SYNC_REQUEST_SIZE, MAX_SYNC_RESPONSE_SIZE, STATUS_TOPIC,
     SYNC_PROTOCOL, StatusMessage, SyncRequest, SyncResponse,
 };
+use wasmesh_protocol::{ContentHash, SignedManifest};
 
 use crate::metrics::Metrics;
 use crate::node::{NodeInner, Offered, Origin};
 use crate::registry::PeerInfo;
 
 /// Most peers this node dials on its own (bootstrap and peer exchange).
-const MAX_DIALED_PEERS: usize = 32;
+pub const MAX_DIALED_PEERS: usize = 32;
+
+/// The gossipsub heartbeat (mesh upkeep and lazy gossip); other gossipsub parameters are the
+/// library's defaults.
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// How long after losing a peer it is dialed again; doubled per failed dial, up to 8 s.
+const REDIAL_AFTER: Duration = Duration::from_secs(1);
 
 /// What the rest of the node asks of the swarm task.
 #[derive(Debug)]
@@ -166,7 +173,7 @@ pub(crate) fn build_swarm(
                 .validation_mode(ValidationMode::Strict)
                 .validate_messages()
                 .max_transmit_size(MAX_STATUS_SIZE)
-                .heartbeat_interval(Duration::from_millis(500))
+                .heartbeat_interval(HEARTBEAT)
                 .message_id_fn(|message| {
                     gossipsub::MessageId::from(blake3::hash(&message.data).as_bytes().to_vec())
                 })
@@ -215,9 +222,13 @@ pub(crate) async fn run(
         }
     }
     let mut admission = AdmissionState::default();
+    // Peers lost to a partition or a restart are dialed again even when no gossip arrives.
+    let mut redial = tokio::time::interval(REDIAL_AFTER);
+    redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
+            _ = redial.tick() => maybe_dial_new_peers(&mut swarm, &node),
             command = commands.recv() => match command {
                 None => return,
                 Some(GossipCommand::PublishManifest(bytes)) => {
@@ -262,10 +273,15 @@ fn handle_event(
             num_established,
             ..
         } => {
-            node.peers()
-                .entry(peer_id)
-                .or_insert_with(|| PeerInfo::new(peer_id))
-                .connected = true;
+            {
+                let mut peers = node.peers();
+                let info = peers
+                    .entry(peer_id)
+                    .or_insert_with(|| PeerInfo::new(peer_id));
+                info.connected = true;
+                info.dialing = false;
+                info.dial_failures = 0;
+            }
             node.metrics
                 .peers
                 .set(swarm.connected_peers().count() as i64);
@@ -288,6 +304,7 @@ fn handle_event(
         } => {
             if let Some(peer) = node.peers().get_mut(&peer_id) {
                 peer.connected = false;
+                peer.next_dial = Some(Instant::now() + REDIAL_AFTER);
             }
             admission.admitted.remove(&peer_id);
             if admission.pending.remove(&peer_id) {
@@ -303,7 +320,18 @@ fn handle_event(
             message_id,
             message,
         })) => {
-            let acceptance = validate(node, &message);
+            let (acceptance, sync_from) = validate(node, &message);
+            if let Some((peer, digest)) = sync_from
+                && swarm.is_connected(&peer)
+            {
+                let request = SyncRequest {
+                    since_ms: 0,
+                    membership: node.membership_bytes(),
+                };
+                swarm.behaviour_mut().sync.send_request(&peer, request);
+                node.note_sync(&peer, digest);
+                tracing::debug!(%peer, "manifests differ; asked for a sync");
+            }
             swarm
                 .behaviour_mut()
                 .gossipsub
@@ -351,6 +379,19 @@ fn handle_event(
         })) => {
             node.metrics.count_rejection("sync_outbound");
             tracing::debug!(%peer, %error, "sync failed");
+        }
+        SwarmEvent::OutgoingConnectionError {
+            peer_id: Some(peer_id),
+            error,
+            ..
+        } => {
+            if let Some(peer) = node.peers().get_mut(&peer_id) {
+                peer.dialing = false;
+                peer.dial_failures = peer.dial_failures.saturating_add(1);
+                let backoff = REDIAL_AFTER.saturating_mul(1 << peer.dial_failures.min(3));
+                peer.next_dial = Some(Instant::now() + backoff);
+                tracing::debug!(%peer_id, %error, ?backoff, "dial failed; trying again later");
+            }
         }
         SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
             peer,
@@ -400,13 +441,18 @@ fn admit(
     }
 }
 
-fn validate(node: &Arc<NodeInner>, message: &gossipsub::Message) -> MessageAcceptance {
+/// Checks a gossiped message; also names the peer to ask for a sync (and its digest) when its
+/// status shows manifests this node may lack.
+fn validate(
+    node: &Arc<NodeInner>,
+    message: &gossipsub::Message,
+) -> (MessageAcceptance, Option<(PeerId, ContentHash)>) {
     let Some(source) = message.source else {
         node.metrics.count_rejection("gossip_unsigned");
-        return MessageAcceptance::Reject;
+        return (MessageAcceptance::Reject, None);
     };
     if message.topic == IdentTopic::new(MANIFEST_TOPIC).hash() {
-        match SignedManifest::decode(&message.data) {
+        let acceptance = match SignedManifest::decode(&message.data) {
             Err(error) => {
                 node.metrics.count_rejection("gossip_malformed_manifest");
                 tracing::info!(%source, %error, "malformed manifest gossip");
@@ -419,22 +465,23 @@ fn validate(node: &Arc<NodeInner>, message: &gossipsub::Message) -> MessageAccep
                 Err(crate::node::Refusal::Rollback(_)) => MessageAcceptance::Ignore,
                 Err(_) => MessageAcceptance::Reject,
             },
-        }
+        };
+        (acceptance, None)
     } else if message.topic == IdentTopic::new(STATUS_TOPIC).hash() {
         match StatusMessage::decode(&message.data)
             .map_err(|_| "malformed status")
             .and_then(|status| node.on_status(source, status))
         {
-            Ok(()) => MessageAcceptance::Accept,
+            Ok(differs) => (MessageAcceptance::Accept, differs.map(|d| (source, d))),
             Err(reason) => {
                 node.metrics.count_rejection("gossip_bad_status");
                 tracing::info!(%source, reason, "refused a status message");
-                MessageAcceptance::Reject
+                (MessageAcceptance::Reject, None)
             }
         }
     } else {
         node.metrics.count_rejection("gossip_unknown_topic");
-        MessageAcceptance::Reject
+        (MessageAcceptance::Reject, None)
     }
 }
 
@@ -445,10 +492,17 @@ fn maybe_dial_new_peers(swarm: &mut Swarm<Behaviour>, node: &Arc<NodeInner>) {
         return;
     }
     let local = *swarm.local_peer_id();
+    let now = Instant::now();
     let to_dial: Vec<(PeerId, Vec<Multiaddr>)> = node
         .peers()
         .values()
-        .filter(|p| !p.connected && p.peer_id != local && !p.addrs.is_empty())
+        .filter(|p| {
+            !p.connected
+                && !p.dialing
+                && p.next_dial.is_none_or(|at| at <= now)
+                && p.peer_id != local
+                && !p.addrs.is_empty()
+        })
         .take(MAX_DIALED_PEERS - connected)
         .map(|p| (p.peer_id, p.addrs.clone()))
         .collect();
@@ -459,10 +513,13 @@ fn maybe_dial_new_peers(swarm: &mut Swarm<Behaviour>, node: &Arc<NodeInner>) {
         let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
             .addresses(addrs)
             .build();
-        let _ = swarm.dial(opts);
+        let dialed = swarm.dial(opts);
         if let Some(info) = node.peers().get_mut(&peer) {
-            // Marked so the next status does not dial again while this dial is under way.
-            info.connected = true;
+            match dialed {
+                // Marked so the next status does not dial again while this dial is under way.
+                Ok(()) => info.dialing = true,
+                Err(_) => info.next_dial = Some(now + REDIAL_AFTER),
+            }
         }
     }
 }

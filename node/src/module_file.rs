@@ -1,4 +1,5 @@
-//! Reading a module from disk: a `.wasm` binary, or `.wat` text compiled to binary.
+//! Module files: reading one from disk (a `.wasm` binary, or `.wat` text compiled to binary),
+//! and signing the manifest that publishes it.
 
 use std::fs;
 use std::io::Read;
@@ -6,6 +7,33 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use wasmesh_protocol::limits::MAX_MODULE_SIZE;
+use wasmesh_protocol::manifest::validate_name;
+use wasmesh_protocol::{ContentHash, Keypair, Limits, Manifest, SignedManifest, wasm};
+
+/// Builds and signs the manifest of the module `bytes` as `name@version`, checking the module
+/// (its ABI is detected here) and the manifest first.
+pub fn sign_module(
+    bytes: &[u8],
+    name: String,
+    version: u64,
+    limits: Limits,
+    keys: &Keypair,
+) -> anyhow::Result<SignedManifest> {
+    validate_name(&name).context("invalid module name")?;
+    let info = wasm::inspect(bytes)?;
+    let manifest = Manifest {
+        name,
+        version,
+        blob: ContentHash::of(bytes),
+        size: bytes.len() as u64,
+        abi: info.abi,
+        limits,
+        publisher: keys.public(),
+        issued_at_ms: crate::clock::now_ms(),
+    };
+    manifest.check_well_formed()?;
+    Ok(manifest.sign(keys))
+}
 
 /// Reads the module at `path`. Text (`.wat`, or any file not starting with the Wasm magic
 /// number) is compiled to binary first; the result is what gets hashed, signed and run.

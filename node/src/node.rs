@@ -386,12 +386,15 @@ impl NodeInner {
             .collect()
     }
 
-    /// Takes a peer's status (already checked to come from that peer).
+    /// Takes a peer's status (already checked to come from that peer). Returns the peer's
+    /// manifest digest when it differs from this node's and this node has not yet asked the
+    /// peer for a sync at that digest: the caller should ask (and record it with
+    /// [`Self::note_sync`]).
     pub(crate) fn on_status(
         &self,
         from: PeerId,
         status: StatusMessage,
-    ) -> Result<(), &'static str> {
+    ) -> Result<Option<ContentHash>, &'static str> {
         if identity::peer_id(&status.node) != Some(from) {
             return Err("status key does not match its sender");
         }
@@ -402,7 +405,7 @@ impl NodeInner {
         let mut peers = self.peers();
         let peer = peers.entry(from).or_insert_with(|| PeerInfo::new(from));
         if status.seq <= peer.seq && peer.key.is_some() {
-            return Ok(());
+            return Ok(None);
         }
         let new_provider = status.ready.iter().any(|h| !peer.ready.contains(h));
         peer.key = Some(status.node);
@@ -417,11 +420,20 @@ impl NodeInner {
             .filter_map(|a| a.parse().ok())
             .collect();
         peer.last_seen = Instant::now();
+        let theirs = status.manifests;
+        let unsynced = peer.synced_digest != Some(theirs);
         drop(peers);
         if new_provider {
             self.providers_changed.notify_waiters();
         }
-        Ok(())
+        Ok((unsynced && theirs != self.registry().manifest_digest()).then_some(theirs))
+    }
+
+    /// Records that this node asked `peer` for a sync while it reported `digest`.
+    pub(crate) fn note_sync(&self, peer: &PeerId, digest: ContentHash) {
+        if let Some(info) = self.peers().get_mut(peer) {
+            info.synced_digest = Some(digest);
+        }
     }
 
     /// This node's status message.
@@ -429,14 +441,19 @@ impl NodeInner {
         let quic_addr = lock(&self.advertised_quic)
             .map(|a| a.to_string())
             .unwrap_or_default();
+        let (ready, manifests) = {
+            let registry = self.registry();
+            (registry.ready_blobs(), registry.manifest_digest())
+        };
         StatusMessage {
             node: self.keys.public(),
             quic_addr,
-            ready: self.registry().ready_blobs(),
+            ready,
             in_flight: self.in_flight.load(Ordering::Relaxed),
             capacity: self.executor.capacity() as u32,
             seq: self.status_seq.fetch_add(1, Ordering::Relaxed) + 1,
             p2p_addrs: lock(&self.advertised_p2p).clone(),
+            manifests,
         }
     }
 
@@ -573,7 +590,11 @@ impl NodeInner {
                         }
                     }
                 }
-                RouteTarget::Peer { peer_id, addr } => {
+                RouteTarget::Peer {
+                    peer_id,
+                    addr,
+                    rtt_us,
+                } => {
                     let request = InvokeRequest {
                         hash: manifest.blob,
                         input: input.clone(),
@@ -584,7 +605,10 @@ impl NodeInner {
                     let sent = Instant::now();
                     tracing::info!(trace_id, peer = %peer_id, module = %manifest.name, "forwarding a request");
                     self.count_forwarding(&peer_id, true);
-                    let reply = self.data_plane.invoke(addr, &request, left).await;
+                    let reply = self
+                        .data_plane
+                        .invoke(addr, &request, left, ack_deadline(rtt_us))
+                        .await;
                     self.count_forwarding(&peer_id, false);
                     match reply {
                         Ok(InvokeReply::Ok {
@@ -688,13 +712,18 @@ impl NodeInner {
             let (Some(key), Some(quic)) = (peer.key, peer.quic_addr) else {
                 continue;
             };
-            if !peer.ready.contains(&hash) || peer.peer_id == self.peer_id {
+            // A peer not heard of for a while is likely down: its ready set is stale.
+            if !peer.ready.contains(&hash)
+                || peer.peer_id == self.peer_id
+                || now.duration_since(peer.last_seen) > PEER_STALE_AFTER
+            {
                 continue;
             }
+            let rtt_us = peer.rtt_us.unwrap_or(routing::UNMEASURED_RTT_US);
             candidates.push(Candidate {
                 id: targets.len(),
                 local: false,
-                rtt_us: peer.rtt_us.unwrap_or(50_000),
+                rtt_us,
                 // Its last reported load, plus what this node sent it since.
                 in_flight: peer.in_flight.saturating_add(peer.forwarding),
                 capacity: peer.capacity,
@@ -712,6 +741,7 @@ impl NodeInner {
             targets.push(RouteTarget::Peer {
                 peer_id: peer.peer_id,
                 addr: PeerAddr { key, addr: quic },
+                rtt_us,
             });
         }
         let order: Vec<usize> = routing::rank(&candidates, now_ms)
@@ -821,10 +851,24 @@ impl NodeInner {
 /// How long a peer is skipped after a failed forward before it is tried again.
 const PEER_DOWN_FOR: Duration = Duration::from_secs(3);
 
+/// A peer whose status has not arrived for this long is not routed to (statuses come every
+/// few seconds; a crashed peer falls silent).
+const PEER_STALE_AFTER: Duration = Duration::from_secs(10);
+
+/// How long a peer's QUIC stack may take to acknowledge a forwarded request before it is taken
+/// for dead: four round trips plus the peer's largest acknowledgement delay and some slack.
+fn ack_deadline(rtt_us: u64) -> Duration {
+    Duration::from_micros(rtt_us.saturating_mul(4)) + Duration::from_millis(150)
+}
+
 /// A place a request can run.
 enum RouteTarget {
     Local(Arc<crate::executor::CompiledModule>),
-    Peer { peer_id: PeerId, addr: PeerAddr },
+    Peer {
+        peer_id: PeerId,
+        addr: PeerAddr,
+        rtt_us: u64,
+    },
 }
 
 impl crate::transfer::InvokeHandler for NodeInner {

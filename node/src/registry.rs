@@ -73,6 +73,15 @@ impl Registry {
         self.modules.values()
     }
 
+    /// The digest of the manifests held (see `wire::manifest_digest`).
+    pub fn manifest_digest(&self) -> ContentHash {
+        wasmesh_protocol::wire::manifest_digest(
+            self.modules
+                .values()
+                .map(|e| ContentHash::of(&e.signed.encode())),
+        )
+    }
+
     /// Whether any held manifest names this blob.
     pub fn uses_blob(&self, hash: &ContentHash) -> bool {
         self.modules
@@ -132,6 +141,15 @@ pub struct PeerInfo {
     pub addrs: Vec<Multiaddr>,
     /// Whether a libp2p connection is open.
     pub connected: bool,
+    /// Whether this node is dialing it now.
+    pub dialing: bool,
+    /// Dials that failed in a row (for the back-off).
+    pub dial_failures: u32,
+    /// Not dialed again before this time.
+    pub next_dial: Option<Instant>,
+    /// Its manifest digest when this node last asked it for a sync (not asked again for the
+    /// same digest).
+    pub synced_digest: Option<ContentHash>,
     /// Smoothed round-trip time (libp2p ping), microseconds.
     pub rtt_us: Option<u64>,
     /// Not routed to until then (after a failed forward); probed again afterwards.
@@ -157,6 +175,10 @@ impl PeerInfo {
             seq: 0,
             addrs: Vec::new(),
             connected: false,
+            dialing: false,
+            dial_failures: 0,
+            next_dial: None,
+            synced_digest: None,
             rtt_us: None,
             down_until: None,
             forwarding: 0,

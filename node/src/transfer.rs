@@ -70,6 +70,9 @@ pub enum FetchError {
     /// No progress within the idle timeout.
     #[error("the transfer stalled")]
     Stalled,
+    /// The peer did not acknowledge a request within a few round trips (it is likely down).
+    #[error("the peer did not acknowledge the request")]
+    Unresponsive,
     /// What arrived does not verify.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -315,23 +318,39 @@ impl DataPlane {
     }
 
     /// Sends a request to `peer` and waits for its reply, for at most `timeout`.
+    ///
+    /// A peer that has died without closing its connection would hold the request until
+    /// `timeout`; so the peer's QUIC stack must acknowledge the whole request within
+    /// `ack_within` (a few round trips), or the call fails with [`FetchError::Unresponsive`] and
+    /// the caller can try elsewhere while time is left.
     pub async fn invoke(
         &self,
         peer: PeerAddr,
         request: &InvokeRequest,
         timeout: Duration,
+        ack_within: Duration,
     ) -> Result<InvokeReply, FetchError> {
         let exchange = async {
-            let connection = self.connect(peer, INVOKE_ALPN).await?;
+            let connection = tokio::time::timeout(ack_within, self.connect(peer, INVOKE_ALPN))
+                .await
+                .map_err(|_| FetchError::Unresponsive)??;
             let protocol = |e: &dyn std::fmt::Display| FetchError::Protocol(e.to_string());
             let (mut send, mut recv) = connection.open_bi().await.map_err(|e| protocol(&e))?;
             write_framed(&mut send, &request.encode())
                 .await
                 .map_err(|e| protocol(&e))?;
             send.finish().map_err(|e| protocol(&e))?;
-            let bytes = read_framed(&mut recv, MAX_INVOKE_MESSAGE_SIZE)
-                .await
-                .map_err(|e| protocol(&e))?;
+            let reply = read_framed(&mut recv, MAX_INVOKE_MESSAGE_SIZE);
+            tokio::pin!(reply);
+            let acknowledged = tokio::time::timeout(ack_within, send.stopped());
+            let bytes = tokio::select! {
+                bytes = &mut reply => bytes,
+                acked = acknowledged => match acked {
+                    Ok(_) => reply.await,
+                    Err(_) => return Err(FetchError::Unresponsive),
+                },
+            }
+            .map_err(|e| protocol(&e))?;
             InvokeReply::decode(&bytes).map_err(|e| protocol(&e))
         };
         tokio::time::timeout(timeout, exchange)

@@ -7,6 +7,10 @@
 //! a time after `now`) or lack the module are never chosen. Ties go to the local node, then to
 //! the lower id, so the choice is deterministic.
 
+/// The round trip assumed for a peer whose round trip is not measured (not connected, or not
+/// pinged yet), in microseconds: it ranks behind measured near peers.
+pub const UNMEASURED_RTT_US: u64 = 50_000;
+
 /// What the router knows of one place a request could run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate<Id> {

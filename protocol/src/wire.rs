@@ -62,6 +62,21 @@ pub struct StatusMessage {
     pub seq: u64,
     /// libp2p addresses where the node can be dialed (peer exchange), at most 8.
     pub p2p_addrs: Vec<String>,
+    /// Digest of the manifests it holds ([`manifest_digest`]): a peer whose own digest differs
+    /// asks it for a sync, so manifests missed during a partition arrive without reconnecting.
+    pub manifests: ContentHash,
+}
+
+/// The digest of a set of signed manifests (each given by the hash of its encoding): the XOR of
+/// the hashes, so it does not depend on order and equal sets give equal digests.
+pub fn manifest_digest(hashes: impl IntoIterator<Item = ContentHash>) -> ContentHash {
+    let mut digest = [0u8; 32];
+    for hash in hashes {
+        for (d, h) in digest.iter_mut().zip(hash.0) {
+            *d ^= h;
+        }
+    }
+    ContentHash(digest)
 }
 
 impl StatusMessage {

@@ -110,16 +110,20 @@ fn status() -> impl Strategy<Value = StatusMessage> {
         any::<u32>(),
         any::<u64>(),
         proptest::collection::vec("[a-z0-9/]{0,60}", 0..8),
+        any::<[u8; 32]>(),
     )
         .prop_map(
-            |(node, quic_addr, ready, in_flight, capacity, seq, p2p_addrs)| StatusMessage {
-                node: PublicKey(node),
-                quic_addr,
-                ready: ready.into_iter().map(ContentHash).collect(),
-                in_flight,
-                capacity,
-                seq,
-                p2p_addrs,
+            |(node, quic_addr, ready, in_flight, capacity, seq, p2p_addrs, manifests)| {
+                StatusMessage {
+                    node: PublicKey(node),
+                    quic_addr,
+                    ready: ready.into_iter().map(ContentHash).collect(),
+                    in_flight,
+                    capacity,
+                    seq,
+                    p2p_addrs,
+                    manifests: ContentHash(manifests),
+                }
             },
         )
 }

@@ -1,3 +1,21 @@
-//! wasmesh-sim: multi-node simulation of wasmesh — real nodes on loopback with injected latency
-//! and faults, and a seeded scale model that reuses `wasmesh_protocol::routing`.
+//! wasmesh-sim: multi-node simulation of wasmesh.
+//!
+//! - Real meshes: [`cluster`] runs real nodes on loopback behind [`relay`]s that inject the
+//!   delays of a [`latency`] model and the faults of a [`scenario`]; [`runner`] drives a
+//!   scenario with [`load`] and writes a [`report`].
+//! - The [`scale`] model: a seeded discrete-event simulation of gossip and routing over
+//!   thousands of nodes, using `wasmesh_protocol::routing` itself.
+//! - The [`demo`]: a mesh of real nodes in real cities, the README's first command.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod cities;
+pub mod cluster;
+pub mod demo;
+pub mod latency;
+pub mod load;
+pub mod plot;
+pub mod relay;
+pub mod report;
+pub mod runner;
+pub mod scale;
+pub mod scenario;

@@ -14,7 +14,7 @@ use wasmesh_node::tls::TlsIdentity;
 use wasmesh_protocol::wire::{
     BLOB_ALPN, MANIFEST_TOPIC, STATUS_TOPIC, SYNC_PROTOCOL, StatusMessage,
 };
-use wasmesh_protocol::{Keypair, SignedManifest};
+use wasmesh_protocol::{ContentHash, Keypair, SignedManifest};
 use wasmesh_tests::{
     MESH_DEADLINE, TestNode, bundle, fixture, invoke, publish, publisher, wait_until,
 };
@@ -159,6 +159,7 @@ async fn hostile_gossip_and_sync_are_rejected_and_counted() {
         capacity: 1,
         seq: 1,
         p2p_addrs: Vec::new(),
+        manifests: ContentHash([0; 32]),
     }
     .encode();
     let mut tampered = SignedManifest::decode(&valid).unwrap();

@@ -7,13 +7,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use wasmesh_keys::{TrustList, key_file};
-use wasmesh_protocol::manifest::{MAX_SIGNED_MANIFEST_SIZE, validate_name};
-use wasmesh_protocol::{ContentHash, Limits, Manifest, SignedManifest, wasm};
+use wasmesh_protocol::manifest::MAX_SIGNED_MANIFEST_SIZE;
+use wasmesh_protocol::{Limits, Manifest, SignedManifest, wasm};
 
 use super::limit_args::LimitArgs;
-use crate::clock::now_ms;
 use crate::fs_util::write_atomic;
-use crate::module_file::read_module;
+use crate::module_file::{read_module, sign_module};
 
 /// Manifest management.
 #[derive(Debug, Subcommand)]
@@ -91,23 +90,10 @@ pub fn create(
     key_path: &Path,
     limits: &LimitArgs,
 ) -> anyhow::Result<SignedManifest> {
-    validate_name(&name).context("invalid module name")?;
     let limits = limits.apply(Limits::default())?;
     let bytes = read_module(module_path)?;
-    let info = wasm::inspect(&bytes)?;
     let keys = key_file::load(key_path)?;
-    let manifest = Manifest {
-        name,
-        version,
-        blob: ContentHash::of(&bytes),
-        size: bytes.len() as u64,
-        abi: info.abi,
-        limits,
-        publisher: keys.public(),
-        issued_at_ms: now_ms(),
-    };
-    manifest.check_well_formed()?;
-    Ok(manifest.sign(&keys))
+    sign_module(&bytes, name, version, limits, &keys)
 }
 
 /// Reads and decodes a signed manifest file (at most `MAX_SIGNED_MANIFEST_SIZE` bytes).

@@ -1,0 +1,613 @@
+//! Runs a scenario on a real mesh: starts the nodes behind their relays, publishes, drives the
+//! load while the timeline applies faults, watches modules become ready, waits for the mesh to
+//! converge, and turns it all into a [`Report`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use wasmesh_node::config::Replicate;
+use wasmesh_protocol::{ContentHash, Keypair, Limits, ModuleRef, PublishBundle};
+
+use crate::cluster::{Cluster, NodeSetup, wait_for};
+use crate::latency::LatencyMatrix;
+use crate::load::{LoadContext, RequestRecord, run_load};
+use crate::report::{Check, Event, Packets, Percentiles, Report, RouteRow, round3};
+use crate::scenario::{FaultSpec, PublishSpec, Scenario};
+
+/// How long the mesh may take to form, a module to spread, or the mesh to converge at the end.
+const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
+/// How often readiness is looked at (the resolution of propagation times).
+const WATCH_EVERY: Duration = Duration::from_millis(5);
+
+/// What to say while running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verbosity {
+    /// Nothing.
+    Quiet,
+    /// One line per step on stderr.
+    Progress,
+}
+
+/// A published module and where it became ready.
+#[derive(Debug)]
+struct Published {
+    name: String,
+    version: u64,
+    blob: ContentHash,
+    holders: Vec<usize>,
+    at: Instant,
+    ready_at: BTreeMap<usize, Instant>,
+}
+
+/// Something the timeline does at its time.
+#[derive(Debug, Clone)]
+enum Step {
+    Fault(FaultSpec),
+    Publish(PublishSpec),
+}
+
+/// Runs `scenario` (called `name` in the report).
+pub async fn run(scenario: &Scenario, name: &str, verbosity: Verbosity) -> anyhow::Result<Report> {
+    let wall = Instant::now();
+    let say = |text: String| {
+        if verbosity == Verbosity::Progress {
+            eprintln!("[{:>6.1} s] {text}", wall.elapsed().as_secs_f64());
+        }
+    };
+    let matrix = LatencyMatrix::build(&scenario.latency_model()?, scenario.nodes, scenario.seed)?;
+    let publisher = publisher_key(scenario.seed);
+    let setups: Vec<NodeSetup> = (0..scenario.nodes)
+        .map(|i| NodeSetup {
+            replicate: replicate_for(scenario, i),
+        })
+        .collect();
+    let mut cluster = Cluster::new(&matrix.one_way_ms, &setups, &[publisher.public()])?;
+    let result = drive(scenario, name, &matrix, &publisher, &mut cluster, &say).await;
+    cluster.shutdown().await;
+    let mut report = result?;
+    report.wall_ms = wall.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+async fn drive(
+    scenario: &Scenario,
+    name: &str,
+    matrix: &LatencyMatrix,
+    publisher: &Keypair,
+    cluster: &mut Cluster,
+    say: &impl Fn(String),
+) -> anyhow::Result<Report> {
+    let setup_started = Instant::now();
+    let mut events = Vec::new();
+    // Per module name, per node: ready there (what the loads' oracle looks at).
+    let mut ready: HashMap<String, Arc<Vec<AtomicBool>>> = HashMap::new();
+    for spec in &scenario.publish {
+        ready.entry(spec.name.clone()).or_insert_with(|| {
+            Arc::new(
+                (0..scenario.nodes)
+                    .map(|_| AtomicBool::new(false))
+                    .collect(),
+            )
+        });
+    }
+    let initial: Vec<usize> = (0..scenario.nodes)
+        .filter(|i| !scenario.late.contains(i))
+        .collect();
+    say(format!("starting {} nodes", initial.len()));
+    for &i in &initial {
+        cluster.start(i).await?;
+    }
+    let took = wait_for(
+        "every node is connected to every other",
+        SETTLE_DEADLINE,
+        WATCH_EVERY,
+        || cluster.is_meshed(),
+    )
+    .await?;
+    say(format!("mesh formed in {} ms", took.as_millis()));
+
+    let mut published: Vec<Published> = Vec::new();
+    for spec in scenario.publish.iter().filter(|p| p.at_ms.is_none()) {
+        published.push(publish(scenario, spec, publisher, cluster).await?);
+        let module = published
+            .last_mut()
+            .context("a module was just published")?;
+        wait_for(
+            &format!("{} is ready on its holders", spec.name),
+            SETTLE_DEADLINE,
+            WATCH_EVERY,
+            || {
+                watch_ready(cluster, std::slice::from_mut(module), &ready);
+                module
+                    .holders
+                    .iter()
+                    .all(|h| !cluster.is_running(*h) || module.ready_at.contains_key(h))
+            },
+        )
+        .await?;
+        let blob = module.blob;
+        let holders = module.holders.clone();
+        wait_for(
+            &format!("every node can route {} to its holders", spec.name),
+            SETTLE_DEADLINE,
+            WATCH_EVERY,
+            || cluster.is_routable(&blob, &holders),
+        )
+        .await?;
+        say(format!(
+            "published {}: ready on {} holders in {} ms",
+            spec.name,
+            module.ready_at.len(),
+            module
+                .ready_at
+                .values()
+                .map(|t| t.duration_since(module.at).as_millis())
+                .max()
+                .unwrap_or(0)
+        ));
+    }
+
+    // The load and the timeline run together.
+    let epoch = Instant::now();
+    events.push(Event {
+        at_ms: -(epoch.duration_since(setup_started).as_secs_f64() * 1000.0).round(),
+        what: format!("{} nodes started", initial.len()),
+    });
+    let mut timeline: Vec<(u64, Step)> = scenario
+        .fault
+        .iter()
+        .map(|f| (f.at_ms, Step::Fault(f.clone())))
+        .chain(
+            scenario
+                .publish
+                .iter()
+                .filter_map(|p| p.at_ms.map(|at| (at, Step::Publish(p.clone())))),
+        )
+        .collect();
+    timeline.sort_by_key(|(at, _)| *at);
+    let mut timeline = timeline.into_iter().peekable();
+    let contexts: Vec<LoadContext> = scenario
+        .load
+        .iter()
+        .map(|load| LoadContext {
+            ready: ready_flags(&ready, &load.module, scenario.nodes),
+            view: cluster.view(),
+            rtt_ms: (0..matrix.len())
+                .map(|i| (0..matrix.len()).map(|j| matrix.rtt_ms(i, j)).collect())
+                .collect(),
+            holders: scenario.holders_of(&load.module),
+            seed: scenario.seed,
+            epoch,
+        })
+        .collect();
+    let loads = scenario.load.clone();
+    if !loads.is_empty() {
+        let total: u32 = loads.iter().map(|l| l.requests).sum();
+        say(format!("sending {total} requests"));
+    }
+    let load_task = tokio::task::spawn_blocking(move || {
+        loads
+            .iter()
+            .zip(&contexts)
+            .enumerate()
+            .flat_map(|(i, (spec, context))| run_load(i, spec, context))
+            .collect::<Vec<RequestRecord>>()
+    });
+    let mut last_heal: Option<Instant> = None;
+    while timeline.peek().is_some() || !load_task.is_finished() {
+        let now = Instant::now();
+        while let Some((at, _)) = timeline.peek() {
+            if epoch + Duration::from_millis(*at) > now {
+                break;
+            }
+            let Some((at, step)) = timeline.next() else {
+                break;
+            };
+            let what = apply(scenario, step, publisher, cluster, &mut published).await?;
+            if what.contains("heal") {
+                last_heal = Some(Instant::now());
+            }
+            say(format!("t={at} ms: {what}"));
+            events.push(Event {
+                at_ms: round3(epoch.elapsed().as_secs_f64() * 1000.0),
+                what,
+            });
+        }
+        watch_ready(cluster, &mut published, &ready);
+        tokio::time::sleep(WATCH_EVERY).await;
+    }
+    let records = load_task.await.context("the load generator failed")?;
+
+    // Convergence: every running holder gets every module, every running node knows it.
+    let converged = wait_for("the mesh converges", SETTLE_DEADLINE, WATCH_EVERY, || {
+        watch_ready(cluster, &mut published, &ready);
+        missing(cluster, &published).is_empty()
+    })
+    .await;
+    match &converged {
+        Ok(took) => say(format!(
+            "load done; every node had every module {} ms later",
+            took.as_millis()
+        )),
+        Err(error) => say(format!("{error:#}")),
+    }
+    let missing = missing(cluster, &published);
+    let mut report = summarize(
+        scenario, name, matrix, cluster, &records, &published, last_heal,
+    );
+    report.events = events;
+    report.missing = missing;
+    let (delivered, dropped_by_fault, unroutable) = cluster.packet_counts();
+    report.packets = Packets {
+        delivered,
+        dropped_by_fault,
+        unroutable,
+    };
+    report.checks = checks(scenario, &report);
+    report.passed = report.checks.iter().all(|c| c.ok);
+    Ok(report)
+}
+
+/// Signs and publishes one module through its `via` node (or first holder).
+async fn publish(
+    scenario: &Scenario,
+    spec: &PublishSpec,
+    publisher: &Keypair,
+    cluster: &Cluster,
+) -> anyhow::Result<Published> {
+    let path = scenario.module_path(spec);
+    let bytes = wasmesh_node::module_file::read_module(&path)?;
+    let manifest = wasmesh_node::module_file::sign_module(
+        &bytes,
+        spec.name.clone(),
+        spec.version,
+        Limits::default(),
+        publisher,
+    )
+    .with_context(|| format!("cannot publish {}", path.display()))?;
+    let blob = manifest.manifest.blob;
+    let via = spec
+        .via
+        .or_else(|| {
+            spec.holders
+                .iter()
+                .copied()
+                .find(|&h| cluster.is_running(h))
+        })
+        .context("no running node to publish through")?;
+    let bundle = PublishBundle {
+        manifest,
+        module: bytes,
+    }
+    .encode();
+    let url = format!("{}/v1/publish", cluster.url(via));
+    let at = Instant::now();
+    let (status, body) = tokio::task::spawn_blocking(move || -> anyhow::Result<(u16, String)> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let response = agent.post(&url).send(&bundle[..])?;
+        let status = response.status().as_u16();
+        let body = response.into_body().read_to_string().unwrap_or_default();
+        Ok((status, body))
+    })
+    .await??;
+    anyhow::ensure!(
+        (200..300).contains(&status),
+        "publishing {} through node {via} failed: HTTP {status}: {body}",
+        spec.name
+    );
+    Ok(Published {
+        name: spec.name.clone(),
+        version: spec.version,
+        blob,
+        holders: spec.holders.clone(),
+        at,
+        ready_at: BTreeMap::new(),
+    })
+}
+
+/// Applies one timeline step; says what it did.
+async fn apply(
+    scenario: &Scenario,
+    step: Step,
+    publisher: &Keypair,
+    cluster: &mut Cluster,
+    published: &mut Vec<Published>,
+) -> anyhow::Result<String> {
+    let mut done = Vec::new();
+    match step {
+        Step::Publish(spec) => {
+            published.push(publish(scenario, &spec, publisher, cluster).await?);
+            done.push(format!(
+                "published {} through node {}",
+                spec.name,
+                spec.via.or(spec.holders.first().copied()).unwrap_or(0)
+            ));
+        }
+        Step::Fault(fault) => {
+            if !fault.partition.is_empty() {
+                cluster.partition(&fault.partition);
+                done.push(format!("partition {:?}", fault.partition));
+            }
+            if fault.heal {
+                cluster.heal();
+                done.push("heal".to_owned());
+            }
+            for &i in &fault.kill {
+                cluster.kill(i).await;
+                done.push(format!("kill {i}"));
+            }
+            for &i in fault.restart.iter().chain(&fault.start) {
+                if cluster.is_running(i) {
+                    continue;
+                }
+                cluster.start(i).await?;
+                let verb = if fault.start.contains(&i) {
+                    "start"
+                } else {
+                    "restart"
+                };
+                done.push(format!("{verb} {i}"));
+            }
+        }
+    }
+    Ok(done.join(", "))
+}
+
+/// Records when each module became ready on each running holder, and keeps the loads'
+/// readiness flags current.
+fn watch_ready(
+    cluster: &Cluster,
+    published: &mut [Published],
+    flags: &HashMap<String, Arc<Vec<AtomicBool>>>,
+) {
+    let now = Instant::now();
+    for module in published {
+        let module_ref = module.module_ref();
+        for &holder in &module.holders {
+            let is_ready = cluster
+                .node(holder)
+                .is_some_and(|n| n.is_ready(&module_ref));
+            if let Some(flag) = flags.get(&module.name).and_then(|f| f.get(holder)) {
+                flag.store(is_ready, Ordering::Relaxed);
+            }
+            if is_ready {
+                module.ready_at.entry(holder).or_insert(now);
+            }
+        }
+    }
+}
+
+/// The readiness flags of the module a load names.
+fn ready_flags(
+    flags: &HashMap<String, Arc<Vec<AtomicBool>>>,
+    module: &str,
+    nodes: usize,
+) -> Arc<Vec<AtomicBool>> {
+    let name = module.split('@').next().unwrap_or(module);
+    flags
+        .get(name)
+        .cloned()
+        .unwrap_or_else(|| Arc::new((0..nodes).map(|_| AtomicBool::new(false)).collect()))
+}
+
+impl Published {
+    fn module_ref(&self) -> ModuleRef {
+        ModuleRef::Version {
+            name: self.name.clone(),
+            version: self.version,
+        }
+    }
+}
+
+/// What running nodes still lack: a module unknown to a node, or not ready on a holder.
+fn missing(cluster: &Cluster, published: &[Published]) -> Vec<String> {
+    let mut missing = Vec::new();
+    for module in published {
+        let module_ref = module.module_ref();
+        for node in cluster.running() {
+            let Some(running) = cluster.node(node) else {
+                continue;
+            };
+            if running.blob_of(&module_ref) != Some(module.blob) {
+                missing.push(format!("node {node} does not know {}", module.name));
+            } else if module.holders.contains(&node) && !running.is_ready(&module_ref) {
+                missing.push(format!(
+                    "node {node} holds {} but it is not ready",
+                    module.name
+                ));
+            }
+        }
+    }
+    missing
+}
+
+/// Turns the records into the report's figures.
+fn summarize(
+    scenario: &Scenario,
+    name: &str,
+    matrix: &LatencyMatrix,
+    cluster: &Cluster,
+    records: &[RequestRecord],
+    published: &[Published],
+    last_heal: Option<Instant>,
+) -> Report {
+    let executed: Vec<Option<usize>> = records
+        .iter()
+        .map(|r| {
+            r.outcome
+                .as_ref()
+                .ok()
+                .and_then(|peer| cluster.index_of(peer))
+        })
+        .collect();
+    let ok = records.iter().filter(|r| r.outcome.is_ok()).count();
+    let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+    for record in records {
+        if let Err(reason) = &record.outcome {
+            *failures.entry(reason.clone()).or_default() += 1;
+        }
+    }
+    let latencies: Vec<f64> = records
+        .iter()
+        .filter(|r| r.outcome.is_ok())
+        .map(|r| r.latency_ms)
+        .collect();
+    let hit = |record: &RequestRecord, executed: Option<usize>| {
+        executed.is_some_and(|e| record.oracle.contains(&e))
+    };
+    let hits = records
+        .iter()
+        .zip(&executed)
+        .filter(|(r, e)| hit(r, **e))
+        .count();
+    // (entry, executed) -> (latency, oracle hit) per request.
+    type Route = (usize, Option<usize>);
+    let mut groups: HashMap<Route, Vec<(f64, bool)>> = HashMap::new();
+    for (record, executed) in records.iter().zip(&executed) {
+        groups
+            .entry((record.entry, *executed))
+            .or_default()
+            .push((record.latency_ms, hit(record, *executed)));
+    }
+    let place = |i: usize| matrix.places.get(i).cloned().unwrap_or_default();
+    let mut routes: Vec<RouteRow> = groups
+        .into_iter()
+        .map(|((entry, executed), samples)| {
+            let latencies: Vec<f64> = samples.iter().map(|(ms, _)| *ms).collect();
+            RouteRow {
+                entry,
+                entry_place: place(entry),
+                executed,
+                executed_place: executed.map(place).unwrap_or_default(),
+                rtt_ms: executed.map_or(0.0, |e| round3(matrix.rtt_ms(entry, e))),
+                requests: samples.len(),
+                p50_ms: Percentiles::of(&latencies).p50,
+                oracle_hits: samples.iter().filter(|(_, hit)| *hit).count(),
+            }
+        })
+        .collect();
+    routes.sort_by_key(|r| (r.entry, r.executed.map_or(usize::MAX, |e| e)));
+    let propagation_ms = published
+        .iter()
+        .map(|m| {
+            let times = m
+                .ready_at
+                .iter()
+                .map(|(node, at)| {
+                    (
+                        *node,
+                        round3(at.duration_since(m.at).as_secs_f64() * 1000.0),
+                    )
+                })
+                .collect();
+            (format!("{}@{}", m.name, m.version), times)
+        })
+        .collect();
+    let ready_after_heal_ms = last_heal.map(|heal| {
+        let latest = published
+            .iter()
+            .filter(|m| m.at < heal)
+            .flat_map(|m| m.ready_at.values())
+            .map(|at| at.saturating_duration_since(heal))
+            .max()
+            .unwrap_or_default();
+        round3(latest.as_secs_f64() * 1000.0)
+    });
+    Report {
+        scenario: name.to_owned(),
+        seed: scenario.seed,
+        nodes: scenario.nodes,
+        places: matrix.places.clone(),
+        requests: records.len(),
+        ok,
+        failed: records.len() - ok,
+        success_rate: if records.is_empty() {
+            1.0
+        } else {
+            ok as f64 / records.len() as f64
+        },
+        failures,
+        latency_ms: Percentiles::of(&latencies),
+        oracle_fraction: if ok == 0 {
+            0.0
+        } else {
+            round3(hits as f64 / ok as f64)
+        },
+        propagation_ms,
+        ready_after_heal_ms,
+        routes,
+        ..Report::default()
+    }
+}
+
+/// The scenario's expectations against the report.
+fn checks(scenario: &Scenario, report: &Report) -> Vec<Check> {
+    let expect = &scenario.expect;
+    let mut checks = Vec::new();
+    if let Some(wanted) = expect.success_rate {
+        checks.push(Check {
+            name: "success_rate".into(),
+            ok: report.success_rate >= wanted,
+            detail: format!("{:.4} (wanted >= {wanted})", report.success_rate),
+        });
+    }
+    if let Some(wanted) = expect.oracle_fraction {
+        checks.push(Check {
+            name: "oracle_fraction".into(),
+            ok: report.oracle_fraction >= wanted,
+            detail: format!("{:.3} (wanted >= {wanted})", report.oracle_fraction),
+        });
+    }
+    if expect.every_module_everywhere {
+        checks.push(Check {
+            name: "every_module_everywhere".into(),
+            ok: report.missing.is_empty(),
+            detail: if report.missing.is_empty() {
+                "every running node has every module".into()
+            } else {
+                report.missing.join("; ")
+            },
+        });
+    }
+    if let Some(wanted) = expect.ready_after_heal_ms {
+        let measured = report.ready_after_heal_ms;
+        checks.push(Check {
+            name: "ready_after_heal_ms".into(),
+            ok: report.missing.is_empty() && measured.is_some_and(|ms| ms <= wanted as f64),
+            detail: match measured {
+                Some(ms) if report.missing.is_empty() => format!("{ms:.0} ms (wanted <= {wanted})"),
+                Some(_) => format!("not every holder got it: {}", report.missing.join("; ")),
+                None => "the scenario never heals".into(),
+            },
+        });
+    }
+    checks
+}
+
+/// The scenario's publisher key, from its seed.
+fn publisher_key(seed: u64) -> Keypair {
+    let mut bytes = *b"wasmesh-sim publisher key 000000";
+    bytes[24..].copy_from_slice(&seed.to_le_bytes());
+    Keypair::from_seed(bytes)
+}
+
+/// A node replicates the modules that name it as a holder, and nothing else.
+fn replicate_for(scenario: &Scenario, node: usize) -> Replicate {
+    let names: Vec<String> = scenario
+        .publish
+        .iter()
+        .filter(|p| p.holders.contains(&node))
+        .map(|p| p.name.clone())
+        .collect();
+    if names.is_empty() {
+        Replicate::None
+    } else {
+        Replicate::Names(names)
+    }
+}

@@ -1,0 +1,521 @@
+//! The scale model: a seeded discrete-event simulation of manifest gossip and request routing
+//! over thousands of nodes, with the node's own parameters.
+//!
+//! - Placement: each node near a random city of the built-in list; delays from the geographic
+//!   model of [`crate::latency`].
+//! - Connections: each node dials `wasmesh_node::gossip::MAX_DIALED_PEERS` random peers (as
+//!   peer exchange does); links are two-way.
+//! - Gossip: gossipsub with the node's heartbeat and the library's defaults (read from
+//!   `gossipsub::Config::default()`): a symmetric mesh of `mesh_n` (at most `mesh_n_high`) per
+//!   node, flood publishing by the origin, eager forwarding to the mesh, and at each heartbeat
+//!   IHAVE to `max(gossip_lazy, gossip_factor x others)` non-mesh peers for messages of the last
+//!   `history_gossip` heartbeats, answered by IWANT and the message. Each receipt costs a
+//!   signature check before forwarding.
+//! - Routing: for sampled requests, the entry ranks the holders with
+//!   `wasmesh_protocol::routing::choose`, knowing measured round trips only for the peers it is
+//!   connected to (others count as `UNMEASURED_RTT_US`, as in the node); the oracle knows every
+//!   round trip.
+//!
+//! Time is integer microseconds and every choice comes from one seeded generator, so a seed
+//! gives the same report everywhere; only `wall_ms` varies.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use libp2p::gossipsub;
+use rand::{RngExt, SeedableRng};
+use rand_pcg::Pcg64;
+use serde::Serialize;
+use wasmesh_protocol::routing::{self, Candidate, UNMEASURED_RTT_US};
+
+use crate::latency::{Position, geo_one_way_ms, random_position};
+use crate::report::{Percentiles, round3};
+
+/// Cost of checking a manifest's signature before forwarding it (measured: 77 us).
+const VALIDATE_US: u64 = 80;
+/// Execution slots per node and mean execution time, as the router sees them.
+const CAPACITY: u32 = 2;
+const MEAN_EXEC_US: u64 = 1_000;
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct ScaleParams {
+    /// Nodes.
+    pub nodes: usize,
+    /// Seed of every choice.
+    pub seed: u64,
+    /// Manifests published (from random origins), one after the other.
+    pub publishes: usize,
+    /// Routed requests sampled.
+    pub requests: usize,
+    /// Nodes holding the routed module.
+    pub holders: usize,
+}
+
+impl ScaleParams {
+    /// Defaults for `nodes` nodes: 8 publishes, 10,000 requests, 2% of the nodes (at least 3)
+    /// as holders.
+    pub fn new(nodes: usize, seed: u64) -> Self {
+        Self {
+            nodes,
+            seed,
+            publishes: 8,
+            requests: 10_000,
+            holders: (nodes / 50).max(3).min(nodes),
+        }
+    }
+}
+
+/// The gossip parameters used.
+#[derive(Debug, Clone, Serialize)]
+pub struct GossipParams {
+    /// Connections each node dials.
+    pub dialed_per_node: usize,
+    /// Mean connections per node (dialed and accepted).
+    pub mean_connections: f64,
+    /// Mesh degree target and bound.
+    pub mesh_n: usize,
+    /// Upper mesh bound.
+    pub mesh_n_high: usize,
+    /// Least IHAVE targets per heartbeat.
+    pub gossip_lazy: usize,
+    /// Share of non-mesh peers gossiped to.
+    pub gossip_factor: f64,
+    /// Heartbeats a message is gossiped for.
+    pub history_gossip: usize,
+    /// Heartbeat, milliseconds.
+    pub heartbeat_ms: u64,
+    /// Signature check per hop, microseconds.
+    pub validate_us: u64,
+}
+
+/// Routing against the oracle.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoutingFigures {
+    /// Requests sampled.
+    pub requests: usize,
+    /// Holders of the module.
+    pub holders: usize,
+    /// Share of requests routed where the oracle would.
+    pub oracle_fraction: f64,
+    /// (chosen round trip + execution) / (oracle round trip + execution).
+    pub stretch: Percentiles,
+    /// Round trip paid beyond the oracle's, milliseconds.
+    pub extra_rtt_ms: Percentiles,
+    /// Share of requests whose entry had a measured round trip to at least one holder.
+    pub measured_fraction: f64,
+}
+
+/// Messages per node per publish.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageFigures {
+    /// Full copies received (first and duplicates), mean.
+    pub copies_mean: f64,
+    /// Full copies received, percentiles.
+    pub copies: Percentiles,
+    /// IHAVE announcements received, mean.
+    pub ihave_mean: f64,
+    /// Copies that arrived by IWANT (gossip repair) rather than eager push, share.
+    pub via_gossip_fraction: f64,
+}
+
+/// The scale model's report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScaleReport {
+    /// Nodes.
+    pub nodes: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Publishes simulated.
+    pub publishes: usize,
+    /// Parameters.
+    pub gossip: GossipParams,
+    /// Publish until a node has the manifest, over all publishes and nodes.
+    pub propagation_ms: Percentiles,
+    /// Share of nodes reached (1 unless the mesh is cut).
+    pub reached_fraction: f64,
+    /// `(ms, share of nodes)` points of the propagation CDF, one per percent.
+    pub propagation_cdf: Vec<(f64, f64)>,
+    /// Messages.
+    pub messages_per_node: MessageFigures,
+    /// Routing.
+    pub routing: RoutingFigures,
+    /// Wall-clock run time (the only figure that varies between runs of a seed).
+    pub wall_ms: u64,
+}
+
+/// The simulated mesh.
+struct World {
+    positions: Vec<Position>,
+    connections: Vec<Vec<u32>>,
+    mesh: Vec<Vec<u32>>,
+    /// Heartbeat phase per node, microseconds.
+    phase: Vec<u64>,
+}
+
+impl World {
+    fn one_way_us(&self, a: u32, b: u32) -> u64 {
+        (geo_one_way_ms(self.positions[a as usize], self.positions[b as usize]) * 1000.0).round()
+            as u64
+    }
+
+    fn build(params: &ScaleParams, gossip: &GossipParams, rng: &mut Pcg64) -> Self {
+        let n = params.nodes;
+        let positions: Vec<Position> = (0..n).map(|_| random_position(rng).1).collect();
+        let mut connections: Vec<Vec<u32>> = vec![Vec::new(); n];
+        let dial = gossip.dialed_per_node.min(n.saturating_sub(1));
+        for u in 0..n {
+            let mut dialed = 0;
+            let mut attempts = 0;
+            while dialed < dial && attempts < dial * 8 {
+                attempts += 1;
+                let v = rng.random_range(0..n);
+                if v == u || connections[u].contains(&(v as u32)) {
+                    continue;
+                }
+                connections[u].push(v as u32);
+                connections[v].push(u as u32);
+                dialed += 1;
+            }
+        }
+        let mut mesh: Vec<Vec<u32>> = vec![Vec::new(); n];
+        for u in 0..n {
+            let mut attempts = 0;
+            while mesh[u].len() < gossip.mesh_n && attempts < gossip.mesh_n * 8 {
+                attempts += 1;
+                let Some(&v) = connections[u].get(rng.random_range(0..connections[u].len().max(1)))
+                else {
+                    break;
+                };
+                let vi = v as usize;
+                if mesh[u].contains(&v) || mesh[vi].len() >= gossip.mesh_n_high {
+                    continue;
+                }
+                mesh[u].push(v);
+                mesh[vi].push(u as u32);
+            }
+        }
+        let heartbeat_us = gossip.heartbeat_ms * 1000;
+        let phase = (0..n).map(|_| rng.random_range(0..heartbeat_us)).collect();
+        Self {
+            positions,
+            connections,
+            mesh,
+            phase,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    /// A full copy arrives at `to` from `from`.
+    Copy,
+    /// `from`'s heartbeat: gossip what it got recently.
+    Heartbeat,
+    /// An IHAVE from `from` arrives at `to`.
+    Ihave,
+}
+
+/// Something that happens at `at` (microseconds); `seq` keeps equal times in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Event {
+    at: u64,
+    seq: u64,
+    kind: Kind,
+    from: u32,
+    to: u32,
+}
+
+/// The event queue, earliest first.
+#[derive(Default)]
+struct Events {
+    heap: BinaryHeap<Reverse<Event>>,
+    seq: u64,
+}
+
+impl Events {
+    fn push(&mut self, at: u64, kind: Kind, from: u32, to: u32) {
+        self.seq += 1;
+        self.heap.push(Reverse(Event {
+            at,
+            seq: self.seq,
+            kind,
+            from,
+            to,
+        }));
+    }
+
+    fn pop(&mut self) -> Option<Event> {
+        self.heap.pop().map(|Reverse(event)| event)
+    }
+
+    /// Queues the heartbeats at which `node` gossips a message it got at `at`.
+    fn heartbeats(&mut self, world: &World, gossip: &GossipParams, node: u32, at: u64) {
+        let heartbeat = gossip.heartbeat_ms * 1000;
+        let phase = world.phase[node as usize];
+        let next = if at <= phase {
+            phase
+        } else {
+            phase + (at - phase).div_ceil(heartbeat) * heartbeat
+        };
+        for k in 0..gossip.history_gossip as u64 {
+            self.push(next + k * heartbeat, Kind::Heartbeat, node, node);
+        }
+    }
+}
+
+/// One publish: who got it when, and the message counts.
+struct Spread {
+    arrival: Vec<Option<u64>>,
+    copies: Vec<u32>,
+    ihaves: Vec<u32>,
+    via_gossip: usize,
+}
+
+fn spread(world: &World, gossip: &GossipParams, origin: u32, rng: &mut Pcg64) -> Spread {
+    let n = world.positions.len();
+    let mut arrival: Vec<Option<u64>> = vec![None; n];
+    let mut copies = vec![0u32; n];
+    let mut ihaves = vec![0u32; n];
+    let mut via_gossip = 0;
+    let mut wanted = vec![false; n];
+    let mut events = Events::default();
+    // The origin has it at 0 and floods it to every connection.
+    arrival[origin as usize] = Some(0);
+    for &v in &world.connections[origin as usize] {
+        events.push(world.one_way_us(origin, v), Kind::Copy, origin, v);
+    }
+    events.heartbeats(world, gossip, origin, 0);
+    while let Some(Event {
+        at, kind, from, to, ..
+    }) = events.pop()
+    {
+        match kind {
+            Kind::Copy => {
+                let t = to as usize;
+                copies[t] += 1;
+                if arrival[t].is_some() {
+                    continue;
+                }
+                if wanted[t] {
+                    via_gossip += 1;
+                }
+                let ready = at + VALIDATE_US;
+                arrival[t] = Some(ready);
+                for &v in &world.mesh[t] {
+                    if v != from {
+                        events.push(ready + world.one_way_us(to, v), Kind::Copy, to, v);
+                    }
+                }
+                events.heartbeats(world, gossip, to, ready);
+            }
+            Kind::Heartbeat => {
+                let u = from as usize;
+                let others: Vec<u32> = world.connections[u]
+                    .iter()
+                    .copied()
+                    .filter(|v| !world.mesh[u].contains(v))
+                    .collect();
+                let count = gossip
+                    .gossip_lazy
+                    .max((gossip.gossip_factor * others.len() as f64) as usize)
+                    .min(others.len());
+                for _ in 0..count {
+                    let v = others[rng.random_range(0..others.len())];
+                    events.push(at + world.one_way_us(from, v), Kind::Ihave, from, v);
+                }
+            }
+            Kind::Ihave => {
+                let t = to as usize;
+                ihaves[t] += 1;
+                if arrival[t].is_none() && !wanted[t] {
+                    // IWANT back, then the copy.
+                    wanted[t] = true;
+                    let back = world.one_way_us(to, from) + world.one_way_us(from, to);
+                    events.push(at + back, Kind::Copy, from, to);
+                }
+            }
+        }
+    }
+    Spread {
+        arrival,
+        copies,
+        ihaves,
+        via_gossip,
+    }
+}
+
+/// Runs the model.
+pub fn run(params: &ScaleParams) -> ScaleReport {
+    let wall = std::time::Instant::now();
+    let defaults = gossipsub::Config::default();
+    let gossip = GossipParams {
+        dialed_per_node: wasmesh_node::gossip::MAX_DIALED_PEERS,
+        mean_connections: 0.0,
+        mesh_n: defaults.mesh_n(),
+        mesh_n_high: defaults.mesh_n_high(),
+        gossip_lazy: defaults.gossip_lazy(),
+        gossip_factor: defaults.gossip_factor(),
+        history_gossip: defaults.history_gossip(),
+        heartbeat_ms: wasmesh_node::gossip::HEARTBEAT.as_millis() as u64,
+        validate_us: VALIDATE_US,
+    };
+    let mut rng = Pcg64::seed_from_u64(params.seed);
+    let world = World::build(params, &gossip, &mut rng);
+    let gossip = GossipParams {
+        mean_connections: round3(
+            world.connections.iter().map(Vec::len).sum::<usize>() as f64
+                / params.nodes.max(1) as f64,
+        ),
+        ..gossip
+    };
+
+    let mut times_ms = Vec::new();
+    let mut copies = Vec::new();
+    let mut ihaves = 0u64;
+    let mut via_gossip = 0usize;
+    let mut unreached = 0usize;
+    for _ in 0..params.publishes {
+        let origin = rng.random_range(0..params.nodes) as u32;
+        let result = spread(&world, &gossip, origin, &mut rng);
+        for (node, at) in result.arrival.iter().enumerate() {
+            match at {
+                Some(us) if node != origin as usize => times_ms.push(*us as f64 / 1000.0),
+                Some(_) => {}
+                None => unreached += 1,
+            }
+        }
+        copies.extend(result.copies.iter().map(|&c| f64::from(c)));
+        ihaves += result.ihaves.iter().map(|&c| u64::from(c)).sum::<u64>();
+        via_gossip += result.via_gossip;
+    }
+    let total = (params.nodes * params.publishes).max(1) as f64;
+    times_ms.sort_by(f64::total_cmp);
+    let propagation_cdf = (1..=100)
+        .filter_map(|pct| {
+            let index = (pct * times_ms.len()).div_ceil(100).checked_sub(1)?;
+            times_ms
+                .get(index)
+                .map(|ms| (round3(*ms), f64::from(pct as u32) / 100.0))
+        })
+        .collect();
+    let received = times_ms.len().max(1) as f64;
+    ScaleReport {
+        nodes: params.nodes,
+        seed: params.seed,
+        publishes: params.publishes,
+        propagation_ms: Percentiles::of(&times_ms),
+        reached_fraction: round3(1.0 - unreached as f64 / total),
+        propagation_cdf,
+        messages_per_node: MessageFigures {
+            copies_mean: round3(copies.iter().sum::<f64>() / total),
+            copies: Percentiles::of(&copies),
+            ihave_mean: round3(ihaves as f64 / total),
+            via_gossip_fraction: round3(via_gossip as f64 / received),
+        },
+        routing: route(&world, params, &mut rng),
+        gossip,
+        wall_ms: wall.elapsed().as_millis() as u64,
+    }
+}
+
+/// Samples requests and routes each with the node's policy and with the oracle.
+fn route(world: &World, params: &ScaleParams, rng: &mut Pcg64) -> RoutingFigures {
+    let n = params.nodes;
+    let mut holders: Vec<u32> = Vec::new();
+    while holders.len() < params.holders.min(n) {
+        let h = rng.random_range(0..n) as u32;
+        if !holders.contains(&h) {
+            holders.push(h);
+        }
+    }
+    let rtt = |a: u32, b: u32| {
+        if a == b {
+            0
+        } else {
+            world.one_way_us(a, b) + world.one_way_us(b, a)
+        }
+    };
+    let mut hits = 0usize;
+    let mut measured = 0usize;
+    let mut stretch = Vec::with_capacity(params.requests);
+    let mut extra = Vec::with_capacity(params.requests);
+    for _ in 0..params.requests {
+        let entry = rng.random_range(0..n) as u32;
+        let connected = &world.connections[entry as usize];
+        let candidates: Vec<Candidate<u32>> = holders
+            .iter()
+            .map(|&h| Candidate {
+                id: h,
+                local: h == entry,
+                rtt_us: if h == entry {
+                    0
+                } else if connected.contains(&h) {
+                    rtt(entry, h)
+                } else {
+                    UNMEASURED_RTT_US
+                },
+                in_flight: 0,
+                capacity: CAPACITY,
+                mean_exec_us: MEAN_EXEC_US,
+                has_module: true,
+                down_until_ms: None,
+            })
+            .collect();
+        if candidates
+            .iter()
+            .any(|c| c.local || c.rtt_us != UNMEASURED_RTT_US)
+        {
+            measured += 1;
+        }
+        let Some(chosen) = routing::choose(&candidates, 0).map(|c| c.id) else {
+            continue;
+        };
+        let best = holders.iter().map(|&h| rtt(entry, h)).min().unwrap_or(0);
+        let got = rtt(entry, chosen);
+        if got == best {
+            hits += 1;
+        }
+        stretch.push((got + MEAN_EXEC_US) as f64 / (best + MEAN_EXEC_US) as f64);
+        extra.push((got - best) as f64 / 1000.0);
+    }
+    let requests = params.requests.max(1) as f64;
+    RoutingFigures {
+        requests: params.requests,
+        holders: holders.len(),
+        oracle_fraction: round3(hits as f64 / requests),
+        stretch: Percentiles::of(&stretch),
+        extra_rtt_ms: Percentiles::of(&extra),
+        measured_fraction: round3(measured as f64 / requests),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_gives_the_same_report() {
+        let params = ScaleParams {
+            requests: 500,
+            publishes: 2,
+            ..ScaleParams::new(400, 11)
+        };
+        let mut a = run(&params);
+        let mut b = run(&params);
+        a.wall_ms = 0;
+        b.wall_ms = 0;
+        assert_eq!(
+            serde_json::to_string(&a).unwrap(),
+            serde_json::to_string(&b).unwrap()
+        );
+        assert_eq!(a.reached_fraction, 1.0);
+        assert!(a.propagation_ms.p50 > 0.0);
+        let mut c = run(&ScaleParams { seed: 12, ..params });
+        c.wall_ms = 0;
+        assert_ne!(
+            serde_json::to_string(&a).unwrap(),
+            serde_json::to_string(&c).unwrap()
+        );
+    }
+}

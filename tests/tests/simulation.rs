@@ -1,0 +1,117 @@
+//! The simulation harness and the shipped scenarios, on real nodes (at most 8) behind latency
+//! relays: round trips the nodes measure are the injected ones, requests run on the nearest
+//! holder, crashes lose (almost) nothing, a partition heals, a late joiner catches up.
+//!
+//! One scenario at a time: each starts its own mesh, and two at once on 2 cores would distort
+//! each other's latencies.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use wasmesh_node::config::Replicate;
+use wasmesh_sim::cluster::{Cluster, NodeSetup, wait_for};
+use wasmesh_sim::report::Report;
+use wasmesh_sim::runner::{self, Verbosity};
+use wasmesh_sim::scenario::Scenario;
+
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn scenario_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../sim/scenarios")
+        .join(format!("{name}.toml"))
+}
+
+async fn run_shipped(name: &str) -> Report {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let scenario = Scenario::load(&scenario_path(name)).unwrap();
+    let report = runner::run(&scenario, name, Verbosity::Quiet)
+        .await
+        .unwrap();
+    eprintln!("{}", report.table());
+    report
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_measure_the_injected_round_trips() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let one_way = vec![
+        vec![0.0, 10.0, 25.0],
+        vec![10.0, 0.0, 4.0],
+        vec![25.0, 4.0, 0.0],
+    ];
+    let setups = vec![
+        NodeSetup {
+            replicate: Replicate::None
+        };
+        3
+    ];
+    let mut cluster = Cluster::new(&one_way, &setups, &[]).unwrap();
+    for i in 0..3 {
+        cluster.start(i).await.unwrap();
+    }
+    wait_for(
+        "the three nodes are connected and measured",
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || cluster.is_meshed(),
+    )
+    .await
+    .unwrap();
+    for (i, row) in one_way.iter().enumerate() {
+        let views = cluster.node(i).unwrap().peer_views();
+        for view in views.iter().filter(|v| v.connected) {
+            let j = cluster.index_of(&view.peer_id.to_string()).unwrap();
+            let injected_us = ((row[j] + one_way[j][i]) * 1000.0) as u64;
+            let measured_us = view.rtt_us.unwrap();
+            assert!(
+                measured_us >= injected_us && measured_us <= injected_us + 5_000,
+                "node {i} measures {measured_us} us to node {j}; injected {injected_us} us"
+            );
+        }
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routing_5_cities_runs_every_request_on_the_nearest_holder() {
+    let report = run_shipped("routing-5-cities").await;
+    assert_eq!(report.ok, report.requests, "{:?}", report.failures);
+    assert!(report.oracle_fraction >= 0.95, "{}", report.oracle_fraction);
+    // New York, Sao Paulo and Tokyo forward; Frankfurt and Singapore run locally.
+    assert!(report.routes.iter().any(|r| r.executed != Some(r.entry)));
+    assert!(report.passed, "{:?}", report.checks);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn churn_loses_at_most_one_percent_when_a_third_of_the_holders_crash() {
+    let report = run_shipped("churn").await;
+    assert!(report.success_rate >= 0.99, "{:?}", report.failures);
+    assert!(report.events.iter().any(|e| e.what.contains("kill 2")));
+    // After the crash, requests ran on the surviving holders.
+    assert!(
+        report
+            .routes
+            .iter()
+            .any(|r| r.executed.is_some_and(|e| e >= 4))
+    );
+    assert!(report.passed, "{:?}", report.checks);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_module_published_during_a_partition_reaches_the_other_side_after_the_heal() {
+    let report = run_shipped("partition-heal").await;
+    assert!(report.missing.is_empty(), "{:?}", report.missing);
+    let after_heal = report.ready_after_heal_ms.unwrap();
+    assert!(after_heal > 0.0, "the far holder had it before the heal");
+    assert!(report.propagation_ms["reverse@1"].contains_key(&4));
+    assert!(report.passed, "{:?}", report.checks);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_joiner_gets_every_module() {
+    let report = run_shipped("late-joiner").await;
+    assert!(report.missing.is_empty(), "{:?}", report.missing);
+    assert!(report.propagation_ms["echo@1"].contains_key(&4));
+    assert!(report.passed, "{:?}", report.checks);
+}
