@@ -138,6 +138,7 @@ impl Node {
             status_changed: Notify::new(),
             // From the clock, so a restarted node's statuses are newer than its old ones.
             status_seq: AtomicU64::new(clock::now_ms().saturating_mul(1000)),
+            coordinate: Default::default(),
             in_flight: AtomicU32::new(0),
             advertised_quic: std::sync::Mutex::new(Some(config.announce_quic.unwrap_or(quic_addr))),
             advertised_p2p: std::sync::Mutex::new(

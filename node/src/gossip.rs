@@ -48,6 +48,8 @@ pub enum GossipCommand {
     PublishStatus(Vec<u8>),
     /// Dial an address.
     Dial(Multiaddr),
+    /// Connect to a known peer (so its round trip gets measured), unless connected or dialing.
+    Probe(PeerId),
 }
 
 /// The composed libp2p behaviour.
@@ -239,6 +241,16 @@ pub(crate) async fn run(
                 Some(GossipCommand::PublishStatus(bytes)) => {
                     let _ = swarm.behaviour_mut().gossipsub.publish(status.clone(), bytes);
                 }
+                Some(GossipCommand::Probe(peer)) => {
+                    let addrs = node
+                        .peers()
+                        .get(&peer)
+                        .filter(|p| !p.connected && !p.dialing)
+                        .map(|p| p.addrs.clone());
+                    if let Some(addrs) = addrs.filter(|a| !a.is_empty()) {
+                        dial_peer(&mut swarm, &node, peer, addrs, Instant::now());
+                    }
+                }
                 Some(GossipCommand::Dial(addr)) => {
                     if let Err(error) = swarm.dial(addr.clone()) {
                         tracing::debug!(%addr, %error, "dial failed");
@@ -398,13 +410,7 @@ fn handle_event(
             result: Ok(rtt),
             ..
         })) => {
-            if let Some(info) = node.peers().get_mut(&peer) {
-                let sample = rtt.as_micros() as u64;
-                info.rtt_us = Some(match info.rtt_us {
-                    Some(old) => (old * 7 + sample) / 8,
-                    None => sample,
-                });
-            }
+            node.on_ping(&peer, rtt);
         }
         _ => {}
     }
@@ -507,19 +513,30 @@ fn maybe_dial_new_peers(swarm: &mut Swarm<Behaviour>, node: &Arc<NodeInner>) {
         .map(|p| (p.peer_id, p.addrs.clone()))
         .collect();
     for (peer, addrs) in to_dial {
-        if swarm.is_connected(&peer) {
-            continue;
-        }
-        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-            .addresses(addrs)
-            .build();
-        let dialed = swarm.dial(opts);
-        if let Some(info) = node.peers().get_mut(&peer) {
-            match dialed {
-                // Marked so the next status does not dial again while this dial is under way.
-                Ok(()) => info.dialing = true,
-                Err(_) => info.next_dial = Some(now + REDIAL_AFTER),
-            }
+        dial_peer(swarm, node, peer, addrs, now);
+    }
+}
+
+/// Dials a peer at its addresses (unless connected) and marks it as being dialed.
+fn dial_peer(
+    swarm: &mut Swarm<Behaviour>,
+    node: &Arc<NodeInner>,
+    peer: PeerId,
+    addrs: Vec<Multiaddr>,
+    now: Instant,
+) {
+    if swarm.is_connected(&peer) {
+        return;
+    }
+    let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+        .addresses(addrs)
+        .build();
+    let dialed = swarm.dial(opts);
+    if let Some(info) = node.peers().get_mut(&peer) {
+        match dialed {
+            // Marked so the next status does not dial again while this dial is under way.
+            Ok(()) => info.dialing = true,
+            Err(_) => info.next_dial = Some(now + REDIAL_AFTER),
         }
     }
 }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use libp2p::PeerId;
 use tokio::sync::{Notify, mpsc, watch};
 use wasmesh_keys::{SignedMembershipCert, TrustList, identity};
+use wasmesh_protocol::coordinates::{Coordinate, DIMENSIONS};
 use wasmesh_protocol::manifest::check_replaces;
 use wasmesh_protocol::routing::{self, Candidate};
 use wasmesh_protocol::wire::{InvokeReply, InvokeRequest, StatusMessage, SyncResponse};
@@ -182,6 +183,8 @@ pub(crate) struct NodeInner {
     pub(crate) providers_changed: Notify,
     pub(crate) status_changed: Notify,
     pub(crate) status_seq: AtomicU64,
+    /// This node's network coordinate, moved by every ping to a peer whose coordinate is known.
+    pub(crate) coordinate: Mutex<Coordinate>,
     pub(crate) in_flight: AtomicU32,
     pub(crate) advertised_quic: Mutex<Option<SocketAddr>>,
     pub(crate) advertised_p2p: Mutex<Vec<String>>,
@@ -420,6 +423,7 @@ impl NodeInner {
             .filter_map(|a| a.parse().ok())
             .collect();
         peer.last_seen = Instant::now();
+        peer.coordinate = Some(status.coordinate);
         let theirs = status.manifests;
         let unsynced = peer.synced_digest != Some(theirs);
         drop(peers);
@@ -427,6 +431,32 @@ impl NodeInner {
             self.providers_changed.notify_waiters();
         }
         Ok((unsynced && theirs != self.registry().manifest_digest()).then_some(theirs))
+    }
+
+    /// Takes one ping round trip to `peer`: folds it into the peer's smoothed round trip and, when
+    /// the peer's coordinate is known, moves this node's coordinate.
+    pub(crate) fn on_ping(&self, peer: &PeerId, rtt: Duration) {
+        let sample = rtt.as_micros() as u64;
+        let their_coordinate = {
+            let mut peers = self.peers();
+            let Some(info) = peers.get_mut(peer) else {
+                return;
+            };
+            info.rtt_us = Some(match info.rtt_us {
+                Some(old) => (old * 7 + sample) / 8,
+                None => sample,
+            });
+            info.coordinate
+        };
+        if let Some(theirs) = their_coordinate {
+            // Where two coordinates coincide, a direction that differs per peer.
+            let bytes = peer.to_bytes();
+            let mut direction = [0.0; DIMENSIONS];
+            for (d, b) in direction.iter_mut().zip(bytes.iter().rev()) {
+                *d = f64::from(*b) - 127.5;
+            }
+            lock(&self.coordinate).observe(&theirs, sample as f64 / 1000.0, &direction);
+        }
     }
 
     /// Records that this node asked `peer` for a sync while it reported `digest`.
@@ -454,6 +484,7 @@ impl NodeInner {
             seq: self.status_seq.fetch_add(1, Ordering::Relaxed) + 1,
             p2p_addrs: lock(&self.advertised_p2p).clone(),
             manifests,
+            coordinate: *lock(&self.coordinate),
         }
     }
 
@@ -693,9 +724,13 @@ impl NodeInner {
         let now = Instant::now();
         let now_ms = now.duration_since(self.started).as_millis() as u64;
         let default_exec = self.local_exec_us(&hash).unwrap_or(1_000);
+        let own_coordinate = *lock(&self.coordinate);
         let mut targets = Vec::new();
         let mut candidates = Vec::new();
+        // Peers whose round trip is only estimated, by candidate id.
+        let mut estimated: Vec<Option<PeerId>> = Vec::new();
         if let ModuleState::Ready(module) = &entry.state {
+            estimated.push(None);
             candidates.push(Candidate {
                 id: 0usize,
                 local: true,
@@ -719,7 +754,11 @@ impl NodeInner {
             {
                 continue;
             }
-            let rtt_us = peer.rtt_us.unwrap_or(routing::UNMEASURED_RTT_US);
+            estimated.push(peer.rtt_us.is_none().then_some(peer.peer_id));
+            let rtt_us = peer
+                .rtt_us
+                .or_else(|| estimated_rtt_us(&own_coordinate, peer.coordinate.as_ref()))
+                .unwrap_or(routing::UNMEASURED_RTT_US);
             candidates.push(Candidate {
                 id: targets.len(),
                 local: false,
@@ -748,6 +787,13 @@ impl NodeInner {
             .iter()
             .map(|c| c.id)
             .collect();
+        // Estimates pick whom to measure: the best few unmeasured get connected (and pinged),
+        // so later requests compare measured round trips.
+        for id in order.iter().take(PROBE_BEST) {
+            if let Some(Some(peer)) = estimated.get(*id) {
+                let _ = self.gossip.try_send(GossipCommand::Probe(*peer));
+            }
+        }
         let mut slots: Vec<Option<RouteTarget>> = targets.into_iter().map(Some).collect();
         order
             .into_iter()
@@ -854,6 +900,16 @@ const PEER_DOWN_FOR: Duration = Duration::from_secs(3);
 /// A peer whose status has not arrived for this long is not routed to (statuses come every
 /// few seconds; a crashed peer falls silent).
 const PEER_STALE_AFTER: Duration = Duration::from_secs(10);
+
+/// How many of the best-ranked candidates with only an estimated round trip get measured.
+const PROBE_BEST: usize = 3;
+
+/// The round trip to a peer never pinged, estimated from network coordinates when both are
+/// settled enough to trust.
+fn estimated_rtt_us(own: &Coordinate, theirs: Option<&Coordinate>) -> Option<u64> {
+    let theirs = theirs?;
+    (own.is_trusted() && theirs.is_trusted()).then(|| (own.distance_ms(theirs) * 1000.0) as u64)
+}
 
 /// How long a peer's QUIC stack may take to acknowledge a forwarded request before it is taken
 /// for dead: four round trips plus the peer's largest acknowledgement delay and some slack.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use libp2p::{Multiaddr, PeerId};
+use wasmesh_protocol::coordinates::Coordinate;
 use wasmesh_protocol::{ContentHash, ModuleKey, ModuleRef, PublicKey, SignedManifest};
 
 use crate::executor::CompiledModule;
@@ -152,6 +153,8 @@ pub struct PeerInfo {
     pub synced_digest: Option<ContentHash>,
     /// Smoothed round-trip time (libp2p ping), microseconds.
     pub rtt_us: Option<u64>,
+    /// Its network coordinate, from its status.
+    pub coordinate: Option<Coordinate>,
     /// Not routed to until then (after a failed forward); probed again afterwards.
     pub down_until: Option<Instant>,
     /// Requests this node has forwarded to the peer and not yet had answered.
@@ -180,6 +183,7 @@ impl PeerInfo {
             next_dial: None,
             synced_digest: None,
             rtt_us: None,
+            coordinate: None,
             down_until: None,
             forwarding: 0,
             mean_exec_us: HashMap::new(),

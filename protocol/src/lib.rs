@@ -4,6 +4,7 @@
 //! randomness are arguments, so the node and the simulator drive the same logic.
 //!
 //! - [`codec`]: the one wire encoding (bincode 2, fixed-width integers) and size-limited decoding;
+//! - [`coordinates`]: network coordinates, to estimate round trips to peers never pinged;
 //! - [`hash`]: [`ContentHash`], the BLAKE3 content address of a blob;
 //! - [`crypto`]: ed25519 [`PublicKey`], [`Signature`], [`Keypair`] and domain-tagged signing;
 //! - [`limits`]: per-request resource [`Limits`] with defaults and ranges;
@@ -17,6 +18,7 @@
 
 pub mod bundle;
 pub mod codec;
+pub mod coordinates;
 pub mod crypto;
 pub mod hash;
 mod hex_bytes;

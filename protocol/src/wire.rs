@@ -16,6 +16,7 @@
 use bincode::{Decode, Encode};
 
 use crate::codec::{self, DecodeError};
+use crate::coordinates::Coordinate;
 use crate::crypto::PublicKey;
 use crate::hash::ContentHash;
 use crate::manifest::{MAX_SIGNED_MANIFEST_SIZE, SignedManifest};
@@ -34,7 +35,7 @@ pub const INVOKE_ALPN: &[u8] = b"wasmesh/invoke/1";
 /// Most blobs a status message lists.
 pub const MAX_STATUS_BLOBS: usize = 4096;
 /// Largest encoded status message.
-pub const MAX_STATUS_SIZE: usize = 64 + 32 * MAX_STATUS_BLOBS + 1024;
+pub const MAX_STATUS_SIZE: usize = 64 + 32 * MAX_STATUS_BLOBS + 1024 + 64;
 /// Most manifests in one sync response.
 pub const MAX_SYNC_MANIFESTS: usize = 4096;
 /// Largest encoded sync request.
@@ -46,7 +47,7 @@ pub const MAX_SYNC_RESPONSE_SIZE: usize =
 pub const MAX_BLOB_REQUEST_SIZE: usize = 64;
 
 /// What a node tells the mesh about itself.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub struct StatusMessage {
     /// The node's public key (its libp2p identity and its QUIC certificate key).
     pub node: PublicKey,
@@ -65,6 +66,8 @@ pub struct StatusMessage {
     /// Digest of the manifests it holds ([`manifest_digest`]): a peer whose own digest differs
     /// asks it for a sync, so manifests missed during a partition arrive without reconnecting.
     pub manifests: ContentHash,
+    /// Its network coordinate: peers that never pinged it estimate their round trip from it.
+    pub coordinate: Coordinate,
 }
 
 /// The digest of a set of signed manifests (each given by the hash of its encoding): the XOR of
@@ -92,6 +95,11 @@ impl StatusMessage {
             status.p2p_addrs.len() > 8 || status.p2p_addrs.iter().any(|a| a.len() > 256);
         if status.ready.len() > MAX_STATUS_BLOBS || status.quic_addr.len() > 256 || addrs_too_long {
             return Err(DecodeError::Malformed("status lists too much".into()));
+        }
+        if !status.coordinate.is_valid() {
+            return Err(DecodeError::Malformed(
+                "status coordinate out of range".into(),
+            ));
         }
         Ok(status)
     }

@@ -3,6 +3,7 @@
 
 use proptest::prelude::*;
 use wasmesh_protocol::codec;
+use wasmesh_protocol::coordinates::Coordinate;
 use wasmesh_protocol::manifest::MAX_SIGNED_MANIFEST_SIZE;
 use wasmesh_protocol::wire::{BlobHeader, BlobRequest, StatusMessage, SyncRequest, SyncResponse};
 use wasmesh_protocol::{
@@ -111,9 +112,25 @@ fn status() -> impl Strategy<Value = StatusMessage> {
         any::<u64>(),
         proptest::collection::vec("[a-z0-9/]{0,60}", 0..8),
         any::<[u8; 32]>(),
+        (
+            proptest::array::uniform8(-1e4..1e4f64),
+            0.0..1e3f64,
+            0.0..2.0f64,
+        ),
     )
         .prop_map(
-            |(node, quic_addr, ready, in_flight, capacity, seq, p2p_addrs, manifests)| {
+            |(
+                node,
+                quic_addr,
+                ready,
+                in_flight,
+                capacity,
+                seq,
+                p2p_addrs,
+                manifests,
+                coordinate,
+            )| {
+                let (vec, height, error) = coordinate;
                 StatusMessage {
                     node: PublicKey(node),
                     quic_addr,
@@ -123,6 +140,7 @@ fn status() -> impl Strategy<Value = StatusMessage> {
                     seq,
                     p2p_addrs,
                     manifests: ContentHash(manifests),
+                    coordinate: Coordinate { vec, height, error },
                 }
             },
         )
@@ -212,5 +230,26 @@ proptest! {
         if let Ok(decoded) = SignedManifest::decode(&bytes) {
             prop_assert!(decoded.verify_signature().is_err(), "byte {} changed but still verifies", i);
         }
+    }
+}
+
+#[test]
+fn a_status_with_a_coordinate_out_of_range_is_refused() {
+    for bad in [f64::NAN, f64::INFINITY, 1e12] {
+        let status = StatusMessage {
+            node: PublicKey([1; 32]),
+            quic_addr: "127.0.0.1:1".into(),
+            ready: Vec::new(),
+            in_flight: 0,
+            capacity: 1,
+            seq: 1,
+            p2p_addrs: Vec::new(),
+            manifests: ContentHash([0; 32]),
+            coordinate: Coordinate {
+                vec: [bad; 8],
+                ..Coordinate::default()
+            },
+        };
+        assert!(StatusMessage::decode(&status.encode()).is_err(), "{bad}");
     }
 }

@@ -11,10 +11,12 @@
 //!   IHAVE to `max(gossip_lazy, gossip_factor x others)` non-mesh peers for messages of the last
 //!   `history_gossip` heartbeats, answered by IWANT and the message. Each receipt costs a
 //!   signature check before forwarding.
+//! - Coordinates: each node pings random connections for a while and moves its network
+//!   coordinate (`wasmesh_protocol::coordinates`), as the node does with every ping.
 //! - Routing: for sampled requests, the entry ranks the holders with
-//!   `wasmesh_protocol::routing::choose`, knowing measured round trips only for the peers it is
-//!   connected to (others count as `UNMEASURED_RTT_US`, as in the node); the oracle knows every
-//!   round trip.
+//!   `wasmesh_protocol::routing::choose`, as the node does: measured round trips for the peers it
+//!   is connected to, coordinate estimates for the others (`UNMEASURED_RTT_US` while either
+//!   coordinate is unsettled); the oracle knows every round trip.
 //!
 //! Time is integer microseconds and every choice comes from one seeded generator, so a seed
 //! gives the same report everywhere; only `wall_ms` varies.
@@ -26,6 +28,7 @@ use libp2p::gossipsub;
 use rand::{RngExt, SeedableRng};
 use rand_pcg::Pcg64;
 use serde::Serialize;
+use wasmesh_protocol::coordinates::{Coordinate, DIMENSIONS};
 use wasmesh_protocol::routing::{self, Candidate, UNMEASURED_RTT_US};
 
 use crate::latency::{Position, geo_one_way_ms, random_position};
@@ -33,6 +36,13 @@ use crate::report::{Percentiles, round3};
 
 /// Cost of checking a manifest's signature before forwarding it (measured: 77 us).
 const VALIDATE_US: u64 = 80;
+/// Rounds of coordinate updates before routing, and pings per node per round: about what a node
+/// has after a few minutes of pinging (every 5 s) its connections.
+const COORDINATE_ROUNDS: usize = 64;
+const PINGS_PER_ROUND: usize = 8;
+/// Unconnected holders with the best estimates that a node connects to and measures (the node's
+/// `PROBE_BEST`).
+const PROBE_BEST: usize = 3;
 /// Execution slots per node and mean execution time, as the router sees them.
 const CAPACITY: u32 = 2;
 const MEAN_EXEC_US: u64 = 1_000;
@@ -104,6 +114,9 @@ pub struct RoutingFigures {
     pub extra_rtt_ms: Percentiles,
     /// Share of requests whose entry had a measured round trip to at least one holder.
     pub measured_fraction: f64,
+    /// Relative error of round trips estimated from coordinates (entry to an unconnected
+    /// holder, one per request).
+    pub estimate_error: Percentiles,
 }
 
 /// Messages per node per publish.
@@ -147,6 +160,7 @@ pub struct ScaleReport {
 /// The simulated mesh.
 struct World {
     positions: Vec<Position>,
+    coordinates: Vec<Coordinate>,
     connections: Vec<Vec<u32>>,
     mesh: Vec<Vec<u32>>,
     /// Heartbeat phase per node, microseconds.
@@ -197,11 +211,41 @@ impl World {
         }
         let heartbeat_us = gossip.heartbeat_ms * 1000;
         let phase = (0..n).map(|_| rng.random_range(0..heartbeat_us)).collect();
-        Self {
+        let mut world = Self {
             positions,
+            coordinates: vec![Coordinate::default(); n],
             connections,
             mesh,
             phase,
+        };
+        world.settle_coordinates(rng);
+        world
+    }
+
+    fn rtt_us(&self, a: u32, b: u32) -> u64 {
+        if a == b {
+            0
+        } else {
+            self.one_way_us(a, b) + self.one_way_us(b, a)
+        }
+    }
+
+    /// Each node pings random connections and moves its coordinate, as the node does.
+    fn settle_coordinates(&mut self, rng: &mut Pcg64) {
+        for _ in 0..COORDINATE_ROUNDS {
+            for u in 0..self.positions.len() {
+                if self.connections[u].is_empty() {
+                    continue;
+                }
+                for _ in 0..PINGS_PER_ROUND {
+                    let v = self.connections[u][rng.random_range(0..self.connections[u].len())];
+                    let rtt_ms = self.rtt_us(u as u32, v) as f64 / 1000.0;
+                    let direction: [f64; DIMENSIONS] =
+                        std::array::from_fn(|_| rng.random::<f64>() - 0.5);
+                    let theirs = self.coordinates[v as usize];
+                    self.coordinates[u].observe(&theirs, rtt_ms, &direction);
+                }
+            }
         }
     }
 }
@@ -429,13 +473,16 @@ fn route(world: &World, params: &ScaleParams, rng: &mut Pcg64) -> RoutingFigures
             holders.push(h);
         }
     }
-    let rtt = |a: u32, b: u32| {
-        if a == b {
-            0
-        } else {
-            world.one_way_us(a, b) + world.one_way_us(b, a)
-        }
+    let rtt = |a: u32, b: u32| world.rtt_us(a, b);
+    let estimate = |a: u32, b: u32| {
+        let (mine, theirs) = (
+            &world.coordinates[a as usize],
+            &world.coordinates[b as usize],
+        );
+        (mine.is_trusted() && theirs.is_trusted())
+            .then(|| (mine.distance_ms(theirs) * 1000.0) as u64)
     };
+    let mut estimate_errors = Vec::new();
     let mut hits = 0usize;
     let mut measured = 0usize;
     let mut stretch = Vec::with_capacity(params.requests);
@@ -443,6 +490,19 @@ fn route(world: &World, params: &ScaleParams, rng: &mut Pcg64) -> RoutingFigures
     for _ in 0..params.requests {
         let entry = rng.random_range(0..n) as u32;
         let connected = &world.connections[entry as usize];
+        // Like the node: estimates rank the unconnected holders, and the best few of them get
+        // connected and measured (the steady state after the first requests).
+        let mut unconnected: Vec<(u64, u32)> = holders
+            .iter()
+            .filter(|&&h| h != entry && !connected.contains(&h))
+            .map(|&h| (estimate(entry, h).unwrap_or(UNMEASURED_RTT_US), h))
+            .collect();
+        unconnected.sort_unstable();
+        let probed: Vec<u32> = unconnected
+            .iter()
+            .take(PROBE_BEST)
+            .map(|(_, h)| *h)
+            .collect();
         let candidates: Vec<Candidate<u32>> = holders
             .iter()
             .map(|&h| Candidate {
@@ -450,10 +510,10 @@ fn route(world: &World, params: &ScaleParams, rng: &mut Pcg64) -> RoutingFigures
                 local: h == entry,
                 rtt_us: if h == entry {
                     0
-                } else if connected.contains(&h) {
+                } else if connected.contains(&h) || probed.contains(&h) {
                     rtt(entry, h)
                 } else {
-                    UNMEASURED_RTT_US
+                    estimate(entry, h).unwrap_or(UNMEASURED_RTT_US)
                 },
                 in_flight: 0,
                 capacity: CAPACITY,
@@ -467,6 +527,14 @@ fn route(world: &World, params: &ScaleParams, rng: &mut Pcg64) -> RoutingFigures
             .any(|c| c.local || c.rtt_us != UNMEASURED_RTT_US)
         {
             measured += 1;
+        }
+        if let Some(&h) = holders
+            .iter()
+            .find(|&&h| h != entry && !connected.contains(&h))
+            && let Some(estimated) = estimate(entry, h)
+        {
+            let actual = rtt(entry, h).max(1) as f64;
+            estimate_errors.push((estimated as f64 - actual).abs() / actual);
         }
         let Some(chosen) = routing::choose(&candidates, 0).map(|c| c.id) else {
             continue;
@@ -487,6 +555,7 @@ fn route(world: &World, params: &ScaleParams, rng: &mut Pcg64) -> RoutingFigures
         stretch: Percentiles::of(&stretch),
         extra_rtt_ms: Percentiles::of(&extra),
         measured_fraction: round3(measured as f64 / requests),
+        estimate_error: Percentiles::of(&estimate_errors),
     }
 }
 

@@ -160,6 +160,7 @@ async fn hostile_gossip_and_sync_are_rejected_and_counted() {
         seq: 1,
         p2p_addrs: Vec::new(),
         manifests: ContentHash([0; 32]),
+        coordinate: Default::default(),
     }
     .encode();
     let mut tampered = SignedManifest::decode(&valid).unwrap();
