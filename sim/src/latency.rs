@@ -198,22 +198,49 @@ pub struct Position {
     pub lon: f64,
 }
 
-/// Great-circle distance in kilometres (haversine).
-pub fn great_circle_km(a: Position, b: Position) -> f64 {
-    let (lat1, lat2) = (a.lat.to_radians(), b.lat.to_radians());
-    let dlat = lat2 - lat1;
-    let dlon = (b.lon - a.lon).to_radians();
-    let h = (dlat / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * (dlon / 2.0).sin().powi(2);
-    2.0 * EARTH_RADIUS_KM * h.sqrt().min(1.0).asin()
+/// A position as a unit vector from the Earth's centre: distances between such vectors need no
+/// trigonometry per pair, which the scale model computes millions of times.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UnitVector([f64; 3]);
+
+impl From<Position> for UnitVector {
+    fn from(p: Position) -> Self {
+        let (lat, lon) = (p.lat.to_radians(), p.lon.to_radians());
+        Self([lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()])
+    }
 }
 
-/// One-way delay between two places: fibre propagation over an inflated path, plus access at
-/// both ends (0 for the same place and node).
-pub fn geo_one_way_ms(a: Position, b: Position) -> f64 {
-    if a == b {
-        return 0.0;
+impl UnitVector {
+    /// Great-circle distance in kilometres (from the chord: stable for near points).
+    pub fn great_circle_km(&self, other: &UnitVector) -> f64 {
+        let chord = self
+            .0
+            .iter()
+            .zip(&other.0)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        2.0 * EARTH_RADIUS_KM * (chord / 2.0).min(1.0).asin()
     }
-    great_circle_km(a, b) * PATH_INFLATION / FIBRE_KM_PER_MS + 2.0 * ACCESS_MS
+
+    /// One-way delay: fibre propagation over an inflated path, plus access at both ends (0 for
+    /// the same place).
+    pub fn one_way_ms(&self, other: &UnitVector) -> f64 {
+        if self == other {
+            return 0.0;
+        }
+        self.great_circle_km(other) * PATH_INFLATION / FIBRE_KM_PER_MS + 2.0 * ACCESS_MS
+    }
+}
+
+/// Great-circle distance in kilometres.
+pub fn great_circle_km(a: Position, b: Position) -> f64 {
+    UnitVector::from(a).great_circle_km(&UnitVector::from(b))
+}
+
+/// One-way delay between two places (see [`UnitVector::one_way_ms`]).
+pub fn geo_one_way_ms(a: Position, b: Position) -> f64 {
+    UnitVector::from(a).one_way_ms(&UnitVector::from(b))
 }
 
 /// A seeded spot near a random city of the built-in list: the scale model's placement.

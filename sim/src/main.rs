@@ -137,7 +137,7 @@ fn execute(command: Command) -> anyhow::Result<bool> {
                 params.holders = holders.clamp(1, nodes);
             }
             let report = scale::run(&params);
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            println!("{}", report.summary());
             if let Some(path) = &json {
                 write_json(path, &report)?;
             }

@@ -31,7 +31,7 @@ use serde::Serialize;
 use wasmesh_protocol::coordinates::{Coordinate, DIMENSIONS};
 use wasmesh_protocol::routing::{self, Candidate, UNMEASURED_RTT_US};
 
-use crate::latency::{Position, geo_one_way_ms, random_position};
+use crate::latency::{UnitVector, random_position};
 use crate::report::{Percentiles, round3};
 
 /// Cost of checking a manifest's signature before forwarding it (measured: 77 us).
@@ -157,9 +157,50 @@ pub struct ScaleReport {
     pub wall_ms: u64,
 }
 
+impl ScaleReport {
+    /// A readable summary of the figures.
+    pub fn summary(&self) -> String {
+        let p = &self.propagation_ms;
+        let m = &self.messages_per_node;
+        let r = &self.routing;
+        format!(
+            "scale model: {} nodes, seed {}, {} publishes, {:.0} connections per node (mesh {})\n\
+             propagation: p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms; reached {:.3}\n\
+             messages per node per publish: {:.2} copies (p99 {}), {:.1} IHAVE; {:.1}% repaired by gossip\n\
+             routing ({} requests, {} holders): oracle fraction {:.3}; stretch p50 {:.3}, p95 {:.3}, p99 {:.3}; \
+             extra round trip p50 {:.1} ms, p95 {:.1} ms; coordinate estimate error p50 {:.1}%\n\
+             wall time {} ms",
+            self.nodes,
+            self.seed,
+            self.publishes,
+            self.gossip.mean_connections,
+            self.gossip.mesh_n,
+            p.p50,
+            p.p95,
+            p.p99,
+            p.max,
+            self.reached_fraction,
+            m.copies_mean,
+            m.copies.p99,
+            m.ihave_mean,
+            m.via_gossip_fraction * 100.0,
+            r.requests,
+            r.holders,
+            r.oracle_fraction,
+            r.stretch.p50,
+            r.stretch.p95,
+            r.stretch.p99,
+            r.extra_rtt_ms.p50,
+            r.extra_rtt_ms.p95,
+            r.estimate_error.p50 * 100.0,
+            self.wall_ms
+        )
+    }
+}
+
 /// The simulated mesh.
 struct World {
-    positions: Vec<Position>,
+    positions: Vec<UnitVector>,
     coordinates: Vec<Coordinate>,
     connections: Vec<Vec<u32>>,
     mesh: Vec<Vec<u32>>,
@@ -169,13 +210,14 @@ struct World {
 
 impl World {
     fn one_way_us(&self, a: u32, b: u32) -> u64 {
-        (geo_one_way_ms(self.positions[a as usize], self.positions[b as usize]) * 1000.0).round()
-            as u64
+        (self.positions[a as usize].one_way_ms(&self.positions[b as usize]) * 1000.0).round() as u64
     }
 
     fn build(params: &ScaleParams, gossip: &GossipParams, rng: &mut Pcg64) -> Self {
         let n = params.nodes;
-        let positions: Vec<Position> = (0..n).map(|_| random_position(rng).1).collect();
+        let positions: Vec<UnitVector> = (0..n)
+            .map(|_| UnitVector::from(random_position(rng).1))
+            .collect();
         let mut connections: Vec<Vec<u32>> = vec![Vec::new(); n];
         let dial = gossip.dialed_per_node.min(n.saturating_sub(1));
         for u in 0..n {
@@ -222,12 +264,9 @@ impl World {
         world
     }
 
+    /// Round trip (the geographic model is symmetric).
     fn rtt_us(&self, a: u32, b: u32) -> u64 {
-        if a == b {
-            0
-        } else {
-            self.one_way_us(a, b) + self.one_way_us(b, a)
-        }
+        if a == b { 0 } else { 2 * self.one_way_us(a, b) }
     }
 
     /// Each node pings random connections and moves its coordinate, as the node does.
