@@ -72,6 +72,17 @@ pub async fn run(scenario: &Scenario, name: &str, verbosity: Verbosity) -> anyho
     Ok(report)
 }
 
+/// Per module name, per node: whether it is ready there (what the loads' oracle looks at).
+type ReadyFlags = HashMap<String, Arc<Vec<AtomicBool>>>;
+
+/// What the timeline produced.
+#[derive(Debug, Default)]
+struct Timeline {
+    events: Vec<Event>,
+    published: Vec<Published>,
+    last_heal: Option<Instant>,
+}
+
 async fn drive(
     scenario: &Scenario,
     name: &str,
@@ -81,11 +92,65 @@ async fn drive(
     say: &impl Fn(String),
 ) -> anyhow::Result<Report> {
     let setup_started = Instant::now();
-    let mut events = Vec::new();
-    // Per module name, per node: ready there (what the loads' oracle looks at).
-    let mut ready: HashMap<String, Arc<Vec<AtomicBool>>> = HashMap::new();
+    let ready = readiness_flags(scenario);
+    let started = start_mesh(scenario, cluster, say).await?;
+    let mut timeline = Timeline::default();
+    for spec in scenario.publish.iter().filter(|p| p.at_ms.is_none()) {
+        let module = publish_and_settle(scenario, spec, publisher, cluster, &ready, say).await?;
+        timeline.published.push(module);
+    }
+    let epoch = Instant::now();
+    timeline.events.push(Event {
+        at_ms: -(epoch.duration_since(setup_started).as_secs_f64() * 1000.0).round(),
+        what: format!("{started} nodes started"),
+    });
+    let fixed = Fixed {
+        scenario,
+        matrix,
+        publisher,
+        ready: &ready,
+    };
+    let records = load_under_faults(&fixed, cluster, epoch, &mut timeline, say).await?;
+
+    // Convergence: every running holder gets every module, every running node knows it.
+    let converged = wait_for("the mesh converges", SETTLE_DEADLINE, WATCH_EVERY, || {
+        watch_ready(cluster, &mut timeline.published, &ready);
+        missing(cluster, &timeline.published).is_empty()
+    })
+    .await;
+    match &converged {
+        Ok(took) => say(format!(
+            "load done; every node had every module {} ms later",
+            took.as_millis()
+        )),
+        Err(error) => say(format!("{error:#}")),
+    }
+    let mut report = summarize(
+        scenario,
+        name,
+        matrix,
+        cluster,
+        &records,
+        &timeline.published,
+        timeline.last_heal,
+    );
+    report.missing = missing(cluster, &timeline.published);
+    report.events = timeline.events;
+    let (delivered, dropped_by_fault, unroutable) = cluster.packet_counts();
+    report.packets = Packets {
+        delivered,
+        dropped_by_fault,
+        unroutable,
+    };
+    report.checks = checks(scenario, &report);
+    report.passed = report.checks.iter().all(|c| c.ok);
+    Ok(report)
+}
+
+fn readiness_flags(scenario: &Scenario) -> ReadyFlags {
+    let mut flags = ReadyFlags::new();
     for spec in &scenario.publish {
-        ready.entry(spec.name.clone()).or_insert_with(|| {
+        flags.entry(spec.name.clone()).or_insert_with(|| {
             Arc::new(
                 (0..scenario.nodes)
                     .map(|_| AtomicBool::new(false))
@@ -93,6 +158,15 @@ async fn drive(
             )
         });
     }
+    flags
+}
+
+/// Starts the nodes that are not late and waits until they form a full mesh; returns how many.
+async fn start_mesh(
+    scenario: &Scenario,
+    cluster: &mut Cluster,
+    say: &impl Fn(String),
+) -> anyhow::Result<usize> {
     let initial: Vec<usize> = (0..scenario.nodes)
         .filter(|i| !scenario.late.contains(i))
         .collect();
@@ -108,55 +182,79 @@ async fn drive(
     )
     .await?;
     say(format!("mesh formed in {} ms", took.as_millis()));
+    Ok(initial.len())
+}
 
-    let mut published: Vec<Published> = Vec::new();
-    for spec in scenario.publish.iter().filter(|p| p.at_ms.is_none()) {
-        published.push(publish(scenario, spec, publisher, cluster).await?);
-        let module = published
-            .last_mut()
-            .context("a module was just published")?;
-        wait_for(
-            &format!("{} is ready on its holders", spec.name),
-            SETTLE_DEADLINE,
-            WATCH_EVERY,
-            || {
-                watch_ready(cluster, std::slice::from_mut(module), &ready);
-                module
-                    .holders
-                    .iter()
-                    .all(|h| !cluster.is_running(*h) || module.ready_at.contains_key(h))
-            },
-        )
-        .await?;
-        let blob = module.blob;
-        let holders = module.holders.clone();
-        wait_for(
-            &format!("every node can route {} to its holders", spec.name),
-            SETTLE_DEADLINE,
-            WATCH_EVERY,
-            || cluster.is_routable(&blob, &holders),
-        )
-        .await?;
-        say(format!(
-            "published {}: ready on {} holders in {} ms",
-            spec.name,
-            module.ready_at.len(),
+/// Publishes a module before the load and waits until its running holders have it ready and
+/// every node can route to them.
+async fn publish_and_settle(
+    scenario: &Scenario,
+    spec: &PublishSpec,
+    publisher: &Keypair,
+    cluster: &Cluster,
+    ready: &ReadyFlags,
+    say: &impl Fn(String),
+) -> anyhow::Result<Published> {
+    let mut module = publish(scenario, spec, publisher, cluster).await?;
+    wait_for(
+        &format!("{} is ready on its holders", spec.name),
+        SETTLE_DEADLINE,
+        WATCH_EVERY,
+        || {
+            watch_ready(cluster, std::slice::from_mut(&mut module), ready);
             module
-                .ready_at
-                .values()
-                .map(|t| t.duration_since(module.at).as_millis())
-                .max()
-                .unwrap_or(0)
-        ));
-    }
+                .holders
+                .iter()
+                .all(|h| !cluster.is_running(*h) || module.ready_at.contains_key(h))
+        },
+    )
+    .await?;
+    wait_for(
+        &format!("every node can route {} to its holders", spec.name),
+        SETTLE_DEADLINE,
+        WATCH_EVERY,
+        || cluster.is_routable(&module.blob, &module.holders),
+    )
+    .await?;
+    let slowest = module
+        .ready_at
+        .values()
+        .map(|t| t.duration_since(module.at).as_millis())
+        .max()
+        .unwrap_or(0);
+    say(format!(
+        "published {}: ready on {} holders in {slowest} ms",
+        spec.name,
+        module.ready_at.len(),
+    ));
+    Ok(module)
+}
 
-    // The load and the timeline run together.
-    let epoch = Instant::now();
-    events.push(Event {
-        at_ms: -(epoch.duration_since(setup_started).as_secs_f64() * 1000.0).round(),
-        what: format!("{} nodes started", initial.len()),
-    });
-    let mut timeline: Vec<(u64, Step)> = scenario
+/// What does not change during a run.
+#[derive(Debug)]
+struct Fixed<'a> {
+    scenario: &'a Scenario,
+    matrix: &'a LatencyMatrix,
+    publisher: &'a Keypair,
+    ready: &'a ReadyFlags,
+}
+
+/// Sends the loads (on blocking threads) while applying the timeline's steps at their times;
+/// returns every request's record.
+async fn load_under_faults(
+    fixed: &Fixed<'_>,
+    cluster: &mut Cluster,
+    epoch: Instant,
+    timeline: &mut Timeline,
+    say: &impl Fn(String),
+) -> anyhow::Result<Vec<RequestRecord>> {
+    let Fixed {
+        scenario,
+        matrix,
+        publisher,
+        ready,
+    } = *fixed;
+    let mut steps: Vec<(u64, Step)> = scenario
         .fault
         .iter()
         .map(|f| (f.at_ms, Step::Fault(f.clone())))
@@ -167,17 +265,18 @@ async fn drive(
                 .filter_map(|p| p.at_ms.map(|at| (at, Step::Publish(p.clone())))),
         )
         .collect();
-    timeline.sort_by_key(|(at, _)| *at);
-    let mut timeline = timeline.into_iter().peekable();
+    steps.sort_by_key(|(at, _)| *at);
+    let mut steps = steps.into_iter().peekable();
+    let rtt_ms: Vec<Vec<f64>> = (0..matrix.len())
+        .map(|i| (0..matrix.len()).map(|j| matrix.rtt_ms(i, j)).collect())
+        .collect();
     let contexts: Vec<LoadContext> = scenario
         .load
         .iter()
         .map(|load| LoadContext {
-            ready: ready_flags(&ready, &load.module, scenario.nodes),
+            ready: ready_flags(ready, &load.module, scenario.nodes),
             view: cluster.view(),
-            rtt_ms: (0..matrix.len())
-                .map(|i| (0..matrix.len()).map(|j| matrix.rtt_ms(i, j)).collect())
-                .collect(),
+            rtt_ms: rtt_ms.clone(),
             holders: scenario.holders_of(&load.module),
             seed: scenario.seed,
             epoch,
@@ -196,59 +295,25 @@ async fn drive(
             .flat_map(|(i, (spec, context))| run_load(i, spec, context))
             .collect::<Vec<RequestRecord>>()
     });
-    let mut last_heal: Option<Instant> = None;
-    while timeline.peek().is_some() || !load_task.is_finished() {
-        let now = Instant::now();
-        while let Some((at, _)) = timeline.peek() {
-            if epoch + Duration::from_millis(*at) > now {
-                break;
-            }
-            let Some((at, step)) = timeline.next() else {
-                break;
-            };
-            let what = apply(scenario, step, publisher, cluster, &mut published).await?;
-            if what.contains("heal") {
-                last_heal = Some(Instant::now());
+    while steps.peek().is_some() || !load_task.is_finished() {
+        while let Some((at, step)) =
+            steps.next_if(|(at, _)| epoch + Duration::from_millis(*at) <= Instant::now())
+        {
+            let heals = matches!(&step, Step::Fault(fault) if fault.heal);
+            let what = apply(scenario, step, publisher, cluster, &mut timeline.published).await?;
+            if heals {
+                timeline.last_heal = Some(Instant::now());
             }
             say(format!("t={at} ms: {what}"));
-            events.push(Event {
+            timeline.events.push(Event {
                 at_ms: round3(epoch.elapsed().as_secs_f64() * 1000.0),
                 what,
             });
         }
-        watch_ready(cluster, &mut published, &ready);
+        watch_ready(cluster, &mut timeline.published, ready);
         tokio::time::sleep(WATCH_EVERY).await;
     }
-    let records = load_task.await.context("the load generator failed")?;
-
-    // Convergence: every running holder gets every module, every running node knows it.
-    let converged = wait_for("the mesh converges", SETTLE_DEADLINE, WATCH_EVERY, || {
-        watch_ready(cluster, &mut published, &ready);
-        missing(cluster, &published).is_empty()
-    })
-    .await;
-    match &converged {
-        Ok(took) => say(format!(
-            "load done; every node had every module {} ms later",
-            took.as_millis()
-        )),
-        Err(error) => say(format!("{error:#}")),
-    }
-    let missing = missing(cluster, &published);
-    let mut report = summarize(
-        scenario, name, matrix, cluster, &records, &published, last_heal,
-    );
-    report.events = events;
-    report.missing = missing;
-    let (delivered, dropped_by_fault, unroutable) = cluster.packet_counts();
-    report.packets = Packets {
-        delivered,
-        dropped_by_fault,
-        unroutable,
-    };
-    report.checks = checks(scenario, &report);
-    report.passed = report.checks.iter().all(|c| c.ok);
-    Ok(report)
+    load_task.await.context("the load generator failed")
 }
 
 /// Signs and publishes one module through its `via` node (or first holder).
@@ -361,11 +426,7 @@ async fn apply(
 
 /// Records when each module became ready on each running holder, and keeps the loads'
 /// readiness flags current.
-fn watch_ready(
-    cluster: &Cluster,
-    published: &mut [Published],
-    flags: &HashMap<String, Arc<Vec<AtomicBool>>>,
-) {
+fn watch_ready(cluster: &Cluster, published: &mut [Published], flags: &ReadyFlags) {
     let now = Instant::now();
     for module in published {
         let module_ref = module.module_ref();
@@ -384,11 +445,7 @@ fn watch_ready(
 }
 
 /// The readiness flags of the module a load names.
-fn ready_flags(
-    flags: &HashMap<String, Arc<Vec<AtomicBool>>>,
-    module: &str,
-    nodes: usize,
-) -> Arc<Vec<AtomicBool>> {
+fn ready_flags(flags: &ReadyFlags, module: &str, nodes: usize) -> Arc<Vec<AtomicBool>> {
     let name = module.split('@').next().unwrap_or(module);
     flags
         .get(name)

@@ -16,6 +16,10 @@ use wasmesh_sim::scenario::Scenario;
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// What a busy 2-core machine may add to a ping: the links differ by at least 12 ms, so a
+/// measurement within this of its link's round trip cannot belong to another link.
+const SCHEDULING_SLACK_US: u64 = 8_000;
+
 fn scenario_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../sim/scenarios")
@@ -64,8 +68,9 @@ async fn nodes_measure_the_injected_round_trips() {
             let j = cluster.index_of(&view.peer_id.to_string()).unwrap();
             let injected_us = ((row[j] + one_way[j][i]) * 1000.0) as u64;
             let measured_us = view.rtt_us.unwrap();
+            eprintln!("node {i} -> {j}: injected {injected_us} us, measured {measured_us} us");
             assert!(
-                measured_us >= injected_us && measured_us <= injected_us + 5_000,
+                measured_us >= injected_us && measured_us <= injected_us + SCHEDULING_SLACK_US,
                 "node {i} measures {measured_us} us to node {j}; injected {injected_us} us"
             );
         }
