@@ -331,15 +331,21 @@ impl DataPlane {
         ack_within: Duration,
     ) -> Result<InvokeReply, FetchError> {
         let exchange = async {
-            let connection = tokio::time::timeout(ack_within, self.connect(peer, INVOKE_ALPN))
+            let protocol = |e: &dyn std::fmt::Display| FetchError::Protocol(e.to_string());
+            // Handing the request to QUIC must not wait on a dead peer either: a stale
+            // connection can have no stream credit left.
+            let hand_over = async {
+                let connection = self.connect(peer, INVOKE_ALPN).await?;
+                let (mut send, recv) = connection.open_bi().await.map_err(|e| protocol(&e))?;
+                write_framed(&mut send, &request.encode())
+                    .await
+                    .map_err(|e| protocol(&e))?;
+                send.finish().map_err(|e| protocol(&e))?;
+                Ok::<_, FetchError>((send, recv))
+            };
+            let (send, mut recv) = tokio::time::timeout(ack_within, hand_over)
                 .await
                 .map_err(|_| FetchError::Unresponsive)??;
-            let protocol = |e: &dyn std::fmt::Display| FetchError::Protocol(e.to_string());
-            let (mut send, mut recv) = connection.open_bi().await.map_err(|e| protocol(&e))?;
-            write_framed(&mut send, &request.encode())
-                .await
-                .map_err(|e| protocol(&e))?;
-            send.finish().map_err(|e| protocol(&e))?;
             let reply = read_framed(&mut recv, MAX_INVOKE_MESSAGE_SIZE);
             tokio::pin!(reply);
             let acknowledged = tokio::time::timeout(ack_within, send.stopped());
@@ -353,9 +359,23 @@ impl DataPlane {
             .map_err(|e| protocol(&e))?;
             InvokeReply::decode(&bytes).map_err(|e| protocol(&e))
         };
-        tokio::time::timeout(timeout, exchange)
+        let result = tokio::time::timeout(timeout, exchange)
             .await
-            .map_err(|_| FetchError::Stalled)?
+            .map_err(|_| FetchError::Stalled)
+            .and_then(|r| r);
+        if matches!(result, Err(FetchError::Unresponsive | FetchError::Stalled)) {
+            // The connection is likely dead (the peer crashed or restarted): the next request
+            // opens a new one.
+            self.forget(peer, INVOKE_ALPN);
+        }
+        result
+    }
+
+    /// Closes and drops the cached connection to `peer` for `alpn`.
+    fn forget(&self, peer: PeerAddr, alpn: &'static [u8]) {
+        if let Some(connection) = lock(&self.inner.connections).remove(&(peer.key, alpn)) {
+            connection.close(0u32.into(), b"unresponsive");
+        }
     }
 
     async fn connect(&self, peer: PeerAddr, alpn: &'static [u8]) -> Result<Connection, FetchError> {

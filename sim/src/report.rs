@@ -63,6 +63,8 @@ pub struct RouteRow {
     pub p50_ms: f64,
     /// Of them, how many ran where the oracle says.
     pub oracle_hits: usize,
+    /// When the first and the last of them were sent, ms since the load began.
+    pub sent_ms: (f64, f64),
 }
 
 /// Something that happened on the timeline.

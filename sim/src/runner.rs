@@ -523,20 +523,20 @@ fn summarize(
         .zip(&executed)
         .filter(|(r, e)| hit(r, **e))
         .count();
-    // (entry, executed) -> (latency, oracle hit) per request.
-    type Route = (usize, Option<usize>);
-    let mut groups: HashMap<Route, Vec<(f64, bool)>> = HashMap::new();
+    // (entry, executed) -> the requests that took that route.
+    let mut groups: HashMap<(usize, Option<usize>), Vec<&RequestRecord>> = HashMap::new();
     for (record, executed) in records.iter().zip(&executed) {
         groups
             .entry((record.entry, *executed))
             .or_default()
-            .push((record.latency_ms, hit(record, *executed)));
+            .push(record);
     }
     let place = |i: usize| matrix.places.get(i).cloned().unwrap_or_default();
     let mut routes: Vec<RouteRow> = groups
         .into_iter()
         .map(|((entry, executed), samples)| {
-            let latencies: Vec<f64> = samples.iter().map(|(ms, _)| *ms).collect();
+            let latencies: Vec<f64> = samples.iter().map(|r| r.latency_ms).collect();
+            let sent = samples.iter().map(|r| r.sent_ms);
             RouteRow {
                 entry,
                 entry_place: place(entry),
@@ -545,7 +545,11 @@ fn summarize(
                 rtt_ms: executed.map_or(0.0, |e| round3(matrix.rtt_ms(entry, e))),
                 requests: samples.len(),
                 p50_ms: Percentiles::of(&latencies).p50,
-                oracle_hits: samples.iter().filter(|(_, hit)| *hit).count(),
+                oracle_hits: samples.iter().filter(|r| hit(r, executed)).count(),
+                sent_ms: (
+                    round3(sent.clone().fold(f64::INFINITY, f64::min)),
+                    round3(sent.fold(0.0, f64::max)),
+                ),
             }
         })
         .collect();

@@ -89,17 +89,35 @@ async fn routing_5_cities_runs_every_request_on_the_nearest_holder() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn churn_loses_at_most_one_percent_when_a_third_of_the_holders_crash() {
+async fn churn_loses_at_most_one_percent_when_a_third_of_the_holders_crash_and_one_returns() {
     let report = run_shipped("churn").await;
     assert!(report.success_rate >= 0.99, "{:?}", report.failures);
-    assert!(report.events.iter().any(|e| e.what.contains("kill 2")));
-    // After the crash, requests ran on the surviving holders.
+    let at = |what: &str| {
+        report
+            .events
+            .iter()
+            .find(|e| e.what.contains(what))
+            .map(|e| e.at_ms)
+            .unwrap()
+    };
+    let (killed, restarted) = (at("kill 2"), at("restart 2"));
+    // After the crash, requests ran on the surviving holders...
     assert!(
         report
             .routes
             .iter()
-            .any(|r| r.executed.is_some_and(|e| e >= 4))
+            .any(|r| r.executed.is_some_and(|e| e >= 4) && r.sent_ms.1 > killed)
     );
+    // ...and the restarted holder, back from its own store, served again.
+    assert!(
+        report
+            .routes
+            .iter()
+            .any(|r| r.executed == Some(2) && r.sent_ms.1 > restarted),
+        "{:?}",
+        report.routes
+    );
+    assert!(report.missing.is_empty(), "{:?}", report.missing);
     assert!(report.passed, "{:?}", report.checks);
 }
 
