@@ -302,11 +302,10 @@ fn handle_event(
                     swarm.behaviour_mut().gossipsub.blacklist_peer(&peer_id);
                     admission.pending.insert(peer_id);
                 }
-                let request = SyncRequest {
-                    since_ms: 0,
-                    membership: node.membership_bytes(),
-                };
-                swarm.behaviour_mut().sync.send_request(&peer_id, request);
+                swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_request(&peer_id, node.sync_request());
             }
         }
         SwarmEvent::ConnectionClosed {
@@ -336,11 +335,10 @@ fn handle_event(
             if let Some((peer, digest)) = sync_from
                 && swarm.is_connected(&peer)
             {
-                let request = SyncRequest {
-                    since_ms: 0,
-                    membership: node.membership_bytes(),
-                };
-                swarm.behaviour_mut().sync.send_request(&peer, request);
+                swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_request(&peer, node.sync_request());
                 node.note_sync(&peer, digest);
                 tracing::debug!(%peer, "manifests differ; asked for a sync");
             }

@@ -20,7 +20,9 @@ use wasmesh_keys::{SignedMembershipCert, TrustList, identity};
 use wasmesh_protocol::coordinates::{Coordinate, DIMENSIONS};
 use wasmesh_protocol::manifest::check_replaces;
 use wasmesh_protocol::routing::{self, Candidate};
-use wasmesh_protocol::wire::{InvokeReply, InvokeRequest, StatusMessage, SyncResponse};
+use wasmesh_protocol::wire::{
+    InvokeReply, InvokeRequest, StatusMessage, SyncRequest, SyncResponse,
+};
 use wasmesh_protocol::{
     ContentHash, Keypair, ModuleRef, PublicKey, PublishBundle, SignedManifest, VerifyError,
 };
@@ -485,6 +487,14 @@ impl NodeInner {
             p2p_addrs: lock(&self.advertised_p2p).clone(),
             manifests,
             coordinate: *lock(&self.coordinate),
+        }
+    }
+
+    /// A request for every manifest a peer holds (with this node's membership certificate).
+    pub(crate) fn sync_request(&self) -> SyncRequest {
+        SyncRequest {
+            since_ms: 0,
+            membership: self.membership_bytes(),
         }
     }
 

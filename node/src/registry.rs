@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use libp2p::{Multiaddr, PeerId};
 use wasmesh_protocol::coordinates::Coordinate;
+use wasmesh_protocol::wire::manifest_digest;
 use wasmesh_protocol::{ContentHash, ModuleKey, ModuleRef, PublicKey, SignedManifest};
 
 use crate::executor::CompiledModule;
@@ -42,9 +43,20 @@ impl ModuleEntry {
 }
 
 /// The modules this node holds manifests for.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
     modules: HashMap<ModuleKey, ModuleEntry>,
+    /// The digest of the manifests held, kept current by `put` (every status carries it).
+    digest: ContentHash,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            modules: HashMap::new(),
+            digest: manifest_digest([]),
+        }
+    }
 }
 
 impl Registry {
@@ -55,7 +67,14 @@ impl Registry {
 
     /// Inserts or replaces the entry of a module; returns the one replaced.
     pub fn put(&mut self, entry: ModuleEntry) -> Option<ModuleEntry> {
-        self.modules.insert(entry.signed.manifest.key(), entry)
+        let added = ContentHash::of(&entry.signed.encode());
+        let replaced = self.modules.insert(entry.signed.manifest.key(), entry);
+        // XOR is its own inverse: add the new manifest, take out the one it replaces.
+        let removed = replaced
+            .as_ref()
+            .map(|e| ContentHash::of(&e.signed.encode()));
+        self.digest = manifest_digest([self.digest, added].into_iter().chain(removed));
+        replaced
     }
 
     /// Sets the state of the module if its manifest is still `hash`'s.
@@ -76,11 +95,7 @@ impl Registry {
 
     /// The digest of the manifests held (see `wire::manifest_digest`).
     pub fn manifest_digest(&self) -> ContentHash {
-        wasmesh_protocol::wire::manifest_digest(
-            self.modules
-                .values()
-                .map(|e| ContentHash::of(&e.signed.encode())),
-        )
+        self.digest
     }
 
     /// Whether any held manifest names this blob.
@@ -189,5 +204,46 @@ impl PeerInfo {
             mean_exec_us: HashMap::new(),
             last_seen: Instant::now(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wasmesh_protocol::{Abi, Keypair, Limits, Manifest};
+
+    use super::*;
+
+    fn entry(name: &str, version: u64) -> ModuleEntry {
+        let keys = Keypair::from_seed([3; 32]);
+        let manifest = Manifest {
+            name: name.to_owned(),
+            version,
+            blob: ContentHash::of(name.as_bytes()),
+            size: 1,
+            abi: Abi::Raw,
+            limits: Limits::default(),
+            publisher: keys.public(),
+            issued_at_ms: 1,
+        };
+        ModuleEntry {
+            signed: manifest.sign(&keys),
+            state: ModuleState::Pending,
+        }
+    }
+
+    #[test]
+    fn the_kept_digest_matches_one_computed_from_the_entries() {
+        let mut registry = Registry::default();
+        assert_eq!(registry.manifest_digest(), manifest_digest([]));
+        registry.put(entry("a", 1));
+        registry.put(entry("b", 1));
+        registry.put(entry("a", 2));
+        let recomputed = manifest_digest(
+            registry
+                .entries()
+                .map(|e| ContentHash::of(&e.signed.encode())),
+        );
+        assert_eq!(registry.manifest_digest(), recomputed);
+        assert_ne!(recomputed, manifest_digest([]));
     }
 }
