@@ -127,6 +127,97 @@ struct FileConfig {
     announce_quic: Option<SocketAddr>,
     replicate: Option<String>,
     blob_quota_mib: Option<u64>,
+    hedging: Option<bool>,
+    #[serde(default)]
+    gateway: GatewayFile,
+    #[serde(default)]
+    executor: ExecutorFile,
+}
+
+/// The `[executor]` table of the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecutorFile {
+    max_concurrent: Option<usize>,
+    max_queued: Option<usize>,
+}
+
+impl ExecutorFile {
+    fn config(&self) -> anyhow::Result<ExecutorConfig> {
+        let defaults = ExecutorConfig::default();
+        if self.max_concurrent == Some(0) {
+            bail!("executor.max_concurrent must be at least 1");
+        }
+        Ok(ExecutorConfig {
+            max_concurrent: self.max_concurrent.unwrap_or(defaults.max_concurrent),
+            max_queued: self.max_queued.unwrap_or(defaults.max_queued),
+            ..defaults
+        })
+    }
+}
+
+/// The `[gateway]` table of the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GatewayFile {
+    header_read_timeout_ms: Option<u64>,
+    body_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
+}
+
+/// Limits of the HTTP gateway, so that clients that stall or pile up connections cannot hold a
+/// node's file descriptors (config table `[gateway]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewayLimits {
+    /// A client must send a request's whole header within this time, and a keep-alive
+    /// connection that sends no new request within it is closed (`header_read_timeout_ms`,
+    /// default 10 s).
+    pub header_read_timeout: Duration,
+    /// A request body whose next bytes do not arrive within this time fails with `408` and its
+    /// connection is closed (`body_timeout_ms`, default 10 s).
+    pub body_timeout: Duration,
+    /// Open connections at most; more are closed at once and counted (`max_connections`,
+    /// default 4096).
+    pub max_connections: usize,
+}
+
+impl Default for GatewayLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+        }
+    }
+}
+
+impl GatewayFile {
+    fn limits(&self) -> anyhow::Result<GatewayLimits> {
+        let defaults = GatewayLimits::default();
+        let millis = |value: Option<u64>, default: Duration, key: &str| match value {
+            Some(0) => bail!("gateway.{key} must be at least 1"),
+            Some(ms) => Ok(Duration::from_millis(ms)),
+            None => Ok(default),
+        };
+        let max_connections = match self.max_connections {
+            Some(0) => bail!("gateway.max_connections must be at least 1"),
+            Some(n) => n,
+            None => defaults.max_connections,
+        };
+        Ok(GatewayLimits {
+            header_read_timeout: millis(
+                self.header_read_timeout_ms,
+                defaults.header_read_timeout,
+                "header_read_timeout_ms",
+            )?,
+            body_timeout: millis(
+                self.body_timeout_ms,
+                defaults.body_timeout,
+                "body_timeout_ms",
+            )?,
+            max_connections,
+        })
+    }
 }
 
 /// Everything a node needs to start.
@@ -160,6 +251,10 @@ pub struct NodeConfig {
     pub blob_quota: Option<u64>,
     /// Executor settings.
     pub executor: ExecutorConfig,
+    /// HTTP gateway limits.
+    pub gateway: GatewayLimits,
+    /// Whether a slow forward gets a copy sent to the next candidate (first answer wins).
+    pub hedging: bool,
     /// How often the node publishes its status.
     pub status_interval: Duration,
 }
@@ -182,6 +277,8 @@ impl NodeConfig {
             replicate: Replicate::All,
             blob_quota: None,
             executor: ExecutorConfig::default(),
+            gateway: GatewayLimits::default(),
+            hedging: true,
             status_interval: Duration::from_millis(500),
         }
     }
@@ -282,7 +379,9 @@ impl NodeConfig {
                 .blob_quota_mib
                 .or(file.blob_quota_mib)
                 .map(|mib| mib.saturating_mul(1 << 20)),
-            executor: ExecutorConfig::default(),
+            executor: file.executor.config()?,
+            gateway: file.gateway.limits()?,
+            hedging: file.hedging.unwrap_or(true),
             status_interval: Duration::from_secs(2),
             data_dir,
         })

@@ -122,6 +122,7 @@ impl Node {
         let inner = Arc::new(NodeInner {
             trust: config.trust.iter().copied().collect::<TrustList>(),
             peer_id,
+            peer_id_header: axum::http::HeaderValue::from_str(&peer_id.to_string())?,
             admission,
             replicate: config.replicate.clone(),
             blob_quota: config.blob_quota,
@@ -146,6 +147,8 @@ impl Node {
             ),
             shutdown: shutdown_rx.clone(),
             started: Instant::now(),
+            hedging: config.hedging,
+            hedge_budget: Default::default(),
             keys,
         });
         let restored = span.in_scope(|| inner.restore())?;
@@ -173,19 +176,16 @@ impl Node {
             .await
             .with_context(|| format!("cannot bind the HTTP gateway to {}", config.http))?;
         let http_addr = listener.local_addr()?;
-        let router = gateway::router(inner.clone());
-        let mut stop = shutdown_rx.clone();
+        let router = gateway::router(inner.clone(), config.gateway.body_timeout);
         tasks.push(tokio::spawn(
-            async move {
-                let served = axum::serve(listener, router)
-                    .with_graceful_shutdown(async move {
-                        let _ = stop.changed().await;
-                    })
-                    .await;
-                if let Err(error) = served {
-                    tracing::error!(%error, "HTTP gateway stopped");
-                }
-            }
+            gateway::server::serve(
+                listener,
+                router,
+                config.gateway,
+                inner.metrics.clone(),
+                shutdown_rx.clone(),
+                HTTP_DRAIN,
+            )
             .instrument(span.clone()),
         ));
         span.in_scope(|| tracing::info!(%http_addr, "serving HTTP"));
@@ -281,6 +281,9 @@ impl Node {
         }
     }
 }
+
+/// How long a stopping node lets HTTP requests in flight finish.
+const HTTP_DRAIN: Duration = Duration::from_secs(5);
 
 /// One peer as a node sees it.
 #[derive(Debug, Clone)]

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod module_file;
 pub mod node;
 pub mod registry;
+pub mod request;
 pub mod store;
 pub mod tls;
 pub mod transfer;

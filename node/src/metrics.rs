@@ -46,6 +46,8 @@ pub struct Metrics {
     pub modules_ready: Gauge,
     /// Connected libp2p peers.
     pub peers: Gauge,
+    /// Forwards that were slow enough to get a copy sent to the next candidate.
+    pub hedges: Counter,
 }
 
 impl Metrics {
@@ -111,6 +113,11 @@ impl Metrics {
             self.modules_ready.clone(),
         );
         registry.register("peers", "Connected peers", self.peers.clone());
+        registry.register(
+            "hedges",
+            "Slow forwards copied to the next candidate",
+            self.hedges.clone(),
+        );
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &registry);

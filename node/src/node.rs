@@ -19,16 +19,14 @@ use tokio::sync::{Notify, mpsc, watch};
 use wasmesh_keys::{SignedMembershipCert, TrustList, identity};
 use wasmesh_protocol::coordinates::{Coordinate, DIMENSIONS};
 use wasmesh_protocol::manifest::check_replaces;
-use wasmesh_protocol::routing::{self, Candidate};
-use wasmesh_protocol::wire::{
-    InvokeReply, InvokeRequest, StatusMessage, SyncRequest, SyncResponse,
-};
+use wasmesh_protocol::routing;
+use wasmesh_protocol::wire::{StatusMessage, SyncRequest, SyncResponse};
 use wasmesh_protocol::{
-    ContentHash, Keypair, ModuleRef, PublicKey, PublishBundle, SignedManifest, VerifyError,
+    ContentHash, Keypair, PublicKey, PublishBundle, SignedManifest, VerifyError,
 };
 
 use crate::admission::Admission;
-use crate::executor::{Executor, ExecutorConfig, GuestError, Output, Request};
+use crate::executor::{Executor, ExecutorConfig, GuestError};
 use crate::gossip::GossipCommand;
 use crate::metrics::Metrics;
 use crate::registry::{ModuleEntry, ModuleState, PeerInfo, Registry};
@@ -119,55 +117,11 @@ impl PublishError {
     }
 }
 
-/// Why an invocation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum InvokeError {
-    /// No module matches the reference.
-    #[error("unknown module {0}")]
-    UnknownModule(String),
-    /// The module is known but not ready anywhere reachable.
-    #[error("{0} is not ready on any reachable node")]
-    NoProvider(String),
-    /// The guest failed here.
-    #[error(transparent)]
-    Guest(#[from] GuestError),
-    /// The guest failed on the peer that ran it.
-    #[error("{kind}: {message}")]
-    RemoteGuest {
-        /// The failure kind.
-        kind: String,
-        /// The failure message.
-        message: String,
-        /// The peer that ran it.
-        executed_by: PeerId,
-    },
-    /// The deadline passed before any candidate answered.
-    #[error("no answer within {timeout_ms} ms")]
-    Deadline {
-        /// The deadline.
-        timeout_ms: u64,
-    },
-}
-
-/// The answer of an invocation.
-#[derive(Debug, Clone)]
-pub struct Invocation {
-    /// The guest's output and costs.
-    pub output: Output,
-    /// Time spent on the network (round trips to the executing peer), if forwarded.
-    pub network: Duration,
-    /// Time spent waiting for an execution slot.
-    pub queue: Duration,
-    /// The node that executed it.
-    pub executed_by: PeerId,
-    /// Whether it ran here.
-    pub local: bool,
-}
-
 pub(crate) struct NodeInner {
     pub(crate) keys: Keypair,
     pub(crate) peer_id: PeerId,
+    /// The peer id as the gateway's `x-wasmesh-executed-by` header (encoded once).
+    pub(crate) peer_id_header: axum::http::HeaderValue,
     pub(crate) trust: TrustList,
     pub(crate) admission: Admission,
     pub(crate) replicate: crate::config::Replicate,
@@ -192,9 +146,12 @@ pub(crate) struct NodeInner {
     pub(crate) advertised_p2p: Mutex<Vec<String>>,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) started: Instant,
+    /// Whether slow forwards get a copy sent to the next candidate.
+    pub(crate) hedging: bool,
+    pub(crate) hedge_budget: crate::request::HedgeBudget,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -445,7 +402,7 @@ impl NodeInner {
                 return;
             };
             info.rtt_us = Some(match info.rtt_us {
-                Some(old) => (old * 7 + sample) / 8,
+                Some(old) => routing::smooth(old, sample),
                 None => sample,
             });
             info.coordinate
@@ -578,311 +535,6 @@ impl NodeInner {
         Ok(signed)
     }
 
-    /// Runs a request where it is expected to finish first: here, or on a peer holding the
-    /// module (see `wasmesh_protocol::routing`), trying the next candidate when one fails.
-    pub(crate) async fn invoke(
-        self: &Arc<Self>,
-        module_ref: &ModuleRef,
-        input: Vec<u8>,
-    ) -> Result<Invocation, InvokeError> {
-        let entry = self
-            .registry()
-            .resolve(module_ref)
-            .cloned()
-            .ok_or_else(|| InvokeError::UnknownModule(module_ref.to_string()))?;
-        let manifest = &entry.signed.manifest;
-        let limits = manifest.limits;
-        if input.len() > limits.max_input as usize {
-            return Err(GuestError::InputTooLarge {
-                size: input.len(),
-                limit: limits.max_input,
-            }
-            .into());
-        }
-        let timeout_ms = u64::from(limits.timeout_ms);
-        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-        let trace_id =
-            self.status_seq.load(Ordering::Relaxed) ^ crate::clock::now_ms().rotate_left(20);
-        let targets = self.route_targets(&entry);
-        if targets.is_empty() {
-            self.metrics.count_invocation("no_provider", "none");
-            return Err(InvokeError::NoProvider(module_ref.to_string()));
-        }
-        for target in targets {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            match target {
-                RouteTarget::Local(module) => {
-                    let started = Instant::now();
-                    match self.run_local(module, input.clone(), limits).await {
-                        Err(GuestError::Busy { .. }) => continue,
-                        result => {
-                            let output = result?;
-                            let queue = started.elapsed().saturating_sub(output.exec_time);
-                            return Ok(Invocation {
-                                output,
-                                network: Duration::ZERO,
-                                queue,
-                                executed_by: self.peer_id,
-                                local: true,
-                            });
-                        }
-                    }
-                }
-                RouteTarget::Peer {
-                    peer_id,
-                    addr,
-                    rtt_us,
-                } => {
-                    let request = InvokeRequest {
-                        hash: manifest.blob,
-                        input: input.clone(),
-                        deadline_ms: left.as_millis().min(u128::from(u32::MAX)) as u32,
-                        hops: 1,
-                        trace_id,
-                    };
-                    let sent = Instant::now();
-                    tracing::info!(trace_id, peer = %peer_id, module = %manifest.name, "forwarding a request");
-                    self.count_forwarding(&peer_id, true);
-                    let reply = self
-                        .data_plane
-                        .invoke(addr, &request, left, ack_deadline(rtt_us))
-                        .await;
-                    self.count_forwarding(&peer_id, false);
-                    match reply {
-                        Ok(InvokeReply::Ok {
-                            output,
-                            queue_us,
-                            exec_us,
-                        }) => {
-                            let elapsed = sent.elapsed();
-                            self.observe_exec(&peer_id, &manifest.blob, exec_us);
-                            self.metrics.count_invocation("ok", "forwarded");
-                            let exec_time = Duration::from_micros(exec_us);
-                            let network = elapsed
-                                .saturating_sub(exec_time)
-                                .saturating_sub(Duration::from_micros(queue_us));
-                            return Ok(Invocation {
-                                output: Output {
-                                    bytes: output,
-                                    stderr: Vec::new(),
-                                    fuel_used: 0,
-                                    exec_time,
-                                },
-                                network,
-                                queue: Duration::from_micros(queue_us),
-                                executed_by: peer_id,
-                                local: false,
-                            });
-                        }
-                        Ok(InvokeReply::GuestFailed { kind, message }) => {
-                            self.metrics.count_invocation(&kind, "forwarded");
-                            return Err(InvokeError::RemoteGuest {
-                                kind,
-                                message,
-                                executed_by: peer_id,
-                            });
-                        }
-                        Ok(InvokeReply::Refused { reason }) => {
-                            tracing::info!(trace_id, peer = %peer_id, reason, "peer refused; trying the next");
-                        }
-                        Err(error) => {
-                            tracing::info!(trace_id, peer = %peer_id, %error, "forward failed; marking the peer down");
-                            self.mark_down(&peer_id);
-                        }
-                    }
-                }
-            }
-        }
-        if Instant::now() >= deadline {
-            self.metrics.count_invocation("deadline", "none");
-            return Err(InvokeError::Deadline { timeout_ms });
-        }
-        self.metrics.count_invocation("no_provider", "none");
-        Err(InvokeError::NoProvider(module_ref.to_string()))
-    }
-
-    async fn run_local(
-        &self,
-        module: Arc<crate::executor::CompiledModule>,
-        input: Vec<u8>,
-        limits: wasmesh_protocol::Limits,
-    ) -> Result<Output, GuestError> {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        let hash = module.hash;
-        let result = self.executor.run(module, Request { input, limits }).await;
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let outcome = match &result {
-            Ok(output) => {
-                let exec_us = output.exec_time.as_micros() as u64;
-                let mut means = lock(&self.local_exec_us);
-                let mean = means.entry(hash).or_insert(exec_us);
-                *mean = (*mean * 7 + exec_us) / 8;
-                "ok"
-            }
-            Err(error) => error.kind(),
-        };
-        self.metrics.count_invocation(outcome, "local");
-        result
-    }
-
-    /// Where the module can run, best first.
-    fn route_targets(&self, entry: &ModuleEntry) -> Vec<RouteTarget> {
-        let hash = entry.signed.manifest.blob;
-        let now = Instant::now();
-        let now_ms = now.duration_since(self.started).as_millis() as u64;
-        let default_exec = self.local_exec_us(&hash).unwrap_or(1_000);
-        let own_coordinate = *lock(&self.coordinate);
-        let mut targets = Vec::new();
-        let mut candidates = Vec::new();
-        // Peers whose round trip is only estimated, by candidate id.
-        let mut estimated: Vec<Option<PeerId>> = Vec::new();
-        if let ModuleState::Ready(module) = &entry.state {
-            estimated.push(None);
-            candidates.push(Candidate {
-                id: 0usize,
-                local: true,
-                rtt_us: 0,
-                in_flight: self.in_flight.load(Ordering::Relaxed),
-                capacity: self.executor.capacity() as u32,
-                mean_exec_us: default_exec,
-                has_module: true,
-                down_until_ms: None,
-            });
-            targets.push(RouteTarget::Local(module.clone()));
-        }
-        for peer in self.peers().values() {
-            let (Some(key), Some(quic)) = (peer.key, peer.quic_addr) else {
-                continue;
-            };
-            // A peer not heard of for a while is likely down: its ready set is stale.
-            if !peer.ready.contains(&hash)
-                || peer.peer_id == self.peer_id
-                || now.duration_since(peer.last_seen) > PEER_STALE_AFTER
-            {
-                continue;
-            }
-            estimated.push(peer.rtt_us.is_none().then_some(peer.peer_id));
-            let rtt_us = peer
-                .rtt_us
-                .or_else(|| estimated_rtt_us(&own_coordinate, peer.coordinate.as_ref()))
-                .unwrap_or(routing::UNMEASURED_RTT_US);
-            candidates.push(Candidate {
-                id: targets.len(),
-                local: false,
-                rtt_us,
-                // Its last reported load, plus what this node sent it since.
-                in_flight: peer.in_flight.saturating_add(peer.forwarding),
-                capacity: peer.capacity,
-                mean_exec_us: peer
-                    .mean_exec_us
-                    .get(&hash)
-                    .copied()
-                    .unwrap_or(default_exec),
-                has_module: true,
-                down_until_ms: peer
-                    .down_until
-                    .filter(|until| *until > now)
-                    .map(|until| until.duration_since(self.started).as_millis() as u64),
-            });
-            targets.push(RouteTarget::Peer {
-                peer_id: peer.peer_id,
-                addr: PeerAddr { key, addr: quic },
-                rtt_us,
-            });
-        }
-        let order: Vec<usize> = routing::rank(&candidates, now_ms)
-            .iter()
-            .map(|c| c.id)
-            .collect();
-        // Estimates pick whom to measure: the best few unmeasured get connected (and pinged),
-        // so later requests compare measured round trips.
-        for id in order.iter().take(PROBE_BEST) {
-            if let Some(Some(peer)) = estimated.get(*id) {
-                let _ = self.gossip.try_send(GossipCommand::Probe(*peer));
-            }
-        }
-        let mut slots: Vec<Option<RouteTarget>> = targets.into_iter().map(Some).collect();
-        order
-            .into_iter()
-            .filter_map(|i| slots.get_mut(i).and_then(Option::take))
-            .collect()
-    }
-
-    fn local_exec_us(&self, hash: &ContentHash) -> Option<u64> {
-        lock(&self.local_exec_us).get(hash).copied()
-    }
-
-    /// Folds one observed execution time into the peer's mean for this blob.
-    fn observe_exec(&self, peer: &PeerId, hash: &ContentHash, exec_us: u64) {
-        let mut peers = self.peers();
-        let info = peers.entry(*peer).or_insert_with(|| PeerInfo::new(*peer));
-        let mean = info.mean_exec_us.entry(*hash).or_insert(exec_us);
-        *mean = (*mean * 7 + exec_us) / 8;
-    }
-
-    fn count_forwarding(&self, peer: &PeerId, started: bool) {
-        if let Some(info) = self.peers().get_mut(peer) {
-            info.forwarding = if started {
-                info.forwarding.saturating_add(1)
-            } else {
-                info.forwarding.saturating_sub(1)
-            };
-        }
-    }
-
-    /// Stops routing to a peer for a while after a failed forward.
-    fn mark_down(&self, peer: &PeerId) {
-        if let Some(info) = self.peers().get_mut(peer) {
-            info.down_until = Some(Instant::now() + PEER_DOWN_FOR);
-        }
-    }
-
-    /// Executes a request a peer forwarded (never forwarding it again).
-    async fn handle_forwarded(
-        self: Arc<Self>,
-        request: InvokeRequest,
-        from: PublicKey,
-    ) -> InvokeReply {
-        let refused = |reason: &str| InvokeReply::Refused {
-            reason: reason.to_owned(),
-        };
-        if request.hops > 1 {
-            return refused("too many hops");
-        }
-        let Some((signed, module)) = self
-            .registry()
-            .ready_by_hash(&request.hash)
-            .map(|(s, m)| (s.clone(), m))
-        else {
-            return refused("not ready here");
-        };
-        tracing::info!(trace_id = request.trace_id, from = %from.fingerprint(), module = %signed.manifest.name, "executing a forwarded request");
-        let mut limits = signed.manifest.limits;
-        limits.timeout_ms = limits.timeout_ms.min(request.deadline_ms.max(1));
-        let started = Instant::now();
-        match self.run_local(module, request.input, limits).await {
-            Ok(output) => {
-                let exec_us = output.exec_time.as_micros() as u64;
-                let queue_us = (started.elapsed().as_micros() as u64).saturating_sub(exec_us);
-                InvokeReply::Ok {
-                    output: output.bytes,
-                    queue_us,
-                    exec_us,
-                }
-            }
-            Err(GuestError::Busy { detail }) => InvokeReply::Refused {
-                reason: format!("busy: {detail}"),
-            },
-            Err(error) => InvokeReply::GuestFailed {
-                kind: error.kind().to_owned(),
-                message: error.to_string(),
-            },
-        }
-    }
-
     /// Restores modules from the store at start-up (no peer needed when blobs are here).
     pub(crate) fn restore(self: &Arc<Self>) -> std::io::Result<usize> {
         let (manifests, broken) = self.store.load_manifests()?;
@@ -901,49 +553,6 @@ impl NodeInner {
     /// The node's public key.
     pub(crate) fn public_key(&self) -> PublicKey {
         self.keys.public()
-    }
-}
-
-/// How long a peer is skipped after a failed forward before it is tried again.
-const PEER_DOWN_FOR: Duration = Duration::from_secs(3);
-
-/// A peer whose status has not arrived for this long is not routed to (statuses come every
-/// few seconds; a crashed peer falls silent).
-const PEER_STALE_AFTER: Duration = Duration::from_secs(10);
-
-/// How many of the best-ranked candidates with only an estimated round trip get measured.
-const PROBE_BEST: usize = 3;
-
-/// The round trip to a peer never pinged, estimated from network coordinates when both are
-/// settled enough to trust.
-fn estimated_rtt_us(own: &Coordinate, theirs: Option<&Coordinate>) -> Option<u64> {
-    let theirs = theirs?;
-    (own.is_trusted() && theirs.is_trusted()).then(|| (own.distance_ms(theirs) * 1000.0) as u64)
-}
-
-/// How long a peer's QUIC stack may take to acknowledge a forwarded request before it is taken
-/// for dead: four round trips plus the peer's largest acknowledgement delay and some slack.
-fn ack_deadline(rtt_us: u64) -> Duration {
-    Duration::from_micros(rtt_us.saturating_mul(4)) + Duration::from_millis(150)
-}
-
-/// A place a request can run.
-enum RouteTarget {
-    Local(Arc<crate::executor::CompiledModule>),
-    Peer {
-        peer_id: PeerId,
-        addr: PeerAddr,
-        rtt_us: u64,
-    },
-}
-
-impl crate::transfer::InvokeHandler for NodeInner {
-    fn handle(
-        self: Arc<Self>,
-        request: InvokeRequest,
-        from: PublicKey,
-    ) -> futures::future::BoxFuture<'static, InvokeReply> {
-        Box::pin(self.handle_forwarded(request, from))
     }
 }
 

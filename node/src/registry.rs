@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use libp2p::{Multiaddr, PeerId};
 use wasmesh_protocol::coordinates::Coordinate;
+use wasmesh_protocol::routing::Spread;
 use wasmesh_protocol::wire::manifest_digest;
 use wasmesh_protocol::{ContentHash, ModuleKey, ModuleRef, PublicKey, SignedManifest};
 
@@ -176,6 +177,8 @@ pub struct PeerInfo {
     pub forwarding: u32,
     /// Mean execution time per blob, as seen in replies to forwarded requests (microseconds).
     pub mean_exec_us: HashMap<ContentHash, u64>,
+    /// How long forwarded requests per blob took, end to end (for hedging).
+    pub forward_us: HashMap<ContentHash, Spread>,
     /// When it was last heard of.
     pub last_seen: Instant,
 }
@@ -202,6 +205,7 @@ impl PeerInfo {
             down_until: None,
             forwarding: 0,
             mean_exec_us: HashMap::new(),
+            forward_us: HashMap::new(),
             last_seen: Instant::now(),
         }
     }

@@ -1,7 +1,9 @@
 //! The committed example config parses, and flags override the file.
 
+use std::time::Duration;
+
 use clap::Parser;
-use wasmesh_node::config::{NodeArgs, NodeConfig};
+use wasmesh_node::config::{GatewayLimits, NodeArgs, NodeConfig};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -21,6 +23,48 @@ fn the_example_config_parses() {
     assert_eq!(config.quic.to_string(), "0.0.0.0:4002");
     assert_eq!(config.listen.len(), 2);
     assert!(config.trust.is_empty());
+    // The documented limits are the defaults.
+    assert_eq!(config.gateway, GatewayLimits::default());
+    assert_eq!(config.executor.max_queued, 256);
+    assert!(config.hedging);
+}
+
+#[test]
+fn limits_come_from_the_file_and_nonsense_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    let write_and_load = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        let args = Args::parse_from(["test", "--config", path.to_str().unwrap()]).node;
+        NodeConfig::from_args(args)
+    };
+    let config = write_and_load(
+        "hedging = false\n[gateway]\nheader_read_timeout_ms = 1500\nmax_connections = 7\n\
+         [executor]\nmax_concurrent = 3\nmax_queued = 9\n",
+    )
+    .unwrap();
+    assert_eq!(
+        config.gateway.header_read_timeout,
+        Duration::from_millis(1500)
+    );
+    assert_eq!(
+        config.gateway.body_timeout,
+        GatewayLimits::default().body_timeout
+    );
+    assert_eq!(config.gateway.max_connections, 7);
+    assert_eq!(
+        (config.executor.max_concurrent, config.executor.max_queued),
+        (3, 9)
+    );
+    assert!(!config.hedging);
+    for bad in [
+        "[gateway]\nmax_connections = 0\n",
+        "[gateway]\nbody_timeout_ms = 0\n",
+        "[gateway]\nheader_timeout = 5\n",
+        "[executor]\nmax_concurrent = 0\n",
+    ] {
+        assert!(write_and_load(bad).is_err(), "{bad:?} was accepted");
+    }
 }
 
 #[test]

@@ -352,3 +352,82 @@ async fn hostile_guests_do_not_stop_a_well_behaved_request() {
         );
     }
 }
+
+/// Runs `module` `rounds` times from each of `clients` tasks at once; returns every answer.
+async fn run_concurrently(
+    ex: &Executor,
+    module: &Arc<CompiledModule>,
+    input: &[u8],
+    clients: usize,
+    rounds: usize,
+) -> Vec<Vec<u8>> {
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (ex, module, input) = (ex.clone(), module.clone(), input.to_vec());
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                for _ in 0..rounds {
+                    let request = Request {
+                        input: input.clone(),
+                        limits: limits(),
+                    };
+                    answers.push(ex.run(module.clone(), request).await.unwrap().bytes);
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.extend(task.await.unwrap());
+    }
+    answers
+}
+
+/// Pooled memories, inline runs and concurrency change nothing a guest can see: a guest that
+/// counts in a global and in memory always reads its initial values, and one that dirties its
+/// whole (grown) memory never finds a dirty byte, whether its memory is cleared by `memset`
+/// (small) or given back to the kernel (large).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_gets_a_fresh_instance_under_concurrency() {
+    let ex = executor();
+    let counter = prepare(&ex, "counter.wat");
+    for answer in run_concurrently(&ex, &counter, b"", 16, 20).await {
+        assert_eq!(answer, [1, 1]);
+    }
+    let scribble = prepare(&ex, "scribble.wat");
+    for grow_pages in [0u8, 3, 15] {
+        for answer in run_concurrently(&ex, &scribble, &[grow_pages], 8, 10).await {
+            assert_eq!(
+                answer,
+                [1],
+                "a request found memory dirty (grown by {grow_pages})"
+            );
+        }
+    }
+}
+
+/// A request over the inline budget (about a millisecond of guest code) runs again on a
+/// blocking thread with its own limits, and answers as if it had run there from the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_the_inline_budget_runs_with_its_own_limits() {
+    let ex = executor();
+    // About 8 million operations: far over the inline budget, well within the request's fuel.
+    let spin = prepare(&ex, "spin.wat");
+    for answer in run_concurrently(&ex, &spin, b"spun", 4, 3).await {
+        assert_eq!(answer, b"spun");
+    }
+    // A request whose own fuel is the lower limit still fails for its own reason.
+    let small = Request {
+        input: Vec::new(),
+        limits: Limits {
+            fuel: 10_000,
+            ..limits()
+        },
+    };
+    let looping = prepare(&ex, "infinite_loop.wat");
+    assert_eq!(
+        ex.run(looping, small).await.unwrap_err(),
+        GuestError::FuelExhausted { fuel: 10_000 }
+    );
+}

@@ -11,6 +11,57 @@
 /// pinged yet), in microseconds: it ranks behind measured near peers.
 pub const UNMEASURED_RTT_US: u64 = 50_000;
 
+/// Folds one sample into a smoothed mean (weight 1/8 for the new sample, as TCP smooths round
+/// trips). Used for round trips, execution times and slot hold times alike.
+pub fn smooth(mean: u64, sample: u64) -> u64 {
+    mean.saturating_mul(7).saturating_add(sample) / 8
+}
+
+/// How long forwarded requests to one peer take, as a smoothed mean and mean deviation (as TCP
+/// keeps for its retransmission timer), so that a forward can be called slow at about its p95.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spread {
+    /// Smoothed duration, microseconds.
+    pub mean_us: u64,
+    /// Smoothed absolute deviation from the mean, microseconds.
+    pub dev_us: u64,
+}
+
+impl Spread {
+    /// The spread after a first sample.
+    pub fn first(sample_us: u64) -> Self {
+        Self {
+            mean_us: sample_us,
+            dev_us: sample_us / 2,
+        }
+    }
+
+    /// Folds in one more sample.
+    pub fn observe(&mut self, sample_us: u64) {
+        let error = self.mean_us.abs_diff(sample_us);
+        self.dev_us = self.dev_us.saturating_mul(3).saturating_add(error) / 4;
+        self.mean_us = smooth(self.mean_us, sample_us);
+    }
+
+    /// A duration few requests exceed: the mean plus four deviations.
+    pub fn high_us(&self) -> u64 {
+        self.mean_us.saturating_add(self.dev_us.saturating_mul(4))
+    }
+}
+
+/// No forward is hedged before it has had this long (microseconds): below it, a second copy
+/// costs more than it can save.
+pub const HEDGE_FLOOR_US: u64 = 2_000;
+
+/// When to send a copy of a forwarded request to the next candidate: once the first has taken
+/// longer than forwards to that peer usually take (`spread`), or, with no history yet, twice
+/// the expected completion time (round trip plus execution).
+pub fn hedge_after_us(spread: Option<&Spread>, expected_us: u64) -> u64 {
+    spread
+        .map_or(expected_us.saturating_mul(2), Spread::high_us)
+        .max(HEDGE_FLOOR_US)
+}
+
 /// What the router knows of one place a request could run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate<Id> {
@@ -94,6 +145,20 @@ mod tests {
         let far = peer(2, 5_000, 0);
         assert_eq!(choose(&[near.clone(), far.clone()], 0).unwrap().id, 2);
         assert_eq!(choose(&[peer(1, 500, 0), far], 0).unwrap().id, 1);
+    }
+
+    #[test]
+    fn a_steady_peer_is_hedged_soon_and_an_erratic_one_late() {
+        let mut steady = Spread::first(10_000);
+        let mut erratic = Spread::first(10_000);
+        for i in 0..50 {
+            steady.observe(10_000 + i % 2 * 200);
+            erratic.observe(if i % 2 == 0 { 2_000 } else { 18_000 });
+        }
+        assert!(hedge_after_us(Some(&steady), 0) < 12_000);
+        assert!(hedge_after_us(Some(&erratic), 0) > 30_000);
+        assert_eq!(hedge_after_us(None, 5_000), 10_000);
+        assert_eq!(hedge_after_us(None, 10), HEDGE_FLOOR_US);
     }
 
     #[test]

@@ -48,6 +48,18 @@ pub struct MeshView {
 pub struct NodeSetup {
     /// Which modules it replicates.
     pub replicate: Replicate,
+    /// Whether it hedges slow forwards.
+    pub hedging: bool,
+}
+
+impl Default for NodeSetup {
+    /// As `wasmesh node run` starts: every module, hedging on.
+    fn default() -> Self {
+        Self {
+            replicate: Replicate::All,
+            hedging: true,
+        }
+    }
 }
 
 impl Cluster {
@@ -94,6 +106,7 @@ impl Cluster {
             config.announce_quic = Some(relay_quic);
             config.trust = trust.to_vec();
             config.replicate = setup.replicate.clone();
+            config.hedging = setup.hedging;
             members.push(Member {
                 config,
                 node: None,
@@ -173,6 +186,20 @@ impl Cluster {
     /// Ends every partition.
     pub fn heal(&self) {
         self.net.heal();
+    }
+
+    /// Makes node `index` stall now and then, or normal again with `None`.
+    pub fn set_slow(&self, index: usize, stalls: Option<crate::relay::Stalls>) {
+        self.net.set_slow(index, stalls);
+    }
+
+    /// Forwards hedged by all running nodes so far.
+    pub fn hedges(&self) -> u64 {
+        self.members
+            .iter()
+            .filter_map(|m| m.node.as_ref())
+            .map(|node| node.metrics().hedges.get())
+            .sum()
     }
 
     /// Whether packets flow between two nodes now (ignoring whether they run).

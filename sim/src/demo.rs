@@ -47,6 +47,7 @@ pub fn scenario(nodes: usize, seed: u64, module_dir: &std::path::Path) -> Scenar
             ..LatencySpec::default()
         },
         late: Vec::new(),
+        hedging: true,
         publish: vec![PublishSpec {
             module: "echo.wat".into(),
             name: "echo".into(),

@@ -42,6 +42,9 @@ enum Command {
         /// No progress lines.
         #[arg(long)]
         quiet: bool,
+        /// Nodes do not hedge slow forwards (overrides the scenario's `hedging`).
+        #[arg(long)]
+        no_hedging: bool,
     },
     /// The scale model: gossip and routing over thousands of simulated nodes.
     Scale {
@@ -102,8 +105,12 @@ fn execute(command: Command) -> anyhow::Result<bool> {
             scenario,
             json,
             quiet,
+            no_hedging,
         } => {
-            let parsed = Scenario::load(&scenario)?;
+            let mut parsed = Scenario::load(&scenario)?;
+            if no_hedging {
+                parsed.hedging = false;
+            }
             let name = scenario
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())

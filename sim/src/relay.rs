@@ -54,6 +54,31 @@ struct Links {
     /// `group[i]`: node i's side of a partition (all 0 when healed).
     group: Vec<usize>,
     isolated: Vec<bool>,
+    /// `slow[i]`: node i stalls now and then (a slow rather than dead node).
+    slow: Vec<Option<Stalls>>,
+}
+
+/// A node that freezes for `stall` out of every `every` (a paused VM, a garbage collection, a
+/// saturated host): packets to or from it during a stall wait until the stall ends. Unlike a
+/// lost or delayed packet, retransmission cannot hide it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stalls {
+    /// How long each stall lasts.
+    pub stall: Duration,
+    /// How often one begins.
+    pub every: Duration,
+    /// When the first began.
+    pub since: Instant,
+}
+
+impl Stalls {
+    /// What a packet sent at `now` waits for the stall to end (zero outside stalls).
+    fn wait_at(&self, now: Instant) -> Duration {
+        let every = self.every.as_micros().max(1);
+        let phase = now.saturating_duration_since(self.since).as_micros() % every;
+        let stall = self.stall.as_micros();
+        Duration::from_micros(stall.saturating_sub(phase) as u64)
+    }
 }
 
 impl Links {
@@ -135,7 +160,7 @@ impl Shared {
         via: &Arc<StdUdpSocket>,
         dest: SocketAddr,
     ) {
-        let delay = {
+        let (delay, stalls) = {
             let links = self.links();
             if !links.passes(from, to) {
                 self.counters
@@ -143,13 +168,15 @@ impl Shared {
                     .fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            links.one_way[from][to]
+            (links.one_way[from][to], links.slow[from].or(links.slow[to]))
         };
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         queue.seq += 1;
         let seq = queue.seq;
+        let now = Instant::now();
+        let delay = delay + stalls.map_or(Duration::ZERO, |s| s.wait_at(now));
         queue.heap.push(Pending {
-            due: Instant::now() + delay,
+            due: now + delay,
             seq,
             bytes: bytes.to_vec(),
             via: via.clone(),
@@ -223,6 +250,7 @@ impl LatencyNet {
                 one_way,
                 group: vec![0; nodes],
                 isolated: vec![false; nodes],
+                slow: vec![None; nodes],
             }),
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
@@ -318,6 +346,13 @@ impl LatencyNet {
         }
     }
 
+    /// Makes a node stall now and then, or normal again with `None`.
+    pub fn set_slow(&self, node: usize, stalls: Option<Stalls>) {
+        if let Some(slot) = self.shared.links_mut().slow.get_mut(node) {
+            *slot = stalls;
+        }
+    }
+
     /// Whether packets flow from `a` to `b` now.
     pub fn connected(&self, a: usize, b: usize) -> bool {
         a == b || self.shared.links().passes(a, b)
@@ -409,6 +444,22 @@ impl Drop for LatencyNet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packets_sent_during_a_stall_wait_for_its_end() {
+        let since = Instant::now();
+        let stalls = Stalls {
+            stall: Duration::from_millis(50),
+            every: Duration::from_millis(1_000),
+            since,
+        };
+        let at = |ms: u64| stalls.wait_at(since + Duration::from_millis(ms));
+        assert_eq!(at(0), Duration::from_millis(50));
+        assert_eq!(at(30), Duration::from_millis(20));
+        assert_eq!(at(50), Duration::ZERO);
+        assert_eq!(at(999), Duration::ZERO);
+        assert_eq!(at(1_010), Duration::from_millis(40));
+    }
 
     fn echo_server(ip: Ipv4Addr) -> SocketAddr {
         let socket = StdUdpSocket::bind((ip, 0)).unwrap();

@@ -138,6 +138,10 @@ pub struct Report {
     pub events: Vec<Event>,
     /// Relay counts.
     pub packets: Packets,
+    /// Whether the nodes hedged slow forwards.
+    pub hedging: bool,
+    /// Forwards hedged (a copy sent to the next candidate), summed over the nodes.
+    pub hedges: u64,
     /// Expectations of the scenario.
     pub checks: Vec<Check>,
     /// Whether every check held.
@@ -163,6 +167,12 @@ impl Report {
             self.latency_ms.p95,
             self.latency_ms.p99,
             self.oracle_fraction
+        );
+        let _ = writeln!(
+            out,
+            "hedging {}: {} forwards hedged",
+            if self.hedging { "on" } else { "off" },
+            self.hedges
         );
         if !self.routes.is_empty() {
             let _ = writeln!(

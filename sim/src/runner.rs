@@ -62,6 +62,7 @@ pub async fn run(scenario: &Scenario, name: &str, verbosity: Verbosity) -> anyho
     let setups: Vec<NodeSetup> = (0..scenario.nodes)
         .map(|i| NodeSetup {
             replicate: replicate_for(scenario, i),
+            hedging: scenario.hedging,
         })
         .collect();
     let mut cluster = Cluster::new(&matrix.one_way_ms, &setups, &[publisher.public()])?;
@@ -135,6 +136,8 @@ async fn drive(
         timeline.last_heal,
     );
     report.missing = missing(cluster, &timeline.published);
+    report.hedging = scenario.hedging;
+    report.hedges = cluster.hedges();
     report.events = timeline.events;
     let (delivered, dropped_by_fault, unroutable) = cluster.packet_counts();
     report.packets = Packets {
@@ -402,6 +405,23 @@ async fn apply(
             if fault.heal {
                 cluster.heal();
                 done.push("heal".to_owned());
+            }
+            for &i in &fault.slow {
+                let every = Duration::from_millis(fault.stall_every_ms.unwrap_or(1_000));
+                let stalls = (fault.stall_ms > 0).then(|| crate::relay::Stalls {
+                    stall: Duration::from_millis(fault.stall_ms),
+                    every,
+                    since: Instant::now(),
+                });
+                cluster.set_slow(i, stalls);
+                done.push(match stalls {
+                    Some(_) => format!(
+                        "{i} stalls {} ms of every {} ms",
+                        fault.stall_ms,
+                        every.as_millis()
+                    ),
+                    None => format!("{i} normal again"),
+                });
             }
             for &i in &fault.kill {
                 cluster.kill(i).await;

@@ -37,6 +37,9 @@ pub struct Scenario {
     /// What must hold at the end.
     #[serde(default)]
     pub expect: Expectations,
+    /// Whether nodes hedge slow forwards (default: true, as a node does).
+    #[serde(default = "default_true")]
+    pub hedging: bool,
     /// Where relative module paths start (the scenario file's folder).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -132,6 +135,20 @@ pub struct FaultSpec {
     /// Ends every partition.
     #[serde(default)]
     pub heal: bool,
+    /// Nodes that turn slow: they freeze for `stall_ms` out of every `stall_every_ms`, and
+    /// packets to or from them wait for the stall to end (`stall_ms = 0` makes them normal
+    /// again).
+    #[serde(default)]
+    pub slow: Vec<usize>,
+    /// How long each stall of a slow node lasts, in milliseconds.
+    #[serde(default)]
+    pub stall_ms: u64,
+    /// How often a stall begins, in milliseconds (default: 1000).
+    pub stall_every_ms: Option<u64>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// The `[expect]` table: what must hold for the run to pass.
@@ -326,6 +343,16 @@ impl Scenario {
             }
         }
         for fault in &self.fault {
+            check("slow", &fault.slow)?;
+            if fault
+                .stall_every_ms
+                .is_some_and(|every| every <= fault.stall_ms)
+            {
+                return invalid(format!(
+                    "fault at {} ms: stall_every_ms must be longer than stall_ms",
+                    fault.at_ms
+                ));
+            }
             check("kill", &fault.kill)?;
             check("restart", &fault.restart)?;
             check("start", &fault.start)?;
@@ -387,6 +414,22 @@ kill = [3]
             .unwrap_err()
             .to_string();
         assert!(error.contains("node 5"), "{error}");
+    }
+
+    #[test]
+    fn stalls_longer_than_their_period_are_refused() {
+        let text =
+            "nodes = 2\n[[fault]]\nat_ms = 0\nslow = [1]\nstall_ms = 50\nstall_every_ms = 40\n";
+        let error = Scenario::parse(text, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("stall_every_ms"), "{error}");
+        let ok = "nodes = 2\n[[fault]]\nat_ms = 0\nslow = [1]\nstall_ms = 50\n";
+        let scenario = Scenario::parse(ok, Path::new(".")).unwrap();
+        assert!(
+            scenario.hedging,
+            "hedging is on unless the scenario says otherwise"
+        );
     }
 
     #[test]

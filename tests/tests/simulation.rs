@@ -1,6 +1,7 @@
 //! The simulation harness and the shipped scenarios, on real nodes (at most 8) behind latency
 //! relays: round trips the nodes measure are the injected ones, requests run on the nearest
-//! holder, crashes lose (almost) nothing, a partition heals, a late joiner catches up.
+//! holder, crashes lose (almost) nothing, a partition heals, a late joiner catches up, a slow
+//! holder is hedged.
 //!
 //! One scenario at a time: each starts its own mesh, and two at once on 2 cores would distort
 //! each other's latencies.
@@ -27,8 +28,13 @@ fn scenario_path(name: &str) -> PathBuf {
 }
 
 async fn run_shipped(name: &str) -> Report {
+    run_shipped_with(name, |_| {}).await
+}
+
+async fn run_shipped_with(name: &str, adjust: impl FnOnce(&mut Scenario)) -> Report {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let scenario = Scenario::load(&scenario_path(name)).unwrap();
+    let mut scenario = Scenario::load(&scenario_path(name)).unwrap();
+    adjust(&mut scenario);
     let report = runner::run(&scenario, name, Verbosity::Quiet)
         .await
         .unwrap();
@@ -46,7 +52,8 @@ async fn nodes_measure_the_injected_round_trips() {
     ];
     let setups = vec![
         NodeSetup {
-            replicate: Replicate::None
+            replicate: Replicate::None,
+            ..NodeSetup::default()
         };
         3
     ];
@@ -137,4 +144,26 @@ async fn a_late_joiner_gets_every_module() {
     assert!(report.missing.is_empty(), "{:?}", report.missing);
     assert!(report.propagation_ms["echo@1"].contains_key(&4));
     assert!(report.passed, "{:?}", report.checks);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_holder_is_hedged_and_every_request_succeeds_either_way() {
+    let hedged = run_shipped("slow-holder").await;
+    let unhedged = run_shipped_with("slow-holder", |s| s.hedging = false).await;
+    eprintln!(
+        "slow holder: p99 {:.1} ms with hedging ({} hedges), {:.1} ms without",
+        hedged.latency_ms.p99, hedged.hedges, unhedged.latency_ms.p99
+    );
+    for report in [&hedged, &unhedged] {
+        assert_eq!(report.ok, report.requests, "{:?}", report.failures);
+        assert!(report.passed, "{:?}", report.checks);
+    }
+    assert!(hedged.hedges > 0, "no forward was hedged");
+    assert!(
+        hedged.hedges * 10 <= hedged.requests as u64 + 100,
+        "{} hedges for {} requests: over the budget",
+        hedged.hedges,
+        hedged.requests
+    );
+    assert_eq!(unhedged.hedges, 0);
 }

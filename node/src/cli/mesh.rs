@@ -72,6 +72,7 @@ pub(super) fn run_node(command: NodeCommand) -> anyhow::Result<()> {
     let NodeCommand::Run(args) = command;
     let config = NodeConfig::from_args(*args)?;
     init_logging();
+    raise_file_limit(config.gateway.max_connections);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let node = Node::start(config).await?;
@@ -102,6 +103,24 @@ fn init_logging() {
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
+
+/// Lifts the soft limit on open files to the hard one, and warns when even that is below what
+/// the gateway's connection cap (plus peers, blobs and the store) may need.
+fn raise_file_limit(max_connections: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < max_connections as u64 + FILES_BESIDES_HTTP => tracing::warn!(
+            limit,
+            max_connections,
+            "the open-file limit is below the gateway's connection cap; raise it (ulimit -n) \
+             or lower gateway.max_connections"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+    }
+}
+
+/// Files a node keeps open besides gateway connections: peers, blob transfers, the store.
+const FILES_BESIDES_HTTP: u64 = 512;
 
 async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};

@@ -117,6 +117,7 @@ impl ModuleCache {
             hash,
             name: name.to_owned(),
             module,
+            inline: Default::default(),
             info,
             size_bytes: size,
             _engine: self.engine.clone(),

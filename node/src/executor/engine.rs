@@ -61,11 +61,14 @@ impl ModuleMiddleware for ReusableMetering {
 }
 
 /// Builds the engine: cranelift with metering, and tunables that cap memories per request.
-pub(crate) fn build_engine(default_memory_cap_pages: u32) -> Engine {
+pub(crate) fn build_engine(default_memory_cap_pages: u32, pooled_memories: usize) -> Engine {
     let mut compiler = Cranelift::default();
     compiler.push_middleware(Arc::new(ReusableMetering::default()));
     let mut engine: Engine = EngineBuilder::new(compiler).into();
-    engine.set_tunables(SandboxTunables::new(default_memory_cap_pages));
+    engine.set_tunables(SandboxTunables::new(
+        default_memory_cap_pages,
+        pooled_memories,
+    ));
     engine
 }
 

@@ -18,6 +18,8 @@
 pub mod cache;
 mod engine;
 mod error;
+mod inline;
+mod memory_pool;
 mod raw_abi;
 mod run;
 mod sandbox;
@@ -47,6 +49,8 @@ pub struct CompiledModule {
     /// Size of the compiled artifact, counted against the in-memory cache budget.
     pub size_bytes: u64,
     module: wasmer::Module,
+    /// Whether its requests may run on the calling thread ([`inline`]).
+    inline: inline::InlineRecord,
     /// Keeps the engine alive as long as the module (wasmer requires it).
     _engine: wasmer::Engine,
 }
@@ -129,6 +133,8 @@ pub enum ExecutorError {
 
 struct Inner {
     engine: wasmer::Engine,
+    /// The executor's clock origin (for the inline records).
+    started: Instant,
     cache: cache::ModuleCache,
     watchdog: watchdog::Watchdog,
     slots: Arc<slots::Slots>,
@@ -152,7 +158,9 @@ impl std::fmt::Debug for Executor {
 impl Executor {
     /// Creates the engine, the module cache and the deadline watchdog.
     pub fn new(config: ExecutorConfig) -> Result<Self, ExecutorError> {
-        let engine = engine::build_engine(config.caps.memory_pages);
+        // One pooled memory per slot that can run at once, and as many again for instances
+        // being torn down while the next ones start.
+        let engine = engine::build_engine(config.caps.memory_pages, config.max_concurrent * 2);
         let cache = cache::ModuleCache::new(
             engine.clone(),
             engine::fingerprint(),
@@ -162,6 +170,7 @@ impl Executor {
         Ok(Self {
             inner: Arc::new(Inner {
                 engine,
+                started: Instant::now(),
                 cache,
                 watchdog: watchdog::Watchdog::start()?,
                 slots: slots::Slots::new(config.max_concurrent, config.max_queued),
@@ -178,6 +187,11 @@ impl Executor {
     /// The settings.
     pub fn config(&self) -> &ExecutorConfig {
         &self.inner.config
+    }
+
+    /// Guests running now, and requests waiting for a slot.
+    pub fn load(&self) -> (usize, usize) {
+        self.inner.slots.load()
     }
 
     /// The operator's caps.
@@ -219,9 +233,10 @@ impl Executor {
         )
     }
 
-    /// Runs one request on a blocking thread once a slot is free. Slots are shared fairly
-    /// between modules (round-robin, at most half of them per module). The deadline starts now
-    /// and covers the wait for a slot.
+    /// Runs one request once a slot is free: first on this thread under a small budget, and on
+    /// a blocking thread when it needs more ([`inline`]). Slots are shared fairly between
+    /// modules (round-robin, at most half of them per module). The deadline starts now and
+    /// covers the wait for a slot.
     pub async fn run(
         &self,
         module: Arc<CompiledModule>,
@@ -237,7 +252,41 @@ impl Executor {
                     detail: format!("{running} guests running and {waiting} waiting"),
                 });
             }
+            Err(slots::NoSlot::WouldMissDeadline { expected_wait }) => {
+                return Err(GuestError::Busy {
+                    detail: format!(
+                        "it would wait about {} ms for a slot, past its {timeout_ms} ms deadline",
+                        expected_wait.as_millis()
+                    ),
+                });
+            }
         };
+        let now = Instant::now();
+        let now_ms = now.duration_since(self.inner.started).as_millis() as u64;
+        if module.inline.allowed(now_ms) {
+            let (limits, inline_deadline) = inline::budget(&request.limits, deadline, now);
+            let ran = run::execute(
+                &self.inner.engine,
+                &self.inner.watchdog,
+                &module,
+                &request.input,
+                &limits,
+                inline_deadline,
+            );
+            match ran {
+                Err(error)
+                    if inline::overran_budget(
+                        &error,
+                        &request.limits,
+                        deadline,
+                        inline_deadline,
+                    ) =>
+                {
+                    module.inline.overran(now_ms);
+                }
+                done => return done,
+            }
+        }
         let this = self.inner.clone();
         let job = tokio::task::spawn_blocking(move || {
             let _slot = slot;

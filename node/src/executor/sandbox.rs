@@ -23,6 +23,8 @@ use wasmer_compiler::LinkError;
 use wasmer_types::entity::{EntityRef, PrimaryMap};
 use wasmer_types::{LocalGlobalIndex, ModuleInfo};
 
+use super::memory_pool::MemoryPool;
+
 /// The export name under which wasmer's metering middleware keeps the remaining fuel.
 const REMAINING_POINTS_EXPORT: &str = "wasmer_metering_remaining_points";
 
@@ -92,17 +94,20 @@ impl FuelCell {
     }
 }
 
-/// The engine's tunables: wasmer's defaults, plus per-request memory caps.
+/// The engine's tunables: wasmer's defaults, plus per-request memory caps, with linear memories
+/// from a pool of reservations ([`MemoryPool`]).
 pub(crate) struct SandboxTunables {
     base: BaseTunables,
     default_cap_pages: u32,
+    memories: Arc<MemoryPool>,
 }
 
 impl SandboxTunables {
-    pub(crate) fn new(default_cap_pages: u32) -> Self {
+    pub(crate) fn new(default_cap_pages: u32, pooled_memories: usize) -> Self {
         Self {
             base: BaseTunables::for_target(&Target::default()),
             default_cap_pages,
+            memories: MemoryPool::new(pooled_memories),
         }
     }
 
@@ -146,9 +151,12 @@ impl Tunables for SandboxTunables {
             });
         }
         // SAFETY: forwarded unchanged from the caller, who upholds the contract.
-        let inner = unsafe {
-            self.base
-                .create_vm_memory(ty, style, vm_definition_location)?
+        let inner = match unsafe { self.memories.memory(ty, style, vm_definition_location) } {
+            Some(pooled) => VMMemory(Box::new(pooled?)),
+            None => unsafe {
+                self.base
+                    .create_vm_memory(ty, style, vm_definition_location)?
+            },
         };
         Ok(VMMemory(Box::new(CappedMemory {
             inner,

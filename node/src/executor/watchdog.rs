@@ -11,8 +11,7 @@
 //! watchdog's lock) before its store is dropped, and the watchdog writes only to registered
 //! executions while holding that lock.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
@@ -20,14 +19,21 @@ use std::time::{Duration, Instant};
 
 use super::sandbox::FuelCell;
 
+/// How long the thread sleeps when nothing runs (a new execution wakes it).
+const IDLE_WAIT: Duration = Duration::from_secs(3600);
+
 /// How often a fired deadline re-zeroes the counter until the guest stops.
 const REPEAT: Duration = Duration::from_millis(1);
 
+/// Running executions by (deadline, id): the first entry is the next to come due. A finished
+/// execution removes its own entry, so the thread wakes only for deadlines that can fire.
 #[derive(Default)]
 struct State {
     next_id: u64,
-    due: BinaryHeap<Reverse<(Instant, u64)>>,
-    running: HashMap<u64, Running>,
+    running: BTreeMap<(Instant, u64), Running>,
+    /// When the thread wakes next by itself (None: it is awake): a new deadline after it needs
+    /// no wake-up.
+    sleeping_until: Option<Instant>,
     shutdown: bool,
 }
 
@@ -77,27 +83,26 @@ impl Watchdog {
     pub(crate) fn watch(&self, cell: FuelCell, deadline: Instant) -> Watch<'_> {
         let fired = Arc::new(AtomicBool::new(false));
         let mut state = self.shared.lock();
-        let id = state.next_id;
+        let key = (deadline, state.next_id);
         state.next_id += 1;
+        let is_earliest = state.sleeping_until.is_some_and(|until| deadline < until);
+        if is_earliest {
+            state.sleeping_until = None;
+        }
         state.running.insert(
-            id,
+            key,
             Running {
                 cell,
                 fired: fired.clone(),
             },
         );
-        let is_earliest = state
-            .due
-            .peek()
-            .is_none_or(|Reverse((first, _))| deadline < *first);
-        state.due.push(Reverse((deadline, id)));
         drop(state);
         if is_earliest {
             self.shared.wake.notify_one();
         }
         Watch {
             watchdog: self,
-            id,
+            key,
             fired,
         }
     }
@@ -113,7 +118,8 @@ impl Drop for Watchdog {
 /// A registered execution. Drop it before the store of the watched instance.
 pub(crate) struct Watch<'a> {
     watchdog: &'a Watchdog,
-    id: u64,
+    /// Its entry in the table (a fired deadline repeats under a later key).
+    key: (Instant, u64),
     fired: Arc<AtomicBool>,
 }
 
@@ -126,8 +132,12 @@ impl Watch<'_> {
 
 impl Drop for Watch<'_> {
     fn drop(&mut self) {
-        // Stale heap entries of finished executions are skipped when they come due.
-        self.watchdog.shared.lock().running.remove(&self.id);
+        let mut state = self.watchdog.shared.lock();
+        if state.running.remove(&self.key).is_none() {
+            // It fired, and the repeat moved it: find it by id.
+            let id = self.key.1;
+            state.running.retain(|(_, entry), _| *entry != id);
+        }
     }
 }
 
@@ -138,23 +148,22 @@ fn run(shared: &Shared) {
             return;
         }
         let now = Instant::now();
-        while let Some(&Reverse((deadline, id))) = state.due.peek() {
-            if deadline > now {
+        while let Some(entry) = state.running.first_entry() {
+            if entry.key().0 > now {
                 break;
             }
-            state.due.pop();
-            if let Some(running) = state.running.get(&id) {
-                running.fired.store(true, Ordering::SeqCst);
-                // SAFETY: the execution is still registered, so its store is alive (see the
-                // module documentation), and we hold the lock that unregistering takes.
-                unsafe { running.cell.exhaust() };
-                state.due.push(Reverse((now + REPEAT, id)));
-            }
+            let ((_, id), running) = entry.remove_entry();
+            running.fired.store(true, Ordering::SeqCst);
+            // SAFETY: the execution is still registered, so its store is alive (see the module
+            // documentation), and we hold the lock that unregistering takes.
+            unsafe { running.cell.exhaust() };
+            state.running.insert((now + REPEAT, id), running);
         }
-        let wait = match state.due.peek() {
-            Some(Reverse((deadline, _))) => deadline.saturating_duration_since(now),
-            None => Duration::from_secs(3600),
+        let wait = match state.running.first_key_value() {
+            Some(((deadline, _), _)) => deadline.saturating_duration_since(now),
+            None => IDLE_WAIT,
         };
+        state.sleeping_until = Some(now + wait);
         state = shared
             .wake
             .wait_timeout(state, wait)

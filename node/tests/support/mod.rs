@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod process;
+
 /// A built example guest (`guests/out/NAME.wasm`); run `scripts/build-guests.sh` first.
 pub fn built_guest(name: &str) -> Vec<u8> {
     let path = guests_dir().join("out").join(format!("{name}.wasm"));

@@ -4,28 +4,37 @@
 //! 400 a malformed request, 403 an untrusted publisher, 404 an unknown module, 409 a version
 //! that is not newer, 413 a body over the limit (checked from `content-length` before reading),
 //! 422 a refused manifest or module, or a guest failure, 503 no reachable provider or no free
-//! slot, 504 the deadline passed.
+//! slot, 504 the deadline passed. A `503` of kind `busy` carries `Retry-After`: every node that
+//! could run the request is at its limit now, and the same request may succeed a second later.
+//!
+//! How connections are served (limits, timeouts, draining) is [`server`]'s job.
+
+pub(crate) mod server;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use wasmesh_protocol::bundle::MAX_BUNDLE_SIZE;
 use wasmesh_protocol::{ModuleRef, PublishBundle};
 
-use crate::node::{InvokeError, NodeInner, PublishError, Refusal};
+use crate::executor::GuestError;
+use crate::node::{NodeInner, PublishError, Refusal};
 use crate::registry::ModuleState;
+use crate::request::InvokeError;
 
 type Node = Arc<NodeInner>;
 
-/// The gateway's routes.
-pub(crate) fn router(node: Node) -> Router {
+/// The gateway's routes. A request body whose next bytes take longer than `body_timeout` fails.
+pub(crate) fn router(node: Node, body_timeout: Duration) -> Router {
     Router::new()
         .route(
             "/v1/publish",
@@ -40,6 +49,7 @@ pub(crate) fn router(node: Node) -> Router {
         .route("/v1/peers", get(peers))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .with_state(node)
 }
 
@@ -152,47 +162,37 @@ async fn invoke(
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
         node.metrics.count_rejection("input_too_large");
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "input_too_large",
-            format!("the body exceeds the module's input limit of {limit} bytes"),
-        );
+        return error_response_too_large(limit);
     }
     let input = match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => bytes.to_vec(),
-        Err(_) => {
-            node.metrics.count_rejection("input_too_large");
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "input_too_large",
-                format!("the body exceeds the module's input limit of {limit} bytes"),
-            );
-        }
+        Err(e) => return body_failure(&node, &e, limit),
     };
     match node.invoke(&module_ref, input).await {
         Ok(invocation) => {
             let mut response = Response::new(Body::from(invocation.output.bytes));
             let headers = response.headers_mut();
-            let route = if invocation.local {
-                "local"
+            let (executed_by, route) = if invocation.local {
+                (
+                    node.peer_id_header.clone(),
+                    HeaderValue::from_static("local"),
+                )
             } else {
-                "forwarded"
+                let peer = HeaderValue::from_str(&invocation.executed_by.to_string());
+                (
+                    peer.unwrap_or(HeaderValue::from_static("")),
+                    HeaderValue::from_static("forwarded"),
+                )
             };
             let exec_ms = invocation.output.exec_time.as_secs_f64() * 1e3;
             let net_ms = invocation.network.as_secs_f64() * 1e3;
             let queue_ms = invocation.queue.as_secs_f64() * 1e3;
-            let pairs = [
-                ("x-wasmesh-executed-by", invocation.executed_by.to_string()),
-                ("x-wasmesh-route", route.to_owned()),
-                (
-                    "server-timing",
-                    format!("queue;dur={queue_ms:.3}, exec;dur={exec_ms:.3}, net;dur={net_ms:.3}"),
-                ),
-            ];
-            for (name, value) in pairs {
-                if let Ok(value) = HeaderValue::from_str(&value) {
-                    headers.insert(name, value);
-                }
+            let timing =
+                format!("queue;dur={queue_ms:.3}, exec;dur={exec_ms:.3}, net;dur={net_ms:.3}");
+            headers.insert(EXECUTED_BY, executed_by);
+            headers.insert(ROUTE, route);
+            if let Ok(timing) = HeaderValue::from_str(&timing) {
+                headers.insert(SERVER_TIMING, timing);
             }
             response
         }
@@ -204,6 +204,8 @@ async fn invoke(
         Err(e @ InvokeError::NoProvider(_)) => {
             error(StatusCode::SERVICE_UNAVAILABLE, "no_provider", e)
         }
+        Err(e @ InvokeError::Busy { .. }) => busy(e),
+        Err(InvokeError::Guest(e @ GuestError::Busy { .. })) => busy(e),
         Err(InvokeError::Guest(e)) => error(status_of_kind(e.kind()), e.kind(), e),
         Err(InvokeError::RemoteGuest {
             kind,
@@ -212,14 +214,59 @@ async fn invoke(
         }) => {
             let mut response = error(status_of_kind(&kind), &kind, message);
             if let Ok(value) = HeaderValue::from_str(&executed_by.to_string()) {
-                response
-                    .headers_mut()
-                    .insert("x-wasmesh-executed-by", value);
+                response.headers_mut().insert(EXECUTED_BY, value);
             }
             response
         }
         Err(e @ InvokeError::Deadline { .. }) => error(StatusCode::GATEWAY_TIMEOUT, "timeout", e),
     }
+}
+
+const EXECUTED_BY: HeaderName = HeaderName::from_static("x-wasmesh-executed-by");
+const ROUTE: HeaderName = HeaderName::from_static("x-wasmesh-route");
+const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+
+/// `503 busy` with `Retry-After`: the request was refused at once rather than queued.
+fn busy(message: impl std::fmt::Display) -> Response {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "busy", message);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_S));
+    response
+}
+
+/// Seconds a client told `busy` should wait before trying again: guests take milliseconds, so
+/// the queues have turned over by then.
+const RETRY_AFTER_S: &str = "1";
+
+/// The answer to a request body that could not be read: too large, too slow, or broken off.
+fn body_failure(node: &NodeInner, failure: &axum::Error, limit: usize) -> Response {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(failure);
+    while let Some(failed) = cause {
+        if failed.is::<http_body_util::LengthLimitError>() {
+            node.metrics.count_rejection("input_too_large");
+            return error_response_too_large(limit);
+        }
+        if failed.is::<tower_http::timeout::TimeoutError>() {
+            node.metrics.count_rejection("body_timeout");
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the request body stopped arriving",
+            );
+        }
+        cause = failed.source();
+    }
+    node.metrics.count_rejection("body_read");
+    error(StatusCode::BAD_REQUEST, "body_read", failure)
+}
+
+fn error_response_too_large(limit: usize) -> Response {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "input_too_large",
+        format!("the body exceeds the module's input limit of {limit} bytes"),
+    )
 }
 
 /// The HTTP status of a guest failure kind.
@@ -239,6 +286,7 @@ async fn status(State(node): State<Node>) -> Response {
         (modules, registry.ready_blobs().len())
     };
     let peers = node.peers().values().filter(|p| p.connected).count();
+    let (running, queued) = node.executor.load();
     axum::Json(json!({
         "peer_id": node.peer_id.to_string(),
         "public_key": node.public_key().to_string(),
@@ -249,6 +297,8 @@ async fn status(State(node): State<Node>) -> Response {
         "peers": peers,
         "in_flight": node.in_flight.load(Ordering::Relaxed),
         "capacity": node.executor.capacity(),
+        "running": running,
+        "queued": queued,
         "private_mesh": node.admission.is_private(),
     }))
     .into_response()

@@ -1,0 +1,587 @@
+//! The request path on a node: where a request runs (here, or on the peer expected to answer
+//! first, by `wasmesh_protocol::routing`), failover to the next candidate, hedging of slow
+//! forwards, and serving requests that peers forward here.
+//!
+//! Everything a request holds is a guard released on drop, so a client that goes away at any
+//! `.await` leaves nothing behind: its execution slot and queue place (the executor's), its
+//! count in `in_flight` ([`InFlight`]), and its count in a peer's `forwarding` ([`Forwarding`]).
+//! A hedged copy of a forward is an attempt like the first; the first good answer wins and
+//! dropping the rest cancels them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use libp2p::PeerId;
+use wasmesh_protocol::coordinates::Coordinate;
+use wasmesh_protocol::routing::{self, Candidate, Spread};
+use wasmesh_protocol::wire::{InvokeReply, InvokeRequest};
+use wasmesh_protocol::{ContentHash, ModuleRef, PublicKey};
+
+use crate::executor::{GuestError, Output, Request};
+use crate::gossip::GossipCommand;
+use crate::node::{NodeInner, lock};
+use crate::registry::{ModuleEntry, ModuleState};
+use crate::transfer::{FetchError, PeerAddr};
+
+/// Why an invocation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvokeError {
+    /// No module matches the reference.
+    #[error("unknown module {0}")]
+    UnknownModule(String),
+    /// The module is known but not ready anywhere reachable.
+    #[error("{0} is not ready on any reachable node")]
+    NoProvider(String),
+    /// The guest failed here.
+    #[error(transparent)]
+    Guest(#[from] GuestError),
+    /// The guest failed on the peer that ran it.
+    #[error("{kind}: {message}")]
+    RemoteGuest {
+        /// The failure kind.
+        kind: String,
+        /// The failure message.
+        message: String,
+        /// The peer that ran it.
+        executed_by: PeerId,
+    },
+    /// Every candidate was too busy to start it before its deadline.
+    #[error("every node that holds {module} is busy: {detail}")]
+    Busy {
+        /// The module reference.
+        module: String,
+        /// The last refusal.
+        detail: String,
+    },
+    /// The deadline passed before any candidate answered.
+    #[error("no answer within {timeout_ms} ms")]
+    Deadline {
+        /// The deadline.
+        timeout_ms: u64,
+    },
+}
+
+/// The answer of an invocation.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// The guest's output and costs.
+    pub output: Output,
+    /// Time spent on the network (round trips to the executing peer), if forwarded.
+    pub network: Duration,
+    /// Time spent waiting for an execution slot.
+    pub queue: Duration,
+    /// The node that executed it.
+    pub executed_by: PeerId,
+    /// Whether it ran here.
+    pub local: bool,
+}
+
+impl NodeInner {
+    /// Runs a request where it is expected to finish first: here, or on a peer holding the
+    /// module (see `wasmesh_protocol::routing`), trying the next candidate when one fails and,
+    /// when a forward is slow, sending a copy to the next candidate (first answer wins).
+    pub(crate) async fn invoke(
+        self: &Arc<Self>,
+        module_ref: &ModuleRef,
+        input: Vec<u8>,
+    ) -> Result<Invocation, InvokeError> {
+        let entry = self
+            .registry()
+            .resolve(module_ref)
+            .cloned()
+            .ok_or_else(|| InvokeError::UnknownModule(module_ref.to_string()))?;
+        let manifest = &entry.signed.manifest;
+        let limits = manifest.limits;
+        if input.len() > limits.max_input as usize {
+            return Err(GuestError::InputTooLarge {
+                size: input.len(),
+                limit: limits.max_input,
+            }
+            .into());
+        }
+        let timeout_ms = u64::from(limits.timeout_ms);
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        let trace_id =
+            self.status_seq.load(Ordering::Relaxed) ^ crate::clock::now_ms().rotate_left(20);
+        let mut targets = self.route_targets(&entry).into_iter().peekable();
+        if targets.peek().is_none() {
+            self.metrics.count_invocation("no_provider", "none");
+            return Err(InvokeError::NoProvider(module_ref.to_string()));
+        }
+        let forward_request = |left: Duration| InvokeRequest {
+            hash: manifest.blob,
+            input: input.clone(),
+            deadline_ms: left.as_millis().min(u128::from(u32::MAX)) as u32,
+            hops: 1,
+            trace_id,
+        };
+        // Why the last candidate that refused for load did so.
+        let mut busy = None;
+        let mut attempts = FuturesUnordered::new();
+        // When to hedge the forward in flight (one hedge per request at most).
+        let mut hedge_at: Option<tokio::time::Instant> = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if attempts.is_empty() {
+                match targets.next() {
+                    None => break,
+                    Some(RouteTarget::Local(module)) => {
+                        let started = Instant::now();
+                        match self.run_local(module, input.clone(), limits).await {
+                            Err(GuestError::Busy { detail }) => busy = Some(detail),
+                            result => {
+                                let output = result?;
+                                let queue = started.elapsed().saturating_sub(output.exec_time);
+                                return Ok(Invocation {
+                                    output,
+                                    network: Duration::ZERO,
+                                    queue,
+                                    executed_by: self.peer_id,
+                                    local: true,
+                                });
+                            }
+                        }
+                    }
+                    Some(RouteTarget::Peer(peer)) => {
+                        self.hedge_budget.earn();
+                        hedge_at = self
+                            .hedging
+                            .then(|| tokio::time::Instant::now() + peer.hedge_after);
+                        tracing::info!(trace_id, peer = %peer.peer_id, module = %manifest.name, "forwarding a request");
+                        attempts.push(self.forward(peer, forward_request(left), left));
+                    }
+                }
+                continue;
+            }
+            let may_hedge =
+                hedge_at.is_some() && matches!(targets.peek(), Some(RouteTarget::Peer(_)));
+            let hedge_due = async move {
+                match hedge_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some(attempt) = attempts.next() => match attempt.reply {
+                    Ok(InvokeReply::Ok { output, queue_us, exec_us }) => {
+                        let elapsed = attempt.sent.elapsed();
+                        self.observe_forward(&attempt.peer, &manifest.blob, exec_us, elapsed);
+                        self.metrics.count_invocation("ok", "forwarded");
+                        let exec_time = Duration::from_micros(exec_us);
+                        let network = elapsed
+                            .saturating_sub(exec_time)
+                            .saturating_sub(Duration::from_micros(queue_us));
+                        return Ok(Invocation {
+                            output: Output {
+                                bytes: output,
+                                stderr: Vec::new(),
+                                fuel_used: 0,
+                                exec_time,
+                            },
+                            network,
+                            queue: Duration::from_micros(queue_us),
+                            executed_by: attempt.peer,
+                            local: false,
+                        });
+                    }
+                    Ok(InvokeReply::GuestFailed { kind, message }) => {
+                        self.metrics.count_invocation(&kind, "forwarded");
+                        return Err(InvokeError::RemoteGuest {
+                            kind,
+                            message,
+                            executed_by: attempt.peer,
+                        });
+                    }
+                    Ok(InvokeReply::Refused { reason }) => {
+                        tracing::info!(trace_id, peer = %attempt.peer, reason, "peer refused; trying the next");
+                        if let Some(detail) = reason.strip_prefix(BUSY_PREFIX) {
+                            busy = Some(detail.to_owned());
+                        }
+                    }
+                    Err(error) => {
+                        tracing::info!(trace_id, peer = %attempt.peer, %error, "forward failed; marking the peer down");
+                        self.mark_down(&attempt.peer);
+                    }
+                },
+                _ = hedge_due, if may_hedge => {
+                    hedge_at = None;
+                    if self.hedge_budget.try_spend()
+                        && let Some(RouteTarget::Peer(peer)) = targets.next()
+                    {
+                        self.metrics.hedges.inc();
+                        tracing::info!(trace_id, peer = %peer.peer_id, "the forward is slow; hedging to the next candidate");
+                        attempts.push(self.forward(peer, forward_request(left), left));
+                    }
+                }
+                else => break,
+            }
+        }
+        if Instant::now() >= deadline {
+            self.metrics.count_invocation("deadline", "none");
+            return Err(InvokeError::Deadline { timeout_ms });
+        }
+        if let Some(detail) = busy {
+            self.metrics.count_invocation("busy", "none");
+            return Err(InvokeError::Busy {
+                module: module_ref.to_string(),
+                detail,
+            });
+        }
+        self.metrics.count_invocation("no_provider", "none");
+        Err(InvokeError::NoProvider(module_ref.to_string()))
+    }
+
+    /// One forward of a request to a peer, counted in the peer's `forwarding` while it lasts.
+    async fn forward(&self, peer: PeerTarget, request: InvokeRequest, left: Duration) -> Attempt {
+        let _forwarding = self.forwarding(peer.peer_id);
+        let sent = Instant::now();
+        let reply = self
+            .data_plane
+            .invoke(peer.addr, &request, left, ack_deadline(peer.rtt_us))
+            .await;
+        Attempt {
+            peer: peer.peer_id,
+            sent,
+            reply,
+        }
+    }
+
+    async fn run_local(
+        &self,
+        module: Arc<crate::executor::CompiledModule>,
+        input: Vec<u8>,
+        limits: wasmesh_protocol::Limits,
+    ) -> Result<Output, GuestError> {
+        let in_flight = InFlight::enter(&self.in_flight);
+        let hash = module.hash;
+        let result = self.executor.run(module, Request { input, limits }).await;
+        drop(in_flight);
+        let outcome = match &result {
+            Ok(output) => {
+                let exec_us = output.exec_time.as_micros() as u64;
+                let mut means = lock(&self.local_exec_us);
+                let mean = means.entry(hash).or_insert(exec_us);
+                *mean = routing::smooth(*mean, exec_us);
+                "ok"
+            }
+            Err(error) => error.kind(),
+        };
+        self.metrics.count_invocation(outcome, "local");
+        result
+    }
+
+    /// Where the module can run, best first.
+    fn route_targets(&self, entry: &ModuleEntry) -> Vec<RouteTarget> {
+        let hash = entry.signed.manifest.blob;
+        let now = Instant::now();
+        let now_ms = now.duration_since(self.started).as_millis() as u64;
+        let default_exec = self.local_exec_us(&hash).unwrap_or(1_000);
+        let own_coordinate = *lock(&self.coordinate);
+        let mut targets = Vec::new();
+        let mut candidates = Vec::new();
+        // Peers whose round trip is only estimated, by candidate id.
+        let mut estimated: Vec<Option<PeerId>> = Vec::new();
+        if let ModuleState::Ready(module) = &entry.state {
+            estimated.push(None);
+            candidates.push(Candidate {
+                id: 0usize,
+                local: true,
+                rtt_us: 0,
+                in_flight: self.in_flight.load(Ordering::Relaxed),
+                capacity: self.executor.capacity() as u32,
+                mean_exec_us: default_exec,
+                has_module: true,
+                down_until_ms: None,
+            });
+            targets.push(RouteTarget::Local(module.clone()));
+        }
+        for peer in self.peers().values() {
+            let (Some(key), Some(quic)) = (peer.key, peer.quic_addr) else {
+                continue;
+            };
+            // A peer not heard of for a while is likely down: its ready set is stale.
+            if !peer.ready.contains(&hash)
+                || peer.peer_id == self.peer_id
+                || now.duration_since(peer.last_seen) > PEER_STALE_AFTER
+            {
+                continue;
+            }
+            estimated.push(peer.rtt_us.is_none().then_some(peer.peer_id));
+            let rtt_us = peer
+                .rtt_us
+                .or_else(|| estimated_rtt_us(&own_coordinate, peer.coordinate.as_ref()))
+                .unwrap_or(routing::UNMEASURED_RTT_US);
+            candidates.push(Candidate {
+                id: targets.len(),
+                local: false,
+                rtt_us,
+                // Its last reported load, plus what this node sent it since.
+                in_flight: peer.in_flight.saturating_add(peer.forwarding),
+                capacity: peer.capacity,
+                mean_exec_us: peer
+                    .mean_exec_us
+                    .get(&hash)
+                    .copied()
+                    .unwrap_or(default_exec),
+                has_module: true,
+                down_until_ms: peer
+                    .down_until
+                    .filter(|until| *until > now)
+                    .map(|until| until.duration_since(self.started).as_millis() as u64),
+            });
+            let expected_us = candidates.last().map_or(rtt_us, Candidate::expected_us);
+            let hedge_after = routing::hedge_after_us(peer.forward_us.get(&hash), expected_us);
+            targets.push(RouteTarget::Peer(PeerTarget {
+                peer_id: peer.peer_id,
+                addr: PeerAddr { key, addr: quic },
+                rtt_us,
+                hedge_after: Duration::from_micros(hedge_after),
+            }));
+        }
+        let order: Vec<usize> = routing::rank(&candidates, now_ms)
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        // Estimates pick whom to measure: the best few unmeasured get connected (and pinged),
+        // so later requests compare measured round trips.
+        for id in order.iter().take(PROBE_BEST) {
+            if let Some(Some(peer)) = estimated.get(*id) {
+                let _ = self.gossip.try_send(GossipCommand::Probe(*peer));
+            }
+        }
+        let mut slots: Vec<Option<RouteTarget>> = targets.into_iter().map(Some).collect();
+        order
+            .into_iter()
+            .filter_map(|i| slots.get_mut(i).and_then(Option::take))
+            .collect()
+    }
+
+    fn local_exec_us(&self, hash: &ContentHash) -> Option<u64> {
+        lock(&self.local_exec_us).get(hash).copied()
+    }
+
+    /// Folds one answered forward into what is known of the peer for this blob: its mean
+    /// execution time (for routing) and how long the whole forward took (for hedging).
+    fn observe_forward(&self, peer: &PeerId, hash: &ContentHash, exec_us: u64, took: Duration) {
+        let mut peers = self.peers();
+        let Some(info) = peers.get_mut(peer) else {
+            return;
+        };
+        let mean = info.mean_exec_us.entry(*hash).or_insert(exec_us);
+        *mean = routing::smooth(*mean, exec_us);
+        let took_us = took.as_micros() as u64;
+        info.forward_us
+            .entry(*hash)
+            .and_modify(|spread| spread.observe(took_us))
+            .or_insert_with(|| Spread::first(took_us));
+    }
+
+    /// Counts a request forwarded to `peer` until the returned guard drops.
+    fn forwarding(&self, peer: PeerId) -> Forwarding<'_> {
+        if let Some(info) = self.peers().get_mut(&peer) {
+            info.forwarding = info.forwarding.saturating_add(1);
+        }
+        Forwarding { node: self, peer }
+    }
+
+    /// Stops routing to a peer for a while after a failed forward.
+    fn mark_down(&self, peer: &PeerId) {
+        if let Some(info) = self.peers().get_mut(peer) {
+            info.down_until = Some(Instant::now() + PEER_DOWN_FOR);
+        }
+    }
+
+    /// Executes a request a peer forwarded (never forwarding it again).
+    async fn handle_forwarded(
+        self: Arc<Self>,
+        request: InvokeRequest,
+        from: PublicKey,
+    ) -> InvokeReply {
+        let refused = |reason: &str| InvokeReply::Refused {
+            reason: reason.to_owned(),
+        };
+        if request.hops > 1 {
+            return refused("too many hops");
+        }
+        let Some((signed, module)) = self
+            .registry()
+            .ready_by_hash(&request.hash)
+            .map(|(s, m)| (s.clone(), m))
+        else {
+            return refused("not ready here");
+        };
+        tracing::info!(trace_id = request.trace_id, from = %from.fingerprint(), module = %signed.manifest.name, "executing a forwarded request");
+        let mut limits = signed.manifest.limits;
+        limits.timeout_ms = limits.timeout_ms.min(request.deadline_ms.max(1));
+        let started = Instant::now();
+        match self.run_local(module, request.input, limits).await {
+            Ok(output) => {
+                let exec_us = output.exec_time.as_micros() as u64;
+                let queue_us = (started.elapsed().as_micros() as u64).saturating_sub(exec_us);
+                InvokeReply::Ok {
+                    output: output.bytes,
+                    queue_us,
+                    exec_us,
+                }
+            }
+            Err(GuestError::Busy { detail }) => InvokeReply::Refused {
+                reason: format!("{BUSY_PREFIX}{detail}"),
+            },
+            Err(error) => InvokeReply::GuestFailed {
+                kind: error.kind().to_owned(),
+                message: error.to_string(),
+            },
+        }
+    }
+}
+
+/// How a peer's refusal for load starts (`wasmesh/invoke/1` refusals are free text).
+const BUSY_PREFIX: &str = "busy: ";
+
+/// A request running here, counted in `in_flight` (reported in the status and used by routing)
+/// until the guard drops, wherever the request's future stops.
+struct InFlight<'a>(&'a AtomicU32);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicU32) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A request forwarded to a peer, counted in its `forwarding` (load this node added since the
+/// peer's last status) until the guard drops.
+struct Forwarding<'a> {
+    node: &'a NodeInner,
+    peer: PeerId,
+}
+
+impl Drop for Forwarding<'_> {
+    fn drop(&mut self) {
+        if let Some(info) = self.node.peers().get_mut(&self.peer) {
+            info.forwarding = info.forwarding.saturating_sub(1);
+        }
+    }
+}
+
+/// How long a peer is skipped after a failed forward before it is tried again.
+const PEER_DOWN_FOR: Duration = Duration::from_secs(3);
+
+/// A peer whose status has not arrived for this long is not routed to (statuses come every
+/// few seconds; a crashed peer falls silent).
+const PEER_STALE_AFTER: Duration = Duration::from_secs(10);
+
+/// How many of the best-ranked candidates with only an estimated round trip get measured.
+const PROBE_BEST: usize = 3;
+
+/// The round trip to a peer never pinged, estimated from network coordinates when both are
+/// settled enough to trust.
+fn estimated_rtt_us(own: &Coordinate, theirs: Option<&Coordinate>) -> Option<u64> {
+    let theirs = theirs?;
+    (own.is_trusted() && theirs.is_trusted()).then(|| (own.distance_ms(theirs) * 1000.0) as u64)
+}
+
+/// How long a peer's QUIC stack may take to acknowledge a forwarded request before it is taken
+/// for dead: four round trips plus the peer's largest acknowledgement delay and some slack.
+fn ack_deadline(rtt_us: u64) -> Duration {
+    Duration::from_micros(rtt_us.saturating_mul(4)) + Duration::from_millis(150)
+}
+
+/// A place a request can run.
+enum RouteTarget {
+    Local(Arc<crate::executor::CompiledModule>),
+    Peer(PeerTarget),
+}
+
+/// A peer a request can be forwarded to.
+struct PeerTarget {
+    peer_id: PeerId,
+    addr: PeerAddr,
+    rtt_us: u64,
+    /// When a forward to it counts as slow enough to hedge.
+    hedge_after: Duration,
+}
+
+/// How one forward ended.
+struct Attempt {
+    peer: PeerId,
+    sent: Instant,
+    reply: Result<InvokeReply, FetchError>,
+}
+
+/// Bounds the share of forwards that get a hedged copy: each forward earns a tenth of a token,
+/// a hedge spends one, and at most ten are saved up. Under a slow mesh, at most about one
+/// forward in ten is sent twice.
+#[derive(Debug, Default)]
+pub(crate) struct HedgeBudget {
+    milli_tokens: AtomicU64,
+}
+
+impl HedgeBudget {
+    const EARN: u64 = 100;
+    const COST: u64 = 1_000;
+    const CAP: u64 = 10_000;
+
+    fn earn(&self) {
+        let _ = self
+            .milli_tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                Some((t + Self::EARN).min(Self::CAP))
+            });
+    }
+
+    fn try_spend(&self) -> bool {
+        self.milli_tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                t.checked_sub(Self::COST)
+            })
+            .is_ok()
+    }
+}
+
+impl crate::transfer::InvokeHandler for NodeInner {
+    fn handle(
+        self: Arc<Self>,
+        request: InvokeRequest,
+        from: PublicKey,
+    ) -> futures::future::BoxFuture<'static, InvokeReply> {
+        Box::pin(self.handle_forwarded(request, from))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HedgeBudget;
+
+    #[test]
+    fn hedges_are_at_most_a_tenth_of_forwards_beyond_a_small_burst() {
+        let budget = HedgeBudget::default();
+        let mut hedges = 0;
+        for _ in 0..1_000 {
+            budget.earn();
+            if budget.try_spend() {
+                hedges += 1;
+            }
+        }
+        assert_eq!(hedges, 100);
+        // Saved up while nothing was slow: a burst of at most ten.
+        for _ in 0..1_000 {
+            budget.earn();
+        }
+        let burst = (0..100).filter(|_| budget.try_spend()).count();
+        assert_eq!(burst, 10);
+    }
+}
