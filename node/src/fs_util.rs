@@ -4,7 +4,8 @@ use std::io::{self, Write};
 use std::path::Path;
 
 /// Writes `bytes` to `path` through a temporary file in the same folder, fsynced, then renamed
-/// over `path`. If anything fails, `path` is untouched and the temporary file is removed.
+/// over `path`, and the folder fsynced so the rename survives a crash. If anything fails,
+/// `path` is untouched and the temporary file is removed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
@@ -16,7 +17,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     file.write_all(bytes)?;
     file.as_file().sync_all()?;
     file.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    sync_dir(dir)
+}
+
+/// Fsyncs a folder, so that renames into it are durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

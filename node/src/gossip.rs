@@ -26,11 +26,15 @@ use wasmesh_protocol::wire::{
 use wasmesh_protocol::{ContentHash, SignedManifest};
 
 use crate::metrics::Metrics;
-use crate::node::{NodeInner, Offered, Origin};
-use crate::registry::PeerInfo;
+use crate::node::{NodeInner, Offered, Origin, StatusRefusal};
+use crate::registry::track_peer;
 
 /// Most peers this node dials on its own (bootstrap and peer exchange).
 pub const MAX_DIALED_PEERS: usize = 32;
+
+/// Failed dials in a row after which a peer learned from statuses is no longer dialed (it can
+/// still connect to this node): made-up addresses must not keep a node dialing forever.
+const MAX_DIAL_FAILURES: u32 = 6;
 
 /// The gossipsub heartbeat (mesh upkeep and lazy gossip); other gossipsub parameters are the
 /// library's defaults.
@@ -285,14 +289,21 @@ fn handle_event(
             num_established,
             ..
         } => {
-            {
-                let mut peers = node.peers();
-                let info = peers
-                    .entry(peer_id)
-                    .or_insert_with(|| PeerInfo::new(peer_id));
-                info.connected = true;
-                info.dialing = false;
-                info.dial_failures = 0;
+            let tracked = match track_peer(&mut node.peers(), peer_id) {
+                Some(info) => {
+                    info.connected = true;
+                    info.dialing = false;
+                    info.dial_failures = 0;
+                    true
+                }
+                None => false,
+            };
+            if !tracked {
+                // Every tracked peer is connected or being dialed: no room for one more.
+                node.metrics.count_rejection("peer_table_full");
+                tracing::info!(peer = %peer_id, "peer table full; closing the connection");
+                let _ = swarm.disconnect_peer_id(peer_id);
+                return;
             }
             node.metrics
                 .peers
@@ -473,14 +484,20 @@ fn validate(
         (acceptance, None)
     } else if message.topic == IdentTopic::new(STATUS_TOPIC).hash() {
         match StatusMessage::decode(&message.data)
-            .map_err(|_| "malformed status")
+            .map_err(|_| StatusRefusal::Invalid("malformed status"))
             .and_then(|status| node.on_status(source, status))
         {
             Ok(differs) => (MessageAcceptance::Accept, differs.map(|d| (source, d))),
-            Err(reason) => {
+            Err(StatusRefusal::Invalid(reason)) => {
                 node.metrics.count_rejection("gossip_bad_status");
                 tracing::info!(%source, reason, "refused a status message");
                 (MessageAcceptance::Reject, None)
+            }
+            // Not the sender's fault: neither penalised nor relayed.
+            Err(StatusRefusal::TableFull) => {
+                node.metrics.count_rejection("peer_table_full");
+                tracing::debug!(%source, "ignored a status: the peer table is full");
+                (MessageAcceptance::Ignore, None)
             }
         }
     } else {
@@ -504,6 +521,7 @@ fn maybe_dial_new_peers(swarm: &mut Swarm<Behaviour>, node: &Arc<NodeInner>) {
             !p.connected
                 && !p.dialing
                 && p.next_dial.is_none_or(|at| at <= now)
+                && p.dial_failures < MAX_DIAL_FAILURES
                 && p.peer_id != local
                 && !p.addrs.is_empty()
         })

@@ -18,7 +18,7 @@ use libp2p::PeerId;
 use tokio::sync::{Notify, mpsc, watch};
 use wasmesh_keys::{SignedMembershipCert, TrustList, identity};
 use wasmesh_protocol::coordinates::{Coordinate, DIMENSIONS};
-use wasmesh_protocol::manifest::check_replaces;
+use wasmesh_protocol::manifest::{Manifest, RollbackError, check_replaces, is_equivocation};
 use wasmesh_protocol::routing;
 use wasmesh_protocol::wire::{StatusMessage, SyncRequest, SyncResponse};
 use wasmesh_protocol::{
@@ -29,7 +29,7 @@ use crate::admission::Admission;
 use crate::executor::{Executor, ExecutorConfig, GuestError};
 use crate::gossip::GossipCommand;
 use crate::metrics::Metrics;
-use crate::registry::{ModuleEntry, ModuleState, PeerInfo, Registry};
+use crate::registry::{ModuleEntry, ModuleState, PeerInfo, Registry, track_peer};
 use crate::store::Store;
 use crate::transfer::{DataPlane, PeerAddr};
 
@@ -62,9 +62,17 @@ pub enum Refusal {
     /// It does not verify (signature, trust, name, limits).
     #[error(transparent)]
     Invalid(#[from] VerifyError),
-    /// It is not newer than the version held.
+    /// It is not newer than the version held (or loses an equivocation).
     #[error(transparent)]
     Rollback(#[from] wasmesh_protocol::manifest::RollbackError),
+    /// Its name belongs to another publisher here.
+    #[error("the name {name} belongs to publisher {owner} on this node")]
+    NameOwned {
+        /// The name.
+        name: String,
+        /// The publisher it belongs to.
+        owner: PublicKey,
+    },
     /// It could not be stored.
     #[error("cannot store the manifest: {0}")]
     Store(String),
@@ -80,10 +88,39 @@ impl Refusal {
             Refusal::Invalid(VerifyError::SizeMismatch { .. }) => "size_mismatch",
             Refusal::Invalid(VerifyError::InvalidName(_)) => "invalid_name",
             Refusal::Invalid(_) => "invalid_manifest",
+            Refusal::Rollback(RollbackError::Equivocation { .. }) => "equivocation",
             Refusal::Rollback(_) => "not_newer",
+            Refusal::NameOwned { .. } => "name_owned",
             Refusal::Store(_) => "store_failed",
         }
     }
+}
+
+/// Why a peer's status was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusRefusal {
+    /// It is wrong (forged, malformed): its sender is penalised.
+    Invalid(&'static str),
+    /// It may be fine, but the peer table is full of peers that cannot be evicted.
+    TableFull,
+}
+
+/// Why a node could not restore what its store holds.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RestoreError {
+    /// The store could not be read.
+    #[error("cannot read the store: {0}")]
+    Io(#[from] std::io::Error),
+    /// A stored manifest does not decode (damaged or tampered with).
+    #[error(
+        "{} is not a valid signed manifest; move it away to start (the node then accepts any version of that module again)",
+        path.display()
+    )]
+    Unreadable {
+        /// The file.
+        path: std::path::PathBuf,
+    },
 }
 
 /// Why a publish was refused.
@@ -96,6 +133,14 @@ pub enum PublishError {
     /// The module is not valid Wasm, or uses imports the ABI does not provide.
     #[error(transparent)]
     Module(#[from] GuestError),
+    /// Storing the blob would exceed this node's blob quota.
+    #[error("the module's {size} bytes exceed this node's blob quota of {quota_mib} MiB")]
+    OverQuota {
+        /// The blob's size.
+        size: u64,
+        /// The quota.
+        quota_mib: u64,
+    },
     /// The ABI in the manifest is not the module's.
     #[error("the manifest says ABI {manifest}, the module is {module}")]
     AbiMismatch {
@@ -113,6 +158,7 @@ impl PublishError {
             PublishError::Refused(refusal) => refusal.kind(),
             PublishError::Module(error) => error.kind(),
             PublishError::AbiMismatch { .. } => "abi_mismatch",
+            PublishError::OverQuota { .. } => "over_quota",
         }
     }
 }
@@ -184,10 +230,7 @@ impl NodeInner {
                 }
             }
             Ok(Offered::AlreadyHeld) => {}
-            Err(refusal) => {
-                self.metrics.count_rejection(refusal.kind());
-                tracing::info!(module = %signed.manifest.name, version = signed.manifest.version, ?origin, %refusal, "refused manifest");
-            }
+            Err(refusal) => self.note_refusal(&signed.manifest, origin, refusal),
         }
         result
     }
@@ -200,7 +243,7 @@ impl NodeInner {
         if held.is_some_and(|held| held.signed == *signed) {
             return Ok(Offered::AlreadyHeld);
         }
-        check_replaces(held.map(|h| &h.signed.manifest), manifest)?;
+        self.check_against_held(&registry, manifest)?;
         if origin != Origin::Store {
             self.store
                 .put_manifest(signed)
@@ -225,6 +268,42 @@ impl NodeInner {
             self.status_changed.notify_one();
         }
         Ok(Offered::Accepted)
+    }
+
+    /// Counts and logs a refused manifest.
+    fn note_refusal(&self, manifest: &Manifest, origin: Origin, refusal: &Refusal) {
+        self.metrics.count_rejection(refusal.kind());
+        tracing::info!(module = %manifest.name, version = manifest.version, ?origin, %refusal, "refused manifest");
+    }
+
+    /// What a manifest must pass against what is held: its name belongs to its publisher here
+    /// (or to nobody yet), and it replaces the publisher's held version (rollback protection, and
+    /// the lower blob hash when the publisher signed two under one version, which is counted and
+    /// logged with both hashes).
+    fn check_against_held(&self, registry: &Registry, manifest: &Manifest) -> Result<(), Refusal> {
+        if let Some(owner) = registry.owner_of(&manifest.name)
+            && owner != manifest.publisher
+        {
+            return Err(Refusal::NameOwned {
+                name: manifest.name.clone(),
+                owner,
+            });
+        }
+        let held = registry.get(&manifest.key()).map(|e| &e.signed.manifest);
+        if let Some(held) = held
+            && is_equivocation(held, manifest)
+        {
+            self.metrics.count_rejection("equivocation_seen");
+            tracing::warn!(
+                module = %manifest.name,
+                version = manifest.version,
+                held = %held.blob,
+                offered = %manifest.blob,
+                "a publisher signed two blobs under one version; keeping the lower hash"
+            );
+        }
+        check_replaces(held, manifest)?;
+        Ok(())
     }
 
     fn spawn_ingest(self: &Arc<Self>, signed: SignedManifest) {
@@ -356,16 +435,18 @@ impl NodeInner {
         &self,
         from: PeerId,
         status: StatusMessage,
-    ) -> Result<Option<ContentHash>, &'static str> {
+    ) -> Result<Option<ContentHash>, StatusRefusal> {
         if identity::peer_id(&status.node) != Some(from) {
-            return Err("status key does not match its sender");
+            return Err(StatusRefusal::Invalid(
+                "status key does not match its sender",
+            ));
         }
         let quic_addr = status
             .quic_addr
             .parse::<SocketAddr>()
-            .map_err(|_| "bad QUIC address")?;
+            .map_err(|_| StatusRefusal::Invalid("bad QUIC address"))?;
         let mut peers = self.peers();
-        let peer = peers.entry(from).or_insert_with(|| PeerInfo::new(from));
+        let peer = track_peer(&mut peers, from).ok_or(StatusRefusal::TableFull)?;
         if status.seq <= peer.seq && peer.key.is_some() {
             return Ok(None);
         }
@@ -498,27 +579,39 @@ impl NodeInner {
         bundle: PublishBundle,
     ) -> Result<SignedManifest, PublishError> {
         let signed = bundle.manifest;
+        let manifest = &signed.manifest;
+        let refused = |refusal: Refusal| {
+            self.note_refusal(manifest, Origin::Publish, &refusal);
+            refusal
+        };
         signed
             .verify(|key| self.trust.contains(key))
-            .map_err(Refusal::from)?;
-        let manifest = &signed.manifest;
+            .map_err(|e| refused(e.into()))?;
         manifest
             .verify_blob(&bundle.module)
-            .map_err(Refusal::from)?;
-        let info = wasmesh_protocol::wasm::inspect(&bundle.module).map_err(GuestError::from)?;
+            .map_err(|e| refused(e.into()))?;
+        let info = wasmesh_protocol::wasm::inspect(&bundle.module).map_err(|e| {
+            self.metrics.count_rejection("publish_invalid_module");
+            GuestError::from(e)
+        })?;
         if info.abi != manifest.abi {
+            self.metrics.count_rejection("publish_abi_mismatch");
             return Err(PublishError::AbiMismatch {
                 manifest: manifest.abi,
                 module: info.abi,
             });
         }
+        self.check_against_held(&self.registry(), manifest)
+            .map_err(refused)?;
+        if let Some(quota) = self.blob_quota
+            && !self.store.has_blob(&manifest.blob)
+            && self.store.blob_bytes().saturating_add(manifest.size) > quota
         {
-            let registry = self.registry();
-            check_replaces(
-                registry.get(&manifest.key()).map(|e| &e.signed.manifest),
-                manifest,
-            )
-            .map_err(Refusal::from)?;
+            self.metrics.count_rejection("publish_over_quota");
+            return Err(PublishError::OverQuota {
+                size: manifest.size,
+                quota_mib: quota >> 20,
+            });
         }
         let store = self.store.clone();
         let (hash, module) = (manifest.blob, bundle.module);
@@ -536,10 +629,12 @@ impl NodeInner {
     }
 
     /// Restores modules from the store at start-up (no peer needed when blobs are here).
-    pub(crate) fn restore(self: &Arc<Self>) -> std::io::Result<usize> {
+    pub(crate) fn restore(self: &Arc<Self>) -> Result<usize, RestoreError> {
         let (manifests, broken) = self.store.load_manifests()?;
-        for path in broken {
-            tracing::warn!(path = %path.display(), "ignoring an unreadable stored manifest");
+        // Skipping it would forget the module's version floor, and let an older version back
+        // in: the operator decides.
+        if let Some(path) = broken.into_iter().next() {
+            return Err(RestoreError::Unreadable { path });
         }
         let mut restored = 0;
         for signed in manifests {

@@ -47,6 +47,8 @@ impl ModuleEntry {
 #[derive(Debug)]
 pub struct Registry {
     modules: HashMap<ModuleKey, ModuleEntry>,
+    /// Who each name belongs to: the publisher of the first manifest accepted for it.
+    owners: HashMap<String, PublicKey>,
     /// The digest of the manifests held, kept current by `put` (every status carries it).
     digest: ContentHash,
 }
@@ -55,6 +57,7 @@ impl Default for Registry {
     fn default() -> Self {
         Self {
             modules: HashMap::new(),
+            owners: HashMap::new(),
             digest: manifest_digest([]),
         }
     }
@@ -66,8 +69,18 @@ impl Registry {
         self.modules.get(key)
     }
 
-    /// Inserts or replaces the entry of a module; returns the one replaced.
+    /// The publisher a name belongs to (the first this node accepted it from).
+    pub fn owner_of(&self, name: &str) -> Option<PublicKey> {
+        self.owners.get(name).copied()
+    }
+
+    /// Inserts or replaces the entry of a module; returns the one replaced. The first entry of a
+    /// name makes its publisher the name's owner.
     pub fn put(&mut self, entry: ModuleEntry) -> Option<ModuleEntry> {
+        let manifest = &entry.signed.manifest;
+        self.owners
+            .entry(manifest.name.clone())
+            .or_insert(manifest.publisher);
         let added = ContentHash::of(&entry.signed.encode());
         let replaced = self.modules.insert(entry.signed.manifest.key(), entry);
         // XOR is its own inverse: add the new manifest, take out the one it replaces.
@@ -183,6 +196,25 @@ pub struct PeerInfo {
     pub last_seen: Instant,
 }
 
+/// Most peers a node keeps what it knows of. Statuses from fresh keys cost an attacker nothing,
+/// so the table must not grow with them: past this, a new peer takes the place of the least
+/// recently heard one that is neither connected nor being dialed.
+pub const MAX_TRACKED_PEERS: usize = 512;
+
+/// The entry of `peer`, made if there is room (see [`MAX_TRACKED_PEERS`]); `None` when the table
+/// is full of peers that cannot be evicted.
+pub fn track_peer(peers: &mut HashMap<PeerId, PeerInfo>, peer: PeerId) -> Option<&mut PeerInfo> {
+    if !peers.contains_key(&peer) && peers.len() >= MAX_TRACKED_PEERS {
+        let evict = peers
+            .values()
+            .filter(|p| !p.connected && !p.dialing)
+            .min_by_key(|p| p.last_seen)
+            .map(|p| p.peer_id)?;
+        peers.remove(&evict);
+    }
+    Some(peers.entry(peer).or_insert_with(|| PeerInfo::new(peer)))
+}
+
 impl PeerInfo {
     /// A peer known only by id.
     pub fn new(peer_id: PeerId) -> Self {
@@ -216,6 +248,47 @@ mod tests {
     use wasmesh_protocol::{Abi, Keypair, Limits, Manifest};
 
     use super::*;
+
+    fn peer(n: u64) -> PeerId {
+        let mut seed = [0u8; 32];
+        seed[..8].copy_from_slice(&n.to_le_bytes());
+        libp2p::identity::Keypair::ed25519_from_bytes(seed)
+            .unwrap()
+            .public()
+            .to_peer_id()
+    }
+
+    /// Fresh identities cannot grow the table: past the cap each new peer takes the place of the
+    /// least recently heard one, connected and dialed peers are never evicted, and a table full of
+    /// those takes no one.
+    #[test]
+    fn the_peer_table_is_bounded_and_keeps_its_connections() {
+        let mut peers = HashMap::new();
+        let start = Instant::now();
+        let connected = peer(u64::MAX);
+        track_peer(&mut peers, connected).unwrap().connected = true;
+        for n in 0..MAX_TRACKED_PEERS as u64 * 3 {
+            let info = track_peer(&mut peers, peer(n)).unwrap();
+            info.last_seen = start + std::time::Duration::from_millis(n);
+            assert!(peers.len() <= MAX_TRACKED_PEERS);
+        }
+        assert!(
+            peers.contains_key(&connected),
+            "a connected peer was evicted"
+        );
+        let newest = MAX_TRACKED_PEERS as u64 * 3 - 1;
+        assert!(peers.contains_key(&peer(newest)));
+        assert!(
+            !peers.contains_key(&peer(0)),
+            "the least recently heard stayed"
+        );
+
+        for info in peers.values_mut() {
+            info.connected = true;
+        }
+        assert!(track_peer(&mut peers, peer(u64::MAX - 1)).is_none());
+        assert_eq!(peers.len(), MAX_TRACKED_PEERS);
+    }
 
     fn entry(name: &str, version: u64) -> ModuleEntry {
         let keys = Keypair::from_seed([3; 32]);

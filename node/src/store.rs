@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use wasmesh_protocol::{ContentHash, Manifest, SignedManifest};
 
-use crate::fs_util::write_atomic;
+use crate::fs_util::{sync_dir, write_atomic};
 
 /// Why a blob could not be stored.
 #[derive(Debug, thiserror::Error)]
@@ -225,6 +225,9 @@ impl BlobWriter {
         self.temp
             .persist(&self.final_path)
             .map_err(|e| StoreError::Io(e.error))?;
+        if let Some(dir) = self.final_path.parent() {
+            sync_dir(dir)?;
+        }
         Ok(())
     }
 }

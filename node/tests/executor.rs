@@ -1,12 +1,12 @@
-//! The executor against the WAT fixtures: every typed failure, the memory cap, the output
-//! bound, the artifact cache's refusal of tampered or foreign artifacts, and a well-behaved
-//! request completing among 64 hostile ones.
+//! The executor against the WAT fixtures: every typed failure, the memory cap (tables
+//! included), the output bound, the artifact cache's refusal of tampered or foreign artifacts,
+//! fresh state per request, and a well-behaved request completing among 64 hostile ones.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use wasmesh_node::executor::{
-    CompiledModule, Executor, ExecutorConfig, GuestError, Prepared, Request,
+    CompiledModule, Executor, ExecutorConfig, GuestError, Prepared, Request, STDERR_CAP,
 };
 use wasmesh_protocol::{ContentHash, Limits};
 
@@ -144,6 +144,63 @@ fn memory_growth_stops_at_the_cap() {
         run(&ex, "echo.wat", &vec![0u8; 100_000], one_page),
         Err(GuestError::MemoryLimit { .. })
     ));
+}
+
+/// A table counts against the memory cap too: growing one by 2^26 elements four times under a
+/// 16 MiB cap fails each time (the guest sees -1, as the spec allows), while a small growth
+/// within the cap succeeds, and the host never allocates the 2 GiB the guest asked for.
+#[test]
+fn table_growth_stops_at_the_memory_cap() {
+    let ex = executor();
+    let sixteen_mib = Limits {
+        memory_pages: 256,
+        ..limits()
+    };
+    let started = std::time::Instant::now();
+    let out = run(&ex, "table_bomb.wat", b"", sixteen_mib).unwrap();
+    let results: Vec<i32> = out
+        .chunks_exact(4)
+        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    assert_eq!(results, [-1, -1, -1, -1, 0]);
+    println!("table bomb refused in {:?}", started.elapsed());
+}
+
+/// A host call's work is bounded by what the request may still keep, not by what the guest
+/// asks it to copy: twenty writes of 4 GiB each to stderr end well within a 300 ms deadline,
+/// keeping the stderr cap.
+#[test]
+fn host_calls_do_no_unbounded_work() {
+    let ex = executor();
+    let tight = Limits {
+        timeout_ms: 300,
+        ..limits()
+    };
+    let module = prepare(&ex, "wasi_write_flood.wat");
+    let started = std::time::Instant::now();
+    let output = ex
+        .run_blocking(
+            &module,
+            &Request {
+                input: Vec::new(),
+                limits: tight,
+            },
+        )
+        .expect("the writes end within the deadline");
+    println!("80 GiB of stderr writes refused in {:?}", started.elapsed());
+    assert!(output.stderr.len() <= STDERR_CAP);
+}
+
+/// Guests see clocks with a resolution of 1 ms.
+#[test]
+fn clocks_are_coarse() {
+    let ex = executor();
+    let out = run(&ex, "wasi_clock.wat", b"", limits()).unwrap();
+    let realtime = u64::from_le_bytes(out[..8].try_into().unwrap());
+    let monotonic = u64::from_le_bytes(out[8..16].try_into().unwrap());
+    assert!(realtime > 0);
+    assert_eq!(realtime % 1_000_000, 0, "{realtime}");
+    assert_eq!(monotonic % 1_000_000, 0, "{monotonic}");
 }
 
 #[test]

@@ -12,15 +12,15 @@ use std::time::{Duration, Instant};
 use support::fixture_path;
 use support::process::{self, DEADLINE, NodeProcess, wait_until};
 
-/// A node with `echo` and `spin` (a guest that runs for milliseconds) published and ready.
+/// A node with `echo` and `slow` (a guest that runs for about 30 ms) published and ready.
 fn node_with_guests(dir: &std::path::Path) -> NodeProcess {
     let (key, public) = process::publisher_key(dir);
     let node = NodeProcess::start(&dir.join("node"), &public, &[], &[]);
-    for (fixture, name) in [("echo.wat", "echo"), ("spin.wat", "spin")] {
+    for (fixture, name) in [("echo.wat", "echo"), ("slow.wat", "slow")] {
         process::publish(dir, &key, &node, &fixture_path(fixture), name);
     }
-    wait_until("echo and spin are ready", DEADLINE, || {
-        node.is_ready("echo") && node.is_ready("spin")
+    wait_until("echo and slow are ready", DEADLINE, || {
+        node.is_ready("echo") && node.is_ready("slow")
     });
     node
 }
@@ -80,7 +80,7 @@ fn clients_that_vanish_mid_request_leave_nothing_held() {
     let dir = tempfile::tempdir().unwrap();
     let node = node_with_guests(dir.path());
     let addr = gateway_addr(&node);
-    let before = requests_succeed(&node, "spin", 5);
+    let before = requests_succeed(&node, "slow", 5);
 
     // 10 rounds of 64 clients that send whole requests and reset before the answer, some at
     // once, some while their guest runs.
@@ -88,13 +88,14 @@ fn clients_that_vanish_mid_request_leave_nothing_held() {
         let clients: Vec<_> = (0..64u64)
             .map(|i| {
                 std::thread::spawn(move || {
-                    let module = if i % 2 == 0 { "spin" } else { "echo" };
+                    let module = if i % 2 == 0 { "slow" } else { "echo" };
                     let mut stream = TcpStream::connect(addr).unwrap();
                     stream
                         .write_all(&invoke_request(module, b"gone before the answer"))
                         .unwrap();
+                    // Some reset at once, some while their guest waits for a slot or runs.
                     if (i + round) % 3 != 0 {
-                        std::thread::sleep(Duration::from_millis((i * 7 + round) % 25));
+                        std::thread::sleep(Duration::from_millis((i * 7 + round) % 40));
                     }
                     reset(stream);
                 })
@@ -111,7 +112,7 @@ fn clients_that_vanish_mid_request_leave_nothing_held() {
         let clients: Vec<_> = (0..64u64)
             .map(|i| {
                 std::thread::spawn(move || {
-                    let module = if i % 4 == 0 { "spin" } else { "echo" };
+                    let module = if i % 4 == 0 { "slow" } else { "echo" };
                     let mut stream = TcpStream::connect(addr).unwrap();
                     let mut buffer = [0u8; 4096];
                     while Instant::now() < stop {
@@ -142,7 +143,7 @@ fn clients_that_vanish_mid_request_leave_nothing_held() {
         cut_off.elapsed().as_millis()
     );
     // The next requests run as before: one wedged slot would make them wait for a deadline.
-    let after = requests_succeed(&node, "spin", 10).max(requests_succeed(&node, "echo", 10));
+    let after = requests_succeed(&node, "slow", 10).max(requests_succeed(&node, "echo", 10));
     println!("slowest request before: {before:?}, after: {after:?}");
     assert!(
         after < Duration::from_secs(1),

@@ -271,6 +271,19 @@ pub enum RollbackError {
         /// Version offered.
         offered: u64,
     },
+    /// The publisher signed two different blobs under one version (equivocation), and the one
+    /// held has the lower hash, which every node keeps.
+    #[error(
+        "version {version} is signed for two blobs, {held} and {offered}; every node keeps the lower hash"
+    )]
+    Equivocation {
+        /// The version signed twice.
+        version: u64,
+        /// The blob held (the lower hash).
+        held: ContentHash,
+        /// The blob offered.
+        offered: ContentHash,
+    },
     /// The two manifests are of different modules (a caller bug).
     #[error("{held} and {offered} are different modules")]
     DifferentModule {
@@ -282,7 +295,9 @@ pub enum RollbackError {
 }
 
 /// The rollback rule: `offered` may replace `held` (the manifest currently held for the same
-/// publisher and name, if any) only with a strictly higher version.
+/// publisher and name, if any) only with a strictly higher version. One exception makes a mesh
+/// converge when a publisher signs two blobs under one version ([`is_equivocation`]): the
+/// manifest with the lower blob hash replaces the other, wherever it arrives first.
 pub fn check_replaces(held: Option<&Manifest>, offered: &Manifest) -> Result<(), RollbackError> {
     let Some(held) = held else {
         return Ok(());
@@ -293,6 +308,16 @@ pub fn check_replaces(held: Option<&Manifest>, offered: &Manifest) -> Result<(),
             offered: offered.key(),
         });
     }
+    if is_equivocation(held, offered) {
+        if offered.blob < held.blob {
+            return Ok(());
+        }
+        return Err(RollbackError::Equivocation {
+            version: offered.version,
+            held: held.blob,
+            offered: offered.blob,
+        });
+    }
     if offered.version <= held.version {
         return Err(RollbackError::NotNewer {
             module: offered.key(),
@@ -301,6 +326,12 @@ pub fn check_replaces(held: Option<&Manifest>, offered: &Manifest) -> Result<(),
         });
     }
     Ok(())
+}
+
+/// Whether `offered` and `held` are one publisher's module at one version with different blobs:
+/// the publisher signed both, and nodes must agree on one of them.
+pub fn is_equivocation(held: &Manifest, offered: &Manifest) -> bool {
+    held.key() == offered.key() && held.version == offered.version && held.blob != offered.blob
 }
 
 #[cfg(test)]
@@ -404,6 +435,36 @@ mod tests {
         assert!(matches!(
             check_replaces(Some(&v1), &other),
             Err(RollbackError::DifferentModule { .. })
+        ));
+    }
+
+    /// Two blobs signed under one version: whichever a node got first, every node ends with the
+    /// lower hash.
+    #[test]
+    fn equivocation_converges_on_the_lower_hash() {
+        let keys = Keypair::from_seed([1; 32]);
+        let a = manifest(&keys, 3);
+        let b = Manifest {
+            blob: ContentHash::of(b"another blob"),
+            ..a.clone()
+        };
+        let (low, high) = if a.blob < b.blob { (a, b) } else { (b, a) };
+        assert!(is_equivocation(&low, &high) && is_equivocation(&high, &low));
+        assert_eq!(check_replaces(Some(&high), &low), Ok(()));
+        assert!(matches!(
+            check_replaces(Some(&low), &high),
+            Err(RollbackError::Equivocation { held, offered, version: 3, .. })
+                if held == low.blob && offered == high.blob
+        ));
+        // The same blob re-signed under the same version is not equivocation, just not newer.
+        let resigned = Manifest {
+            issued_at_ms: low.issued_at_ms + 1,
+            ..low.clone()
+        };
+        assert!(!is_equivocation(&low, &resigned));
+        assert!(matches!(
+            check_replaces(Some(&low), &resigned),
+            Err(RollbackError::NotNewer { .. })
         ));
     }
 }

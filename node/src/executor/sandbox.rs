@@ -1,5 +1,5 @@
-//! Per-request sandbox resources the engine's tunables hand out: capped linear memories and the
-//! fuel counter the watchdog may zero.
+//! Per-request sandbox resources the engine's tunables hand out: capped linear memories, tables
+//! capped by the same budget, and the fuel counter the watchdog may zero.
 //!
 //! wasmer's tunables belong to the engine, but caps belong to a request. The executor therefore
 //! opens an [`InstantiationScope`] on its thread around `Instance::new`; the tunables read the
@@ -111,6 +111,25 @@ impl SandboxTunables {
         }
     }
 
+    /// The table type with its maximum lowered to the request's cap: a table may hold at most
+    /// as many bytes of elements as the request's memory cap, so `table.grow` past it fails
+    /// (returns -1) and the host's memory stays bounded. A declared minimum over it is refused.
+    fn capped_table(&self, ty: &TableType) -> Result<TableType, String> {
+        let (cap_pages, _) = self.scope_cap_and_flag();
+        let cap = table_cap_elements(cap_pages);
+        if ty.minimum > cap {
+            return Err(format!(
+                "the module declares a table of {} elements; the cap is {cap}",
+                ty.minimum
+            ));
+        }
+        let maximum = ty.maximum.map_or(cap, |declared| declared.min(cap));
+        Ok(TableType {
+            maximum: Some(maximum),
+            ..*ty
+        })
+    }
+
     fn scope_cap_and_flag(&self) -> (u32, Option<Arc<AtomicBool>>) {
         SCOPE.with(|scope| match scope.borrow().as_ref() {
             Some(state) => (state.cap_pages, Some(state.growth_refused.clone())),
@@ -166,7 +185,7 @@ impl Tunables for SandboxTunables {
     }
 
     fn create_host_table(&self, ty: &TableType, style: &TableStyle) -> Result<VMTable, String> {
-        self.base.create_host_table(ty, style)
+        self.base.create_host_table(&self.capped_table(ty)?, style)
     }
 
     unsafe fn create_vm_table(
@@ -175,8 +194,12 @@ impl Tunables for SandboxTunables {
         style: &TableStyle,
         vm_definition_location: NonNull<VMTableDefinition>,
     ) -> Result<VMTable, String> {
-        // SAFETY: forwarded unchanged from the caller, who upholds the contract.
-        unsafe { self.base.create_vm_table(ty, style, vm_definition_location) }
+        let capped = self.capped_table(ty)?;
+        // SAFETY: forwarded from the caller, who upholds the contract; only the maximum changed.
+        unsafe {
+            self.base
+                .create_vm_table(&capped, style, vm_definition_location)
+        }
     }
 
     fn create_globals(
@@ -206,6 +229,15 @@ impl Tunables for SandboxTunables {
         }
         Ok(globals)
     }
+}
+
+/// Bytes of host memory one table element takes (a function or extern reference).
+const TABLE_ELEMENT_BYTES: u64 = 8;
+
+/// The most elements a table may hold under a memory cap of `cap_pages` wasm pages.
+pub(crate) fn table_cap_elements(cap_pages: u32) -> u32 {
+    let bytes = u64::from(cap_pages) * wasmer::WASM_PAGE_SIZE as u64;
+    u32::try_from(bytes / TABLE_ELEMENT_BYTES).unwrap_or(u32::MAX)
 }
 
 /// A linear memory that refuses to grow past a cap and remembers that it did.

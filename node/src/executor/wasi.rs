@@ -195,7 +195,8 @@ fn fd_read(mut env: FunctionEnvMut<WasiState>, fd: i32, iovs: i32, count: i32, n
             let n = rest.len().min(len as usize);
             write_bytes(view, buf, &rest[..n])?;
             state.stdin_pos += n;
-            total += n as u32;
+            // At most the input's length in all: fits (inputs are far below 4 GiB).
+            total = total.saturating_add(n as u32);
             if n < len as usize {
                 break;
             }
@@ -214,28 +215,50 @@ fn fd_write(
     if fd != 1 && fd != 2 {
         return ERRNO_BADF;
     }
+    // The work of one call is bounded by what the request may still keep: the room left under
+    // the output limit (more is an error), and the stderr cap (more is dropped unread). Lengths
+    // are checked against the guest's memory before anything is allocated or copied.
     with_memory(&mut env, |state, view| {
         let mut total = 0u32;
         for (buf, len) in iovecs(view, iovs, count)? {
-            let mut chunk = vec![0u8; len as usize];
-            view.read(u64::from(buf), &mut chunk)
-                .map_err(|_| ERRNO_FAULT)?;
-            if fd == 1 {
-                if state.stdout.len() + chunk.len() > state.max_output {
+            if u64::from(buf) + u64::from(len) > view.data_size() {
+                return Err(ERRNO_FAULT);
+            }
+            let sink = if fd == 1 {
+                if len as usize > state.max_output.saturating_sub(state.stdout.len()) {
                     state.stdout_overflow = true;
                     return Err(ERRNO_FBIG);
                 }
-                state.stdout.extend_from_slice(&chunk);
+                &mut state.stdout
             } else {
-                let room = STDERR_CAP.saturating_sub(state.stderr.len());
-                state
-                    .stderr
-                    .extend_from_slice(&chunk[..chunk.len().min(room)]);
-            }
-            total += len;
+                &mut state.stderr
+            };
+            let keep = if fd == 1 {
+                len as usize
+            } else {
+                (len as usize).min(STDERR_CAP.saturating_sub(sink.len()))
+            };
+            append_from(view, buf, keep, sink)?;
+            total = total.checked_add(len).ok_or(ERRNO_INVAL)?;
         }
         write_bytes(view, nwritten as u32, &total.to_le_bytes())
     })
+}
+
+/// Appends `len` bytes of guest memory at `offset` to `sink`.
+fn append_from(
+    view: &MemoryView<'_>,
+    offset: u32,
+    len: usize,
+    sink: &mut Vec<u8>,
+) -> Result<(), i32> {
+    let start = sink.len();
+    sink.resize(start + len, 0);
+    view.read(u64::from(offset), &mut sink[start..])
+        .map_err(|_| {
+            sink.truncate(start);
+            ERRNO_FAULT
+        })
 }
 
 fn proc_exit(_env: FunctionEnvMut<WasiState>, status: i32) -> Result<(), WasiExit> {
@@ -270,6 +293,10 @@ fn environ_get(_env: FunctionEnvMut<WasiState>, _environ: i32, _buf: i32) -> i32
     ERRNO_SUCCESS
 }
 
+/// The resolution of the clocks guests see: 1 ms is plenty for edge functions, and coarser
+/// clocks make timing side channels between guests harder to use.
+const CLOCK_RESOLUTION_NS: u64 = 1_000_000;
+
 fn clock_time_get(mut env: FunctionEnvMut<WasiState>, id: i32, _precision: i64, time: i32) -> i32 {
     static START: OnceLock<Instant> = OnceLock::new();
     let nanos = match id {
@@ -281,6 +308,7 @@ fn clock_time_get(mut env: FunctionEnvMut<WasiState>, id: i32, _precision: i64, 
         1..=3 => START.get_or_init(Instant::now).elapsed().as_nanos() as u64,
         _ => return ERRNO_INVAL,
     };
+    let nanos = nanos - nanos % CLOCK_RESOLUTION_NS;
     with_memory(&mut env, |_, view| {
         write_bytes(view, time as u32, &nanos.to_le_bytes())
     })

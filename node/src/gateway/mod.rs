@@ -88,8 +88,11 @@ async fn publish(State(node): State<Node>, body: Bytes) -> Response {
                 PublishError::Refused(Refusal::Invalid(
                     wasmesh_protocol::VerifyError::UntrustedPublisher { .. },
                 )) => StatusCode::FORBIDDEN,
-                PublishError::Refused(Refusal::Rollback(_)) => StatusCode::CONFLICT,
+                PublishError::Refused(Refusal::Rollback(_) | Refusal::NameOwned { .. }) => {
+                    StatusCode::CONFLICT
+                }
                 PublishError::Refused(Refusal::Store(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+                PublishError::OverQuota { .. } => StatusCode::INSUFFICIENT_STORAGE,
                 _ => StatusCode::UNPROCESSABLE_ENTITY,
             };
             error(status, e.kind(), e)
