@@ -42,8 +42,8 @@ pub enum InvokeError {
     /// The guest failed on the peer that ran it.
     #[error("{kind}: {message}")]
     RemoteGuest {
-        /// The failure kind.
-        kind: String,
+        /// The failure kind (one of [`GuestError::KINDS`], or `remote_unknown`).
+        kind: &'static str,
         /// The failure message.
         message: String,
         /// The peer that ran it.
@@ -192,7 +192,8 @@ impl NodeInner {
                         });
                     }
                     Ok(InvokeReply::GuestFailed { kind, message }) => {
-                        self.metrics.count_invocation(&kind, "forwarded");
+                        let kind = GuestError::known_kind(&kind);
+                        self.metrics.count_invocation(kind, "forwarded");
                         return Err(InvokeError::RemoteGuest {
                             kind,
                             message,

@@ -82,6 +82,30 @@ fn stderr_suffix(stderr: &str) -> String {
 }
 
 impl GuestError {
+    /// Every failure kind, as [`Self::kind`] names them.
+    pub const KINDS: [&'static str; 10] = [
+        "fuel_exhausted",
+        "memory_limit",
+        "timeout",
+        "trap",
+        "exit",
+        "bad_output",
+        "input_too_large",
+        "invalid_module",
+        "unsupported_import",
+        "busy",
+    ];
+
+    /// The fixed kind a peer's failure kind names, or `remote_unknown` for anything else: what
+    /// a peer sends must not become an unbounded set of metrics labels or HTTP error kinds.
+    pub fn known_kind(kind: &str) -> &'static str {
+        Self::KINDS
+            .iter()
+            .find(|known| **known == kind)
+            .copied()
+            .unwrap_or("remote_unknown")
+    }
+
     /// The stable name of this failure.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -123,5 +147,22 @@ impl From<wasmesh_protocol::wasm::WasmError> for GuestError {
                 detail: other.to_string(),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GuestError;
+
+    #[test]
+    fn kinds_from_peers_map_onto_the_fixed_set() {
+        let timeout = GuestError::Timeout { timeout_ms: 1 };
+        assert!(GuestError::KINDS.contains(&timeout.kind()));
+        assert_eq!(GuestError::known_kind("timeout"), "timeout");
+        assert_eq!(GuestError::known_kind("x\" injected=\"y"), "remote_unknown");
+        assert_eq!(
+            GuestError::known_kind(&"a".repeat(10_000)),
+            "remote_unknown"
+        );
     }
 }

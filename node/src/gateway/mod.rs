@@ -215,7 +215,7 @@ async fn invoke(
             message,
             executed_by,
         }) => {
-            let mut response = error(status_of_kind(&kind), &kind, message);
+            let mut response = error(status_of_kind(kind), kind, message);
             if let Ok(value) = HeaderValue::from_str(&executed_by.to_string()) {
                 response.headers_mut().insert(EXECUTED_BY, value);
             }
