@@ -28,7 +28,7 @@ cd "$work"
 
 wait_for() { for _ in $(seq 1 600); do if "$@"; then return 0; fi; sleep 0.05; done; echo "error: timed out: $*" >&2; exit 1; }
 
-"$wasmesh" keys gen --out publisher.key >/dev/null
+"$wasmesh" keys gen --out publisher.key >/dev/null 2>&1
 publisher=$("$wasmesh" keys show --key publisher.key | head -n 1)
 RUST_LOG=warn "$wasmesh" node run --data-dir node --listen /ip4/127.0.0.1/udp/0/quic-v1 \
   --quic 127.0.0.1:0 --http 127.0.0.1:0 --trust "$publisher" 2>node.log &
