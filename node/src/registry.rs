@@ -180,6 +180,8 @@ pub struct PeerInfo {
     /// Its manifest digest when this node last asked it for a sync (not asked again for the
     /// same digest).
     pub synced_digest: Option<ContentHash>,
+    /// When this node last asked it for a sync.
+    pub synced_at: Option<Instant>,
     /// Smoothed round-trip time (libp2p ping), microseconds.
     pub rtt_us: Option<u64>,
     /// Its network coordinate, from its status.
@@ -232,6 +234,7 @@ impl PeerInfo {
             dial_failures: 0,
             next_dial: None,
             synced_digest: None,
+            synced_at: None,
             rtt_us: None,
             coordinate: None,
             down_until: None,
