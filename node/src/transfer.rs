@@ -587,12 +587,22 @@ async fn read_framed(recv: &mut quinn::RecvStream, limit: usize) -> Result<Vec<u
     if len > limit {
         return Err("oversized message");
     }
-    let mut bytes = vec![0u8; len];
-    recv.read_exact(&mut bytes)
+    // Grown as bytes arrive, never allocated up front from what the peer claims: a peer that
+    // announces 64 MiB and sends nothing costs this node nothing.
+    let mut bytes = Vec::with_capacity(len.min(FRAME_PREALLOCATE));
+    (&mut *recv)
+        .take(len as u64)
+        .read_to_end(&mut bytes)
         .await
         .map_err(|_| "truncated message")?;
+    if bytes.len() != len {
+        return Err("truncated message");
+    }
     Ok(bytes)
 }
+
+/// What a framed read reserves before any of its bytes arrive.
+const FRAME_PREALLOCATE: usize = 64 << 10;
 
 /// Writes a 4-byte little-endian length and the bytes.
 async fn write_framed(send: &mut quinn::SendStream, bytes: &[u8]) -> Result<(), quinn::WriteError> {
