@@ -7,7 +7,9 @@
 //! Bounds: a peer may open at most [`STREAMS_PER_CONNECTION`] streams at once; the node serves
 //! at most [`MAX_SERVING`] blobs at once (more get `Busy`) and fetches at most [`MAX_FETCHING`];
 //! a request must arrive within [`REQUEST_TIMEOUT`]; a fetch that stalls for [`IDLE_TIMEOUT`]
-//! is abandoned. Flow-control windows are sized for long links (16 MiB per stream): with
+//! is abandoned, and so is a transfer, either way, slower than [`MIN_TRANSFER_RATE`] (see
+//! [`transfer_deadline`]): a peer that trickles or never reads holds no fetch slot or serving
+//! permit for long. Flow-control windows are sized for long links (16 MiB per stream): with
 //! quinn's defaults one stream over a 40 ms round trip moves only ~17.5 MiB/s.
 
 use std::collections::HashMap;
@@ -43,6 +45,16 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time to establish a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CHUNK: usize = 256 * 1024;
+
+/// The slowest a blob transfer may be, in bytes per second, beyond its first [`IDLE_TIMEOUT`].
+pub const MIN_TRANSFER_RATE: u64 = 256 << 10;
+
+/// When a transfer of `size` bytes that starts now must be over.
+pub fn transfer_deadline(size: u64) -> tokio::time::Instant {
+    tokio::time::Instant::now()
+        + IDLE_TIMEOUT
+        + Duration::from_millis(size * 1000 / MIN_TRANSFER_RATE)
+}
 /// Bytes read from disk at once when serving (at most `MAX_SERVING` of these buffers exist).
 const SERVE_READ: usize = 4 << 20;
 
@@ -272,20 +284,25 @@ impl DataPlane {
         send.write_all(&header.encode())
             .await
             .map_err(|_| "peer went away")?;
-        if let Some((file, _permit)) = file {
+        if let (Some((file, _permit)), BlobHeader::Found { size }) = (file, header) {
             let mut file = tokio::fs::File::from_std(file);
             // Large reads: each one is a round trip through the blocking pool.
             file.set_max_buf_size(SERVE_READ);
             let mut buffer = vec![0u8; SERVE_READ];
-            loop {
-                let n = file.read(&mut buffer).await.map_err(|_| "read failed")?;
-                if n == 0 {
-                    break;
+            let sending = async {
+                loop {
+                    let n = file.read(&mut buffer).await.map_err(|_| "read failed")?;
+                    if n == 0 {
+                        return Ok::<(), &'static str>(());
+                    }
+                    send.write_all(&buffer[..n])
+                        .await
+                        .map_err(|_| "peer went away")?;
                 }
-                send.write_all(&buffer[..n])
-                    .await
-                    .map_err(|_| "peer went away")?;
-            }
+            };
+            tokio::time::timeout_at(transfer_deadline(size), sending)
+                .await
+                .map_err(|_| "the peer reads below the minimum rate")??;
             self.inner.metrics.blobs_served.inc();
         }
         send.finish().map_err(|_| "peer went away")?;
@@ -463,10 +480,16 @@ impl DataPlane {
             }
             Ok::<_, StoreError>(writer)
         });
+        let deadline = transfer_deadline(size);
         let received: Result<(), FetchError> = async {
             let mut progress = FetchProgress::new(hash, size);
             loop {
-                let chunk = tokio::time::timeout(IDLE_TIMEOUT, recv.read_chunk(CHUNK, true))
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::info!(hash = %hash.short(), "the provider sends below the minimum rate");
+                    return Err(FetchError::Stalled);
+                }
+                let idle_until = deadline.min(tokio::time::Instant::now() + IDLE_TIMEOUT);
+                let chunk = tokio::time::timeout_at(idle_until, recv.read_chunk(CHUNK, true))
                     .await
                     .map_err(|_| FetchError::Stalled)?
                     .map_err(|e| protocol(&e.to_string()))?;
