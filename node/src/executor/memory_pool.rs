@@ -241,9 +241,8 @@ pub(crate) struct PooledMemory {
 }
 
 // SAFETY: like wasmer's `VMOwnedMemory`: the definition pointer is only written by the thread
-// that runs the instance, which owns the memory.
+// that runs the instance, which owns the memory (wasmer requires `Send` only).
 unsafe impl Send for PooledMemory {}
-unsafe impl Sync for PooledMemory {}
 
 impl PooledMemory {
     /// Sets the accessible size to `pages` and publishes it to compiled code.
