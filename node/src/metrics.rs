@@ -48,6 +48,8 @@ pub struct Metrics {
     pub peers: Gauge,
     /// Forwards that were slow enough to get a copy sent to the next candidate.
     pub hedges: Counter,
+    /// Peer statuses taken (newer than the last one from the same peer).
+    pub statuses: Counter,
 }
 
 impl Metrics {
@@ -113,6 +115,7 @@ impl Metrics {
             self.modules_ready.clone(),
         );
         registry.register("peers", "Connected peers", self.peers.clone());
+        registry.register("statuses", "Peer statuses taken", self.statuses.clone());
         registry.register(
             "hedges",
             "Slow forwards copied to the next candidate",

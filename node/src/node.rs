@@ -464,6 +464,7 @@ impl NodeInner {
         if status.seq <= peer.seq && peer.key.is_some() {
             return Ok(None);
         }
+        self.metrics.statuses.inc();
         let new_provider = status.ready.iter().any(|h| !peer.ready.contains(h));
         peer.key = Some(status.node);
         peer.quic_addr = Some(quic_addr);

@@ -288,7 +288,10 @@ async fn status(State(node): State<Node>) -> Response {
         let modules = registry.entries().count();
         (modules, registry.ready_blobs().len())
     };
-    let peers = node.peers().values().filter(|p| p.connected).count();
+    let (peers, peers_known) = {
+        let table = node.peers();
+        (table.values().filter(|p| p.connected).count(), table.len())
+    };
     let (running, queued) = node.executor.load();
     axum::Json(json!({
         "peer_id": node.peer_id.to_string(),
@@ -298,6 +301,7 @@ async fn status(State(node): State<Node>) -> Response {
         "modules": modules,
         "ready": ready,
         "peers": peers,
+        "peers_known": peers_known,
         "in_flight": node.in_flight.load(Ordering::Relaxed),
         "capacity": node.executor.capacity(),
         "running": running,

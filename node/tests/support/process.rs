@@ -130,6 +130,30 @@ impl NodeProcess {
         let _ = self.child.wait();
     }
 
+    /// Resident memory of the process, KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// The value of a counter or gauge in `GET /metrics` (0 when absent).
+    pub fn metric(&self, name: &str) -> u64 {
+        let text = ureq::get(&format!("{}/metrics", self.url))
+            .call()
+            .ok()
+            .and_then(|mut response| response.body_mut().read_to_string().ok())
+            .unwrap_or_default();
+        text.lines()
+            .filter_map(|line| line.strip_prefix(name))
+            .filter_map(|rest| rest.split_whitespace().last()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
     /// `GET /v1/status` as JSON.
     pub fn status(&self) -> serde_json::Value {
         get_json(&format!("{}/v1/status", self.url))

@@ -1,0 +1,168 @@
+//! Strangers against a real `wasmesh node run` process in an open mesh: 5,000 throwaway
+//! identities each connect, publish one status (1,000 made-up ready blobs, 8 loopback addresses
+//! where nothing listens) and leave. The node tracks at most `MAX_TRACKED_PEERS` peers, its
+//! memory stops growing once the table is full, and it keeps serving.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, Swarm};
+use support::fixture_path;
+use support::process::{self, DEADLINE, NodeProcess, wait_until};
+use tokio::sync::watch;
+use wasmesh_node::registry::MAX_TRACKED_PEERS;
+use wasmesh_protocol::wire::{STATUS_TOPIC, StatusMessage};
+use wasmesh_protocol::{ContentHash, Keypair};
+
+const STRANGERS: usize = 5_000;
+const AT_ONCE: usize = 50;
+
+fn stranger_swarm(keys: &Keypair) -> Swarm<gossipsub::Behaviour> {
+    libp2p::SwarmBuilder::with_existing_identity(wasmesh_keys::identity::libp2p_keypair(keys))
+        .with_tokio()
+        .with_quic()
+        .with_behaviour(|key| {
+            gossipsub::Behaviour::new(
+                MessageAuthenticity::Signed(key.clone()),
+                gossipsub::ConfigBuilder::default()
+                    .max_transmit_size(1 << 20)
+                    .build()
+                    .expect("gossipsub config"),
+            )
+            .expect("gossipsub")
+        })
+        .expect("behaviour")
+        .build()
+}
+
+/// A status signed by `keys`: made-up ready blobs and addresses where nothing listens.
+fn made_up_status(keys: &Keypair, n: usize) -> Vec<u8> {
+    let ready = (0..1_000u32)
+        .map(|i| ContentHash::of(&[n.to_le_bytes().as_slice(), &i.to_le_bytes()].concat()))
+        .collect();
+    let p2p_addrs = (0..8)
+        .map(|i| format!("/ip4/127.0.{}.{}/udp/9/quic-v1", 200 + i, 1 + n % 250))
+        .collect();
+    StatusMessage {
+        node: keys.public(),
+        quic_addr: "127.0.0.1:9".into(),
+        ready,
+        in_flight: 0,
+        capacity: 4,
+        seq: 1,
+        p2p_addrs,
+        manifests: ContentHash([0; 32]),
+        coordinate: Default::default(),
+    }
+    .encode()
+}
+
+/// One stranger: connects, waits until the node's subscription is known, publishes its status,
+/// and stays until the batch is done (so the message is surely sent), then leaves.
+async fn stranger(node: Multiaddr, n: usize, mut batch_done: watch::Receiver<bool>) {
+    let mut seed = [7u8; 32];
+    seed[..8].copy_from_slice(&(n as u64).to_le_bytes());
+    let keys = Keypair::from_seed(seed);
+    let mut swarm = stranger_swarm(&keys);
+    let topic = IdentTopic::new(STATUS_TOPIC);
+    swarm.behaviour_mut().subscribe(&topic).expect("subscribe");
+    swarm.dial(node).expect("dial");
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let event = tokio::time::timeout_at(until, swarm.select_next_some())
+            .await
+            .expect("the node's subscription arrives");
+        if let SwarmEvent::Behaviour(gossipsub::Event::Subscribed { .. }) = event {
+            break;
+        }
+    }
+    swarm
+        .behaviour_mut()
+        .publish(topic, made_up_status(&keys, n))
+        .expect("publish");
+    loop {
+        tokio::select! {
+            _ = swarm.select_next_some() => {}
+            _ = batch_done.wait_for(|done| *done) => return,
+            _ = tokio::time::sleep_until(until) => panic!("the batch never completed"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statuses_from_thousands_of_fresh_keys_leave_the_node_bounded_and_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = process::publisher_key(dir.path());
+    let node = NodeProcess::start(&dir.path().join("node"), &public, &[], &[]);
+    process::publish(dir.path(), &key, &node, &fixture_path("echo.wat"), "echo");
+    wait_until("echo is ready", DEADLINE, || node.is_ready("echo"));
+    let rss_before = node.rss_kib();
+    let address: Multiaddr = node.p2p.parse().unwrap();
+    let node = Arc::new(node);
+
+    let sent = AtomicUsize::new(0);
+    let mut rss_halfway = 0;
+    for batch in 0..STRANGERS / AT_ONCE {
+        let (done, batch_done) = watch::channel(false);
+        let strangers: Vec<_> = (0..AT_ONCE)
+            .map(|i| {
+                let n = batch * AT_ONCE + i;
+                tokio::spawn(stranger(address.clone(), n, batch_done.clone()))
+            })
+            .collect();
+        let expected = sent.fetch_add(AT_ONCE, Ordering::Relaxed) + AT_ONCE;
+        let watcher = node.clone();
+        tokio::task::spawn_blocking(move || {
+            wait_until("the batch's statuses are taken", DEADLINE, || {
+                watcher.metric("wasmesh_statuses_total") >= expected as u64
+            });
+        })
+        .await
+        .unwrap();
+        done.send_replace(true);
+        for stranger in strangers {
+            stranger.await.unwrap();
+        }
+        if expected == STRANGERS / 2 {
+            rss_halfway = node.rss_kib();
+        }
+        if (batch + 1) % 20 == 0 {
+            println!(
+                "after {expected} strangers: {} peers known, RSS {} MiB",
+                node.status()["peers_known"],
+                node.rss_kib() >> 10
+            );
+        }
+    }
+
+    let node = Arc::try_unwrap(node).unwrap();
+    let tracked = node.status()["peers_known"].as_u64().unwrap_or(u64::MAX) as usize;
+    let rss_after = node.rss_kib();
+    println!(
+        "{STRANGERS} strangers: {tracked} peers tracked, RSS {} MiB before, {} MiB halfway, {} \
+         MiB after, {} statuses taken",
+        rss_before >> 10,
+        rss_halfway >> 10,
+        rss_after >> 10,
+        node.metric("wasmesh_statuses_total")
+    );
+    assert!(tracked <= MAX_TRACKED_PEERS, "{tracked} peers tracked");
+    // The table fills within the first 1,000 strangers. Unbounded, each further 500 added about
+    // 100 MiB; bounded, the second 2,500 add next to nothing.
+    assert!(
+        rss_after.saturating_sub(rss_halfway) < 64 << 10,
+        "RSS still grows: {rss_halfway} KiB halfway, {rss_after} KiB after"
+    );
+    let agent = process::agent(Duration::from_secs(10));
+    let answer = process::invoke(&agent, &node.url, "echo", b"still serving").unwrap();
+    assert_eq!(
+        (answer.status, answer.body.as_slice()),
+        (200, &b"still serving"[..])
+    );
+}
