@@ -63,6 +63,10 @@ pub struct NodeArgs {
     /// Modules that would exceed it are routed to peers instead.
     #[arg(long)]
     pub blob_quota_mib: Option<u64>,
+    /// Dial loopback, private and link-local addresses that peers advertise [default: only
+    /// when one of this node's own --listen addresses is such an address].
+    #[arg(long, value_name = "BOOL")]
+    pub allow_private_addrs: Option<bool>,
 }
 
 /// Which modules a node replicates (fetches, compiles and runs itself).
@@ -127,6 +131,7 @@ struct FileConfig {
     announce_quic: Option<SocketAddr>,
     replicate: Option<String>,
     blob_quota_mib: Option<u64>,
+    allow_private_addrs: Option<bool>,
     hedging: Option<bool>,
     #[serde(default)]
     gateway: GatewayFile,
@@ -255,6 +260,8 @@ pub struct NodeConfig {
     pub gateway: GatewayLimits,
     /// Whether a slow forward gets a copy sent to the next candidate (first answer wins).
     pub hedging: bool,
+    /// Whether loopback, private and link-local addresses advertised by peers are dialed.
+    pub allow_private_addrs: bool,
     /// How often the node publishes its status.
     pub status_interval: Duration,
 }
@@ -279,6 +286,7 @@ impl NodeConfig {
             executor: ExecutorConfig::default(),
             gateway: GatewayLimits::default(),
             hedging: true,
+            allow_private_addrs: true,
             status_interval: Duration::from_millis(500),
         }
     }
@@ -325,6 +333,7 @@ impl NodeConfig {
                 "/ip4/0.0.0.0/tcp/4001".parse()?,
             ];
         }
+        let private_by_default = crate::address_scope::private_by_default(&listen);
         let listen_ip = listen
             .iter()
             .find_map(|addr| {
@@ -382,6 +391,10 @@ impl NodeConfig {
             executor: file.executor.config()?,
             gateway: file.gateway.limits()?,
             hedging: file.hedging.unwrap_or(true),
+            allow_private_addrs: args
+                .allow_private_addrs
+                .or(file.allow_private_addrs)
+                .unwrap_or(private_by_default),
             status_interval: Duration::from_secs(2),
             data_dir,
         })

@@ -103,6 +103,7 @@ impl Node {
             swarm.add_external_address(addr.clone());
         }
         for addr in &config.bootstrap {
+            metrics.dials.inc();
             if let Err(error) = swarm.dial(addr.clone()) {
                 span.in_scope(|| tracing::warn!(%addr, %error, "cannot dial bootstrap peer"));
             }
@@ -148,6 +149,7 @@ impl Node {
             shutdown: shutdown_rx.clone(),
             started: Instant::now(),
             hedging: config.hedging,
+            allow_private_addrs: config.allow_private_addrs,
             hedge_budget: Default::default(),
             keys,
         });

@@ -256,6 +256,7 @@ pub(crate) async fn run(
                     }
                 }
                 Some(GossipCommand::Dial(addr)) => {
+                    node.metrics.dials.inc();
                     if let Err(error) = swarm.dial(addr.clone()) {
                         tracing::debug!(%addr, %error, "dial failed");
                     }
@@ -548,6 +549,7 @@ fn dial_peer(
         .addresses(addrs)
         .build();
     let dialed = swarm.dial(opts);
+    node.metrics.dials.inc();
     if let Some(info) = node.peers().get_mut(&peer) {
         match dialed {
             // Marked so the next status does not dial again while this dial is under way.

@@ -14,6 +14,7 @@
 //! - [`fs_util`]: atomic file writes.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod address_scope;
 pub mod admission;
 pub mod cli;
 pub mod clock;

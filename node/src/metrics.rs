@@ -50,6 +50,8 @@ pub struct Metrics {
     pub hedges: Counter,
     /// Peer statuses taken (newer than the last one from the same peer).
     pub statuses: Counter,
+    /// Dials of peers this node started (bootstrap, redial, peer exchange, probes).
+    pub dials: Counter,
 }
 
 impl Metrics {
@@ -116,6 +118,11 @@ impl Metrics {
         );
         registry.register("peers", "Connected peers", self.peers.clone());
         registry.register("statuses", "Peer statuses taken", self.statuses.clone());
+        registry.register(
+            "dials",
+            "Dials of peers this node started",
+            self.dials.clone(),
+        );
         registry.register(
             "hedges",
             "Slow forwards copied to the next candidate",

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use libp2p::PeerId;
+use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{Notify, mpsc, watch};
 use wasmesh_keys::{SignedMembershipCert, TrustList, identity};
 use wasmesh_protocol::coordinates::{Coordinate, DIMENSIONS};
@@ -25,6 +25,7 @@ use wasmesh_protocol::{
     ContentHash, Keypair, PublicKey, PublishBundle, SignedManifest, VerifyError,
 };
 
+use crate::address_scope;
 use crate::admission::Admission;
 use crate::executor::{Executor, ExecutorConfig, GuestError};
 use crate::gossip::GossipCommand;
@@ -197,6 +198,8 @@ pub(crate) struct NodeInner {
     pub(crate) started: Instant,
     /// Whether slow forwards get a copy sent to the next candidate.
     pub(crate) hedging: bool,
+    /// Whether peers' loopback, private and link-local addresses are dialed.
+    pub(crate) allow_private_addrs: bool,
     pub(crate) hedge_budget: crate::request::HedgeBudget,
 }
 
@@ -472,11 +475,19 @@ impl NodeInner {
         peer.in_flight = status.in_flight;
         peer.capacity = status.capacity;
         peer.seq = status.seq;
-        peer.addrs = status
+        let advertised: Vec<Multiaddr> = status
             .p2p_addrs
             .iter()
             .filter_map(|a| a.parse().ok())
             .collect();
+        let advertised_count = advertised.len();
+        peer.addrs = advertised
+            .into_iter()
+            .filter(|a| self.allow_private_addrs || address_scope::is_global(a))
+            .collect();
+        if peer.addrs.len() < advertised_count {
+            self.metrics.count_rejection("peer_address_not_global");
+        }
         peer.last_seen = Instant::now();
         peer.coordinate = Some(status.coordinate);
         let theirs = status.manifests;
