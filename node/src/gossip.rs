@@ -180,8 +180,16 @@ pub(crate) fn build_swarm(
                 .validate_messages()
                 .max_transmit_size(MAX_STATUS_SIZE)
                 .heartbeat_interval(HEARTBEAT)
+                // The id binds the author: gossipsub marks an id as seen before validating it, so
+                // with an id of the data alone, a peer that republished another node's status
+                // under its own identity would have the genuine copy dropped as a duplicate.
                 .message_id_fn(|message| {
-                    gossipsub::MessageId::from(blake3::hash(&message.data).as_bytes().to_vec())
+                    let mut id = blake3::Hasher::new();
+                    if let Some(source) = &message.source {
+                        id.update(&source.to_bytes());
+                    }
+                    id.update(&message.data);
+                    gossipsub::MessageId::from(id.finalize().as_bytes().to_vec())
                 })
                 .build()
                 .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;

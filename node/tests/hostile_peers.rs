@@ -40,6 +40,13 @@ fn stranger_swarm(keys: &Keypair) -> Swarm<gossipsub::Behaviour> {
         .build()
 }
 
+/// The key of stranger `n`.
+fn stranger_keys(n: usize) -> Keypair {
+    let mut seed = [7u8; 32];
+    seed[..8].copy_from_slice(&(n as u64).to_le_bytes());
+    Keypair::from_seed(seed)
+}
+
 /// A status signed by `keys`: made-up ready blobs and addresses where nothing listens.
 fn made_up_status(keys: &Keypair, n: usize) -> Vec<u8> {
     let ready = (0..1_000u32)
@@ -65,10 +72,12 @@ fn made_up_status(keys: &Keypair, n: usize) -> Vec<u8> {
 /// One stranger: connects to every node, waits until their subscriptions are known, publishes
 /// its status (to all of them at once), and stays until its batch is done (so the message is
 /// surely sent), then leaves.
-async fn stranger(nodes: Vec<Multiaddr>, n: usize, mut batch_done: watch::Receiver<bool>) {
-    let mut seed = [7u8; 32];
-    seed[..8].copy_from_slice(&(n as u64).to_le_bytes());
-    let keys = Keypair::from_seed(seed);
+async fn stranger(
+    nodes: Vec<Multiaddr>,
+    keys: Keypair,
+    status: Vec<u8>,
+    mut batch_done: watch::Receiver<bool>,
+) {
     let mut swarm = stranger_swarm(&keys);
     let topic = IdentTopic::new(STATUS_TOPIC);
     swarm.behaviour_mut().subscribe(&topic).expect("subscribe");
@@ -87,7 +96,7 @@ async fn stranger(nodes: Vec<Multiaddr>, n: usize, mut batch_done: watch::Receiv
     }
     swarm
         .behaviour_mut()
-        .publish(topic, made_up_status(&keys, n))
+        .publish(topic, status)
         .expect("publish");
     loop {
         tokio::select! {
@@ -107,7 +116,14 @@ async fn flood(nodes: &[Arc<NodeProcess>], count: usize, mut after_batch: impl F
         let strangers: Vec<_> = (0..AT_ONCE)
             .map(|i| {
                 let n = batch * AT_ONCE + i;
-                tokio::spawn(stranger(addresses.clone(), n, batch_done.clone()))
+                let keys = stranger_keys(n);
+                let status = made_up_status(&keys, n);
+                tokio::spawn(stranger(
+                    addresses.clone(),
+                    keys,
+                    status,
+                    batch_done.clone(),
+                ))
             })
             .collect();
         let sent = (batch + 1) * AT_ONCE;
@@ -213,4 +229,44 @@ async fn advertised_private_addresses_are_not_dialed_unless_allowed() {
     );
     assert_eq!(strict.metric("wasmesh_dials_total"), 0);
     assert!(strict.metric("wasmesh_rejections_total{reason=\"peer_address_not_global\"}") >= 200);
+}
+
+/// Publishes `status` to `node` as `keys`, and waits until `seen` holds for the node.
+async fn publish_as(
+    node: &Arc<NodeProcess>,
+    keys: Keypair,
+    status: Vec<u8>,
+    seen: impl Fn(&NodeProcess) -> bool + Send + 'static,
+) {
+    let (done, publishing_done) = watch::channel(false);
+    let address: Multiaddr = node.p2p.parse().unwrap();
+    let publisher = tokio::spawn(stranger(vec![address], keys, status, publishing_done));
+    let watched = node.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_until("the node sees the status", DEADLINE, || seen(&watched));
+    })
+    .await
+    .unwrap();
+    done.send_replace(true);
+    publisher.await.unwrap();
+}
+
+/// A replay cannot silence a node: a stranger that republishes node H's status under its own
+/// identity is refused, and H's own copy of the very same bytes is still taken afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_status_does_not_suppress_the_genuine_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, public) = process::publisher_key(dir.path());
+    let node = Arc::new(NodeProcess::start(&dir.path().join("n"), &public, &[], &[]));
+    let honest = stranger_keys(1_000_001);
+    let status = made_up_status(&honest, 1);
+    publish_as(&node, stranger_keys(1_000_002), status.clone(), |n| {
+        n.metric("wasmesh_rejections_total{reason=\"gossip_bad_status\"}") >= 1
+    })
+    .await;
+    assert_eq!(node.metric("wasmesh_statuses_total"), 0);
+    publish_as(&node, honest, status, |n| {
+        n.metric("wasmesh_statuses_total") >= 1
+    })
+    .await;
 }
