@@ -14,7 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
-use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageAuthenticity, ValidationMode};
+use libp2p::gossipsub::{
+    self, IdentTopic, MessageAcceptance, MessageAuthenticity, PeerScoreParams, PeerScoreThresholds,
+    TopicScoreParams, ValidationMode,
+};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, noise, ping, tcp, yamux};
@@ -193,9 +196,12 @@ pub(crate) fn build_swarm(
                 })
                 .build()
                 .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
-            let gossipsub =
+            let mut gossipsub =
                 gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), gossip_config)
                     .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
+            gossipsub
+                .with_peer_score(peer_score_params(), PeerScoreThresholds::default())
+                .map_err(|e| anyhow::anyhow!("gossipsub scoring: {e}"))?;
             let identify = identify::Behaviour::new(
                 identify::Config::new("/wasmesh/1".into(), key.public())
                     .with_hide_listen_addrs(hide_listen_addrs),
@@ -242,7 +248,10 @@ pub(crate) async fn run(
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
-            _ = redial.tick() => maybe_dial_new_peers(&mut swarm, &node),
+            _ = redial.tick() => {
+                maybe_dial_new_peers(&mut swarm, &node);
+                note_scores(&swarm, &node);
+            }
             command = commands.recv() => match command {
                 None => return,
                 Some(GossipCommand::PublishManifest(bytes)) => {
@@ -485,9 +494,15 @@ fn validate(
             Ok(signed) => match node.offer_manifest(signed, Origin::Gossip(source)) {
                 Ok(Offered::Accepted) => MessageAcceptance::Accept,
                 Ok(Offered::AlreadyHeld) => MessageAcceptance::Ignore,
-                // An older version from a lagging peer is not an attack: drop it quietly.
-                Err(crate::node::Refusal::Rollback(_)) => MessageAcceptance::Ignore,
-                Err(_) => MessageAcceptance::Reject,
+                // Only what no honest peer would relay costs the sender score: relays run the same
+                // checks, so a bad signature or a malformed manifest is the sender's own. Trust
+                // lists, name owners and held versions differ between honest nodes, so a
+                // manifest refused for those is dropped quietly.
+                Err(crate::node::Refusal::Invalid(
+                    wasmesh_protocol::VerifyError::UntrustedPublisher { .. },
+                )) => MessageAcceptance::Ignore,
+                Err(crate::node::Refusal::Invalid(_)) => MessageAcceptance::Reject,
+                Err(_) => MessageAcceptance::Ignore,
             },
         };
         (acceptance, None)
@@ -512,6 +527,42 @@ fn validate(
     } else {
         node.metrics.count_rejection("gossip_unknown_topic");
         (MessageAcceptance::Reject, None)
+    }
+}
+
+/// Gossipsub peer scoring, counting only what a peer cannot do by accident: messages that fail
+/// validation (a bad signature, a malformed or forged status). Three of them put a peer below
+/// the graylist threshold (-80), and its messages are then ignored; the penalty decays over
+/// minutes. Mesh-delivery and IP-colocation scores are off: meshes of a few nodes deliver little,
+/// and many honest nodes share one address behind NAT or on one test host.
+fn peer_score_params() -> PeerScoreParams {
+    let topic = TopicScoreParams {
+        topic_weight: 1.0,
+        time_in_mesh_weight: 0.0,
+        first_message_deliveries_weight: 0.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: -10.0,
+        invalid_message_deliveries_decay: 0.99,
+        ..TopicScoreParams::default()
+    };
+    PeerScoreParams {
+        topics: [MANIFEST_TOPIC, STATUS_TOPIC]
+            .into_iter()
+            .map(|name| (IdentTopic::new(name).hash(), topic.clone()))
+            .collect(),
+        ip_colocation_factor_weight: 0.0,
+        behaviour_penalty_weight: 0.0,
+        slow_peer_weight: 0.0,
+        ..PeerScoreParams::default()
+    }
+}
+
+/// Copies the gossip score of each tracked peer into the peer table (for `/v1/peers`).
+fn note_scores(swarm: &Swarm<Behaviour>, node: &Arc<NodeInner>) {
+    let gossipsub = &swarm.behaviour().gossipsub;
+    for info in node.peers().values_mut() {
+        info.gossip_score = gossipsub.peer_score(&info.peer_id);
     }
 }
 

@@ -196,6 +196,8 @@ pub struct PeerInfo {
     pub forward_us: HashMap<ContentHash, Spread>,
     /// When it was last heard of.
     pub last_seen: Instant,
+    /// Its gossipsub score here (below -80 it is graylisted: its messages are ignored).
+    pub gossip_score: Option<f64>,
 }
 
 /// Most peers a node keeps what it knows of. Statuses from fresh keys cost an attacker nothing,
@@ -242,6 +244,7 @@ impl PeerInfo {
             mean_exec_us: HashMap::new(),
             forward_us: HashMap::new(),
             last_seen: Instant::now(),
+            gossip_score: None,
         }
     }
 }

@@ -270,3 +270,67 @@ async fn a_replayed_status_does_not_suppress_the_genuine_one() {
     })
     .await;
 }
+
+/// A peer whose messages fail validation is graylisted: five invalid statuses take its gossip
+/// score below -80 (three would), after which the node ignores what it sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_sending_invalid_messages_is_graylisted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, public) = process::publisher_key(dir.path());
+    let node = Arc::new(NodeProcess::start(&dir.path().join("n"), &public, &[], &[]));
+    let keys = stranger_keys(2_000_001);
+    let peer_id = wasmesh_keys::identity::peer_id(&keys.public())
+        .unwrap()
+        .to_string();
+    let mut swarm = stranger_swarm(&keys);
+    let topic = IdentTopic::new(STATUS_TOPIC);
+    swarm.behaviour_mut().subscribe(&topic).unwrap();
+    swarm.dial(node.p2p.parse::<Multiaddr>().unwrap()).unwrap();
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let event = tokio::time::timeout_at(until, swarm.select_next_some())
+            .await
+            .expect("the node's subscription arrives");
+        if let SwarmEvent::Behaviour(gossipsub::Event::Subscribed { .. }) = event {
+            break;
+        }
+    }
+    for garbage in [
+        b"not a status".to_vec(),
+        vec![0xff; 40],
+        vec![1; 7],
+        vec![2; 9],
+        vec![3; 11],
+    ] {
+        swarm
+            .behaviour_mut()
+            .publish(topic.clone(), garbage)
+            .unwrap();
+    }
+    let watched = node.clone();
+    let score = tokio::spawn(async move {
+        tokio::task::spawn_blocking(move || {
+            let score = || {
+                process::get_json(&format!("{}/v1/peers", watched.url))
+                    .as_array()
+                    .and_then(|peers| peers.iter().find(|p| p["peer_id"] == peer_id.as_str()))
+                    .and_then(|p| p["gossip_score"].as_f64())
+            };
+            wait_until("the peer is graylisted", DEADLINE, || {
+                score().is_some_and(|s| s <= -80.0)
+            });
+            score()
+        })
+        .await
+        .unwrap()
+    });
+    tokio::pin!(score);
+    let score = loop {
+        tokio::select! {
+            _ = swarm.select_next_some() => {}
+            score = &mut score => break score.unwrap(),
+        }
+    };
+    println!("gossip score after five invalid statuses: {score:?}");
+    assert!(node.metric("wasmesh_rejections_total{reason=\"gossip_bad_status\"}") >= 3);
+}

@@ -91,14 +91,8 @@ fn noise_bytes(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn hostile_gossip_and_sync_are_rejected_and_counted() {
-    let p = publisher(1);
-    let a = TestNode::start(&[p.public()], &[]).await;
-    let published = bundle(&p, fixture("echo.wat"), "echo", 1);
-    assert_eq!(publish(&a, &published).await.status, 201);
-    a.wait_ready("echo").await;
-
+/// A hostile peer connected to `node`, once the node's subscriptions to both topics are known.
+async fn hostile_peer(node: &TestNode) -> libp2p::Swarm<Hostile> {
     let hostile_keys = libp2p::identity::Keypair::generate_ed25519();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(hostile_keys)
         .with_tokio()
@@ -133,9 +127,9 @@ async fn hostile_gossip_and_sync_are_rejected_and_counted() {
         .subscribe(&manifests)
         .unwrap();
     swarm.behaviour_mut().gossipsub.subscribe(&status).unwrap();
-    swarm.dial(a.node.p2p_addrs()[0].clone()).unwrap();
+    swarm.dial(node.node.p2p_addrs()[0].clone()).unwrap();
 
-    // Wait until A's subscription to both topics is known, answering nothing A asks.
+    // Wait until the node's subscription to both topics is known, answering nothing A asks.
     let mut subscribed = 0;
     let until = tokio::time::Instant::now() + MESH_DEADLINE;
     while subscribed < 2 {
@@ -150,6 +144,23 @@ async fn hostile_gossip_and_sync_are_rejected_and_counted() {
         }
     }
 
+    swarm
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_gossip_and_sync_are_rejected_and_counted() {
+    let p = publisher(1);
+    let a = TestNode::start(&[p.public()], &[]).await;
+    let published = bundle(&p, fixture("echo.wat"), "echo", 1);
+    assert_eq!(publish(&a, &published).await.status, 201);
+    a.wait_ready("echo").await;
+
+    // Each identity gets three invalid messages before it is graylisted and ignored: the
+    // manifests and the statuses come from two of them.
+    let mut swarm = hostile_peer(&a).await;
+    let mut second = hostile_peer(&a).await;
+    let manifests = IdentTopic::new(MANIFEST_TOPIC);
+    let status = IdentTopic::new(STATUS_TOPIC);
     let valid = published.manifest.encode();
     let forged_status = StatusMessage {
         node: Keypair::from_seed([5; 32]).public(),
@@ -173,7 +184,12 @@ async fn hostile_gossip_and_sync_are_rejected_and_counted() {
         (&status, forged_status),
     ];
     for (topic, bytes) in gossip {
-        swarm
+        let sender = if topic.hash() == manifests.hash() {
+            &mut swarm
+        } else {
+            &mut second
+        };
+        sender
             .behaviour_mut()
             .gossipsub
             .publish(topic.clone(), bytes)
@@ -198,7 +214,8 @@ async fn hostile_gossip_and_sync_are_rejected_and_counted() {
             "not all rejections counted:\n{}",
             metrics.encode()
         );
-        let _ = tokio::time::timeout(Duration::from_millis(50), swarm.select_next_some()).await;
+        let both = futures::future::select(swarm.select_next_some(), second.select_next_some());
+        let _ = tokio::time::timeout(Duration::from_millis(50), both).await;
     }
     assert_eq!(
         a.version_of("echo"),

@@ -325,6 +325,7 @@ async fn peers(State(node): State<Node>) -> Response {
                 "modules": p.ready.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
                 "addrs": p.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
                 "quic_addr": p.quic_addr.map(|a| a.to_string()),
+                "gossip_score": p.gossip_score,
             })
         })
         .collect();
