@@ -69,19 +69,16 @@ fn made_up_status(keys: &Keypair, n: usize) -> Vec<u8> {
     .encode()
 }
 
-/// One stranger: connects to every node, waits until their subscriptions are known, publishes
-/// its status (to all of them at once), and stays until its batch is done (so the message is
-/// surely sent), then leaves.
-async fn stranger(
-    nodes: Vec<Multiaddr>,
-    keys: Keypair,
-    status: Vec<u8>,
-    mut batch_done: watch::Receiver<bool>,
-) {
-    let mut swarm = stranger_swarm(&keys);
+/// A stranger's swarm connected to every node of `nodes`, once their subscriptions to the status
+/// topic are known; and that topic.
+async fn connected_stranger(
+    keys: &Keypair,
+    nodes: &[Multiaddr],
+) -> (Swarm<gossipsub::Behaviour>, IdentTopic) {
+    let mut swarm = stranger_swarm(keys);
     let topic = IdentTopic::new(STATUS_TOPIC);
     swarm.behaviour_mut().subscribe(&topic).expect("subscribe");
-    for node in &nodes {
+    for node in nodes {
         swarm.dial(node.clone()).expect("dial");
     }
     let until = tokio::time::Instant::now() + DEADLINE;
@@ -94,10 +91,24 @@ async fn stranger(
             subscribed.insert(peer_id);
         }
     }
+    (swarm, topic)
+}
+
+/// One stranger: connects to every node, waits until their subscriptions are known, publishes
+/// its status (to all of them at once), and stays until its batch is done (so the message is
+/// surely sent), then leaves.
+async fn stranger(
+    nodes: Vec<Multiaddr>,
+    keys: Keypair,
+    status: Vec<u8>,
+    mut batch_done: watch::Receiver<bool>,
+) {
+    let (mut swarm, topic) = connected_stranger(&keys, &nodes).await;
     swarm
         .behaviour_mut()
         .publish(topic, status)
         .expect("publish");
+    let until = tokio::time::Instant::now() + DEADLINE;
     loop {
         tokio::select! {
             _ = swarm.select_next_some() => {}
@@ -282,19 +293,7 @@ async fn a_peer_sending_invalid_messages_is_graylisted() {
     let peer_id = wasmesh_keys::identity::peer_id(&keys.public())
         .unwrap()
         .to_string();
-    let mut swarm = stranger_swarm(&keys);
-    let topic = IdentTopic::new(STATUS_TOPIC);
-    swarm.behaviour_mut().subscribe(&topic).unwrap();
-    swarm.dial(node.p2p.parse::<Multiaddr>().unwrap()).unwrap();
-    let until = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let event = tokio::time::timeout_at(until, swarm.select_next_some())
-            .await
-            .expect("the node's subscription arrives");
-        if let SwarmEvent::Behaviour(gossipsub::Event::Subscribed { .. }) = event {
-            break;
-        }
-    }
+    let (mut swarm, topic) = connected_stranger(&keys, &[node.p2p.parse().unwrap()]).await;
     for garbage in [
         b"not a status".to_vec(),
         vec![0xff; 40],
