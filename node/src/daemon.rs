@@ -281,8 +281,27 @@ impl Node {
         for task in self.tasks.lock().await.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
+        // Connection handlers, forwarded requests and fetches run in tasks of their own; once
+        // their connections are closed they end. Wait for them, so that when the node is
+        // dropped nothing else holds its sockets (a node restarted in the same process binds
+        // the same ports).
+        let released = async {
+            while Arc::strong_count(&self.inner) > 1 || self.inner.data_plane.handles() > 1 {
+                tokio::time::sleep(RELEASE_POLL).await;
+            }
+        };
+        if tokio::time::timeout(RELEASE_DEADLINE, released).await.is_err() {
+            tracing::warn!(
+                holders = Arc::strong_count(&self.inner) - 1,
+                "tasks still hold the node after shutdown"
+            );
+        }
     }
 }
+
+/// How long shutdown waits for the tasks that hold the node to end, and how often it looks.
+const RELEASE_DEADLINE: Duration = Duration::from_secs(10);
+const RELEASE_POLL: Duration = Duration::from_millis(10);
 
 /// How long a stopping node lets HTTP requests in flight finish.
 const HTTP_DRAIN: Duration = Duration::from_secs(5);

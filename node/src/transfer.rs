@@ -199,6 +199,12 @@ impl DataPlane {
         self.inner.endpoint.close(VarInt::from_u32(0), b"shutdown");
     }
 
+    /// How many handles to this data plane exist (its connection tasks hold one each). The
+    /// endpoint's socket is released when the last one is dropped.
+    pub fn handles(&self) -> usize {
+        Arc::strong_count(&self.inner)
+    }
+
     /// Accepts connections until the endpoint closes, serving blobs from `store` and forwarded
     /// requests through `invoke`.
     pub async fn serve(self, store: Store, invoke: Option<Arc<dyn InvokeHandler>>) {
