@@ -290,7 +290,10 @@ impl Node {
                 tokio::time::sleep(RELEASE_POLL).await;
             }
         };
-        if tokio::time::timeout(RELEASE_DEADLINE, released).await.is_err() {
+        if tokio::time::timeout(RELEASE_DEADLINE, released)
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 holders = Arc::strong_count(&self.inner) - 1,
                 "tasks still hold the node after shutdown"
