@@ -262,13 +262,19 @@ async fn publish_as(
     publisher.await.unwrap();
 }
 
+/// A node process of its own, in a temporary folder (kept while the folder lives).
+fn lone_node() -> (tempfile::TempDir, Arc<NodeProcess>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, public) = process::publisher_key(dir.path());
+    let node = NodeProcess::start(&dir.path().join("n"), &public, &[], &[]);
+    (dir, Arc::new(node))
+}
+
 /// A replay cannot silence a node: a stranger that republishes node H's status under its own
 /// identity is refused, and H's own copy of the very same bytes is still taken afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_status_does_not_suppress_the_genuine_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_, public) = process::publisher_key(dir.path());
-    let node = Arc::new(NodeProcess::start(&dir.path().join("n"), &public, &[], &[]));
+    let (_dir, node) = lone_node();
     let honest = stranger_keys(1_000_001);
     let status = made_up_status(&honest, 1);
     publish_as(&node, stranger_keys(1_000_002), status.clone(), |n| {
@@ -286,9 +292,7 @@ async fn a_replayed_status_does_not_suppress_the_genuine_one() {
 /// score below -80 (three would), after which the node ignores what it sends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_sending_invalid_messages_is_graylisted() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_, public) = process::publisher_key(dir.path());
-    let node = Arc::new(NodeProcess::start(&dir.path().join("n"), &public, &[], &[]));
+    let (_dir, node) = lone_node();
     let keys = stranger_keys(2_000_001);
     let peer_id = wasmesh_keys::identity::peer_id(&keys.public())
         .unwrap()
