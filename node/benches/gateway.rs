@@ -136,7 +136,7 @@ async fn start(
     dir: &std::path::Path,
 ) -> Node {
     let mut config = NodeConfig::local(dir);
-    config.trust = vec![publisher.public()];
+    config.trust = vec![publisher.public().into()];
     config.replicate = replicate;
     if let Some(peer) = bootstrap {
         config.bootstrap = peer.p2p_addrs().to_vec();

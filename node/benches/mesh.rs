@@ -194,7 +194,7 @@ async fn publish_to_ready(nodes: usize, publishes: usize) -> Duration {
     for _ in 0..nodes {
         let dir = tempfile::tempdir().expect("dir");
         let mut config = NodeConfig::local(dir.path());
-        config.trust = vec![publisher.public()];
+        config.trust = vec![publisher.public().into()];
         if let Some(first) = mesh.first() {
             config.bootstrap = first.p2p_addrs().to_vec();
         }

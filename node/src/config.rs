@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use libp2p::Multiaddr;
 use serde::Deserialize;
+use wasmesh_keys::TrustEntry;
 use wasmesh_protocol::PublicKey;
 
 use crate::executor::ExecutorConfig;
@@ -40,9 +41,10 @@ pub struct NodeArgs {
     /// A peer to join through (repeatable), with or without /p2p/<peer id>.
     #[arg(long)]
     pub bootstrap: Vec<Multiaddr>,
-    /// A trusted publisher key, 64 hex characters (repeatable).
-    #[arg(long = "trust", value_name = "HEX")]
-    pub trust: Vec<PublicKey>,
+    /// A trusted publisher key, 64 hex characters, for every name, or `HEX=echo,img-*` for the
+    /// names listed (a trailing `*` matches a prefix). Repeatable.
+    #[arg(long = "trust", value_name = "HEX[=NAMES]")]
+    pub trust: Vec<TrustEntry>,
     /// Mesh admin public key: makes this a private mesh node (needs --cert).
     #[arg(long, value_name = "HEX")]
     pub mesh_admin: Option<PublicKey>,
@@ -240,8 +242,8 @@ pub struct NodeConfig {
     pub http: SocketAddr,
     /// Peers to join through.
     pub bootstrap: Vec<Multiaddr>,
-    /// Trusted publishers.
-    pub trust: Vec<PublicKey>,
+    /// Trusted publishers, each with the names it may publish.
+    pub trust: Vec<TrustEntry>,
     /// Private mesh admin key.
     pub mesh_admin: Option<PublicKey>,
     /// Membership certificate file.
@@ -348,7 +350,7 @@ impl NodeConfig {
         for text in &file.trust {
             trust.push(
                 text.parse()
-                    .with_context(|| format!("bad trust key {text:?}"))?,
+                    .with_context(|| format!("bad trust entry {text:?}"))?,
             );
         }
         let mesh_admin = match (args.mesh_admin, file.mesh_admin) {

@@ -121,7 +121,7 @@ impl Node {
         let (gossip_tx, gossip_rx) = mpsc::channel(1024);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let inner = Arc::new(NodeInner {
-            trust: config.trust.iter().copied().collect::<TrustList>(),
+            trust: config.trust.iter().cloned().collect::<TrustList>(),
             peer_id,
             peer_id_header: axum::http::HeaderValue::from_str(&peer_id.to_string())?,
             admission,

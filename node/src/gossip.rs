@@ -29,8 +29,9 @@ use wasmesh_protocol::wire::{
 use wasmesh_protocol::{ContentHash, SignedManifest};
 
 use crate::metrics::Metrics;
-use crate::node::{NodeInner, Offered, Origin, StatusRefusal};
+use crate::node::{NodeInner, Offered, Origin};
 use crate::registry::track_peer;
+use crate::status_intake::StatusRefusal;
 
 /// Most peers this node dials on its own (bootstrap and peer exchange).
 pub const MAX_DIALED_PEERS: usize = 32;
@@ -307,7 +308,7 @@ fn handle_event(
             num_established,
             ..
         } => {
-            let tracked = match track_peer(&mut node.peers(), peer_id) {
+            let tracked = match track_peer(&mut node.peers(), peer_id, Instant::now()) {
                 Some(info) => {
                     info.connected = true;
                     info.dialing = false;
@@ -496,13 +497,10 @@ fn validate(
                 Ok(Offered::AlreadyHeld) => MessageAcceptance::Ignore,
                 // Only what no honest peer would relay costs the sender score: relays run the same
                 // checks, so a bad signature or a malformed manifest is the sender's own. Trust
-                // lists, name owners and held versions differ between honest nodes, so a
+                // lists, scopes, name owners and held versions differ between honest nodes, so a
                 // manifest refused for those is dropped quietly.
-                Err(crate::node::Refusal::Invalid(
-                    wasmesh_protocol::VerifyError::UntrustedPublisher { .. },
-                )) => MessageAcceptance::Ignore,
-                Err(crate::node::Refusal::Invalid(_)) => MessageAcceptance::Reject,
-                Err(_) => MessageAcceptance::Ignore,
+                Err(refusal) if refusal.is_honest_disagreement() => MessageAcceptance::Ignore,
+                Err(_) => MessageAcceptance::Reject,
             },
         };
         (acceptance, None)

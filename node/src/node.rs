@@ -14,23 +14,22 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use libp2p::{Multiaddr, PeerId};
+use libp2p::PeerId;
 use tokio::sync::{Notify, mpsc, watch};
 use wasmesh_keys::{SignedMembershipCert, TrustList, identity};
 use wasmesh_protocol::coordinates::{Coordinate, DIMENSIONS};
-use wasmesh_protocol::manifest::{Manifest, RollbackError, check_replaces, is_equivocation};
+use wasmesh_protocol::manifest::Manifest;
 use wasmesh_protocol::routing;
 use wasmesh_protocol::wire::{StatusMessage, SyncRequest, SyncResponse};
-use wasmesh_protocol::{
-    ContentHash, Keypair, PublicKey, PublishBundle, SignedManifest, VerifyError,
-};
+use wasmesh_protocol::{ContentHash, Keypair, PublicKey, PublishBundle, SignedManifest};
 
-use crate::address_scope;
 use crate::admission::Admission;
 use crate::executor::{Executor, ExecutorConfig, GuestError};
 use crate::gossip::GossipCommand;
+use crate::manifest_intake;
 use crate::metrics::Metrics;
-use crate::registry::{ModuleEntry, ModuleState, PeerInfo, Registry, track_peer};
+use crate::registry::{ModuleEntry, ModuleState, PeerInfo, Registry};
+use crate::status_intake::{StatusRefusal, take_status};
 use crate::store::Store;
 use crate::transfer::{DataPlane, PeerAddr};
 
@@ -47,67 +46,7 @@ pub enum Origin {
     Store,
 }
 
-/// The outcome of offering a manifest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Offered {
-    /// New: stored and being ingested.
-    Accepted,
-    /// The same manifest is already held.
-    AlreadyHeld,
-}
-
-/// Why a manifest was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum Refusal {
-    /// It does not verify (signature, trust, name, limits).
-    #[error(transparent)]
-    Invalid(#[from] VerifyError),
-    /// It is not newer than the version held (or loses an equivocation).
-    #[error(transparent)]
-    Rollback(#[from] wasmesh_protocol::manifest::RollbackError),
-    /// Its name belongs to another publisher here.
-    #[error("the name {name} belongs to publisher {owner} on this node")]
-    NameOwned {
-        /// The name.
-        name: String,
-        /// The publisher it belongs to.
-        owner: PublicKey,
-    },
-    /// It could not be stored.
-    #[error("cannot store the manifest: {0}")]
-    Store(String),
-}
-
-impl Refusal {
-    /// A short machine-readable reason (metrics label, HTTP error kind).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Refusal::Invalid(VerifyError::UntrustedPublisher { .. }) => "untrusted_publisher",
-            Refusal::Invalid(VerifyError::BadSignature { .. }) => "bad_signature",
-            Refusal::Invalid(VerifyError::HashMismatch { .. }) => "hash_mismatch",
-            Refusal::Invalid(VerifyError::SizeMismatch { .. }) => "size_mismatch",
-            Refusal::Invalid(VerifyError::InvalidName(_)) => "invalid_name",
-            Refusal::Invalid(_) => "invalid_manifest",
-            Refusal::Rollback(RollbackError::Equivocation { .. }) => "equivocation",
-            Refusal::Rollback(_) => "not_newer",
-            Refusal::NameOwned { .. } => "name_owned",
-            Refusal::Store(_) => "store_failed",
-        }
-    }
-}
-
-/// The shortest time between two syncs this node asks of one peer.
-const SYNC_EVERY: Duration = Duration::from_secs(2);
-
-/// Why a peer's status was not taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusRefusal {
-    /// It is wrong (forged, malformed): its sender is penalised.
-    Invalid(&'static str),
-    /// It may be fine, but the peer table is full of peers that cannot be evicted.
-    TableFull,
-}
+pub use crate::manifest_intake::{Offered, Refusal};
 
 /// Why a node could not restore what its store holds.
 #[derive(Debug, thiserror::Error)]
@@ -242,25 +181,29 @@ impl NodeInner {
     }
 
     fn check_and_store(&self, signed: &SignedManifest, origin: Origin) -> Result<Offered, Refusal> {
-        // Cheap answers first: a sync response repeats every manifest a peer holds, and a
-        // signature check costs about 80 us. A copy of what is held, or an older version, needs
-        // no signature to be turned away.
-        if let Some(held) = self.registry().get(&signed.manifest.key()) {
-            if held.signed == *signed {
-                return Ok(Offered::AlreadyHeld);
-            }
-            if signed.manifest.version < held.signed.manifest.version {
-                check_replaces(Some(&held.signed.manifest), &signed.manifest)?;
-            }
+        if let Some(answer) = manifest_intake::answer_without_signature(&self.registry(), signed) {
+            return answer;
         }
-        signed.verify(|key| self.trust.contains(key))?;
+        manifest_intake::verify(signed, &self.trust)?;
         let manifest = &signed.manifest;
         let mut registry = self.registry();
-        let held = registry.get(&manifest.key());
-        if held.is_some_and(|held| held.signed == *signed) {
+        if registry
+            .get(&manifest.key())
+            .is_some_and(|held| held.signed == *signed)
+        {
             return Ok(Offered::AlreadyHeld);
         }
-        self.check_against_held(&registry, manifest)?;
+        let admissible = manifest_intake::check_against_held(&registry, manifest, &self.trust)?;
+        if let Some(held) = admissible.equivocation_with {
+            self.metrics.count_rejection("equivocation_seen");
+            tracing::warn!(
+                module = %manifest.name,
+                version = manifest.version,
+                %held,
+                offered = %manifest.blob,
+                "a publisher signed two blobs under one version; keeping the lower hash"
+            );
+        }
         if origin != Origin::Store {
             self.store
                 .put_manifest(signed)
@@ -291,36 +234,6 @@ impl NodeInner {
     fn note_refusal(&self, manifest: &Manifest, origin: Origin, refusal: &Refusal) {
         self.metrics.count_rejection(refusal.kind());
         tracing::info!(module = %manifest.name, version = manifest.version, ?origin, %refusal, "refused manifest");
-    }
-
-    /// What a manifest must pass against what is held: its name belongs to its publisher here
-    /// (or to nobody yet), and it replaces the publisher's held version (rollback protection, and
-    /// the lower blob hash when the publisher signed two under one version, which is counted and
-    /// logged with both hashes).
-    fn check_against_held(&self, registry: &Registry, manifest: &Manifest) -> Result<(), Refusal> {
-        if let Some(owner) = registry.owner_of(&manifest.name)
-            && owner != manifest.publisher
-        {
-            return Err(Refusal::NameOwned {
-                name: manifest.name.clone(),
-                owner,
-            });
-        }
-        let held = registry.get(&manifest.key()).map(|e| &e.signed.manifest);
-        if let Some(held) = held
-            && is_equivocation(held, manifest)
-        {
-            self.metrics.count_rejection("equivocation_seen");
-            tracing::warn!(
-                module = %manifest.name,
-                version = manifest.version,
-                held = %held.blob,
-                offered = %manifest.blob,
-                "a publisher signed two blobs under one version; keeping the lower hash"
-            );
-        }
-        check_replaces(held, manifest)?;
-        Ok(())
     }
 
     fn spawn_ingest(self: &Arc<Self>, signed: SignedManifest) {
@@ -444,62 +357,33 @@ impl NodeInner {
             .collect()
     }
 
-    /// Takes a peer's status (already checked to come from that peer). Returns the peer's
-    /// manifest digest when it differs from this node's and this node has not yet asked the
-    /// peer for a sync at that digest: the caller should ask (and record it with
-    /// [`Self::note_sync`]).
+    /// Takes a peer's status (gossip says it comes from `from`). Returns the peer's manifest
+    /// digest when it differs from this node's and this node has not asked the peer for a sync
+    /// at that digest lately: the caller should ask (and record it with [`Self::note_sync`]).
     pub(crate) fn on_status(
         &self,
         from: PeerId,
         status: StatusMessage,
     ) -> Result<Option<ContentHash>, StatusRefusal> {
-        if identity::peer_id(&status.node) != Some(from) {
-            return Err(StatusRefusal::Invalid(
-                "status key does not match its sender",
-            ));
+        let taken = take_status(
+            &mut self.peers(),
+            from,
+            status,
+            Instant::now(),
+            self.allow_private_addrs,
+        )?;
+        if taken.fresh {
+            self.metrics.statuses.inc();
         }
-        let quic_addr = status
-            .quic_addr
-            .parse::<SocketAddr>()
-            .map_err(|_| StatusRefusal::Invalid("bad QUIC address"))?;
-        let mut peers = self.peers();
-        let peer = track_peer(&mut peers, from).ok_or(StatusRefusal::TableFull)?;
-        if status.seq <= peer.seq && peer.key.is_some() {
-            return Ok(None);
-        }
-        self.metrics.statuses.inc();
-        let new_provider = status.ready.iter().any(|h| !peer.ready.contains(h));
-        peer.key = Some(status.node);
-        peer.quic_addr = Some(quic_addr);
-        peer.ready = status.ready.into_iter().collect();
-        peer.in_flight = status.in_flight;
-        peer.capacity = status.capacity;
-        peer.seq = status.seq;
-        let advertised: Vec<Multiaddr> = status
-            .p2p_addrs
-            .iter()
-            .filter_map(|a| a.parse().ok())
-            .collect();
-        let advertised_count = advertised.len();
-        peer.addrs = advertised
-            .into_iter()
-            .filter(|a| self.allow_private_addrs || address_scope::is_global(a))
-            .collect();
-        if peer.addrs.len() < advertised_count {
+        if taken.dropped_addresses {
             self.metrics.count_rejection("peer_address_not_global");
         }
-        peer.last_seen = Instant::now();
-        peer.coordinate = Some(status.coordinate);
-        let theirs = status.manifests;
-        // Once per digest a peer reports, and not more often than SYNC_EVERY: a peer that
-        // changes its digest in every status must not make this node sync with it every time.
-        let unsynced = peer.synced_digest != Some(theirs)
-            && peer.synced_at.is_none_or(|at| at.elapsed() >= SYNC_EVERY);
-        drop(peers);
-        if new_provider {
+        if taken.new_provider {
             self.providers_changed.notify_waiters();
         }
-        Ok((unsynced && theirs != self.registry().manifest_digest()).then_some(theirs))
+        Ok(taken
+            .unsynced_digest
+            .filter(|theirs| *theirs != self.registry().manifest_digest()))
     }
 
     /// Takes one ping round trip to `peer`: folds it into the peer's smoothed round trip and, when
@@ -614,9 +498,7 @@ impl NodeInner {
             self.note_refusal(manifest, Origin::Publish, &refusal);
             refusal
         };
-        signed
-            .verify(|key| self.trust.contains(key))
-            .map_err(|e| refused(e.into()))?;
+        manifest_intake::verify(&signed, &self.trust).map_err(refused)?;
         manifest
             .verify_blob(&bundle.module)
             .map_err(|e| refused(e.into()))?;
@@ -631,7 +513,7 @@ impl NodeInner {
                 module: info.abi,
             });
         }
-        self.check_against_held(&self.registry(), manifest)
+        manifest_intake::check_against_held(&self.registry(), manifest, &self.trust)
             .map_err(refused)?;
         if let Some(quota) = self.blob_quota
             && !self.store.has_blob(&manifest.blob)

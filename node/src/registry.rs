@@ -119,11 +119,17 @@ impl Registry {
             .any(|e| e.signed.manifest.blob == *hash)
     }
 
-    /// The entry a reference names: for a name, the highest version across publishers.
+    /// The entry a reference names: the highest version that matches. A name without a
+    /// publisher means the name's owner's module.
     pub fn resolve(&self, module_ref: &ModuleRef) -> Option<&ModuleEntry> {
+        let owner = match module_ref {
+            ModuleRef::Name(name) | ModuleRef::Version { name, .. } => self.owner_of(name),
+            ModuleRef::Published { .. } | ModuleRef::Hash(_) => None,
+        };
         self.modules
             .values()
             .filter(|e| module_ref.matches(&e.signed.manifest))
+            .filter(|e| owner.is_none_or(|owner| e.signed.manifest.publisher == owner))
             .max_by_key(|e| (e.signed.manifest.version, e.signed.manifest.issued_at_ms))
     }
 
@@ -207,7 +213,11 @@ pub const MAX_TRACKED_PEERS: usize = 512;
 
 /// The entry of `peer`, made if there is room (see [`MAX_TRACKED_PEERS`]); `None` when the table
 /// is full of peers that cannot be evicted.
-pub fn track_peer(peers: &mut HashMap<PeerId, PeerInfo>, peer: PeerId) -> Option<&mut PeerInfo> {
+pub fn track_peer(
+    peers: &mut HashMap<PeerId, PeerInfo>,
+    peer: PeerId,
+    now: Instant,
+) -> Option<&mut PeerInfo> {
     if !peers.contains_key(&peer) && peers.len() >= MAX_TRACKED_PEERS {
         let evict = peers
             .values()
@@ -216,12 +226,16 @@ pub fn track_peer(peers: &mut HashMap<PeerId, PeerInfo>, peer: PeerId) -> Option
             .map(|p| p.peer_id)?;
         peers.remove(&evict);
     }
-    Some(peers.entry(peer).or_insert_with(|| PeerInfo::new(peer)))
+    Some(
+        peers
+            .entry(peer)
+            .or_insert_with(|| PeerInfo::new(peer, now)),
+    )
 }
 
 impl PeerInfo {
-    /// A peer known only by id.
-    pub fn new(peer_id: PeerId) -> Self {
+    /// A peer known only by id, first heard of at `now`.
+    pub fn new(peer_id: PeerId, now: Instant) -> Self {
         Self {
             peer_id,
             key: None,
@@ -243,7 +257,7 @@ impl PeerInfo {
             forwarding: 0,
             mean_exec_us: HashMap::new(),
             forward_us: HashMap::new(),
-            last_seen: Instant::now(),
+            last_seen: now,
             gossip_score: None,
         }
     }
@@ -272,9 +286,9 @@ mod tests {
         let mut peers = HashMap::new();
         let start = Instant::now();
         let connected = peer(u64::MAX);
-        track_peer(&mut peers, connected).unwrap().connected = true;
+        track_peer(&mut peers, connected, start).unwrap().connected = true;
         for n in 0..MAX_TRACKED_PEERS as u64 * 3 {
-            let info = track_peer(&mut peers, peer(n)).unwrap();
+            let info = track_peer(&mut peers, peer(n), start).unwrap();
             info.last_seen = start + std::time::Duration::from_millis(n);
             assert!(peers.len() <= MAX_TRACKED_PEERS);
         }
@@ -292,7 +306,7 @@ mod tests {
         for info in peers.values_mut() {
             info.connected = true;
         }
-        assert!(track_peer(&mut peers, peer(u64::MAX - 1)).is_none());
+        assert!(track_peer(&mut peers, peer(u64::MAX - 1), start).is_none());
         assert_eq!(peers.len(), MAX_TRACKED_PEERS);
     }
 

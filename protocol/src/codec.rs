@@ -36,6 +36,9 @@ pub enum DecodeError {
     },
 }
 
+/// The largest input any message may have: its claims stay within the top tier (256 MiB).
+pub const MAX_DECODE_LEN: usize = 128 << 20;
+
 fn wire() -> Configuration<LittleEndian, Fixint, NoLimit> {
     bincode::config::standard().with_fixed_int_encoding()
 }
@@ -50,26 +53,38 @@ pub fn encode<T: Encode>(value: &T) -> Vec<u8> {
 /// Decodes a wire value from `bytes`, which must hold exactly one value of at most `max_len`
 /// bytes.
 pub fn decode<T: Decode<()>>(bytes: &[u8], max_len: usize) -> Result<T, DecodeError> {
-    if bytes.len() > max_len {
+    if bytes.len() > max_len.min(MAX_DECODE_LEN) {
         return Err(DecodeError::TooLarge {
             len: bytes.len(),
-            max: max_len,
+            max: max_len.min(MAX_DECODE_LEN),
         });
     }
     // bincode's limit caps the bytes a length prefix may claim. It is a const parameter, so pick
-    // the smallest tier that is at least 8x the input: legitimate values fit (in-memory sizes of
-    // decoded containers stay within a few times their encoding), hostile prefixes do not.
-    let claim = bytes.len().saturating_mul(8);
-    let decoded = if claim <= 64 << 10 {
-        decode_within::<{ 64 << 10 }, T>(bytes)
-    } else if claim <= 1 << 20 {
-        decode_within::<{ 1 << 20 }, T>(bytes)
-    } else if claim <= 16 << 20 {
-        decode_within::<{ 16 << 20 }, T>(bytes)
-    } else if claim <= 256 << 20 {
-        decode_within::<{ 256 << 20 }, T>(bytes)
-    } else {
-        decode_within::<{ 2 << 30 }, T>(bytes)
+    // the smallest power-of-two tier that is at least twice the input (and at least 64 KiB):
+    // legitimate values fit (a decoded container's in-memory size stays within twice its
+    // encoding), hostile prefixes do not, and no input can make the decoder reserve more than
+    // about twice what actually arrived.
+    let claim = bytes.len().saturating_mul(2).max(64 << 10);
+    let decoded = match claim.next_power_of_two().trailing_zeros() {
+        ..=16 => decode_within::<{ 1 << 16 }, T>(bytes),
+        17 => decode_within::<{ 1 << 17 }, T>(bytes),
+        18 => decode_within::<{ 1 << 18 }, T>(bytes),
+        19 => decode_within::<{ 1 << 19 }, T>(bytes),
+        20 => decode_within::<{ 1 << 20 }, T>(bytes),
+        21 => decode_within::<{ 1 << 21 }, T>(bytes),
+        22 => decode_within::<{ 1 << 22 }, T>(bytes),
+        23 => decode_within::<{ 1 << 23 }, T>(bytes),
+        24 => decode_within::<{ 1 << 24 }, T>(bytes),
+        25 => decode_within::<{ 1 << 25 }, T>(bytes),
+        26 => decode_within::<{ 1 << 26 }, T>(bytes),
+        27 => decode_within::<{ 1 << 27 }, T>(bytes),
+        28 => decode_within::<{ 1 << 28 }, T>(bytes),
+        _ => {
+            return Err(DecodeError::TooLarge {
+                len: bytes.len(),
+                max: MAX_DECODE_LEN,
+            });
+        }
     };
     let (value, used) = decoded.map_err(|e| {
         DecodeError::Malformed(match e {
@@ -126,6 +141,20 @@ mod tests {
             decode::<Vec<u8>>(&bytes, 1024),
             Err(DecodeError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn a_prefix_may_claim_at_most_about_twice_the_input() {
+        // 1 MiB of input whose only value claims 4 MiB: refused, though 8x would have allowed it.
+        let mut bytes = (4u64 << 20).to_le_bytes().to_vec();
+        bytes.resize(1 << 20, 0);
+        assert!(matches!(
+            decode::<Vec<u8>>(&bytes, 8 << 20),
+            Err(DecodeError::Malformed(_))
+        ));
+        // The same input claiming what it holds decodes.
+        let body = vec![7u8; (1 << 20) - 8];
+        assert_eq!(decode::<Vec<u8>>(&encode(&body), 8 << 20).unwrap(), body);
     }
 
     #[test]

@@ -244,6 +244,45 @@ mod tests {
         }
         assert!(BlobHeader::decode(&[9; 9]).is_err());
     }
+
+    #[test]
+    fn the_largest_sync_response_of_the_smallest_manifests_decodes() {
+        // Many small elements are where a container's in-memory size is largest next to its
+        // encoding: the decoder's claim limit must still let this through.
+        let keys = crate::Keypair::from_seed([3; 32]);
+        let manifests = (0..MAX_SYNC_MANIFESTS as u64)
+            .map(|version| {
+                crate::Manifest {
+                    name: "e".into(),
+                    version,
+                    blob: ContentHash::of(b""),
+                    size: 0,
+                    abi: crate::Abi::Raw,
+                    limits: crate::Limits::default(),
+                    publisher: keys.public(),
+                    issued_at_ms: 0,
+                }
+                .sign(&keys)
+            })
+            .collect();
+        let response = SyncResponse {
+            manifests,
+            membership: Vec::new(),
+        };
+        assert_eq!(SyncResponse::decode(&response.encode()), Ok(response));
+    }
+
+    #[test]
+    fn the_largest_invoke_request_decodes() {
+        let request = InvokeRequest {
+            hash: ContentHash::of(b""),
+            input: vec![1; crate::Limits::MAX_BODY as usize],
+            deadline_ms: 1,
+            hops: 0,
+            trace_id: 0,
+        };
+        assert_eq!(InvokeRequest::decode(&request.encode()), Ok(request));
+    }
 }
 
 /// Largest encoded invoke request or reply (the largest body plus framing).

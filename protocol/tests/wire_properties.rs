@@ -72,6 +72,13 @@ fn module_ref() -> impl Strategy<Value = ModuleRef> {
     prop_oneof![
         name().prop_map(ModuleRef::Name),
         (name(), any::<u64>()).prop_map(|(name, version)| ModuleRef::Version { name, version }),
+        (name(), "[0-9a-f]{8,64}", any::<Option<u64>>()).prop_map(|(name, publisher, version)| {
+            ModuleRef::Published {
+                name,
+                publisher,
+                version,
+            }
+        }),
         any::<[u8; 32]>().prop_map(|h| ModuleRef::Hash(ContentHash(h))),
     ]
 }

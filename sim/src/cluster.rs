@@ -104,7 +104,7 @@ impl Cluster {
             config.http = http;
             config.announce = vec![quic_multiaddr(relay_p2p)];
             config.announce_quic = Some(relay_quic);
-            config.trust = trust.to_vec();
+            config.trust = trust.iter().copied().map(Into::into).collect();
             config.replicate = setup.replicate.clone();
             config.hedging = setup.hedging;
             members.push(Member {

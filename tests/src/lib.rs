@@ -111,7 +111,7 @@ async fn start_in(
     adjust: impl FnOnce(&mut NodeConfig),
 ) -> Node {
     let mut config = NodeConfig::local(dir);
-    config.trust = trust.to_vec();
+    config.trust = trust.iter().copied().map(Into::into).collect();
     config.bootstrap = bootstrap
         .iter()
         .flat_map(|n| n.node.p2p_addrs().to_vec())

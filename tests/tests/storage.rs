@@ -21,7 +21,7 @@ async fn a_damaged_stored_manifest_stops_the_restart_and_names_the_file() {
         .join("echo.manifest");
     std::fs::write(&manifest, b"not a manifest").unwrap();
     let mut config = NodeConfig::local(&node.dir);
-    config.trust = vec![keys.public()];
+    config.trust = vec![keys.public().into()];
     let error = Node::start(config).await.unwrap_err();
     let text = format!("{error:#}");
     assert!(text.contains(&manifest.display().to_string()), "{text}");

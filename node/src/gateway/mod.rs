@@ -85,9 +85,10 @@ async fn publish(State(node): State<Node>, body: Bytes) -> Response {
         }
         Err(e) => {
             let status = match &e {
-                PublishError::Refused(Refusal::Invalid(
-                    wasmesh_protocol::VerifyError::UntrustedPublisher { .. },
-                )) => StatusCode::FORBIDDEN,
+                PublishError::Refused(
+                    Refusal::Invalid(wasmesh_protocol::VerifyError::UntrustedPublisher { .. })
+                    | Refusal::OutOfScope { .. },
+                ) => StatusCode::FORBIDDEN,
                 PublishError::Refused(Refusal::Rollback(_) | Refusal::NameOwned { .. }) => {
                     StatusCode::CONFLICT
                 }

@@ -1,0 +1,161 @@
+//! Whether a manifest is taken, whatever its origin: the decisions of manifest intake against
+//! the registry and the trust list, without storage, locks or logging (the node adds those).
+//!
+//! In order: a copy of what is held, or an older version, is answered without a signature check
+//! (sync responses repeat every manifest a peer holds, and a check costs about 80 us); then the
+//! trust list, the name's scope and the signature; then what is held: the name belongs to the
+//! first publisher this node accepted it from, unless the operator scoped the newcomer's key to
+//! that name, and the rollback and equivocation rules of `protocol::manifest`.
+
+use wasmesh_keys::TrustList;
+use wasmesh_protocol::manifest::{RollbackError, check_replaces, is_equivocation};
+use wasmesh_protocol::{ContentHash, Manifest, PublicKey, SignedManifest, VerifyError};
+
+use crate::registry::Registry;
+
+/// The outcome of offering a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Offered {
+    /// New: stored and being ingested.
+    Accepted,
+    /// The same manifest is already held.
+    AlreadyHeld,
+}
+
+/// Why a manifest was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// It does not verify (signature, trust, name, limits).
+    #[error(transparent)]
+    Invalid(#[from] VerifyError),
+    /// Its publisher is trusted here, but not for this name.
+    #[error("publisher {publisher} is not trusted for the name {name} on this node")]
+    OutOfScope {
+        /// The name.
+        name: String,
+        /// The publisher.
+        publisher: PublicKey,
+    },
+    /// It is not newer than the version held (or loses an equivocation).
+    #[error(transparent)]
+    Rollback(#[from] RollbackError),
+    /// Its name belongs to another publisher here.
+    #[error("the name {name} belongs to publisher {owner} on this node")]
+    NameOwned {
+        /// The name.
+        name: String,
+        /// The publisher it belongs to.
+        owner: PublicKey,
+    },
+    /// It could not be stored.
+    #[error("cannot store the manifest: {0}")]
+    Store(String),
+}
+
+impl Refusal {
+    /// A short machine-readable reason (metrics label, HTTP error kind).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::Invalid(VerifyError::UntrustedPublisher { .. }) => "untrusted_publisher",
+            Refusal::Invalid(VerifyError::BadSignature { .. }) => "bad_signature",
+            Refusal::Invalid(VerifyError::HashMismatch { .. }) => "hash_mismatch",
+            Refusal::Invalid(VerifyError::SizeMismatch { .. }) => "size_mismatch",
+            Refusal::Invalid(VerifyError::InvalidName(_)) => "invalid_name",
+            Refusal::Invalid(_) => "invalid_manifest",
+            Refusal::OutOfScope { .. } => "name_out_of_scope",
+            Refusal::Rollback(RollbackError::Equivocation { .. }) => "equivocation",
+            Refusal::Rollback(_) => "not_newer",
+            Refusal::NameOwned { .. } => "name_owned",
+            Refusal::Store(_) => "store_failed",
+        }
+    }
+
+    /// Whether an honest relay could have sent it: trust lists, scopes, name owners and held
+    /// versions differ between honest nodes, so such a refusal must not cost the sender.
+    pub fn is_honest_disagreement(&self) -> bool {
+        !matches!(self, Refusal::Invalid(e) if !matches!(e, VerifyError::UntrustedPublisher { .. }))
+    }
+}
+
+/// What checking a manifest against the registry found, when it may be taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admissible {
+    /// The publisher had signed another blob under the same version, which this one replaces
+    /// (it has the lower hash): the held blob's hash, to log beside the new one.
+    pub equivocation_with: Option<ContentHash>,
+}
+
+/// The answer that needs no signature check: a copy of the held manifest, or an older version.
+pub fn answer_without_signature(
+    registry: &Registry,
+    signed: &SignedManifest,
+) -> Option<Result<Offered, Refusal>> {
+    let held = registry.get(&signed.manifest.key())?;
+    if held.signed == *signed {
+        return Some(Ok(Offered::AlreadyHeld));
+    }
+    if signed.manifest.version < held.signed.manifest.version {
+        return Some(
+            check_replaces(Some(&held.signed.manifest), &signed.manifest)
+                .map(|()| Offered::Accepted)
+                .map_err(Refusal::from),
+        );
+    }
+    None
+}
+
+/// Trust, scope and signature.
+pub fn verify(signed: &SignedManifest, trust: &TrustList) -> Result<(), Refusal> {
+    let manifest = &signed.manifest;
+    if trust.contains(&manifest.publisher) && !trust.allows(&manifest.publisher, &manifest.name) {
+        return Err(Refusal::OutOfScope {
+            name: manifest.name.clone(),
+            publisher: manifest.publisher,
+        });
+    }
+    signed.verify(|key| trust.contains(key))?;
+    Ok(())
+}
+
+/// What a verified manifest must pass against what is held: its name belongs to its publisher
+/// here (or to nobody yet, or the operator scoped the publisher to it), and it replaces the
+/// publisher's held version.
+pub fn check_against_held(
+    registry: &Registry,
+    manifest: &Manifest,
+    trust: &TrustList,
+) -> Result<Admissible, Refusal> {
+    if let Some(owner) = registry.owner_of(&manifest.name)
+        && owner != manifest.publisher
+        && !trust.scoped_to(&manifest.publisher, &manifest.name)
+    {
+        return Err(Refusal::NameOwned {
+            name: manifest.name.clone(),
+            owner,
+        });
+    }
+    let held = registry.get(&manifest.key()).map(|e| &e.signed.manifest);
+    check_replaces(held, manifest)?;
+    Ok(Admissible {
+        equivocation_with: held
+            .filter(|held| is_equivocation(held, manifest))
+            .map(|held| held.blob),
+    })
+}
+
+/// The whole decision in one call (the node takes it in steps, so as not to hold the registry
+/// across the signature check).
+pub fn check_offer(
+    registry: &Registry,
+    signed: &SignedManifest,
+    trust: &TrustList,
+) -> Result<Option<Admissible>, Refusal> {
+    match answer_without_signature(registry, signed) {
+        Some(Ok(Offered::AlreadyHeld)) => return Ok(None),
+        Some(Err(refusal)) => return Err(refusal),
+        Some(Ok(Offered::Accepted)) | None => {}
+    }
+    verify(signed, trust)?;
+    check_against_held(registry, &signed.manifest, trust).map(Some)
+}
