@@ -9,7 +9,7 @@
 //! gossipsub (no messages to or from it) until its certificate is checked, and is disconnected
 //! if it fails. Peers are discovered through each other's status (peer exchange).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,6 +43,10 @@ const MAX_DIAL_FAILURES: u32 = 6;
 /// The gossipsub heartbeat (mesh upkeep and lazy gossip); other gossipsub parameters are the
 /// library's defaults.
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// How long a peer of a private mesh has to prove membership (answer the sync request that
+/// carries certificates) before it is disconnected.
+pub const ADMISSION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long after losing a peer it is dialed again; doubled per failed dial, up to 8 s.
 const REDIAL_AFTER: Duration = Duration::from_secs(1);
@@ -250,6 +254,7 @@ pub(crate) async fn run(
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = redial.tick() => {
+                enforce_admission(&mut swarm, &node, &mut admission);
                 maybe_dial_new_peers(&mut swarm, &node);
                 note_scores(&swarm, &node);
             }
@@ -285,12 +290,13 @@ pub(crate) async fn run(
     }
 }
 
-/// Private meshes: peers admitted, and peers connected but not yet admitted. Each peer that
-/// leaves or is refused without being admitted is counted once as `not_admitted`.
+/// Private meshes: peers admitted (until their certificate expires, ms since the Unix epoch),
+/// and peers connected but not yet admitted (since when). Each peer that leaves or is refused
+/// without being admitted is counted once as `not_admitted`.
 #[derive(Debug, Default)]
 struct AdmissionState {
-    admitted: HashSet<PeerId>,
-    pending: HashSet<PeerId>,
+    admitted: HashMap<PeerId, u64>,
+    pending: HashMap<PeerId, Instant>,
 }
 
 fn handle_event(
@@ -328,9 +334,9 @@ fn handle_event(
                 .peers
                 .set(swarm.connected_peers().count() as i64);
             if num_established.get() == 1 {
-                if node.admission.is_private() && !admission.admitted.contains(&peer_id) {
+                if node.admission.is_private() && !admission.admitted.contains_key(&peer_id) {
                     swarm.behaviour_mut().gossipsub.blacklist_peer(&peer_id);
-                    admission.pending.insert(peer_id);
+                    admission.pending.insert(peer_id, Instant::now());
                 }
                 swarm
                     .behaviour_mut()
@@ -348,7 +354,7 @@ fn handle_event(
                 peer.next_dial = Some(Instant::now() + REDIAL_AFTER);
             }
             admission.admitted.remove(&peer_id);
-            if admission.pending.remove(&peer_id) {
+            if admission.pending.remove(&peer_id).is_some() {
                 node.metrics.count_rejection("not_admitted");
                 tracing::info!(%peer_id, "peer left without proving membership");
             }
@@ -453,12 +459,12 @@ fn admit(
     peer: PeerId,
     membership: &[u8],
 ) -> bool {
-    if !node.admission.is_private() || admission.admitted.contains(&peer) {
+    if !node.admission.is_private() || admission.admitted.contains_key(&peer) {
         return true;
     }
-    if node.admits(&peer, membership) {
+    if let Some(expires_ms) = node.admits_until(&peer, membership) {
         admission.pending.remove(&peer);
-        admission.admitted.insert(peer);
+        admission.admitted.insert(peer, expires_ms);
         swarm
             .behaviour_mut()
             .gossipsub
@@ -466,12 +472,47 @@ fn admit(
         tracing::info!(%peer, "admitted to the private mesh");
         true
     } else {
-        if admission.pending.remove(&peer) {
+        if admission.pending.remove(&peer).is_some() {
             node.metrics.count_rejection("not_admitted");
         }
         tracing::warn!(%peer, "peer has no valid membership certificate; disconnecting");
         let _ = swarm.disconnect_peer_id(peer);
         false
+    }
+}
+
+/// Private meshes: disconnects peers whose membership has expired since they were admitted,
+/// and peers that have not proved membership within [`ADMISSION_TIMEOUT`].
+fn enforce_admission(
+    swarm: &mut Swarm<Behaviour>,
+    node: &NodeInner,
+    admission: &mut AdmissionState,
+) {
+    let now_ms = crate::clock::now_ms();
+    let expired: Vec<PeerId> = admission
+        .admitted
+        .iter()
+        .filter(|(_, expires_ms)| **expires_ms <= now_ms)
+        .map(|(peer, _)| *peer)
+        .collect();
+    for peer in expired {
+        admission.admitted.remove(&peer);
+        node.metrics.count_rejection("membership_expired");
+        tracing::info!(%peer, "membership expired; disconnecting");
+        swarm.behaviour_mut().gossipsub.blacklist_peer(&peer);
+        let _ = swarm.disconnect_peer_id(peer);
+    }
+    let silent: Vec<PeerId> = admission
+        .pending
+        .iter()
+        .filter(|(_, since)| since.elapsed() >= ADMISSION_TIMEOUT)
+        .map(|(peer, _)| *peer)
+        .collect();
+    for peer in silent {
+        admission.pending.remove(&peer);
+        node.metrics.count_rejection("admission_timeout");
+        tracing::info!(%peer, "peer did not prove membership in time; disconnecting");
+        let _ = swarm.disconnect_peer_id(peer);
     }
 }
 

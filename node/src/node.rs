@@ -469,21 +469,18 @@ impl NodeInner {
             .unwrap_or_default()
     }
 
-    /// Checks a peer's membership certificate (encoded; empty for none) against the policy.
-    pub(crate) fn admits(&self, peer: &PeerId, membership: &[u8]) -> bool {
-        if !self.admission.is_private() {
-            return true;
-        }
-        let Ok(cert) = SignedMembershipCert::decode(membership) else {
-            return false;
-        };
+    /// Checks a private-mesh peer's membership certificate (encoded; empty for none) against
+    /// the policy: when it admits the peer, until when (ms since the Unix epoch).
+    pub(crate) fn admits_until(&self, peer: &PeerId, membership: &[u8]) -> Option<u64> {
+        let cert = SignedMembershipCert::decode(membership).ok()?;
         // The certificate must be for the key behind this peer id.
         if identity::peer_id(&cert.cert.node) != Some(*peer) {
-            return false;
+            return None;
         }
         self.admission
             .check(&cert.cert.node, Some(&cert), crate::clock::now_ms())
-            .is_ok()
+            .ok()?;
+        Some(cert.cert.expires_at_ms)
     }
 
     /// Publishes a bundle: verify, store the blob, accept the manifest, announce it, and compile

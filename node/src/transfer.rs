@@ -123,6 +123,9 @@ struct Inner {
     identity: TlsIdentity,
     transport: Arc<quinn::TransportConfig>,
     connections: Mutex<HashMap<(PublicKey, &'static [u8]), Connection>>,
+    /// Whether admission is checked (a private mesh): connections then end with the peer's
+    /// membership.
+    private: bool,
     fetching: Semaphore,
     serving: Arc<Semaphore>,
     metrics: Arc<Metrics>,
@@ -170,6 +173,7 @@ impl DataPlane {
         metrics: Arc<Metrics>,
     ) -> Result<Self, DataPlaneError> {
         let transport = Arc::new(transport_config());
+        let private = admission.is_private();
         let tls = identity.server_config(admission, &[BLOB_ALPN, INVOKE_ALPN])?;
         let crypto = QuicServerConfig::try_from(tls)
             .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
@@ -182,6 +186,7 @@ impl DataPlane {
                 identity,
                 transport,
                 connections: Mutex::default(),
+                private,
                 fetching: Semaphore::new(MAX_FETCHING),
                 serving: Arc::new(Semaphore::new(MAX_SERVING)),
                 metrics,
@@ -214,7 +219,10 @@ impl DataPlane {
             let invoke = invoke.clone();
             tokio::spawn(async move {
                 match incoming.await {
-                    Ok(connection) => this.serve_connection(connection, store, invoke).await,
+                    Ok(connection) => {
+                        this.close_at_membership_expiry(&connection);
+                        this.serve_connection(connection, store, invoke).await
+                    }
                     Err(error) => {
                         this.inner.metrics.count_rejection("quic_handshake");
                         tracing::debug!(%error, "refused a QUIC connection");
@@ -430,8 +438,41 @@ impl DataPlane {
             .await
             .map_err(|_| fail("timed out".into()))?
             .map_err(|e| fail(e.to_string()))?;
+        self.close_at_membership_expiry(&connection);
         lock(&self.inner.connections).insert(key, connection.clone());
         Ok(connection)
+    }
+
+    /// In a private mesh, admission was checked at the handshake: the connection is closed when
+    /// the peer's membership certificate expires (a reconnection is then refused).
+    fn close_at_membership_expiry(&self, connection: &Connection) {
+        let Some(expires_ms) =
+            Self::peer_membership_expiry(connection).filter(|_| self.inner.private)
+        else {
+            return;
+        };
+        let left = Duration::from_millis(expires_ms.saturating_sub(crate::clock::now_ms()));
+        let (connection, metrics) = (connection.clone(), self.inner.metrics.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = connection.closed() => {}
+                _ = tokio::time::sleep(left) => {
+                    metrics.count_rejection("membership_expired");
+                    tracing::info!(peer = %connection.remote_address(), "membership expired; closing the QUIC connection");
+                    connection.close(VarInt::from_u32(3), b"membership expired");
+                }
+            }
+        });
+    }
+
+    /// When the membership certificate the peer presented expires (ms since the Unix epoch).
+    fn peer_membership_expiry(connection: &Connection) -> Option<u64> {
+        let certs = connection
+            .peer_identity()?
+            .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+            .ok()?;
+        let (_, membership) = peer_identity(certs.first()?).ok()?;
+        Some(membership?.cert.expires_at_ms)
     }
 
     /// Fetches the blob `hash` of `size` bytes from `provider` into `store`, verifying it.

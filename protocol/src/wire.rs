@@ -214,17 +214,20 @@ impl BlobHeader {
         bytes
     }
 
-    /// Decodes the fixed 9-byte encoding.
+    /// Decodes the fixed 9-byte encoding (one per header: the size of an answer without a
+    /// blob must be zero).
     pub fn decode(bytes: &[u8; Self::SIZE]) -> Result<Self, DecodeError> {
         let mut size = [0u8; 8];
         size.copy_from_slice(&bytes[1..]);
-        match bytes[0] {
-            0 => Ok(BlobHeader::Found {
-                size: u64::from_le_bytes(size),
-            }),
-            1 => Ok(BlobHeader::NotFound),
-            2 => Ok(BlobHeader::Busy),
-            other => Err(DecodeError::Malformed(format!("blob status {other}"))),
+        let size = u64::from_le_bytes(size);
+        match (bytes[0], size) {
+            (0, size) => Ok(BlobHeader::Found { size }),
+            (1, 0) => Ok(BlobHeader::NotFound),
+            (2, 0) => Ok(BlobHeader::Busy),
+            (1 | 2, _) => Err(DecodeError::Malformed(
+                "a size in an answer without a blob".into(),
+            )),
+            (other, _) => Err(DecodeError::Malformed(format!("blob status {other}"))),
         }
     }
 }
@@ -243,6 +246,8 @@ mod tests {
             assert_eq!(BlobHeader::decode(&header.encode()), Ok(header));
         }
         assert!(BlobHeader::decode(&[9; 9]).is_err());
+        // Found by fuzzing: a second encoding of `NotFound`.
+        assert!(BlobHeader::decode(&[1, 0, 0x20, 0x10, 0, 0, 0, 0, 0]).is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Private meshes: nodes without a valid membership certificate get no manifests and no blobs;
-//! a certified node joins.
+//! a certified node joins; a member whose certificate expires is disconnected, and a peer that
+//! never proves membership is disconnected after the admission timeout.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +18,11 @@ const MESH: &str = "edge-private";
 
 /// Writes a certificate for the node key stored in `dir` (creating the key) and returns its path.
 fn certify(admin: &Keypair, mesh: &str, dir: &Path) -> PathBuf {
+    certify_until(admin, mesh, dir, u64::MAX)
+}
+
+/// The same, expiring at `expires_at_ms`.
+fn certify_until(admin: &Keypair, mesh: &str, dir: &Path, expires_at_ms: u64) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let (node_key, _) = wasmesh_keys::key_file::load_or_generate(&dir.join("node.key")).unwrap();
     let cert = MembershipCert {
@@ -24,7 +30,7 @@ fn certify(admin: &Keypair, mesh: &str, dir: &Path) -> PathBuf {
         node: node_key.public(),
         admin: admin.public(),
         not_before_ms: 0,
-        expires_at_ms: u64::MAX,
+        expires_at_ms,
     }
     .sign(admin);
     let path = dir.join("node.cert");
@@ -42,6 +48,16 @@ async fn member(
 ) -> TestNode {
     let dir = keys_dir.path().join(name);
     let cert = certify(signer, MESH, &dir);
+    start_member(admin, cert, dir, trust, bootstrap).await
+}
+
+async fn start_member(
+    admin: &Keypair,
+    cert: PathBuf,
+    dir: PathBuf,
+    trust: &[wasmesh_protocol::PublicKey],
+    bootstrap: &[&TestNode],
+) -> TestNode {
     let admin_key = admin.public();
     TestNode::start_with(trust, bootstrap, move |config| {
         config.key = dir.join("node.key");
@@ -119,4 +135,96 @@ async fn only_certified_nodes_get_manifests_and_blobs() {
         "{result:?}"
     );
     assert!(!store.has_blob(&hash));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_is_disconnected_when_its_membership_expires() {
+    let admin = Keypair::from_seed([9; 32]);
+    let p = publisher(1);
+    let trust = [p.public()];
+    let keys = tempfile::tempdir().unwrap();
+    let a = member(&admin, &admin, &trust, &[], &keys, "a").await;
+    // B's certificate runs out a few seconds from now: long enough to join and fetch a blob
+    // over QUIC, on a slow machine too.
+    let dir = keys.path().join("b");
+    let expires = wasmesh_node::clock::now_ms() + 8_000;
+    let cert = certify_until(&admin, MESH, &dir, expires);
+    let b = start_member(&admin, cert, dir, &trust, &[&a]).await;
+    let published = bundle(&p, fixture("reverse.wat"), "secret", 1);
+    assert_eq!(publish(&a, &published).await.status, 201);
+    b.wait_ready("secret").await;
+    assert!(
+        wasmesh_node::clock::now_ms() < expires,
+        "the machine was too slow to see B admitted before its certificate expired"
+    );
+
+    // A drops B at expiry, on the libp2p connection and the QUIC one, and does not take it
+    // back: B's redials fail admission.
+    let b_id = b.node.peer_id();
+    let expired = || a.node.metrics().rejections_of("membership_expired");
+    wait_until(
+        "A disconnects B when its membership expires",
+        MESH_DEADLINE,
+        || async {
+            expired() >= 2
+                && !a
+                    .node
+                    .peer_views()
+                    .iter()
+                    .any(|p| p.peer_id == b_id && p.connected)
+        },
+    )
+    .await;
+    let refused = a.node.metrics().rejections_of("not_admitted")
+        + a.node.metrics().rejections_of("quic_handshake");
+    wait_until(
+        "B's attempts to come back are refused",
+        MESH_DEADLINE,
+        || async {
+            a.node.metrics().rejections_of("not_admitted")
+                + a.node.metrics().rejections_of("quic_handshake")
+                > refused
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_that_never_proves_membership_is_disconnected() {
+    use futures::StreamExt;
+    use libp2p::swarm::SwarmEvent;
+
+    let admin = Keypair::from_seed([9; 32]);
+    let keys = tempfile::tempdir().unwrap();
+    let a = member(&admin, &admin, &[], &[], &keys, "a").await;
+    // A peer that speaks none of wasmesh's protocols: it never answers A's sync request, which
+    // is where certificates are shown. It would keep its connection for minutes.
+    let mut silent = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_quic()
+        .with_behaviour(|_| libp2p::swarm::dummy::Behaviour)
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(std::time::Duration::from_secs(600)))
+        .build();
+    silent.dial(a.node.p2p_addrs()[0].clone()).unwrap();
+    let until = tokio::time::Instant::now() + MESH_DEADLINE;
+    let mut connected = false;
+    loop {
+        let event = tokio::time::timeout_at(until, silent.select_next_some())
+            .await
+            .expect("A closes the connection within the deadline");
+        match event {
+            SwarmEvent::ConnectionEstablished { .. } => connected = true,
+            SwarmEvent::ConnectionClosed { .. } if connected => break,
+            SwarmEvent::OutgoingConnectionError { error, .. } => panic!("cannot reach A: {error}"),
+            _ => {}
+        }
+    }
+    assert_eq!(a.node.metrics().rejections_of("admission_timeout"), 1);
 }

@@ -1,0 +1,197 @@
+//! Status and sync intake, as a node takes them: a sequence of statuses (raw bytes, or built from
+//! fuzzed fields with a real peer key) into the peer table, and of sync responses and signed
+//! manifests into the registry. After every step: the peer table is within its cap, no accepted
+//! manifest is older than the version held, and a name keeps its first owner.
+#![no_main]
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use libfuzzer_sys::fuzz_target;
+use libp2p_identity::PeerId;
+use wasmesh_keys::{TrustList, identity};
+use wasmesh_node::manifest_intake::check_offer;
+use wasmesh_node::registry::{MAX_TRACKED_PEERS, ModuleEntry, ModuleState, PeerInfo, Registry};
+use wasmesh_node::status_intake::take_status;
+use wasmesh_protocol::coordinates::Coordinate;
+use wasmesh_protocol::wire::{StatusMessage, SyncResponse};
+use wasmesh_protocol::{Abi, ContentHash, Keypair, Limits, Manifest, SignedManifest};
+
+/// More peers than the table holds, so that eviction is exercised.
+const PEERS: usize = MAX_TRACKED_PEERS + 88;
+
+struct World {
+    peers: Vec<(Keypair, PeerId)>,
+    publishers: [Keypair; 2],
+    trust: TrustList,
+}
+
+fn world() -> &'static World {
+    static WORLD: OnceLock<World> = OnceLock::new();
+    WORLD.get_or_init(|| {
+        let peers = (0..PEERS)
+            .map(|i| {
+                let mut seed = [0u8; 32];
+                seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                let keys = Keypair::from_seed(seed);
+                let id = identity::peer_id(&keys.public()).expect("an ed25519 key");
+                (keys, id)
+            })
+            .collect();
+        let publishers = [Keypair::from_seed([201; 32]), Keypair::from_seed([202; 32])];
+        let trust = TrustList::parse([
+            publishers[0].public().to_string(),
+            format!("{}=img-*,echo", publishers[1].public()),
+        ])
+        .expect("valid entries");
+        World {
+            peers,
+            publishers,
+            trust,
+        }
+    })
+}
+
+/// Reads the fuzz input front to back; zeros once it runs out.
+struct Input<'a>(&'a [u8]);
+
+impl Input<'_> {
+    fn byte(&mut self) -> u8 {
+        let Some((&b, rest)) = self.0.split_first() else {
+            return 0;
+        };
+        self.0 = rest;
+        b
+    }
+    fn u16(&mut self) -> u16 {
+        u16::from_le_bytes([self.byte(), self.byte()])
+    }
+    fn bytes(&mut self) -> &[u8] {
+        let len = (self.u16() as usize).min(self.0.len());
+        let (taken, rest) = self.0.split_at(len);
+        self.0 = rest;
+        taken
+    }
+}
+
+fn manifest(input: &mut Input<'_>) -> SignedManifest {
+    let w = world();
+    let keys = &w.publishers[input.byte() as usize % 2];
+    let name = ["echo", "img-a", "other"][input.byte() as usize % 3];
+    Manifest {
+        name: name.into(),
+        version: u64::from(input.byte() % 8),
+        blob: ContentHash::of(&[input.byte() % 4]),
+        size: 1,
+        abi: Abi::Raw,
+        limits: Limits::default(),
+        publisher: keys.public(),
+        issued_at_ms: 0,
+    }
+    .sign(keys)
+}
+
+fn status(input: &mut Input<'_>, keys: &Keypair) -> StatusMessage {
+    let ready = (0..input.byte() % 4)
+        .map(|_| ContentHash::of(&[input.byte() % 8]))
+        .collect();
+    let addrs = ["/ip4/127.0.0.1/tcp/4001", "/ip4/127.0.0.2/udp/9/quic-v1", "not an address"];
+    StatusMessage {
+        node: keys.public(),
+        quic_addr: if input.byte() % 8 == 0 {
+            "nowhere".into()
+        } else {
+            "127.0.0.1:4433".into()
+        },
+        ready,
+        in_flight: u32::from(input.byte()),
+        capacity: u32::from(input.byte()),
+        seq: u64::from(input.byte() % 16),
+        p2p_addrs: (0..input.byte() % 4)
+            .map(|i| addrs[i as usize % addrs.len()].into())
+            .collect(),
+        manifests: ContentHash::of(&[input.byte()]),
+        coordinate: Coordinate::default(),
+    }
+}
+
+fn offer(registry: &mut Registry, signed: SignedManifest) {
+    let trust = &world().trust;
+    let key = signed.manifest.key();
+    let held = registry.get(&key).map(|e| e.signed.manifest.version);
+    let owner = registry.owner_of(&signed.manifest.name);
+    if let Ok(Some(_)) = check_offer(registry, &signed, trust) {
+        let m = &signed.manifest;
+        assert!(held.is_none_or(|v| m.version >= v), "an older version was accepted");
+        assert!(
+            owner.is_none_or(|o| o == m.publisher || trust.scoped_to(&m.publisher, &m.name)),
+            "a name was taken from its owner"
+        );
+        assert!(trust.allows(&m.publisher, &m.name));
+        registry.put(ModuleEntry {
+            signed,
+            state: ModuleState::Pending,
+        });
+    }
+    if let Some(owner) = owner {
+        assert_eq!(registry.owner_of(&key.name), Some(owner), "a name changed owner");
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let w = world();
+    let mut input = Input(data);
+    let mut peers: HashMap<PeerId, PeerInfo> = HashMap::new();
+    let mut registry = Registry::default();
+    let mut now = Instant::now();
+    for _ in 0..64 {
+        if input.0.is_empty() {
+            break;
+        }
+        now += Duration::from_millis(u64::from(input.byte()) * 40);
+        let (keys, from) = &w.peers[input.u16() as usize % PEERS];
+        match input.byte() % 5 {
+            0 => {
+                if let Ok(status) = StatusMessage::decode(input.bytes()) {
+                    let _ = take_status(&mut peers, *from, status, now, false);
+                }
+            }
+            1 => {
+                let status = status(&mut input, keys);
+                let allow_private = input.byte() % 2 == 0;
+                if let Ok(taken) = take_status(&mut peers, *from, status, now, allow_private) {
+                    let peer = &peers[from];
+                    assert!(
+                        !taken.fresh || allow_private || peer.addrs.is_empty(),
+                        "a loopback address was kept"
+                    );
+                    if taken.unsynced_digest.is_some() {
+                        if let Some(info) = peers.get_mut(from) {
+                            info.synced_digest = taken.unsynced_digest;
+                            info.synced_at = Some(now);
+                        }
+                    }
+                }
+            }
+            2 => {
+                // A connection: connected peers are never evicted.
+                if let Some(info) = peers.get_mut(from) {
+                    info.connected = input.byte() % 2 == 0;
+                }
+            }
+            3 => {
+                if let Ok(response) = SyncResponse::decode(input.bytes()) {
+                    for signed in response.manifests {
+                        offer(&mut registry, signed);
+                    }
+                }
+            }
+            _ => {
+                let signed = manifest(&mut input);
+                offer(&mut registry, signed);
+            }
+        }
+        assert!(peers.len() <= MAX_TRACKED_PEERS, "the peer table outgrew its cap");
+    }
+});
