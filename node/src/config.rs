@@ -16,6 +16,9 @@ use wasmesh_protocol::PublicKey;
 
 use crate::executor::ExecutorConfig;
 
+/// Disk a node leaves free by default (64 MiB).
+pub const DEFAULT_MIN_FREE_DISK: u64 = 64 << 20;
+
 /// Flags of `wasmesh node run` (each also settable in the config file).
 #[derive(Debug, Clone, Default, Args)]
 pub struct NodeArgs {
@@ -65,6 +68,10 @@ pub struct NodeArgs {
     /// Modules that would exceed it are routed to peers instead.
     #[arg(long)]
     pub blob_quota_mib: Option<u64>,
+    /// MiB of disk the node leaves free: it fetches no blob that would leave less, and waits
+    /// (with a growing back-off) until there is room [default: 64].
+    #[arg(long)]
+    pub min_free_disk_mib: Option<u64>,
     /// Dial loopback, private and link-local addresses that peers advertise [default: only
     /// when one of this node's own --listen addresses is such an address].
     #[arg(long, value_name = "BOOL")]
@@ -133,6 +140,7 @@ struct FileConfig {
     announce_quic: Option<SocketAddr>,
     replicate: Option<String>,
     blob_quota_mib: Option<u64>,
+    min_free_disk_mib: Option<u64>,
     allow_private_addrs: Option<bool>,
     hedging: Option<bool>,
     #[serde(default)]
@@ -256,6 +264,8 @@ pub struct NodeConfig {
     pub replicate: Replicate,
     /// Most bytes of replicated blobs (None: no limit).
     pub blob_quota: Option<u64>,
+    /// Bytes of disk left free: no blob is fetched that would leave less.
+    pub min_free_disk: u64,
     /// Executor settings.
     pub executor: ExecutorConfig,
     /// HTTP gateway limits.
@@ -285,6 +295,7 @@ impl NodeConfig {
             announce_quic: None,
             replicate: Replicate::All,
             blob_quota: None,
+            min_free_disk: DEFAULT_MIN_FREE_DISK,
             executor: ExecutorConfig::default(),
             gateway: GatewayLimits::default(),
             hedging: true,
@@ -390,6 +401,10 @@ impl NodeConfig {
                 .blob_quota_mib
                 .or(file.blob_quota_mib)
                 .map(|mib| mib.saturating_mul(1 << 20)),
+            min_free_disk: args
+                .min_free_disk_mib
+                .or(file.min_free_disk_mib)
+                .map_or(DEFAULT_MIN_FREE_DISK, |mib| mib.saturating_mul(1 << 20)),
             executor: file.executor.config()?,
             gateway: file.gateway.limits()?,
             hedging: file.hedging.unwrap_or(true),

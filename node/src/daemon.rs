@@ -127,6 +127,7 @@ impl Node {
             admission,
             replicate: config.replicate.clone(),
             blob_quota: config.blob_quota,
+            min_free_disk: config.min_free_disk,
             membership,
             store: store.clone(),
             executor,

@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 use crate::registry::{ModuleEntry, ModuleState, PeerInfo, Registry};
 use crate::status_intake::{StatusRefusal, take_status};
 use crate::store::Store;
-use crate::transfer::{DataPlane, PeerAddr};
+use crate::transfer::{DataPlane, FetchError, PeerAddr};
 
 /// Where a manifest came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +47,26 @@ pub enum Origin {
 }
 
 pub use crate::manifest_intake::{Offered, Refusal};
+
+/// The wait between attempts to store a blob while the disk is full: 2 s, doubling up to 5
+/// minutes.
+#[derive(Debug, Default)]
+struct DiskBackoff {
+    attempts: u32,
+}
+
+impl DiskBackoff {
+    const FIRST: Duration = Duration::from_secs(2);
+    const LONGEST: Duration = Duration::from_secs(300);
+
+    fn next(&mut self) -> Duration {
+        let wait = Self::FIRST
+            .saturating_mul(1 << self.attempts.min(16))
+            .min(Self::LONGEST);
+        self.attempts = self.attempts.saturating_add(1);
+        wait
+    }
+}
 
 /// Why a node could not restore what its store holds.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +104,12 @@ pub enum PublishError {
         /// The quota.
         quota_mib: u64,
     },
+    /// The blob would not leave this node's disk reserve free (or the disk is full).
+    #[error("no room on this node's disk: {shortfall}")]
+    DiskFull {
+        /// What is missing, in words.
+        shortfall: String,
+    },
     /// The ABI in the manifest is not the module's.
     #[error("the manifest says ABI {manifest}, the module is {module}")]
     AbiMismatch {
@@ -102,6 +128,7 @@ impl PublishError {
             PublishError::Module(error) => error.kind(),
             PublishError::AbiMismatch { .. } => "abi_mismatch",
             PublishError::OverQuota { .. } => "over_quota",
+            PublishError::DiskFull { .. } => "disk_full",
         }
     }
 }
@@ -115,6 +142,7 @@ pub(crate) struct NodeInner {
     pub(crate) admission: Admission,
     pub(crate) replicate: crate::config::Replicate,
     pub(crate) blob_quota: Option<u64>,
+    pub(crate) min_free_disk: u64,
     pub(crate) membership: Option<SignedMembershipCert>,
     pub(crate) store: Store,
     pub(crate) executor: Executor,
@@ -264,25 +292,51 @@ impl NodeInner {
             return;
         }
         let mut shutdown = self.shutdown.clone();
+        let mut disk_backoff = DiskBackoff::default();
         while !self.store.has_blob(&manifest.blob) {
             if !self.is_current(&signed) || *shutdown.borrow() {
                 return;
             }
-            let providers = self.providers_of(&manifest.blob);
-            if !providers.is_empty()
-                && self
-                    .data_plane
-                    .fetch_from_any(&providers, manifest.blob, manifest.size, &self.store)
-                    .await
-                    .is_ok()
-            {
-                break;
-            }
-            // Wait for a status naming a (new) provider, or retry after a while.
-            tokio::select! {
-                _ = self.providers_changed.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                _ = shutdown.changed() => return,
+            let fetched = match self.room_for(manifest.size) {
+                Err(shortfall) => Err(Some(shortfall)),
+                Ok(()) => {
+                    let providers = self.providers_of(&manifest.blob);
+                    if providers.is_empty() {
+                        Err(None)
+                    } else {
+                        self.data_plane
+                            .fetch_from_any(&providers, manifest.blob, manifest.size, &self.store)
+                            .await
+                            .map_err(|failures| {
+                                failures
+                                    .iter()
+                                    .any(|(_, e)| matches!(e, FetchError::Store(e) if e.is_disk_full()))
+                                    .then(|| "the disk filled up while writing".to_owned())
+                            })
+                    }
+                }
+            };
+            match fetched {
+                Ok(_) => break,
+                Err(Some(shortfall)) => {
+                    // Nothing is fetched until there is room: the wait grows, and new providers
+                    // do not cut it short.
+                    let wait = disk_backoff.next();
+                    self.metrics.count_rejection("disk_full");
+                    tracing::warn!(module = %key.name, size = manifest.size, %shortfall, ?wait, "no room for the blob; waiting");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+                Err(None) => {
+                    // Wait for a status naming a (new) provider, or retry after a while.
+                    tokio::select! {
+                        _ = self.providers_changed.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
             }
         }
         let node = self.clone();
@@ -334,6 +388,20 @@ impl NodeInner {
                 .modules_ready
                 .set(self.registry().ready_blobs().len() as i64);
             self.status_changed.notify_one();
+        }
+    }
+
+    /// Whether a blob of `size` bytes fits while leaving the disk reserve free; the shortfall
+    /// otherwise, in words.
+    fn room_for(&self, size: u64) -> Result<(), String> {
+        match self.store.free_bytes() {
+            Ok(free) if free >= size.saturating_add(self.min_free_disk) => Ok(()),
+            Ok(free) => Err(format!(
+                "{free} bytes free, {size} needed and {} kept free",
+                self.min_free_disk
+            )),
+            // Unknown: let the write find out.
+            Err(_) => Ok(()),
         }
     }
 
@@ -522,12 +590,22 @@ impl NodeInner {
                 quota_mib: quota >> 20,
             });
         }
+        let disk_full = |shortfall: String| {
+            self.metrics.count_rejection("publish_disk_full");
+            PublishError::DiskFull { shortfall }
+        };
+        if !self.store.has_blob(&manifest.blob) {
+            self.room_for(manifest.size).map_err(disk_full)?;
+        }
         let store = self.store.clone();
         let (hash, module) = (manifest.blob, bundle.module);
         tokio::task::spawn_blocking(move || store.put_blob(hash, &module))
             .await
             .map_err(|e| Refusal::Store(e.to_string()))?
-            .map_err(|e| Refusal::Store(e.to_string()))?;
+            .map_err(|e| match e.is_disk_full() {
+                true => disk_full(e.to_string()),
+                false => Refusal::Store(e.to_string()).into(),
+            })?;
         self.offer_manifest(signed.clone(), Origin::Publish)?;
         let _ = self
             .gossip

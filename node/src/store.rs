@@ -41,6 +41,20 @@ pub enum StoreError {
     Io(#[from] io::Error),
 }
 
+impl StoreError {
+    /// Whether the disk (or the user's quota on it) is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StoreError::Io(e) if is_disk_full(e))
+    }
+}
+
+/// Whether an I/O error says the disk (or the user's quota on it) is full.
+pub fn is_disk_full(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::StorageFull
+        || error.kind() == io::ErrorKind::QuotaExceeded
+        || error.raw_os_error() == Some(libc::ENOSPC)
+}
+
 /// The disk store of one node.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -122,6 +136,18 @@ impl Store {
         let mut writer = self.blob_writer(hash, bytes.len() as u64)?;
         writer.write(bytes)?;
         writer.finish()
+    }
+
+    /// Bytes free for this user on the store's file system.
+    pub fn free_bytes(&self) -> io::Result<u64> {
+        let path = std::ffi::CString::new(self.root.as_os_str().as_encoded_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in the data dir"))?;
+        // SAFETY: `statvfs` only writes the struct it is given, and `path` is NUL-terminated.
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
     }
 
     /// Bytes of all stored blobs.

@@ -93,7 +93,9 @@ async fn publish(State(node): State<Node>, body: Bytes) -> Response {
                     StatusCode::CONFLICT
                 }
                 PublishError::Refused(Refusal::Store(_)) => StatusCode::INTERNAL_SERVER_ERROR,
-                PublishError::OverQuota { .. } => StatusCode::INSUFFICIENT_STORAGE,
+                PublishError::OverQuota { .. } | PublishError::DiskFull { .. } => {
+                    StatusCode::INSUFFICIENT_STORAGE
+                }
                 _ => StatusCode::UNPROCESSABLE_ENTITY,
             };
             error(status, e.kind(), e)
