@@ -147,7 +147,7 @@ impl Store {
         if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
+        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
     }
 
     /// Bytes of all stored blobs.
