@@ -8,6 +8,7 @@ use wasmesh_keys::SignedMembershipCert;
 use wasmesh_protocol::wire::{
     BlobHeader, BlobRequest, InvokeReply, InvokeRequest, StatusMessage, SyncRequest, SyncResponse,
 };
+use wasmesh_protocol::receipt::SignedReceipt;
 use wasmesh_protocol::{ModuleRef, PublishBundle, SignedManifest, codec};
 
 /// Decodes `bytes` with `decode`; what decodes must encode back to `bytes`.
@@ -21,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&kind, bytes)) = data.split_first() else {
         return;
     };
-    match kind % 11 {
+    match kind % 12 {
         0 => round_trip(bytes, StatusMessage::decode, StatusMessage::encode),
         1 => round_trip(bytes, SyncRequest::decode, SyncRequest::encode),
         2 => round_trip(bytes, SyncResponse::decode, SyncResponse::encode),
@@ -38,6 +39,7 @@ fuzz_target!(|data: &[u8]| {
         7 => round_trip(bytes, SignedManifest::decode, SignedManifest::encode),
         8 => round_trip(bytes, |b| PublishBundle::decode(b, 1 << 20), PublishBundle::encode),
         9 => round_trip(bytes, SignedMembershipCert::decode, SignedMembershipCert::encode),
+        10 => round_trip(bytes, SignedReceipt::decode, SignedReceipt::encode),
         _ => {
             // Module references as users type them: what parses prints as text that parses to
             // the same reference.

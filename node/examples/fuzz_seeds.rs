@@ -69,7 +69,7 @@ fn main() -> anyhow::Result<()> {
         (
             1,
             SyncRequest {
-                since_ms: 0,
+                after: Some(manifest.manifest.key()),
                 membership: cert.encode(),
             }
             .encode(),
@@ -79,6 +79,7 @@ fn main() -> anyhow::Result<()> {
             SyncResponse {
                 manifests: vec![manifest.clone()],
                 membership: Vec::new(),
+                more: true,
             }
             .encode(),
         ),
@@ -106,6 +107,7 @@ fn main() -> anyhow::Result<()> {
             InvokeReply::GuestFailed {
                 kind: "trap".into(),
                 message: "unreachable".into(),
+                receipt: wasmesh_protocol::Signature([3; 64]),
             }
             .encode(),
         ),

@@ -118,6 +118,7 @@ impl Node {
             .map(|a| a.clone().with_p2p(peer_id).unwrap_or_else(|a| a))
             .collect();
 
+        let store_writer = crate::store_writer::StoreWriter::spawn(store.clone(), metrics.clone());
         let (gossip_tx, gossip_rx) = mpsc::channel(1024);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let inner = Arc::new(NodeInner {
@@ -130,6 +131,7 @@ impl Node {
             min_free_disk: config.min_free_disk,
             membership,
             store: store.clone(),
+            store_writer,
             executor,
             data_plane: data_plane.clone(),
             metrics,
@@ -152,6 +154,7 @@ impl Node {
             hedging: config.hedging,
             allow_private_addrs: config.allow_private_addrs,
             hedge_budget: Default::default(),
+            forward_shares: crate::per_peer::PerPeer::new(forward_share(&config.executor)),
             keys,
         });
         let restored = span.in_scope(|| inner.restore())?;
@@ -282,6 +285,8 @@ impl Node {
         for task in self.tasks.lock().await.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
+        // Nothing takes manifests any more: what was accepted reaches the disk.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.inner.store_writer.flush()).await;
         // Connection handlers, forwarded requests and fetches run in tasks of their own; once
         // their connections are closed they end. Wait for them, so that when the node is
         // dropped nothing else holds its sockets (a node restarted in the same process binds
@@ -321,6 +326,12 @@ pub struct PeerView {
     pub rtt_us: Option<u64>,
     /// Blobs it reports ready.
     pub ready: Vec<ContentHash>,
+}
+
+/// Forwarded requests one peer may have here at once (running or queued): half of the slots
+/// and queue places.
+fn forward_share(executor: &crate::executor::ExecutorConfig) -> usize {
+    ((executor.max_concurrent + executor.max_queued) / 2).max(1)
 }
 
 fn short_peer(peer: &PeerId) -> String {

@@ -341,7 +341,7 @@ fn handle_event(
                 swarm
                     .behaviour_mut()
                     .sync
-                    .send_request(&peer_id, node.sync_request());
+                    .send_request(&peer_id, node.sync_request(None));
             }
         }
         SwarmEvent::ConnectionClosed {
@@ -374,7 +374,7 @@ fn handle_event(
                 swarm
                     .behaviour_mut()
                     .sync
-                    .send_request(&peer, node.sync_request());
+                    .send_request(&peer, node.sync_request(None));
                 node.note_sync(&peer, digest);
                 tracing::debug!(%peer, "manifests differ; asked for a sync");
             }
@@ -393,19 +393,32 @@ fn handle_event(
                 request, channel, ..
             } => {
                 let response = if admit(swarm, node, admission, peer, &request.membership) {
-                    node.sync_response()
+                    node.sync_response(request.after.as_ref(), &peer)
                 } else {
                     SyncResponse {
                         manifests: Vec::new(),
                         membership: node.membership_bytes(),
+                        more: false,
+                        peers: Vec::new(),
                     }
                 };
                 let _ = swarm.behaviour_mut().sync.send_response(channel, response);
             }
             request_response::Message::Response { response, .. } => {
                 if admit(swarm, node, admission, peer, &response.membership) {
+                    node.on_introductions(&response.peers);
+                    let last = response.manifests.last().map(|m| m.manifest.key());
                     for signed in response.manifests {
                         let _ = node.offer_manifest(signed, Origin::Sync(peer));
+                    }
+                    // The next page, after the last key of this one.
+                    if response.more
+                        && let Some(last) = last
+                    {
+                        swarm
+                            .behaviour_mut()
+                            .sync
+                            .send_request(&peer, node.sync_request(Some(last)));
                     }
                 }
             }
@@ -556,10 +569,10 @@ fn validate(
                 tracing::info!(%source, reason, "refused a status message");
                 (MessageAcceptance::Reject, None)
             }
-            // Not the sender's fault: neither penalised nor relayed.
-            Err(StatusRefusal::TableFull) => {
-                node.metrics.count_rejection("peer_table_full");
-                tracing::debug!(%source, "ignored a status: the peer table is full");
+            // A peer this node does not know: relayed statuses make no entries (nor dial
+            // targets). Not the relay's fault, so not penalised; not relayed further either.
+            Err(StatusRefusal::UnknownPeer) => {
+                node.metrics.count_rejection("status_unknown_peer");
                 (MessageAcceptance::Ignore, None)
             }
         }

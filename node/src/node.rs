@@ -20,8 +20,11 @@ use wasmesh_keys::{SignedMembershipCert, TrustList, identity};
 use wasmesh_protocol::coordinates::{Coordinate, DIMENSIONS};
 use wasmesh_protocol::manifest::Manifest;
 use wasmesh_protocol::routing;
-use wasmesh_protocol::wire::{StatusMessage, SyncRequest, SyncResponse};
-use wasmesh_protocol::{ContentHash, Keypair, PublicKey, PublishBundle, SignedManifest};
+use wasmesh_protocol::wire::{
+    MAX_PEER_ADDRS, MAX_STATUS_BLOBS, MAX_SYNC_PEERS, PeerRecord, SYNC_PAGE, StatusMessage,
+    SyncRequest, SyncResponse,
+};
+use wasmesh_protocol::{ContentHash, Keypair, ModuleKey, PublicKey, PublishBundle, SignedManifest};
 
 use crate::admission::Admission;
 use crate::executor::{Executor, ExecutorConfig, GuestError};
@@ -29,7 +32,7 @@ use crate::gossip::GossipCommand;
 use crate::manifest_intake;
 use crate::metrics::Metrics;
 use crate::registry::{ModuleEntry, ModuleState, PeerInfo, Registry};
-use crate::status_intake::{StatusRefusal, take_status};
+use crate::status_intake::{StatusRefusal, take_introductions, take_status};
 use crate::store::Store;
 use crate::transfer::{DataPlane, FetchError, PeerAddr};
 
@@ -145,6 +148,8 @@ pub(crate) struct NodeInner {
     pub(crate) min_free_disk: u64,
     pub(crate) membership: Option<SignedMembershipCert>,
     pub(crate) store: Store,
+    /// Writes manifests and removes blobs off the caller's task, in order.
+    pub(crate) store_writer: crate::store_writer::StoreWriter,
     pub(crate) executor: Executor,
     pub(crate) data_plane: DataPlane,
     pub(crate) metrics: Arc<Metrics>,
@@ -168,6 +173,8 @@ pub(crate) struct NodeInner {
     /// Whether peers' loopback, private and link-local addresses are dialed.
     pub(crate) allow_private_addrs: bool,
     pub(crate) hedge_budget: crate::request::HedgeBudget,
+    /// Forwarded requests each peer has here now (at most half of the slots and queue places).
+    pub(crate) forward_shares: crate::per_peer::PerPeer,
 }
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -233,9 +240,7 @@ impl NodeInner {
             );
         }
         if origin != Origin::Store {
-            self.store
-                .put_manifest(signed)
-                .map_err(|e| Refusal::Store(e.to_string()))?;
+            self.store_writer.put_manifest(signed.clone());
         }
         let state = match manifest.limits.first_excess(self.executor.caps()) {
             _ if !self.replicate.includes(&manifest.name) => ModuleState::Remote,
@@ -248,10 +253,8 @@ impl NodeInner {
         });
         if let Some(old) = replaced {
             let old_blob = old.signed.manifest.blob;
-            if !registry.uses_blob(&old_blob)
-                && let Err(error) = self.store.remove_blob(&old_blob)
-            {
-                tracing::warn!(hash = %old_blob.short(), %error, "could not collect a superseded blob");
+            if !registry.uses_blob(&old_blob) {
+                self.store_writer.remove_blob(old_blob);
             }
             self.status_changed.notify_one();
         }
@@ -493,10 +496,13 @@ impl NodeInner {
         let quic_addr = lock(&self.advertised_quic)
             .map(|a| a.to_string())
             .unwrap_or_default();
-        let (ready, manifests) = {
+        let (mut ready, manifests) = {
             let registry = self.registry();
             (registry.ready_blobs(), registry.manifest_digest())
         };
+        // Past what peers accept, a status would be refused whole and this node would vanish
+        // from routing: it names the first blobs only (the rest is found by sync and fetch).
+        ready.truncate(MAX_STATUS_BLOBS);
         StatusMessage {
             node: self.keys.public(),
             quic_addr,
@@ -510,23 +516,83 @@ impl NodeInner {
         }
     }
 
-    /// A request for every manifest a peer holds (with this node's membership certificate).
-    pub(crate) fn sync_request(&self) -> SyncRequest {
+    /// A request for the manifests a peer holds after `after` (from the first for None), with
+    /// this node's membership certificate.
+    pub(crate) fn sync_request(&self, after: Option<ModuleKey>) -> SyncRequest {
         SyncRequest {
-            since_ms: 0,
+            after,
             membership: self.membership_bytes(),
         }
     }
 
-    /// Every manifest held, for a sync response.
-    pub(crate) fn sync_response(&self) -> SyncResponse {
-        SyncResponse {
-            manifests: self
-                .registry()
-                .entries()
+    /// A page of the manifests held, from after `after`, for a sync response to `requester`;
+    /// the first page also introduces peers this node is connected to.
+    pub(crate) fn sync_response(
+        &self,
+        after: Option<&ModuleKey>,
+        requester: &PeerId,
+    ) -> SyncResponse {
+        let (manifests, more) = {
+            let registry = self.registry();
+            let mut page = registry.entries_after(after);
+            let manifests: Vec<SignedManifest> = page
+                .by_ref()
+                .take(SYNC_PAGE)
                 .map(|e| e.signed.clone())
-                .collect(),
+                .collect();
+            (manifests, page.next().is_some())
+        };
+        let peers = match after {
+            Some(_) => Vec::new(),
+            None => self.introductions(requester),
+        };
+        SyncResponse {
+            manifests,
             membership: self.membership_bytes(),
+            more,
+            peers,
+        }
+    }
+
+    /// Connected peers with known addresses, to introduce to `requester` (the most recently
+    /// heard first).
+    fn introductions(&self, requester: &PeerId) -> Vec<PeerRecord> {
+        let table = self.peers();
+        let mut connected: Vec<&PeerInfo> = table
+            .values()
+            .filter(|p| p.connected && p.peer_id != *requester && !p.addrs.is_empty())
+            .filter(|p| p.key.is_some())
+            .collect();
+        connected.sort_by_key(|p| std::cmp::Reverse(p.last_seen));
+        connected
+            .into_iter()
+            .take(MAX_SYNC_PEERS)
+            .filter_map(|p| {
+                Some(PeerRecord {
+                    node: p.key?,
+                    addrs: p
+                        .addrs
+                        .iter()
+                        .take(MAX_PEER_ADDRS)
+                        .map(|a| a.to_string())
+                        .filter(|a| a.len() <= 128)
+                        .collect(),
+                })
+            })
+            .collect()
+    }
+
+    /// Takes the peers a neighbour introduced; the new ones become dial targets.
+    pub(crate) fn on_introductions(&self, records: &[PeerRecord]) {
+        let introduced = take_introductions(
+            &mut self.peers(),
+            records,
+            self.peer_id,
+            Instant::now(),
+            self.allow_private_addrs,
+        );
+        if introduced > 0 {
+            tracing::debug!(introduced, "peers introduced by a neighbour");
         }
     }
 
@@ -607,6 +673,8 @@ impl NodeInner {
                 false => Refusal::Store(e.to_string()).into(),
             })?;
         self.offer_manifest(signed.clone(), Origin::Publish)?;
+        // A publish is answered once its manifest is on disk.
+        self.store_writer.flush().await;
         let _ = self
             .gossip
             .send(GossipCommand::PublishManifest(signed.encode()))

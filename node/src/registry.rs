@@ -1,7 +1,7 @@
 //! What this node knows: the newest accepted manifest of each module and whether it is ready
 //! here, and what each peer last said about itself.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -46,7 +46,8 @@ impl ModuleEntry {
 /// The modules this node holds manifests for.
 #[derive(Debug)]
 pub struct Registry {
-    modules: HashMap<ModuleKey, ModuleEntry>,
+    /// In key order, so that sync can page through it.
+    modules: BTreeMap<ModuleKey, ModuleEntry>,
     /// Who each name belongs to: the publisher of the first manifest accepted for it.
     owners: HashMap<String, PublicKey>,
     /// The digest of the manifests held, kept current by `put` (every status carries it).
@@ -56,7 +57,7 @@ pub struct Registry {
 impl Default for Registry {
     fn default() -> Self {
         Self {
-            modules: HashMap::new(),
+            modules: BTreeMap::new(),
             owners: HashMap::new(),
             digest: manifest_digest([]),
         }
@@ -102,9 +103,16 @@ impl Registry {
         }
     }
 
-    /// Every entry.
+    /// Every entry, in key order.
     pub fn entries(&self) -> impl Iterator<Item = &ModuleEntry> {
         self.modules.values()
+    }
+
+    /// The entries after `after` (all, for None), in key order.
+    pub fn entries_after(&self, after: Option<&ModuleKey>) -> impl Iterator<Item = &ModuleEntry> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let start = after.map_or(Unbounded, Excluded);
+        self.modules.range((start, Unbounded)).map(|(_, e)| e)
     }
 
     /// The digest of the manifests held (see `wire::manifest_digest`).

@@ -16,6 +16,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use libp2p::PeerId;
 use wasmesh_protocol::coordinates::Coordinate;
+use wasmesh_protocol::receipt::{Receipt, SignedReceipt};
 use wasmesh_protocol::routing::{self, Candidate, Spread};
 use wasmesh_protocol::wire::{InvokeReply, InvokeRequest};
 use wasmesh_protocol::{ContentHash, ModuleRef, PublicKey};
@@ -78,6 +79,8 @@ pub struct Invocation {
     pub executed_by: PeerId,
     /// Whether it ran here.
     pub local: bool,
+    /// The executing peer's signed receipt, when forwarded (checked before the answer is taken).
+    pub receipt: Option<SignedReceipt>,
 }
 
 impl NodeInner {
@@ -112,6 +115,18 @@ impl NodeInner {
             self.metrics.count_invocation("no_provider", "none");
             return Err(InvokeError::NoProvider(module_ref.to_string()));
         }
+        let input_hash = ContentHash::of(&input);
+        // What the executing peer must have signed, given the outcome it reports.
+        let receipt_of = |executor: PublicKey, outcome: ContentHash, signature| SignedReceipt {
+            receipt: Receipt {
+                executor,
+                module: manifest.blob,
+                input: input_hash,
+                outcome,
+                trace_id,
+            },
+            signature,
+        };
         let forward_request = |left: Duration| InvokeRequest {
             hash: manifest.blob,
             input: input.clone(),
@@ -145,6 +160,7 @@ impl NodeInner {
                                     queue,
                                     executed_by: self.peer_id,
                                     local: true,
+                                    receipt: None,
                                 });
                             }
                         }
@@ -170,7 +186,11 @@ impl NodeInner {
             };
             tokio::select! {
                 Some(attempt) = attempts.next() => match attempt.reply {
-                    Ok(InvokeReply::Ok { output, queue_us, exec_us }) => {
+                    Ok(InvokeReply::Ok { output, queue_us, exec_us, receipt }) => {
+                        let receipt = receipt_of(attempt.executor, Receipt::output_outcome(&output), receipt);
+                        if self.refuse_bad_receipt(&attempt.peer, &receipt) {
+                            continue;
+                        }
                         let elapsed = attempt.sent.elapsed();
                         self.observe_forward(&attempt.peer, &manifest.blob, exec_us, elapsed);
                         self.metrics.count_invocation("ok", "forwarded");
@@ -189,9 +209,14 @@ impl NodeInner {
                             queue: Duration::from_micros(queue_us),
                             executed_by: attempt.peer,
                             local: false,
+                            receipt: Some(receipt),
                         });
                     }
-                    Ok(InvokeReply::GuestFailed { kind, message }) => {
+                    Ok(InvokeReply::GuestFailed { kind, message, receipt }) => {
+                        let receipt = receipt_of(attempt.executor, Receipt::failure_outcome(&kind), receipt);
+                        if self.refuse_bad_receipt(&attempt.peer, &receipt) {
+                            continue;
+                        }
                         let kind = GuestError::known_kind(&kind);
                         self.metrics.count_invocation(kind, "forwarded");
                         return Err(InvokeError::RemoteGuest {
@@ -249,6 +274,7 @@ impl NodeInner {
             .await;
         Attempt {
             peer: peer.peer_id,
+            executor: peer.addr.key,
             sent,
             reply,
         }
@@ -392,6 +418,18 @@ impl NodeInner {
         Forwarding { node: self, peer }
     }
 
+    /// Checks the receipt of a peer's answer: one that does not verify is counted and logged,
+    /// the peer is marked down, and the answer is not taken (the next candidate is tried).
+    fn refuse_bad_receipt(&self, peer: &PeerId, receipt: &SignedReceipt) -> bool {
+        if receipt.verify().is_ok() {
+            return false;
+        }
+        self.metrics.count_rejection("bad_receipt");
+        tracing::warn!(%peer, trace_id = receipt.receipt.trace_id, "a peer's answer does not match its receipt; marking it down");
+        self.mark_down(peer);
+        true
+    }
+
     /// Stops routing to a peer for a while after a failed forward.
     fn mark_down(&self, peer: &PeerId) {
         if let Some(info) = self.peers().get_mut(peer) {
@@ -418,15 +456,39 @@ impl NodeInner {
         else {
             return refused("not ready here");
         };
+        // One peer's forwards hold at most half of this node's slots and queue places: a router
+        // aggregating many clients still queues deep, and the other half stays for local
+        // requests and other peers.
+        let Some(share) = self.forward_shares.try_take(from) else {
+            self.metrics.count_rejection("forward_share");
+            return refused(&format!(
+                "{BUSY_PREFIX}this peer's share of the slots is in use"
+            ));
+        };
         tracing::info!(trace_id = request.trace_id, from = %from.fingerprint(), module = %signed.manifest.name, "executing a forwarded request");
         let mut limits = signed.manifest.limits;
         limits.timeout_ms = limits.timeout_ms.min(request.deadline_ms.max(1));
         let started = Instant::now();
-        match self.run_local(module, request.input, limits).await {
+        let input = ContentHash::of(&request.input);
+        let receipt = |outcome| {
+            Receipt {
+                executor: self.keys.public(),
+                module: request.hash,
+                input,
+                outcome,
+                trace_id: request.trace_id,
+            }
+            .sign(&self.keys)
+            .signature
+        };
+        let outcome = self.run_local(module, request.input, limits).await;
+        drop(share);
+        match outcome {
             Ok(output) => {
                 let exec_us = output.exec_time.as_micros() as u64;
                 let queue_us = (started.elapsed().as_micros() as u64).saturating_sub(exec_us);
                 InvokeReply::Ok {
+                    receipt: receipt(Receipt::output_outcome(&output.bytes)),
                     output: output.bytes,
                     queue_us,
                     exec_us,
@@ -436,6 +498,7 @@ impl NodeInner {
                 reason: format!("{BUSY_PREFIX}{detail}"),
             },
             Err(error) => InvokeReply::GuestFailed {
+                receipt: receipt(Receipt::failure_outcome(error.kind())),
                 kind: error.kind().to_owned(),
                 message: error.to_string(),
             },
@@ -519,6 +582,8 @@ struct PeerTarget {
 /// How one forward ended.
 struct Attempt {
     peer: PeerId,
+    /// The peer's node key (its QUIC certificate's), which must have signed the receipt.
+    executor: PublicKey,
     sent: Instant,
     reply: Result<InvokeReply, FetchError>,
 }

@@ -1,6 +1,11 @@
-//! Taking a peer's status into the peer table: which fields change, whether the peer became a
-//! provider of something new, and whether to ask it for a sync. Pure: the time is an argument,
-//! and the caller counts, logs and notifies.
+//! Taking what peers say into the peer table: a peer's status (which fields change, whether the
+//! peer became a provider of something new, whether to ask it for a sync), and the peers a
+//! neighbour introduces in its sync response. Pure: the time is an argument, and the caller
+//! counts, logs and notifies.
+//!
+//! Only connections and introductions put a peer in the table. A status, which gossip relays
+//! from anyone, updates a peer the table holds and is ignored otherwise: statuses signed by
+//! throwaway keys and relayed through the mesh create no entries and no dial targets.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -9,7 +14,7 @@ use std::time::{Duration, Instant};
 use libp2p::{Multiaddr, PeerId};
 use wasmesh_keys::identity;
 use wasmesh_protocol::ContentHash;
-use wasmesh_protocol::wire::StatusMessage;
+use wasmesh_protocol::wire::{MAX_SYNC_PEERS, PeerRecord, StatusMessage};
 
 use crate::address_scope;
 use crate::registry::{PeerInfo, track_peer};
@@ -22,8 +27,8 @@ pub const SYNC_EVERY: Duration = Duration::from_secs(2);
 pub enum StatusRefusal {
     /// It is wrong (forged, malformed): its sender is penalised.
     Invalid(&'static str),
-    /// It may be fine, but the peer table is full of peers that cannot be evicted.
-    TableFull,
+    /// It is about a peer this node has not connected to nor been introduced to.
+    UnknownPeer,
 }
 
 /// What taking a status changed.
@@ -57,7 +62,7 @@ pub fn take_status(
         .quic_addr
         .parse::<SocketAddr>()
         .map_err(|_| StatusRefusal::Invalid("bad QUIC address"))?;
-    let peer = track_peer(peers, from, now).ok_or(StatusRefusal::TableFull)?;
+    let peer = peers.get_mut(&from).ok_or(StatusRefusal::UnknownPeer)?;
     if status.seq <= peer.seq && peer.key.is_some() {
         return Ok(StatusTaken::default());
     }
@@ -68,16 +73,8 @@ pub fn take_status(
     peer.in_flight = status.in_flight;
     peer.capacity = status.capacity;
     peer.seq = status.seq;
-    let advertised: Vec<Multiaddr> = status
-        .p2p_addrs
-        .iter()
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let advertised_count = advertised.len();
-    peer.addrs = advertised
-        .into_iter()
-        .filter(|a| allow_private_addrs || address_scope::is_global(a))
-        .collect();
+    let advertised_count = status.p2p_addrs.len();
+    peer.addrs = dialable(&status.p2p_addrs, allow_private_addrs);
     peer.last_seen = now;
     peer.coordinate = Some(status.coordinate);
     let theirs = status.manifests;
@@ -93,4 +90,45 @@ pub fn take_status(
         dropped_addresses: peer.addrs.len() < advertised_count,
         unsynced_digest: unsynced.then_some(theirs),
     })
+}
+
+/// The addresses of `advertised` this node may dial: well-formed, and globally routable unless
+/// `allow_private_addrs`.
+fn dialable(advertised: &[String], allow_private_addrs: bool) -> Vec<Multiaddr> {
+    advertised
+        .iter()
+        .filter_map(|a| a.parse::<Multiaddr>().ok())
+        .filter(|a| allow_private_addrs || address_scope::is_global(a))
+        .collect()
+}
+
+/// Takes the peers a neighbour introduced (`records`, from its sync response) into `peers`:
+/// one not yet known gets an entry with its dialable addresses, if the table has room. Returns
+/// how many were new. `own` is this node's id (a neighbour may introduce it back).
+pub fn take_introductions(
+    peers: &mut HashMap<PeerId, PeerInfo>,
+    records: &[PeerRecord],
+    own: PeerId,
+    now: Instant,
+    allow_private_addrs: bool,
+) -> usize {
+    let mut introduced = 0;
+    for record in records.iter().take(MAX_SYNC_PEERS) {
+        let Some(id) = identity::peer_id(&record.node).filter(|id| *id != own) else {
+            continue;
+        };
+        if peers.contains_key(&id) {
+            continue;
+        }
+        let addrs = dialable(&record.addrs, allow_private_addrs);
+        if addrs.is_empty() {
+            continue;
+        }
+        let Some(peer) = track_peer(peers, id, now) else {
+            break;
+        };
+        peer.addrs = addrs;
+        introduced += 1;
+    }
+    introduced
 }

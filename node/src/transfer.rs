@@ -28,6 +28,7 @@ use wasmesh_protocol::wire::{
 use wasmesh_protocol::{ContentHash, PublicKey};
 
 use crate::admission::Admission;
+use crate::connection_limits::ConnectionLimits;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use crate::tls::{TlsError, TlsIdentity, peer_identity};
@@ -118,16 +119,22 @@ pub struct DataPlane {
     inner: Arc<Inner>,
 }
 
+/// A connection's peer and protocol (ALPN).
+type ConnectionKey = (PublicKey, &'static [u8]);
+
 struct Inner {
     endpoint: Endpoint,
     identity: TlsIdentity,
     transport: Arc<quinn::TransportConfig>,
-    connections: Mutex<HashMap<(PublicKey, &'static [u8]), Connection>>,
+    connections: Mutex<HashMap<ConnectionKey, Connection>>,
+    /// One lock per peer and protocol, held while connecting.
+    dialing: Mutex<HashMap<ConnectionKey, Arc<tokio::sync::Mutex<()>>>>,
     /// Whether admission is checked (a private mesh): connections then end with the peer's
     /// membership.
     private: bool,
     fetching: Semaphore,
     serving: Arc<Semaphore>,
+    inbound: ConnectionLimits,
     metrics: Arc<Metrics>,
 }
 
@@ -151,11 +158,31 @@ pub enum DataPlaneError {
     Bind(#[from] std::io::Error),
 }
 
-fn transport_config() -> quinn::TransportConfig {
-    let mut transport = quinn::TransportConfig::default();
+/// The transport of connections this node opens (fetching blobs, forwarding requests): large
+/// receive windows, so that a blob arrives at the speed of the link even far away (16 MiB is
+/// the bandwidth-delay product of 1 Gbit/s at 130 ms).
+fn client_transport() -> quinn::TransportConfig {
+    let mut transport = common_transport();
     transport
         .stream_receive_window(VarInt::from_u32(16 << 20))
-        .receive_window(VarInt::from_u32(64 << 20))
+        .receive_window(VarInt::from_u32(64 << 20));
+    transport
+}
+
+/// The transport of connections peers open to this node. What arrives on them is requests
+/// (a blob request is a few bytes, a forwarded request at most its body), so the receive
+/// windows are small: they bound what a peer can make this node buffer.
+fn server_transport() -> quinn::TransportConfig {
+    let mut transport = common_transport();
+    transport
+        .stream_receive_window(VarInt::from_u32(2 << 20))
+        .receive_window(VarInt::from_u32(4 << 20));
+    transport
+}
+
+fn common_transport() -> quinn::TransportConfig {
+    let mut transport = quinn::TransportConfig::default();
+    transport
         .send_window(64 << 20)
         .max_concurrent_bidi_streams(VarInt::from_u32(STREAMS_PER_CONNECTION))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
@@ -172,13 +199,13 @@ impl DataPlane {
         admission: Admission,
         metrics: Arc<Metrics>,
     ) -> Result<Self, DataPlaneError> {
-        let transport = Arc::new(transport_config());
+        let transport = Arc::new(client_transport());
         let private = admission.is_private();
         let tls = identity.server_config(admission, &[BLOB_ALPN, INVOKE_ALPN])?;
         let crypto = QuicServerConfig::try_from(tls)
             .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        server.transport_config(transport.clone());
+        server.transport_config(Arc::new(server_transport()));
         let endpoint = Endpoint::server(server, addr)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -186,9 +213,11 @@ impl DataPlane {
                 identity,
                 transport,
                 connections: Mutex::default(),
+                dialing: Mutex::default(),
                 private,
                 fetching: Semaphore::new(MAX_FETCHING),
                 serving: Arc::new(Semaphore::new(MAX_SERVING)),
+                inbound: ConnectionLimits::default(),
                 metrics,
             }),
         })
@@ -214,20 +243,35 @@ impl DataPlane {
     /// requests through `invoke`.
     pub async fn serve(self, store: Store, invoke: Option<Arc<dyn InvokeHandler>>) {
         while let Some(incoming) = self.inner.endpoint.accept().await {
+            let Some(handshake) = self.inner.inbound.try_handshake() else {
+                self.inner.metrics.count_rejection("quic_connection_limit");
+                incoming.refuse();
+                continue;
+            };
             let this = self.clone();
             let store = store.clone();
             let invoke = invoke.clone();
             tokio::spawn(async move {
-                match incoming.await {
-                    Ok(connection) => {
-                        this.close_at_membership_expiry(&connection);
-                        this.serve_connection(connection, store, invoke).await
-                    }
+                let connection = match incoming.await {
+                    Ok(connection) => connection,
                     Err(error) => {
                         this.inner.metrics.count_rejection("quic_handshake");
                         tracing::debug!(%error, "refused a QUIC connection");
+                        return;
                     }
-                }
+                };
+                let Some(peer) = Self::peer_key(&connection) else {
+                    connection.close(VarInt::from_u32(1), b"no peer key");
+                    return;
+                };
+                let Some(_place) = this.inner.inbound.admit(handshake, peer) else {
+                    this.inner.metrics.count_rejection("quic_connection_limit");
+                    tracing::debug!(peer = %peer.fingerprint(), "too many connections from one peer");
+                    connection.close(VarInt::from_u32(4), b"too many connections");
+                    return;
+                };
+                this.close_at_membership_expiry(&connection);
+                this.serve_connection(connection, peer, store, invoke).await
             });
         }
     }
@@ -235,6 +279,7 @@ impl DataPlane {
     async fn serve_connection(
         &self,
         connection: Connection,
+        from: PublicKey,
         store: Store,
         invoke: Option<Arc<dyn InvokeHandler>>,
     ) {
@@ -245,10 +290,6 @@ impl DataPlane {
         match (alpn.as_deref(), invoke) {
             (Some(BLOB_ALPN), _) => {}
             (Some(INVOKE_ALPN), Some(handler)) => {
-                let Some(from) = Self::peer_key(&connection) else {
-                    connection.close(VarInt::from_u32(1), b"no peer key");
-                    return;
-                };
                 while let Ok((send, recv)) = connection.accept_bi().await {
                     let this = self.clone();
                     let handler = handler.clone();
@@ -411,12 +452,40 @@ impl DataPlane {
 
     async fn connect(&self, peer: PeerAddr, alpn: &'static [u8]) -> Result<Connection, FetchError> {
         let key = (peer.key, alpn);
-        if let Some(connection) = lock(&self.inner.connections).get(&key)
-            && connection.close_reason().is_none()
-            && connection.remote_address() == peer.addr
-        {
-            return Ok(connection.clone());
+        let cached = || {
+            lock(&self.inner.connections)
+                .get(&key)
+                .filter(|c| c.close_reason().is_none() && c.remote_address() == peer.addr)
+                .cloned()
+        };
+        if let Some(connection) = cached() {
+            return Ok(connection);
         }
+        // One handshake per peer and protocol at a time: a burst of requests to a peer not yet
+        // connected shares one connection (peers cap the connections they accept from one key).
+        let dialing = lock(&self.inner.dialing).entry(key).or_default().clone();
+        let turn = dialing.lock().await;
+        let connected = match cached() {
+            Some(connection) => Ok(connection),
+            None => self.handshake(peer, alpn).await,
+        };
+        if let Ok(connection) = &connected {
+            lock(&self.inner.connections).insert(key, connection.clone());
+        }
+        drop(turn);
+        let mut dialing_map = lock(&self.inner.dialing);
+        // The map's handle and this one: nobody else is waiting.
+        if Arc::strong_count(&dialing) <= 2 {
+            dialing_map.remove(&key);
+        }
+        connected
+    }
+
+    async fn handshake(
+        &self,
+        peer: PeerAddr,
+        alpn: &'static [u8],
+    ) -> Result<Connection, FetchError> {
         let fail = |reason: String| FetchError::Connect {
             addr: peer.addr,
             reason,
@@ -439,7 +508,6 @@ impl DataPlane {
             .map_err(|_| fail("timed out".into()))?
             .map_err(|e| fail(e.to_string()))?;
         self.close_at_membership_expiry(&connection);
-        lock(&self.inner.connections).insert(key, connection.clone());
         Ok(connection)
     }
 

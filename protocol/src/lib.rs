@@ -11,6 +11,7 @@
 //! - [`manifest`]: [`Manifest`], [`SignedManifest`], verification and the rollback rule;
 //! - [`module_ref`]: [`ModuleRef`], how requests name modules;
 //! - [`bundle`]: [`PublishBundle`], the body of a publish request;
+//! - [`receipt`]: what the node that ran a forwarded request signs about it;
 //! - [`routing`]: the policy that picks where a request runs;
 //! - [`wasm`]: static inspection of Wasm modules (validation, ABI, imports);
 //! - [`wire`]: node-to-node messages (status, sync, blob fetch) and protocol names.
@@ -25,6 +26,7 @@ mod hex_bytes;
 pub mod limits;
 pub mod manifest;
 pub mod module_ref;
+pub mod receipt;
 pub mod routing;
 pub mod wasm;
 pub mod wire;

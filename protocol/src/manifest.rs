@@ -75,7 +75,7 @@ pub struct SignedManifest {
 }
 
 /// Identifies a module independently of its version: (publisher, name).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Encode, Decode)]
 pub struct ModuleKey {
     /// The publisher's key.
     pub publisher: PublicKey,

@@ -4,9 +4,10 @@
 //! - **Status gossip** (`wasmesh/status/1`): every node periodically publishes a
 //!   [`StatusMessage`]: where its QUIC endpoint is, the key its certificate carries, which blobs
 //!   it has ready, and its load. Peers learn providers and candidates from it.
-//! - **Sync** (`/wasmesh/sync/1`, request-response over libp2p): a node that joins late, or comes
-//!   back after a partition, sends a [`SyncRequest`] and gets every manifest the peer holds in a
-//!   [`SyncResponse`].
+//! - **Sync** (`/wasmesh/sync/2`, request-response over libp2p): a node that joins late, or comes
+//!   back after a partition, sends a [`SyncRequest`] and gets the manifests the peer holds, a page
+//!   of at most [`SYNC_PAGE`] at a time in module-key order, asking for the next page after the
+//!   last key it got while the peer says there are more.
 //! - **Blob fetch** (QUIC, ALPN [`BLOB_ALPN`]): the client opens a bidirectional stream and writes
 //!   a length-prefixed [`BlobRequest`]; the server answers with a [`BlobHeader`] (fixed 9 bytes:
 //!   status, size) followed by exactly `size` bytes of the blob, and finishes the stream.
@@ -17,16 +18,16 @@ use bincode::{Decode, Encode};
 
 use crate::codec::{self, DecodeError};
 use crate::coordinates::Coordinate;
-use crate::crypto::PublicKey;
+use crate::crypto::{PublicKey, Signature};
 use crate::hash::ContentHash;
-use crate::manifest::{MAX_SIGNED_MANIFEST_SIZE, SignedManifest};
+use crate::manifest::{MAX_SIGNED_MANIFEST_SIZE, ModuleKey, SignedManifest};
 
 /// Gossipsub topic of signed manifests.
 pub const MANIFEST_TOPIC: &str = "wasmesh/manifests/1";
 /// Gossipsub topic of node status.
 pub const STATUS_TOPIC: &str = "wasmesh/status/1";
-/// libp2p protocol of manifest sync.
-pub const SYNC_PROTOCOL: &str = "/wasmesh/sync/1";
+/// libp2p protocol of manifest sync (version 2: paged).
+pub const SYNC_PROTOCOL: &str = "/wasmesh/sync/2";
 /// ALPN of the blob protocol on the QUIC data plane.
 pub const BLOB_ALPN: &[u8] = b"wasmesh/blob/1";
 /// ALPN of the invoke protocol on the QUIC data plane.
@@ -36,13 +37,21 @@ pub const INVOKE_ALPN: &[u8] = b"wasmesh/invoke/1";
 pub const MAX_STATUS_BLOBS: usize = 4096;
 /// Largest encoded status message.
 pub const MAX_STATUS_SIZE: usize = 64 + 32 * MAX_STATUS_BLOBS + 1024 + 64;
-/// Most manifests in one sync response.
+/// Most manifests in one sync response a node accepts.
 pub const MAX_SYNC_MANIFESTS: usize = 4096;
+/// Manifests a node puts in one sync response (a page); more come on request.
+pub const SYNC_PAGE: usize = 1024;
+/// Most peers a sync response introduces.
+pub const MAX_SYNC_PEERS: usize = 16;
+/// Most addresses per introduced peer.
+pub const MAX_PEER_ADDRS: usize = 4;
 /// Largest encoded sync request.
-pub const MAX_SYNC_REQUEST_SIZE: usize = 64 + MAX_MEMBERSHIP_SIZE;
+pub const MAX_SYNC_REQUEST_SIZE: usize = 128 + crate::manifest::MAX_NAME_LEN + MAX_MEMBERSHIP_SIZE;
 /// Largest encoded sync response.
-pub const MAX_SYNC_RESPONSE_SIZE: usize =
-    64 + MAX_MEMBERSHIP_SIZE + MAX_SYNC_MANIFESTS * MAX_SIGNED_MANIFEST_SIZE;
+pub const MAX_SYNC_RESPONSE_SIZE: usize = 64
+    + MAX_MEMBERSHIP_SIZE
+    + MAX_SYNC_MANIFESTS * MAX_SIGNED_MANIFEST_SIZE
+    + MAX_SYNC_PEERS * (48 + MAX_PEER_ADDRS * 136);
 /// Largest encoded blob request (without its 4-byte length prefix).
 pub const MAX_BLOB_REQUEST_SIZE: usize = 64;
 
@@ -112,8 +121,8 @@ pub const MAX_MEMBERSHIP_SIZE: usize = 1024;
 /// private mesh it also presents the sender's membership certificate.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
 pub struct SyncRequest {
-    /// Reserved for incremental sync; 0 asks for everything.
-    pub since_ms: u64,
+    /// Where the page starts: after this module (None: from the first).
+    pub after: Option<ModuleKey>,
     /// The sender's encoded membership certificate (empty in an open mesh).
     pub membership: Vec<u8>,
 }
@@ -126,6 +135,21 @@ pub struct SyncResponse {
     pub manifests: Vec<SignedManifest>,
     /// The responder's encoded membership certificate (empty in an open mesh).
     pub membership: Vec<u8>,
+    /// Whether more manifests follow the last one of this page (ask again, after its key).
+    pub more: bool,
+    /// Peers the responder is connected to, with where they can be dialed (first page only):
+    /// how nodes find each other beyond their bootstrap peers. Statuses relayed by gossip never
+    /// introduce a peer.
+    pub peers: Vec<PeerRecord>,
+}
+
+/// A peer one node introduces to another.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct PeerRecord {
+    /// Its node key (its libp2p identity).
+    pub node: PublicKey,
+    /// libp2p addresses where it can be dialed, at most [`MAX_PEER_ADDRS`] of at most 128 bytes.
+    pub addrs: Vec<String>,
 }
 
 impl SyncRequest {
@@ -159,6 +183,12 @@ impl SyncResponse {
             || response.membership.len() > MAX_MEMBERSHIP_SIZE
         {
             return Err(DecodeError::Malformed("too many manifests".into()));
+        }
+        let oversized = |p: &PeerRecord| {
+            p.addrs.len() > MAX_PEER_ADDRS || p.addrs.iter().any(|a| a.len() > 128)
+        };
+        if response.peers.len() > MAX_SYNC_PEERS || response.peers.iter().any(oversized) {
+            return Err(DecodeError::Malformed("too many peers or addresses".into()));
         }
         Ok(response)
     }
@@ -273,6 +303,8 @@ mod tests {
         let response = SyncResponse {
             manifests,
             membership: Vec::new(),
+            more: false,
+            peers: Vec::new(),
         };
         assert_eq!(SyncResponse::decode(&response.encode()), Ok(response));
     }
@@ -321,6 +353,8 @@ pub enum InvokeReply {
         queue_us: u64,
         /// Time spent executing, in microseconds.
         exec_us: u64,
+        /// The executor's signature of the [`Receipt`](crate::receipt::Receipt) of this answer.
+        receipt: Signature,
     },
     /// The guest failed (a typed failure: its kind and message).
     GuestFailed {
@@ -328,6 +362,8 @@ pub enum InvokeReply {
         kind: String,
         /// The failure message.
         message: String,
+        /// The executor's signature of the [`Receipt`](crate::receipt::Receipt) of this failure.
+        receipt: Signature,
     },
     /// The peer does not run it (not ready there, busy, too many hops): try another.
     Refused {

@@ -7,7 +7,7 @@ use wasmesh_protocol::coordinates::Coordinate;
 use wasmesh_protocol::manifest::MAX_SIGNED_MANIFEST_SIZE;
 use wasmesh_protocol::wire::{BlobHeader, BlobRequest, StatusMessage, SyncRequest, SyncResponse};
 use wasmesh_protocol::{
-    Abi, ContentHash, Keypair, Limits, Manifest, ModuleRef, PublicKey, PublishBundle,
+    Abi, ContentHash, Keypair, Limits, Manifest, ModuleKey, ModuleRef, PublicKey, PublishBundle,
     SignedManifest,
 };
 
@@ -157,16 +157,18 @@ proptest! {
     #[test]
     fn node_messages_round_trip(
         status in status(),
-        since_ms in any::<u64>(),
+        after in proptest::option::of((any::<[u8; 32]>(), name())),
+        more in any::<bool>(),
         membership in proptest::collection::vec(any::<u8>(), 0..512),
         manifests in proptest::collection::vec(signed_manifest(), 0..4),
         hash in any::<[u8; 32]>(),
         size in any::<u64>(),
     ) {
         prop_assert_eq!(StatusMessage::decode(&status.encode()).unwrap(), status);
-        let request = SyncRequest { since_ms, membership: membership.clone() };
+        let after = after.map(|(key, name)| ModuleKey { publisher: PublicKey(key), name });
+        let request = SyncRequest { after, membership: membership.clone() };
         prop_assert_eq!(SyncRequest::decode(&request.encode()).unwrap(), request);
-        let response = SyncResponse { manifests: manifests.into_iter().map(|(m, _)| m).collect(), membership };
+        let response = SyncResponse { manifests: manifests.into_iter().map(|(m, _)| m).collect(), membership, more, peers: Vec::new() };
         prop_assert_eq!(SyncResponse::decode(&response.encode()).unwrap(), response);
         let blob = BlobRequest { hash: ContentHash(hash) };
         prop_assert_eq!(BlobRequest::decode(&blob.encode()).unwrap(), blob);

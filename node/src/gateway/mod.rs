@@ -200,6 +200,11 @@ async fn invoke(
             if let Ok(timing) = HeaderValue::from_str(&timing) {
                 headers.insert(SERVER_TIMING, timing);
             }
+            if let Some(receipt) = invocation.receipt
+                && let Ok(value) = HeaderValue::from_str(&hex::encode(receipt.encode()))
+            {
+                headers.insert(RECEIPT, value);
+            }
             response
         }
         Err(InvokeError::UnknownModule(name)) => error(
@@ -230,6 +235,8 @@ async fn invoke(
 
 const EXECUTED_BY: HeaderName = HeaderName::from_static("x-wasmesh-executed-by");
 const ROUTE: HeaderName = HeaderName::from_static("x-wasmesh-route");
+/// A forwarded answer's signed receipt (`protocol::receipt::SignedReceipt`), hex-encoded.
+const RECEIPT: HeaderName = HeaderName::from_static("x-wasmesh-receipt");
 const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
 /// `503 busy` with `Retry-After`: the request was refused at once rather than queued.

@@ -1,0 +1,85 @@
+//! The one task that writes the node's store on behalf of manifest intake: a manifest accepted
+//! from gossip or sync is taken in memory at once, and its file (written, fsynced, renamed, the
+//! folder fsynced) follows on a blocking thread, in the order accepted. So a slow disk delays
+//! nothing on the task that drives libp2p, and nothing holds the registry lock across an fsync.
+//!
+//! What it is sent is bounded by what intake accepts: manifests signed by trusted publishers,
+//! each newer than the one it replaces.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use wasmesh_protocol::{ContentHash, SignedManifest};
+
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+enum Write {
+    Manifest(Box<SignedManifest>),
+    RemoveBlob(ContentHash),
+    Flush(oneshot::Sender<()>),
+}
+
+/// A handle to the writer task (cheap to clone). The task ends once every handle is dropped and
+/// what was sent is written.
+#[derive(Debug, Clone)]
+pub struct StoreWriter {
+    writes: mpsc::UnboundedSender<Write>,
+}
+
+impl std::fmt::Debug for Write {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Write::Manifest(signed) => write!(f, "Manifest({})", signed.manifest.key()),
+            Write::RemoveBlob(hash) => write!(f, "RemoveBlob({})", hash.short()),
+            Write::Flush(_) => f.write_str("Flush"),
+        }
+    }
+}
+
+impl StoreWriter {
+    /// Starts the writer task for `store`. The node flushes it when it stops.
+    pub fn spawn(store: Store, metrics: Arc<Metrics>) -> Self {
+        let (writes, mut queue) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(write) = queue.recv().await {
+                let store = store.clone();
+                let done = tokio::task::spawn_blocking(move || apply(&store, write)).await;
+                if let Ok(Err(error)) = done {
+                    metrics.count_rejection("store_write_failed");
+                    tracing::warn!(%error, "could not write the store");
+                }
+            }
+        });
+        Self { writes }
+    }
+
+    /// Writes `signed` as its module's manifest.
+    pub fn put_manifest(&self, signed: SignedManifest) {
+        let _ = self.writes.send(Write::Manifest(Box::new(signed)));
+    }
+
+    /// Removes the blob `hash` (no manifest uses it any more).
+    pub fn remove_blob(&self, hash: ContentHash) {
+        let _ = self.writes.send(Write::RemoveBlob(hash));
+    }
+
+    /// Waits until everything sent before is written.
+    pub async fn flush(&self) {
+        let (done, written) = oneshot::channel();
+        if self.writes.send(Write::Flush(done)).is_ok() {
+            let _ = written.await;
+        }
+    }
+}
+
+fn apply(store: &Store, write: Write) -> std::io::Result<()> {
+    match write {
+        Write::Manifest(signed) => store.put_manifest(&signed),
+        Write::RemoveBlob(hash) => store.remove_blob(&hash),
+        Write::Flush(done) => {
+            let _ = done.send(());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Receipts: what the node that executed a forwarded request signs about it.
+//!
+//! A receipt names the executing node's key, the blob run, digests of the input and of the
+//! outcome (the output, or the failure kind), and the request's trace id. The executing node
+//! signs it with its node key; only the signature travels (the forwarding node knows every
+//! other field), and the forwarding node checks it against the key the peer's QUIC certificate
+//! carries before it takes the answer.
+//!
+//! What a receipt proves: *accountability*. The named node claims, under its key, that running
+//! this blob on this input gave this outcome; a node that lies can be shown to have lied by
+//! running the blob again (guests are deterministic given their input, apart from clocks and
+//! randomness). What it does not prove: *correctness*. A node can sign a wrong answer; the
+//! signature only makes the lie attributable, and it stops any node on the path, other than the
+//! executor, from changing the answer unnoticed.
+
+use bincode::{Decode, Encode};
+
+use crate::codec::{self, DecodeError};
+use crate::crypto::{Keypair, PublicKey, Signature, SignatureError};
+use crate::hash::ContentHash;
+
+/// Domain tag of receipt signatures.
+pub const RECEIPT_DOMAIN: &[u8] = b"wasmesh/receipt/v1\0";
+
+/// Largest encoded signed receipt.
+pub const MAX_SIGNED_RECEIPT_SIZE: usize = 256;
+
+/// What the executing node vouches for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct Receipt {
+    /// The node that executed the request.
+    pub executor: PublicKey,
+    /// The blob it ran.
+    pub module: ContentHash,
+    /// BLAKE3 of the request body.
+    pub input: ContentHash,
+    /// [`Receipt::output_outcome`] or [`Receipt::failure_outcome`].
+    pub outcome: ContentHash,
+    /// The request's trace id.
+    pub trace_id: u64,
+}
+
+/// A receipt with the executor's signature: what a client gets in `x-wasmesh-receipt`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct SignedReceipt {
+    /// The receipt.
+    pub receipt: Receipt,
+    /// The executor's signature over it.
+    pub signature: Signature,
+}
+
+impl Receipt {
+    /// The outcome of a run that answered `output`.
+    pub fn output_outcome(output: &[u8]) -> ContentHash {
+        ContentHash::of(output)
+    }
+
+    /// The outcome of a run that failed with `kind`.
+    pub fn failure_outcome(kind: &str) -> ContentHash {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"guest failed: ");
+        hasher.update(kind.as_bytes());
+        ContentHash(*hasher.finalize().as_bytes())
+    }
+
+    /// Signs it with the executor's keys.
+    pub fn sign(self, keys: &Keypair) -> SignedReceipt {
+        SignedReceipt {
+            signature: keys.sign_encoded(RECEIPT_DOMAIN, &self),
+            receipt: self,
+        }
+    }
+
+    /// Checks `signature` against the executor named in the receipt.
+    pub fn verify(&self, signature: &Signature) -> Result<(), SignatureError> {
+        self.executor
+            .verify_encoded(RECEIPT_DOMAIN, self, signature)
+    }
+}
+
+impl SignedReceipt {
+    /// Checks the signature.
+    pub fn verify(&self) -> Result<(), SignatureError> {
+        self.receipt.verify(&self.signature)
+    }
+
+    /// The wire encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+
+    /// Decodes a signed receipt of at most [`MAX_SIGNED_RECEIPT_SIZE`] bytes. Does not verify.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        codec::decode(bytes, MAX_SIGNED_RECEIPT_SIZE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receipt(keys: &Keypair) -> Receipt {
+        Receipt {
+            executor: keys.public(),
+            module: ContentHash::of(b"module"),
+            input: ContentHash::of(b"in"),
+            outcome: Receipt::output_outcome(b"out"),
+            trace_id: 7,
+        }
+    }
+
+    #[test]
+    fn a_receipt_verifies_only_as_signed() {
+        let keys = Keypair::from_seed([4; 32]);
+        let signed = receipt(&keys).sign(&keys);
+        assert_eq!(signed.verify(), Ok(()));
+        assert_eq!(SignedReceipt::decode(&signed.encode()), Ok(signed));
+        let mut changed = signed;
+        changed.receipt.outcome = Receipt::output_outcome(b"other");
+        assert!(changed.verify().is_err());
+        // Signed by another key than the one it names.
+        let other = Keypair::from_seed([5; 32]);
+        let forged = SignedReceipt {
+            receipt: receipt(&keys),
+            signature: receipt(&keys).sign(&other).signature,
+        };
+        assert!(forged.verify().is_err());
+    }
+
+    #[test]
+    fn a_failure_and_an_output_never_share_an_outcome() {
+        assert_ne!(
+            Receipt::failure_outcome("trap"),
+            Receipt::output_outcome(b"trap")
+        );
+    }
+}
