@@ -1,7 +1,8 @@
-//! Status and sync intake, as a node takes them: a sequence of statuses (raw bytes, or built from
-//! fuzzed fields with a real peer key) into the peer table, and of sync responses and signed
-//! manifests into the registry. After every step: the peer table is within its cap, no accepted
-//! manifest is older than the version held, and a name keeps its first owner.
+//! Status and sync intake, as a node takes them: a sequence of connections, statuses (raw bytes,
+//! or built from fuzzed fields with a real peer key) and introductions into the peer table, and
+//! of sync responses and signed manifests into the registry. After every step: the peer table
+//! is within its cap, no accepted manifest is older than the version held, and a name keeps its
+//! first owner unless the newcomer is scoped to it.
 #![no_main]
 
 use std::collections::HashMap;
@@ -12,10 +13,12 @@ use libfuzzer_sys::fuzz_target;
 use libp2p_identity::PeerId;
 use wasmesh_keys::{TrustList, identity};
 use wasmesh_node::manifest_intake::check_offer;
-use wasmesh_node::registry::{MAX_TRACKED_PEERS, ModuleEntry, ModuleState, PeerInfo, Registry};
-use wasmesh_node::status_intake::take_status;
+use wasmesh_node::registry::{
+    MAX_TRACKED_PEERS, ModuleEntry, ModuleState, PeerInfo, Registry, track_peer,
+};
+use wasmesh_node::status_intake::{take_introductions, take_status};
 use wasmesh_protocol::coordinates::Coordinate;
-use wasmesh_protocol::wire::{StatusMessage, SyncResponse};
+use wasmesh_protocol::wire::{MAX_SYNC_PEERS, PeerRecord, StatusMessage, SyncResponse};
 use wasmesh_protocol::{Abi, ContentHash, Keypair, Limits, Manifest, SignedManifest};
 
 /// More peers than the table holds, so that eviction is exercised.
@@ -151,7 +154,7 @@ fuzz_target!(|data: &[u8]| {
         }
         now += Duration::from_millis(u64::from(input.byte()) * 40);
         let (keys, from) = &w.peers[input.u16() as usize % PEERS];
-        match input.byte() % 5 {
+        match input.byte() % 6 {
             0 => {
                 if let Ok(status) = StatusMessage::decode(input.bytes()) {
                     let _ = take_status(&mut peers, *from, status, now, false);
@@ -175,10 +178,26 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             2 => {
-                // A connection: connected peers are never evicted.
-                if let Some(info) = peers.get_mut(from) {
-                    info.connected = input.byte() % 2 == 0;
+                // A connection opens or closes: connected peers are never evicted.
+                let open = input.byte() % 2 == 0;
+                if let Some(info) = track_peer(&mut peers, *from, now) {
+                    info.connected = open;
                 }
+            }
+            5 => {
+                // A neighbour introduces peers; relayed statuses alone never add one.
+                let records: Vec<PeerRecord> = (0..input.byte() % 20)
+                    .map(|_| PeerRecord {
+                        node: w.peers[input.u16() as usize % PEERS].0.public(),
+                        addrs: vec!["/ip4/127.0.0.1/udp/4001/quic-v1".into(), "junk".into()],
+                    })
+                    .collect();
+                let allow_private = input.byte() % 2 == 0;
+                let known = peers.len();
+                let introduced = take_introductions(&mut peers, &records, *from, now, allow_private);
+                assert!(introduced <= MAX_SYNC_PEERS);
+                assert!(allow_private || introduced == 0, "a loopback address became a dial target");
+                assert!(peers.len() <= known + introduced);
             }
             3 => {
                 if let Ok(response) = SyncResponse::decode(input.bytes()) {
@@ -187,10 +206,11 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
             }
-            _ => {
+            4 => {
                 let signed = manifest(&mut input);
                 offer(&mut registry, signed);
             }
+            _ => unreachable!("six kinds of step"),
         }
         assert!(peers.len() <= MAX_TRACKED_PEERS, "the peer table outgrew its cap");
     }

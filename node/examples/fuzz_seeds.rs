@@ -70,6 +70,7 @@ fn main() -> anyhow::Result<()> {
             1,
             SyncRequest {
                 after: Some(manifest.manifest.key()),
+                manifests: true,
                 membership: cert.encode(),
             }
             .encode(),
@@ -80,6 +81,10 @@ fn main() -> anyhow::Result<()> {
                 manifests: vec![manifest.clone()],
                 membership: Vec::new(),
                 more: true,
+                peers: vec![wasmesh_protocol::wire::PeerRecord {
+                    node: status.node,
+                    addrs: vec!["/ip4/127.0.0.1/udp/4001/quic-v1".into()],
+                }],
             }
             .encode(),
         ),

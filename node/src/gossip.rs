@@ -247,6 +247,7 @@ pub(crate) async fn run(
         }
     }
     let mut admission = AdmissionState::default();
+    let mut exchange = PeerExchange::default();
     // Peers lost to a partition or a restart are dialed again even when no gossip arrives.
     let mut redial = tokio::time::interval(REDIAL_AFTER);
     redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -255,6 +256,7 @@ pub(crate) async fn run(
             _ = shutdown.changed() => return,
             _ = redial.tick() => {
                 enforce_admission(&mut swarm, &node, &mut admission);
+                exchange.maybe_ask(&mut swarm, &node);
                 maybe_dial_new_peers(&mut swarm, &node);
                 note_scores(&swarm, &node);
             }
@@ -287,6 +289,44 @@ pub(crate) async fn run(
             },
             event = swarm.select_next_some() => handle_event(&mut swarm, &node, &mut admission, event),
         }
+    }
+}
+
+/// Peer exchange: every [`PEER_EXCHANGE_EVERY`], the connected peer asked least recently is
+/// asked which peers it is connected to (a sync request without manifests). This, and the
+/// first sync of every connection, is how a node learns of peers beyond its bootstrap peers.
+#[derive(Debug, Default)]
+struct PeerExchange {
+    asked: HashMap<PeerId, Instant>,
+    last: Option<Instant>,
+}
+
+/// How often a node asks one neighbour for its peers.
+pub const PEER_EXCHANGE_EVERY: Duration = Duration::from_secs(2);
+
+impl PeerExchange {
+    fn maybe_ask(&mut self, swarm: &mut Swarm<Behaviour>, node: &NodeInner) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|at| now.duration_since(at) < PEER_EXCHANGE_EVERY)
+        {
+            return;
+        }
+        let connected: Vec<PeerId> = swarm.connected_peers().copied().collect();
+        self.asked.retain(|peer, _| connected.contains(peer));
+        let Some(peer) = connected
+            .into_iter()
+            .min_by_key(|peer| self.asked.get(peer).copied())
+        else {
+            return;
+        };
+        self.asked.insert(peer, now);
+        self.last = Some(now);
+        swarm
+            .behaviour_mut()
+            .sync
+            .send_request(&peer, node.peer_exchange_request());
     }
 }
 
@@ -393,7 +433,7 @@ fn handle_event(
                 request, channel, ..
             } => {
                 let response = if admit(swarm, node, admission, peer, &request.membership) {
-                    node.sync_response(request.after.as_ref(), &peer)
+                    node.sync_response(&request, &peer)
                 } else {
                     SyncResponse {
                         manifests: Vec::new(),

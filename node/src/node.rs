@@ -521,18 +521,28 @@ impl NodeInner {
     pub(crate) fn sync_request(&self, after: Option<ModuleKey>) -> SyncRequest {
         SyncRequest {
             after,
+            manifests: true,
             membership: self.membership_bytes(),
         }
     }
 
-    /// A page of the manifests held, from after `after`, for a sync response to `requester`;
-    /// the first page also introduces peers this node is connected to.
-    pub(crate) fn sync_response(
-        &self,
-        after: Option<&ModuleKey>,
-        requester: &PeerId,
-    ) -> SyncResponse {
-        let (manifests, more) = {
+    /// A request for the peers a neighbour is connected to, without manifests.
+    pub(crate) fn peer_exchange_request(&self) -> SyncRequest {
+        SyncRequest {
+            after: None,
+            manifests: false,
+            membership: self.membership_bytes(),
+        }
+    }
+
+    /// A page of the manifests held (if asked for), from after the request's `after`, for a
+    /// sync response to `requester`; the first page also introduces peers this node is
+    /// connected to.
+    pub(crate) fn sync_response(&self, request: &SyncRequest, requester: &PeerId) -> SyncResponse {
+        let after = request.after.as_ref();
+        let (manifests, more) = if !request.manifests {
+            (Vec::new(), false)
+        } else {
             let registry = self.registry();
             let mut page = registry.entries_after(after);
             let manifests: Vec<SignedManifest> = page

@@ -123,6 +123,8 @@ pub const MAX_MEMBERSHIP_SIZE: usize = 1024;
 pub struct SyncRequest {
     /// Where the page starts: after this module (None: from the first).
     pub after: Option<ModuleKey>,
+    /// Whether manifests are wanted; without, the answer only introduces peers (peer exchange).
+    pub manifests: bool,
     /// The sender's encoded membership certificate (empty in an open mesh).
     pub membership: Vec<u8>,
 }

@@ -166,7 +166,7 @@ proptest! {
     ) {
         prop_assert_eq!(StatusMessage::decode(&status.encode()).unwrap(), status);
         let after = after.map(|(key, name)| ModuleKey { publisher: PublicKey(key), name });
-        let request = SyncRequest { after, membership: membership.clone() };
+        let request = SyncRequest { after, manifests: more, membership: membership.clone() };
         prop_assert_eq!(SyncRequest::decode(&request.encode()).unwrap(), request);
         let response = SyncResponse { manifests: manifests.into_iter().map(|(m, _)| m).collect(), membership, more, peers: Vec::new() };
         prop_assert_eq!(SyncResponse::decode(&response.encode()).unwrap(), response);
