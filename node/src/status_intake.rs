@@ -132,3 +132,85 @@ pub fn take_introductions(
     }
     introduced
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use wasmesh_protocol::Keypair;
+    use wasmesh_protocol::coordinates::Coordinate;
+
+    use super::*;
+
+    fn status(keys: &Keypair, seq: u64, digest: &[u8]) -> StatusMessage {
+        StatusMessage {
+            node: keys.public(),
+            quic_addr: "127.0.0.1:4433".into(),
+            ready: Vec::new(),
+            in_flight: 0,
+            capacity: 1,
+            seq,
+            p2p_addrs: vec!["/ip4/127.0.0.1/udp/4001/quic-v1".into()],
+            manifests: ContentHash::of(digest),
+            coordinate: Coordinate::default(),
+        }
+    }
+
+    #[test]
+    fn a_status_of_an_unknown_peer_changes_nothing() {
+        let keys = Keypair::from_seed([1; 32]);
+        let id = identity::peer_id(&keys.public()).unwrap();
+        let mut peers = HashMap::new();
+        let now = Instant::now();
+        assert_eq!(
+            take_status(&mut peers, id, status(&keys, 1, b"a"), now, true),
+            Err(StatusRefusal::UnknownPeer)
+        );
+        assert!(peers.is_empty());
+    }
+
+    #[test]
+    fn a_peer_changing_its_digest_is_synced_with_at_most_every_two_seconds() {
+        let keys = Keypair::from_seed([1; 32]);
+        let id = identity::peer_id(&keys.public()).unwrap();
+        let mut peers = HashMap::new();
+        let start = Instant::now();
+        track_peer(&mut peers, id, start);
+        let first = take_status(&mut peers, id, status(&keys, 1, b"a"), start, true).unwrap();
+        assert_eq!(first.unsynced_digest, Some(ContentHash::of(b"a")));
+        let peer = peers.get_mut(&id).unwrap();
+        peer.synced_digest = first.unsynced_digest;
+        peer.synced_at = Some(start);
+        // A new digest a moment later: not yet.
+        let soon = start + Duration::from_millis(500);
+        let second = take_status(&mut peers, id, status(&keys, 2, b"b"), soon, true).unwrap();
+        assert_eq!(second.unsynced_digest, None);
+        // Once SYNC_EVERY has passed: yes.
+        let later = start + SYNC_EVERY;
+        let third = take_status(&mut peers, id, status(&keys, 3, b"c"), later, true).unwrap();
+        assert_eq!(third.unsynced_digest, Some(ContentHash::of(b"c")));
+    }
+
+    #[test]
+    fn introductions_add_dialable_peers_only_and_within_bounds() {
+        let own = identity::peer_id(&Keypair::from_seed([0; 32]).public()).unwrap();
+        let records: Vec<PeerRecord> = (1..=40u8)
+            .map(|i| PeerRecord {
+                node: Keypair::from_seed([i; 32]).public(),
+                addrs: vec!["/ip4/127.0.0.1/udp/4001/quic-v1".into()],
+            })
+            .collect();
+        let mut peers = HashMap::new();
+        let now = Instant::now();
+        assert_eq!(take_introductions(&mut peers, &records, own, now, false), 0);
+        assert!(
+            peers.is_empty(),
+            "loopback addresses are not dialable by default"
+        );
+        assert_eq!(
+            take_introductions(&mut peers, &records, own, now, true),
+            MAX_SYNC_PEERS
+        );
+        assert_eq!(peers.len(), MAX_SYNC_PEERS);
+    }
+}

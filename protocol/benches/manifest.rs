@@ -1,11 +1,14 @@
 //! Cost of the manifest operations every node performs per gossip message: sign (publisher),
-//! verify, encode and decode. Baseline in the same run: hashing the same bytes with BLAKE3.
+//! verify, encode and decode; and of the receipt of every forwarded request (signed by the
+//! executor, verified by the forwarding node). Baseline in the same run: hashing the same bytes
+//! with BLAKE3.
 //!
 //! Run: `cargo bench -p wasmesh-protocol --bench manifest`
 
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use wasmesh_protocol::receipt::Receipt;
 use wasmesh_protocol::{Abi, ContentHash, Keypair, Limits, Manifest, SignedManifest};
 
 fn manifest(keys: &Keypair) -> Manifest {
@@ -46,6 +49,21 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("baseline_blake3_of_encoding", |b| {
         b.iter(|| ContentHash::of(black_box(&bytes)))
+    });
+    group.finish();
+
+    let receipt = Receipt {
+        executor: keys.public(),
+        module: ContentHash::of(b"module bytes"),
+        input: ContentHash::of(b"input"),
+        outcome: Receipt::output_outcome(b"output"),
+        trace_id: 7,
+    };
+    let signed_receipt = receipt.sign(&keys);
+    let mut group = c.benchmark_group("receipt");
+    group.bench_function("sign", |b| b.iter(|| black_box(receipt).sign(&keys)));
+    group.bench_function("verify", |b| {
+        b.iter(|| black_box(&signed_receipt).verify().expect("valid"))
     });
     group.finish();
 }
