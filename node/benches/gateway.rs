@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use wasmesh_node::config::{NodeConfig, Replicate};
 use wasmesh_node::daemon::Node;
-use wasmesh_protocol::{ContentHash, Keypair, Limits, Manifest, PublishBundle};
+use wasmesh_protocol::{Keypair, Limits, PublishBundle};
 
 const BODY: [u8; 64] = [b'x'; 64];
 const RUN_FOR: Duration = Duration::from_secs(3);
@@ -113,18 +113,11 @@ fn echo_bundle(keys: &Keypair) -> PublishBundle {
         &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests/fixtures/echo.wat"),
     )
     .expect("fixture");
-    let manifest = Manifest {
-        name: "echo".into(),
-        version: 1,
-        blob: ContentHash::of(&wasm),
-        size: wasm.len() as u64,
-        abi: wasmesh_protocol::Abi::Raw,
-        limits: Limits::default(),
-        publisher: keys.public(),
-        issued_at_ms: 1,
-    };
+    let manifest =
+        wasmesh_node::module_file::sign_module(&wasm, "echo".into(), 1, Limits::default(), keys)
+            .expect("the fixture is a valid module");
     PublishBundle {
-        manifest: manifest.sign(keys),
+        manifest,
         module: wasm,
     }
 }

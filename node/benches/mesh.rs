@@ -15,7 +15,7 @@ use wasmesh_node::metrics::Metrics;
 use wasmesh_node::store::Store;
 use wasmesh_node::tls::TlsIdentity;
 use wasmesh_node::transfer::{DataPlane, PeerAddr};
-use wasmesh_protocol::{ContentHash, Keypair, Limits, Manifest, PublishBundle};
+use wasmesh_protocol::{ContentHash, Keypair, Limits, PublishBundle};
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort_unstable();
@@ -171,18 +171,11 @@ fn bundle(keys: &Keypair, name: &str) -> PublishBundle {
         &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests/fixtures/reverse.wat"),
     )
     .expect("fixture");
-    let manifest = Manifest {
-        name: name.to_owned(),
-        version: 1,
-        blob: ContentHash::of(&wasm),
-        size: wasm.len() as u64,
-        abi: wasmesh_protocol::Abi::Raw,
-        limits: Limits::default(),
-        publisher: keys.public(),
-        issued_at_ms: 1,
-    };
+    let manifest =
+        wasmesh_node::module_file::sign_module(&wasm, name.to_owned(), 1, Limits::default(), keys)
+            .expect("the fixture is a valid module");
     PublishBundle {
-        manifest: manifest.sign(keys),
+        manifest,
         module: wasm,
     }
 }

@@ -110,7 +110,7 @@ fn main() -> anyhow::Result<()> {
         (
             6,
             InvokeReply::GuestFailed {
-                kind: "trap".into(),
+                kind: wasmesh_protocol::wire::FailureKind::Trap,
                 message: "unreachable".into(),
                 receipt: wasmesh_protocol::Signature([3; 64]),
             }

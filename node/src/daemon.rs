@@ -145,10 +145,8 @@ impl Node {
             status_seq: AtomicU64::new(clock::now_ms().saturating_mul(1000)),
             coordinate: Default::default(),
             in_flight: AtomicU32::new(0),
-            advertised_quic: std::sync::Mutex::new(Some(config.announce_quic.unwrap_or(quic_addr))),
-            advertised_p2p: std::sync::Mutex::new(
-                p2p_addrs.iter().take(8).map(|a| a.to_string()).collect(),
-            ),
+            advertised_quic: config.announce_quic.unwrap_or(quic_addr),
+            advertised_p2p: p2p_addrs.iter().take(8).map(|a| a.to_string()).collect(),
             shutdown: shutdown_rx.clone(),
             started: Instant::now(),
             hedging: config.hedging,

@@ -29,6 +29,7 @@ pub mod executor;
 pub mod fs_util;
 pub(crate) mod gateway;
 pub mod gossip;
+mod lock;
 pub mod manifest_intake;
 pub mod metrics;
 pub mod module_file;

@@ -29,6 +29,7 @@ use wasmesh_protocol::{ContentHash, Keypair, ModuleKey, PublicKey, PublishBundle
 use crate::admission::Admission;
 use crate::executor::{Executor, ExecutorConfig, GuestError};
 use crate::gossip::GossipCommand;
+use crate::lock::lock;
 use crate::manifest_intake;
 use crate::metrics::Metrics;
 use crate::registry::{ModuleEntry, ModuleState, PeerInfo, Registry};
@@ -128,7 +129,7 @@ impl PublishError {
     pub fn kind(&self) -> &'static str {
         match self {
             PublishError::Refused(refusal) => refusal.kind(),
-            PublishError::Module(error) => error.kind(),
+            PublishError::Module(error) => error.kind().as_str(),
             PublishError::AbiMismatch { .. } => "abi_mismatch",
             PublishError::OverQuota { .. } => "over_quota",
             PublishError::DiskFull { .. } => "disk_full",
@@ -164,8 +165,10 @@ pub(crate) struct NodeInner {
     /// This node's network coordinate, moved by every ping to a peer whose coordinate is known.
     pub(crate) coordinate: Mutex<Coordinate>,
     pub(crate) in_flight: AtomicU32,
-    pub(crate) advertised_quic: Mutex<Option<SocketAddr>>,
-    pub(crate) advertised_p2p: Mutex<Vec<String>>,
+    /// Where peers reach this node's data plane (fixed at start).
+    pub(crate) advertised_quic: SocketAddr,
+    /// Where peers dial this node (fixed at start; at most 8).
+    pub(crate) advertised_p2p: Vec<String>,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) started: Instant,
     /// Whether slow forwards get a copy sent to the next candidate.
@@ -175,12 +178,6 @@ pub(crate) struct NodeInner {
     pub(crate) hedge_budget: crate::request::HedgeBudget,
     /// Forwarded requests each peer has here now (at most half of the slots and queue places).
     pub(crate) forward_shares: crate::per_peer::PerPeer,
-}
-
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl NodeInner {
@@ -493,9 +490,7 @@ impl NodeInner {
 
     /// This node's status message.
     pub(crate) fn status_message(&self) -> StatusMessage {
-        let quic_addr = lock(&self.advertised_quic)
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        let quic_addr = self.advertised_quic.to_string();
         let (mut ready, manifests) = {
             let registry = self.registry();
             (registry.ready_blobs(), registry.manifest_digest())
@@ -510,7 +505,7 @@ impl NodeInner {
             in_flight: self.in_flight.load(Ordering::Relaxed),
             capacity: self.executor.capacity() as u32,
             seq: self.status_seq.fetch_add(1, Ordering::Relaxed) + 1,
-            p2p_addrs: lock(&self.advertised_p2p).clone(),
+            p2p_addrs: self.advertised_p2p.clone(),
             manifests,
             coordinate: *lock(&self.coordinate),
         }

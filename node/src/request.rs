@@ -18,12 +18,13 @@ use libp2p::PeerId;
 use wasmesh_protocol::coordinates::Coordinate;
 use wasmesh_protocol::receipt::{Receipt, SignedReceipt};
 use wasmesh_protocol::routing::{self, Candidate, Spread};
-use wasmesh_protocol::wire::{InvokeReply, InvokeRequest};
+use wasmesh_protocol::wire::{FailureKind, InvokeRefusal, InvokeReply, InvokeRequest};
 use wasmesh_protocol::{ContentHash, ModuleRef, PublicKey};
 
 use crate::executor::{GuestError, Output, Request};
 use crate::gossip::GossipCommand;
-use crate::node::{NodeInner, lock};
+use crate::lock::lock;
+use crate::node::NodeInner;
 use crate::registry::{ModuleEntry, ModuleState};
 use crate::transfer::{FetchError, PeerAddr};
 
@@ -43,8 +44,8 @@ pub enum InvokeError {
     /// The guest failed on the peer that ran it.
     #[error("{kind}: {message}")]
     RemoteGuest {
-        /// The failure kind (one of [`GuestError::KINDS`], or `remote_unknown`).
-        kind: &'static str,
+        /// The failure kind.
+        kind: FailureKind,
         /// The failure message.
         message: String,
         /// The peer that ran it.
@@ -213,12 +214,11 @@ impl NodeInner {
                         });
                     }
                     Ok(InvokeReply::GuestFailed { kind, message, receipt }) => {
-                        let receipt = receipt_of(attempt.executor, Receipt::failure_outcome(&kind), receipt);
+                        let receipt = receipt_of(attempt.executor, Receipt::failure_outcome(kind), receipt);
                         if self.refuse_bad_receipt(&attempt.peer, &receipt) {
                             continue;
                         }
-                        let kind = GuestError::known_kind(&kind);
-                        self.metrics.count_invocation(kind, "forwarded");
+                        self.metrics.count_invocation(kind.as_str(), "forwarded");
                         return Err(InvokeError::RemoteGuest {
                             kind,
                             message,
@@ -226,9 +226,9 @@ impl NodeInner {
                         });
                     }
                     Ok(InvokeReply::Refused { reason }) => {
-                        tracing::info!(trace_id, peer = %attempt.peer, reason, "peer refused; trying the next");
-                        if let Some(detail) = reason.strip_prefix(BUSY_PREFIX) {
-                            busy = Some(detail.to_owned());
+                        tracing::info!(trace_id, peer = %attempt.peer, %reason, "peer refused; trying the next");
+                        if let InvokeRefusal::Busy(detail) = reason {
+                            busy = Some(detail);
                         }
                     }
                     Err(error) => {
@@ -298,7 +298,7 @@ impl NodeInner {
                 *mean = routing::smooth(*mean, exec_us);
                 "ok"
             }
-            Err(error) => error.kind(),
+            Err(error) => error.kind().as_str(),
         };
         self.metrics.count_invocation(outcome, "local");
         result
@@ -443,26 +443,24 @@ impl NodeInner {
         request: InvokeRequest,
         from: PublicKey,
     ) -> InvokeReply {
-        let refused = |reason: &str| InvokeReply::Refused {
-            reason: reason.to_owned(),
-        };
+        let refused = |reason| InvokeReply::Refused { reason };
         if request.hops > 1 {
-            return refused("too many hops");
+            return refused(InvokeRefusal::TooManyHops);
         }
         let Some((signed, module)) = self
             .registry()
             .ready_by_hash(&request.hash)
             .map(|(s, m)| (s.clone(), m))
         else {
-            return refused("not ready here");
+            return refused(InvokeRefusal::NotReady);
         };
         // One peer's forwards hold at most half of this node's slots and queue places: a router
         // aggregating many clients still queues deep, and the other half stays for local
         // requests and other peers.
         let Some(share) = self.forward_shares.try_take(from) else {
             self.metrics.count_rejection("forward_share");
-            return refused(&format!(
-                "{BUSY_PREFIX}this peer's share of the slots is in use"
+            return refused(InvokeRefusal::Busy(
+                "this peer's share of the slots is in use".into(),
             ));
         };
         tracing::info!(trace_id = request.trace_id, from = %from.fingerprint(), module = %signed.manifest.name, "executing a forwarded request");
@@ -494,20 +492,15 @@ impl NodeInner {
                     exec_us,
                 }
             }
-            Err(GuestError::Busy { detail }) => InvokeReply::Refused {
-                reason: format!("{BUSY_PREFIX}{detail}"),
-            },
+            Err(GuestError::Busy { detail }) => refused(InvokeRefusal::Busy(detail)),
             Err(error) => InvokeReply::GuestFailed {
                 receipt: receipt(Receipt::failure_outcome(error.kind())),
-                kind: error.kind().to_owned(),
+                kind: error.kind(),
                 message: error.to_string(),
             },
         }
     }
 }
-
-/// How a peer's refusal for load starts (`wasmesh/invoke/1` refusals are free text).
-const BUSY_PREFIX: &str = "busy: ";
 
 /// A request running here, counted in `in_flight` (reported in the status and used by routing)
 /// until the guard drops, wherever the request's future stops.

@@ -29,6 +29,7 @@ use wasmesh_protocol::{ContentHash, PublicKey};
 
 use crate::admission::Admission;
 use crate::connection_limits::ConnectionLimits;
+use crate::lock::lock;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 use crate::tls::{TlsError, TlsIdentity, peer_identity};
@@ -746,10 +747,4 @@ const FRAME_PREALLOCATE: usize = 64 << 10;
 async fn write_framed(send: &mut quinn::SendStream, bytes: &[u8]) -> Result<(), quinn::WriteError> {
     send.write_all(&(bytes.len() as u32).to_le_bytes()).await?;
     send.write_all(bytes).await
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

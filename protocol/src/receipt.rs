@@ -18,6 +18,7 @@ use bincode::{Decode, Encode};
 use crate::codec::{self, DecodeError};
 use crate::crypto::{Keypair, PublicKey, Signature, SignatureError};
 use crate::hash::ContentHash;
+use crate::wire::FailureKind;
 
 /// Domain tag of receipt signatures.
 pub const RECEIPT_DOMAIN: &[u8] = b"wasmesh/receipt/v1\0";
@@ -56,10 +57,10 @@ impl Receipt {
     }
 
     /// The outcome of a run that failed with `kind`.
-    pub fn failure_outcome(kind: &str) -> ContentHash {
+    pub fn failure_outcome(kind: FailureKind) -> ContentHash {
         let mut hasher = blake3::Hasher::new();
         hasher.update(b"guest failed: ");
-        hasher.update(kind.as_bytes());
+        hasher.update(kind.as_str().as_bytes());
         ContentHash(*hasher.finalize().as_bytes())
     }
 
@@ -130,7 +131,7 @@ mod tests {
     #[test]
     fn a_failure_and_an_output_never_share_an_outcome() {
         assert_ne!(
-            Receipt::failure_outcome("trap"),
+            Receipt::failure_outcome(FailureKind::Trap),
             Receipt::output_outcome(b"trap")
         );
     }

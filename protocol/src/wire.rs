@@ -360,18 +360,103 @@ pub enum InvokeReply {
     },
     /// The guest failed (a typed failure: its kind and message).
     GuestFailed {
-        /// The failure kind (`fuel_exhausted`, `trap`, ...).
-        kind: String,
+        /// The failure kind.
+        kind: FailureKind,
         /// The failure message.
         message: String,
         /// The executor's signature of the [`Receipt`](crate::receipt::Receipt) of this failure.
         receipt: Signature,
     },
-    /// The peer does not run it (not ready there, busy, too many hops): try another.
+    /// The peer does not run it: try another.
     Refused {
         /// Why.
-        reason: String,
+        reason: InvokeRefusal,
     },
+}
+
+/// Why a guest request failed: the fixed set every node, the CLI, HTTP error bodies and metrics
+/// labels share. On the wire it is an index, so a peer cannot send a kind outside the set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode)]
+pub enum FailureKind {
+    /// The guest used all its fuel.
+    FuelExhausted,
+    /// The guest tried to grow memory (or a table) past its cap.
+    MemoryLimit,
+    /// The guest ran past its deadline.
+    Timeout,
+    /// The guest trapped.
+    Trap,
+    /// A WASI guest exited with a non-zero status.
+    Exit,
+    /// The guest's output broke the ABI or the output limit.
+    BadOutput,
+    /// The input is over the module's limit.
+    InputTooLarge,
+    /// The module is not valid, or not runnable here.
+    InvalidModule,
+    /// The module imports what its ABI does not provide.
+    UnsupportedImport,
+    /// No slot could be had in time.
+    Busy,
+}
+
+impl FailureKind {
+    /// Every kind.
+    pub const ALL: [FailureKind; 10] = [
+        FailureKind::FuelExhausted,
+        FailureKind::MemoryLimit,
+        FailureKind::Timeout,
+        FailureKind::Trap,
+        FailureKind::Exit,
+        FailureKind::BadOutput,
+        FailureKind::InputTooLarge,
+        FailureKind::InvalidModule,
+        FailureKind::UnsupportedImport,
+        FailureKind::Busy,
+    ];
+
+    /// Its stable name (`fuel_exhausted`, `trap`, ...).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FailureKind::FuelExhausted => "fuel_exhausted",
+            FailureKind::MemoryLimit => "memory_limit",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Trap => "trap",
+            FailureKind::Exit => "exit",
+            FailureKind::BadOutput => "bad_output",
+            FailureKind::InputTooLarge => "input_too_large",
+            FailureKind::InvalidModule => "invalid_module",
+            FailureKind::UnsupportedImport => "unsupported_import",
+            FailureKind::Busy => "busy",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a peer did not run a forwarded request.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub enum InvokeRefusal {
+    /// The module is not ready there.
+    NotReady,
+    /// The request was forwarded already (requests are forwarded at most once).
+    TooManyHops,
+    /// The peer is at its limit (its slots, or the sender's share of them), with details.
+    Busy(String),
+}
+
+impl std::fmt::Display for InvokeRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InvokeRefusal::NotReady => f.write_str("not ready here"),
+            InvokeRefusal::TooManyHops => f.write_str("too many hops"),
+            InvokeRefusal::Busy(detail) => write!(f, "busy: {detail}"),
+        }
+    }
 }
 
 impl InvokeRequest {

@@ -1,6 +1,13 @@
 //! The built-in list of cities where simulated nodes live, with their coordinates (degrees).
 
-use crate::latency::Position;
+/// A point on Earth, in degrees.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Position {
+    /// Latitude.
+    pub lat: f64,
+    /// Longitude.
+    pub lon: f64,
+}
 
 /// A place a node can be put.
 #[derive(Debug, Clone, Copy, PartialEq)]

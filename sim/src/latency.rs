@@ -8,7 +8,7 @@
 use rand::{Rng, RngExt, SeedableRng};
 use rand_pcg::Pcg64;
 
-use crate::cities::{CITIES, City};
+use crate::cities::{CITIES, City, Position};
 
 /// Light in fibre covers about 200 km per millisecond (two thirds of c).
 const FIBRE_KM_PER_MS: f64 = 199.86;
@@ -187,15 +187,6 @@ impl LatencyMatrix {
             self.one_way_ms[a][b] + self.one_way_ms[b][a]
         }
     }
-}
-
-/// A point on Earth, in degrees.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Position {
-    /// Latitude.
-    pub lat: f64,
-    /// Longitude.
-    pub lon: f64,
 }
 
 /// A position as a unit vector from the Earth's centre: distances between such vectors need no

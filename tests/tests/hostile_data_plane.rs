@@ -13,7 +13,9 @@ use wasmesh_node::metrics::Metrics;
 use wasmesh_node::store::Store;
 use wasmesh_node::tls::TlsIdentity;
 use wasmesh_node::transfer::{DataPlane, FetchError, PeerAddr};
-use wasmesh_protocol::wire::{BLOB_ALPN, BlobHeader, INVOKE_ALPN, InvokeReply, InvokeRequest};
+use wasmesh_protocol::wire::{
+    BLOB_ALPN, BlobHeader, INVOKE_ALPN, InvokeRefusal, InvokeReply, InvokeRequest,
+};
 use wasmesh_protocol::{ContentHash, Keypair};
 use wasmesh_tests::{
     MESH_DEADLINE, TestNode, bundle, fixture, get, invoke, publish, publisher, wait_until,
@@ -281,7 +283,9 @@ async fn one_peers_forwards_cannot_fill_the_queue_ahead_of_local_requests() {
     let mut refused = 0;
     for forward in flood {
         match forward.await.unwrap().unwrap() {
-            InvokeReply::Refused { reason } if reason.contains("share") => refused += 1,
+            InvokeReply::Refused {
+                reason: InvokeRefusal::Busy(detail),
+            } if detail.contains("share") => refused += 1,
             InvokeReply::Refused { reason } => panic!("refused for another reason: {reason}"),
             InvokeReply::GuestFailed { .. } | InvokeReply::Ok { .. } => {}
         }

@@ -9,13 +9,14 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use wasmer::{Engine, Module};
 use wasmesh_protocol::{ContentHash, wasm};
 
 use super::{CompiledModule, GuestError};
 use crate::fs_util::write_atomic;
+use crate::lock::lock;
 
 /// Where a prepared module came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,12 +49,6 @@ pub(crate) struct ModuleCache {
     lru: Mutex<Lru>,
     /// Compilations run one at a time (the metering middleware is handed over per compile).
     compile: Mutex<()>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl ModuleCache {

@@ -1,5 +1,8 @@
 //! Typed failures of a guest request. Each has a stable `kind` string used on the CLI, in HTTP
-//! error bodies and in metrics.
+//! error bodies and in metrics. Also how one ABI call fails, before it is classified.
+
+use wasmer::RuntimeError;
+pub use wasmesh_protocol::wire::FailureKind;
 
 /// Why a request did not produce output.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,43 +85,19 @@ fn stderr_suffix(stderr: &str) -> String {
 }
 
 impl GuestError {
-    /// Every failure kind, as [`Self::kind`] names them.
-    pub const KINDS: [&'static str; 10] = [
-        "fuel_exhausted",
-        "memory_limit",
-        "timeout",
-        "trap",
-        "exit",
-        "bad_output",
-        "input_too_large",
-        "invalid_module",
-        "unsupported_import",
-        "busy",
-    ];
-
-    /// The fixed kind a peer's failure kind names, or `remote_unknown` for anything else: what
-    /// a peer sends must not become an unbounded set of metrics labels or HTTP error kinds.
-    pub fn known_kind(kind: &str) -> &'static str {
-        Self::KINDS
-            .iter()
-            .find(|known| **known == kind)
-            .copied()
-            .unwrap_or("remote_unknown")
-    }
-
-    /// The stable name of this failure.
-    pub fn kind(&self) -> &'static str {
+    /// The kind of this failure (its stable name is `kind().as_str()`).
+    pub fn kind(&self) -> FailureKind {
         match self {
-            GuestError::FuelExhausted { .. } => "fuel_exhausted",
-            GuestError::MemoryLimit { .. } => "memory_limit",
-            GuestError::Timeout { .. } => "timeout",
-            GuestError::Trap { .. } => "trap",
-            GuestError::Exit { .. } => "exit",
-            GuestError::BadOutput { .. } => "bad_output",
-            GuestError::InputTooLarge { .. } => "input_too_large",
-            GuestError::InvalidModule { .. } => "invalid_module",
-            GuestError::UnsupportedImport { .. } => "unsupported_import",
-            GuestError::Busy { .. } => "busy",
+            GuestError::FuelExhausted { .. } => FailureKind::FuelExhausted,
+            GuestError::MemoryLimit { .. } => FailureKind::MemoryLimit,
+            GuestError::Timeout { .. } => FailureKind::Timeout,
+            GuestError::Trap { .. } => FailureKind::Trap,
+            GuestError::Exit { .. } => FailureKind::Exit,
+            GuestError::BadOutput { .. } => FailureKind::BadOutput,
+            GuestError::InputTooLarge { .. } => FailureKind::InputTooLarge,
+            GuestError::InvalidModule { .. } => FailureKind::InvalidModule,
+            GuestError::UnsupportedImport { .. } => FailureKind::UnsupportedImport,
+            GuestError::Busy { .. } => FailureKind::Busy,
         }
     }
 
@@ -150,19 +129,40 @@ impl From<wasmesh_protocol::wasm::WasmError> for GuestError {
     }
 }
 
+/// How an ABI call can fail: a trap or host error from wasmer, or a failure already classified.
+pub(crate) enum CallFailure {
+    Runtime(RuntimeError),
+    Guest(GuestError),
+}
+
+impl From<RuntimeError> for CallFailure {
+    fn from(error: RuntimeError) -> Self {
+        CallFailure::Runtime(error)
+    }
+}
+
+impl From<GuestError> for CallFailure {
+    fn from(error: GuestError) -> Self {
+        CallFailure::Guest(error)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::GuestError;
+    use super::*;
 
     #[test]
-    fn kinds_from_peers_map_onto_the_fixed_set() {
-        let timeout = GuestError::Timeout { timeout_ms: 1 };
-        assert!(GuestError::KINDS.contains(&timeout.kind()));
-        assert_eq!(GuestError::known_kind("timeout"), "timeout");
-        assert_eq!(GuestError::known_kind("x\" injected=\"y"), "remote_unknown");
-        assert_eq!(
-            GuestError::known_kind(&"a".repeat(10_000)),
-            "remote_unknown"
-        );
+    fn every_failure_has_a_kind_whose_name_leads_its_message() {
+        let failures = [
+            GuestError::FuelExhausted { fuel: 1 },
+            GuestError::Timeout { timeout_ms: 1 },
+            GuestError::Busy {
+                detail: "full".into(),
+            },
+        ];
+        for failure in failures {
+            assert!(FailureKind::ALL.contains(&failure.kind()));
+            assert!(failure.to_string().starts_with(failure.kind().as_str()));
+        }
     }
 }

@@ -35,7 +35,7 @@ use wasmesh_protocol::wasm::ModuleInfo;
 use wasmesh_protocol::{ContentHash, Limits};
 
 pub use cache::Prepared;
-pub use error::GuestError;
+pub use error::{FailureKind, GuestError};
 pub use wasi::STDERR_CAP;
 
 /// A compiled module, ready to instantiate.

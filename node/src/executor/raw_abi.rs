@@ -4,7 +4,7 @@
 use wasmer::{Instance, Store};
 
 use super::GuestError;
-use super::run::CallFailure;
+use super::error::CallFailure;
 
 pub(crate) fn call(
     store: &mut Store,

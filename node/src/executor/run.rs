@@ -8,28 +8,11 @@ use wasmer::{Engine, FunctionEnv, Imports, Instance, InstantiationError, Runtime
 use wasmer_middlewares::metering::{MeteringPoints, get_remaining_points, set_remaining_points};
 use wasmesh_protocol::{Abi, Limits};
 
+use super::error::CallFailure;
 use super::sandbox::InstantiationScope;
 use super::wasi::{self, WasiExit, WasiState};
 use super::watchdog::Watchdog;
 use super::{CompiledModule, GuestError, Output, raw_abi};
-
-/// How an ABI call can fail: a trap or host error from wasmer, or a failure already classified.
-pub(crate) enum CallFailure {
-    Runtime(RuntimeError),
-    Guest(GuestError),
-}
-
-impl From<RuntimeError> for CallFailure {
-    fn from(error: RuntimeError) -> Self {
-        CallFailure::Runtime(error)
-    }
-}
-
-impl From<GuestError> for CallFailure {
-    fn from(error: GuestError) -> Self {
-        CallFailure::Guest(error)
-    }
-}
 
 /// Runs one request to completion on the calling thread.
 pub(crate) fn execute(

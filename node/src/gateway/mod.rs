@@ -26,7 +26,7 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 use wasmesh_protocol::bundle::MAX_BUNDLE_SIZE;
 use wasmesh_protocol::{ModuleRef, PublishBundle};
 
-use crate::executor::GuestError;
+use crate::executor::{FailureKind, GuestError};
 use crate::node::{NodeInner, PublishError, Refusal};
 use crate::registry::ModuleState;
 use crate::request::InvokeError;
@@ -217,13 +217,13 @@ async fn invoke(
         }
         Err(e @ InvokeError::Busy { .. }) => busy(e),
         Err(InvokeError::Guest(e @ GuestError::Busy { .. })) => busy(e),
-        Err(InvokeError::Guest(e)) => error(status_of_kind(e.kind()), e.kind(), e),
+        Err(InvokeError::Guest(e)) => error(status_of_kind(e.kind()), e.kind().as_str(), e),
         Err(InvokeError::RemoteGuest {
             kind,
             message,
             executed_by,
         }) => {
-            let mut response = error(status_of_kind(kind), kind, message);
+            let mut response = error(status_of_kind(kind), kind.as_str(), message);
             if let Ok(value) = HeaderValue::from_str(&executed_by.to_string()) {
                 response.headers_mut().insert(EXECUTED_BY, value);
             }
@@ -283,12 +283,19 @@ fn error_response_too_large(limit: usize) -> Response {
 }
 
 /// The HTTP status of a guest failure kind.
-fn status_of_kind(kind: &str) -> StatusCode {
+/// The HTTP status of a guest failure: the one place the two meet.
+fn status_of_kind(kind: FailureKind) -> StatusCode {
     match kind {
-        "timeout" => StatusCode::GATEWAY_TIMEOUT,
-        "busy" => StatusCode::SERVICE_UNAVAILABLE,
-        "input_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
-        _ => StatusCode::UNPROCESSABLE_ENTITY,
+        FailureKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        FailureKind::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        FailureKind::InputTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        FailureKind::FuelExhausted
+        | FailureKind::MemoryLimit
+        | FailureKind::Trap
+        | FailureKind::Exit
+        | FailureKind::BadOutput
+        | FailureKind::InvalidModule
+        | FailureKind::UnsupportedImport => StatusCode::UNPROCESSABLE_ENTITY,
     }
 }
 
