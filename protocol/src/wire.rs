@@ -31,7 +31,7 @@ pub const SYNC_PROTOCOL: &str = "/wasmesh/sync/2";
 /// ALPN of the blob protocol on the QUIC data plane.
 pub const BLOB_ALPN: &[u8] = b"wasmesh/blob/1";
 /// ALPN of the invoke protocol on the QUIC data plane.
-pub const INVOKE_ALPN: &[u8] = b"wasmesh/invoke/1";
+pub const INVOKE_ALPN: &[u8] = b"wasmesh/invoke/2";
 
 /// Most blobs a status message lists.
 pub const MAX_STATUS_BLOBS: usize = 4096;
@@ -327,7 +327,7 @@ mod tests {
 /// Largest encoded invoke request or reply (the largest body plus framing).
 pub const MAX_INVOKE_MESSAGE_SIZE: usize = crate::limits::Limits::MAX_BODY as usize + 4096;
 
-/// A request forwarded to a peer over `wasmesh/invoke/1` (one bidirectional stream each: a
+/// A request forwarded to a peer over `wasmesh/invoke/2` (one bidirectional stream each: a
 /// 4-byte little-endian length and this message; the reply comes back the same way).
 /// A forwarded request is executed by the receiver or refused, never forwarded again.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]

@@ -101,9 +101,10 @@ async fn an_oversized_invoke_frame_is_refused_and_counted() {
     let (identity, endpoint) = stranger(23);
     let connection = connect(&identity, &endpoint, &node, INVOKE_ALPN).await;
     let (mut send, mut recv) = connection.open_bi().await.unwrap();
-    // A frame that claims 4 GiB, and a little of it.
+    // A frame that claims 4 GiB, and a little of it. The node may stop the stream as soon as it
+    // has read the length, so a write can fail: that is the refusal, not a test failure.
     send.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
-    send.write_all(&[7; 1024]).await.unwrap();
+    let _ = send.write_all(&[7; 1024]).await;
     let answer = tokio::time::timeout(MESH_DEADLINE, recv.read_to_end(1 << 20))
         .await
         .expect("the node ends the stream")
