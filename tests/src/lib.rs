@@ -7,6 +7,8 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub mod stranger;
+
 use wasmesh_node::config::NodeConfig;
 use wasmesh_node::daemon::Node;
 use wasmesh_protocol::{ContentHash, Keypair, Limits, Manifest, PublicKey, PublishBundle};

@@ -17,6 +17,7 @@ use wasmesh_protocol::wire::{
     BLOB_ALPN, BlobHeader, INVOKE_ALPN, InvokeRefusal, InvokeReply, InvokeRequest,
 };
 use wasmesh_protocol::{ContentHash, Keypair};
+use wasmesh_tests::stranger::StatusGossiper;
 use wasmesh_tests::{
     MESH_DEADLINE, TestNode, bundle, fixture, get, invoke, publish, publisher, wait_until,
 };
@@ -298,17 +299,10 @@ async fn one_peers_forwards_cannot_fill_the_queue_ahead_of_local_requests() {
 /// A peer that claims, in signed statuses, to hold `hash`, and answers every forwarded request
 /// with made-up output under a signature that is not a receipt. Returns its gossip side (kept
 /// alive by the caller).
-async fn lying_holder(
-    seed: u8,
-    node: &TestNode,
-    hash: ContentHash,
-) -> libp2p::Swarm<libp2p::gossipsub::Behaviour> {
-    use futures::StreamExt;
-    use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity};
-    use libp2p::swarm::SwarmEvent;
+async fn lying_holder(seed: u8, node: &TestNode, hash: ContentHash) -> StatusGossiper {
     use wasmesh_protocol::Signature;
     use wasmesh_protocol::coordinates::Coordinate;
-    use wasmesh_protocol::wire::{STATUS_TOPIC, StatusMessage};
+    use wasmesh_protocol::wire::StatusMessage;
 
     let keys = Keypair::from_seed([seed; 32]);
     // The data plane: every request gets the same forged answer.
@@ -343,71 +337,29 @@ async fn lying_holder(
         }
     });
 
-    // The control plane: statuses saying the blob is ready there.
-    let libp2p_keys = libp2p::identity::Keypair::ed25519_from_bytes([seed; 32]).unwrap();
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(libp2p_keys)
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .unwrap()
-        .with_quic()
-        .with_behaviour(|key| {
-            gossipsub::Behaviour::new(
-                MessageAuthenticity::Signed(key.clone()),
-                gossipsub::Config::default(),
-            )
-            .unwrap()
+    // The control plane: statuses saying the blob is ready there, until the node takes one.
+    let liar = wasmesh_keys::identity::peer_id(&keys.public()).unwrap();
+    let mut gossip = StatusGossiper::connect([seed; 32], node);
+    let status = StatusMessage {
+        node: keys.public(),
+        quic_addr: quic_addr.to_string(),
+        ready: vec![hash],
+        in_flight: 0,
+        capacity: 64,
+        seq: 0,
+        p2p_addrs: Vec::new(),
+        manifests: ContentHash::of(b"nothing"),
+        coordinate: Coordinate::default(),
+    };
+    gossip
+        .gossip_until("the node takes the liar's status", status, || {
+            node.node
+                .peer_views()
+                .iter()
+                .any(|p| p.peer_id == liar && p.ready.contains(&hash))
         })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
-        .build();
-    let topic = IdentTopic::new(STATUS_TOPIC);
-    swarm.behaviour_mut().subscribe(&topic).unwrap();
-    swarm.dial(node.node.p2p_addrs()[0].clone()).unwrap();
-    let until = tokio::time::Instant::now() + MESH_DEADLINE;
-    let mut seq = 0;
-    loop {
-        let event =
-            tokio::time::timeout(Duration::from_millis(200), swarm.select_next_some()).await;
-        assert!(
-            tokio::time::Instant::now() < until,
-            "the node never took the liar's status"
-        );
-        if matches!(event, Ok(SwarmEvent::ConnectionClosed { .. })) {
-            panic!("the node closed the connection");
-        }
-        let liar = identity_peer(&keys);
-        if node
-            .node
-            .peer_views()
-            .iter()
-            .any(|p| p.peer_id == liar && p.ready.contains(&hash))
-        {
-            return swarm;
-        }
-        seq += 1;
-        let status = StatusMessage {
-            node: keys.public(),
-            quic_addr: quic_addr.to_string(),
-            ready: vec![hash],
-            in_flight: 0,
-            capacity: 64,
-            seq,
-            p2p_addrs: Vec::new(),
-            manifests: ContentHash::of(b"nothing"),
-            coordinate: Coordinate::default(),
-        };
-        let _ = swarm
-            .behaviour_mut()
-            .publish(topic.clone(), status.encode());
-    }
-}
-
-fn identity_peer(keys: &Keypair) -> libp2p::PeerId {
-    wasmesh_keys::identity::peer_id(&keys.public()).unwrap()
+        .await;
+    gossip
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -2,13 +2,10 @@
 //! response), and they are dialed; a status relayed by gossip about a peer a node does not know
 //! makes no entry in its peer table and nothing to dial.
 
-use std::time::Duration;
-
-use futures::StreamExt;
-use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity};
 use wasmesh_protocol::coordinates::Coordinate;
-use wasmesh_protocol::wire::{STATUS_TOPIC, StatusMessage};
+use wasmesh_protocol::wire::StatusMessage;
 use wasmesh_protocol::{ContentHash, Keypair};
+use wasmesh_tests::stranger::StatusGossiper;
 use wasmesh_tests::{MESH_DEADLINE, TestNode, wait_until};
 
 fn connected(node: &TestNode, other: &TestNode) -> bool {
@@ -44,57 +41,25 @@ async fn a_relayed_status_of_an_unknown_peer_makes_no_entry() {
     let seed = [41u8; 32];
     let keys = Keypair::from_seed(seed);
     let stranger_id = wasmesh_keys::identity::peer_id(&keys.public()).unwrap();
-    let mut stranger: libp2p::Swarm<gossipsub::Behaviour> =
-        libp2p::SwarmBuilder::with_existing_identity(
-            libp2p::identity::Keypair::ed25519_from_bytes(seed).unwrap(),
-        )
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .unwrap()
-        .with_quic()
-        .with_behaviour(|key| {
-            gossipsub::Behaviour::new(
-                MessageAuthenticity::Signed(key.clone()),
-                gossipsub::Config::default(),
-            )
-            .unwrap()
-        })
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))
-        .build();
-    let topic = IdentTopic::new(STATUS_TOPIC);
-    stranger.behaviour_mut().subscribe(&topic).unwrap();
-    stranger.dial(relay.node.p2p_addrs()[0].clone()).unwrap();
+    let mut stranger = StatusGossiper::connect(seed, &relay);
     let ignored = || a.node.metrics().rejections_of("status_unknown_peer");
     let a_knows_the_stranger = || a.node.peer_views().iter().any(|p| p.peer_id == stranger_id);
-    let until = tokio::time::Instant::now() + MESH_DEADLINE;
-    let mut seq = 0;
-    while ignored() == 0 && !a_knows_the_stranger() {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "A never saw the stranger's status"
-        );
-        let _ = tokio::time::timeout(Duration::from_millis(200), stranger.select_next_some()).await;
-        seq += 1;
-        let status = StatusMessage {
-            node: keys.public(),
-            quic_addr: "127.0.0.1:9".into(),
-            ready: Vec::new(),
-            in_flight: 0,
-            capacity: 1,
-            seq,
-            p2p_addrs: vec!["/ip4/127.0.0.9/udp/9/quic-v1".into()],
-            manifests: ContentHash::of(b"nothing"),
-            coordinate: Coordinate::default(),
-        };
-        let _ = stranger
-            .behaviour_mut()
-            .publish(topic.clone(), status.encode());
-    }
+    let status = StatusMessage {
+        node: keys.public(),
+        quic_addr: "127.0.0.1:9".into(),
+        ready: Vec::new(),
+        in_flight: 0,
+        capacity: 1,
+        seq: 0,
+        p2p_addrs: vec!["/ip4/127.0.0.9/udp/9/quic-v1".into()],
+        manifests: ContentHash::of(b"nothing"),
+        coordinate: Coordinate::default(),
+    };
+    stranger
+        .gossip_until("A sees the stranger's status", status, || {
+            ignored() > 0 || a_knows_the_stranger()
+        })
+        .await;
     // The relay took it (the stranger is its neighbour); A, which never met the stranger, did
     // not.
     assert!(

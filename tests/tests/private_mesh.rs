@@ -199,19 +199,10 @@ async fn a_peer_that_never_proves_membership_is_disconnected() {
     let a = member(&admin, &admin, &[], &[], &keys, "a").await;
     // A peer that speaks none of wasmesh's protocols: it never answers A's sync request, which
     // is where certificates are shown. It would keep its connection for minutes.
-    let mut silent = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default(),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .unwrap()
-        .with_quic()
-        .with_behaviour(|_| libp2p::swarm::dummy::Behaviour)
-        .unwrap()
-        .with_swarm_config(|c| c.with_idle_connection_timeout(std::time::Duration::from_secs(600)))
-        .build();
+    let mut silent =
+        wasmesh_tests::stranger::swarm(libp2p::identity::Keypair::generate_ed25519(), |_| {
+            libp2p::swarm::dummy::Behaviour
+        });
     silent.dial(a.node.p2p_addrs()[0].clone()).unwrap();
     let until = tokio::time::Instant::now() + MESH_DEADLINE;
     let mut connected = false;
