@@ -5,18 +5,15 @@
 //! first owner unless the newcomer is scoped to it.
 #![no_main]
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use libp2p_identity::PeerId;
 use wasmesh_keys::{TrustList, identity};
-use wasmesh_node::manifest_intake::check_offer;
-use wasmesh_node::registry::{
-    MAX_TRACKED_PEERS, ModuleEntry, ModuleState, PeerInfo, Registry, track_peer,
-};
-use wasmesh_node::status_intake::{take_introductions, take_status};
+use wasmesh_node::core::manifests::check_offer;
+use wasmesh_node::core::peers::{MAX_TRACKED_PEERS, PeerTable};
+use wasmesh_node::core::registry::{ModuleEntry, ModuleState, Registry};
 use wasmesh_protocol::coordinates::Coordinate;
 use wasmesh_protocol::wire::{MAX_SYNC_PEERS, PeerRecord, StatusMessage, SyncResponse};
 use wasmesh_protocol::{Abi, ContentHash, Keypair, Limits, Manifest, SignedManifest};
@@ -145,7 +142,7 @@ fn offer(registry: &mut Registry, signed: SignedManifest) {
 fuzz_target!(|data: &[u8]| {
     let w = world();
     let mut input = Input(data);
-    let mut peers: HashMap<PeerId, PeerInfo> = HashMap::new();
+    let mut peers = PeerTable::default();
     let mut registry = Registry::default();
     let mut now = Instant::now();
     for _ in 0..64 {
@@ -157,14 +154,14 @@ fuzz_target!(|data: &[u8]| {
         match input.byte() % 6 {
             0 => {
                 if let Ok(status) = StatusMessage::decode(input.bytes()) {
-                    let _ = take_status(&mut peers, *from, status, now, false);
+                    let _ = peers.take_status(*from, status, now, false);
                 }
             }
             1 => {
                 let status = status(&mut input, keys);
                 let allow_private = input.byte() % 2 == 0;
-                if let Ok(taken) = take_status(&mut peers, *from, status, now, allow_private) {
-                    let peer = &peers[from];
+                if let Ok(taken) = peers.take_status(*from, status, now, allow_private) {
+                    let peer = peers.get(from).expect("a fresh status is of a known peer");
                     assert!(
                         !taken.fresh || allow_private || peer.addrs.is_empty(),
                         "a loopback address was kept"
@@ -180,8 +177,11 @@ fuzz_target!(|data: &[u8]| {
             2 => {
                 // A connection opens or closes: connected peers are never evicted.
                 let open = input.byte() % 2 == 0;
-                if let Some(info) = track_peer(&mut peers, *from, now) {
-                    info.connected = open;
+                match open {
+                    true => {
+                        peers.connected(*from, now);
+                    }
+                    false => peers.disconnected(from, now),
                 }
             }
             5 => {
@@ -194,7 +194,7 @@ fuzz_target!(|data: &[u8]| {
                     .collect();
                 let allow_private = input.byte() % 2 == 0;
                 let known = peers.len();
-                let introduced = take_introductions(&mut peers, &records, *from, now, allow_private);
+                let introduced = peers.take_introductions(&records, *from, now, allow_private);
                 assert!(introduced <= MAX_SYNC_PEERS);
                 assert!(allow_private || introduced == 0, "a loopback address became a dial target");
                 assert!(peers.len() <= known + introduced);

@@ -11,10 +11,10 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use wasmesh_node::admission::Admission;
 use wasmesh_node::config::NodeConfig;
 use wasmesh_node::daemon::Node;
+use wasmesh_node::data::{DataPlane, PeerAddr};
 use wasmesh_node::metrics::Metrics;
 use wasmesh_node::store::Store;
 use wasmesh_node::tls::TlsIdentity;
-use wasmesh_node::transfer::{DataPlane, PeerAddr};
 use wasmesh_protocol::{ContentHash, Keypair, Limits, PublishBundle};
 
 fn median(mut samples: Vec<Duration>) -> Duration {

@@ -10,29 +10,28 @@ use anyhow::Context;
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId};
-use tokio::sync::{Mutex as AsyncMutex, Notify, mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use wasmesh_keys::{SignedMembershipCert, TrustList, key_file};
 use wasmesh_protocol::{ContentHash, ModuleRef, PublicKey};
 
 use crate::admission::Admission;
 use crate::config::NodeConfig;
+use crate::control::{self, ControlCommand};
+use crate::core::registry::ModuleState;
+use crate::data::DataPlane;
 use crate::executor::Executor;
-use crate::gossip::{self, GossipCommand};
 use crate::metrics::Metrics;
 use crate::node::{NodeInner, executor_config};
-use crate::registry::ModuleState;
 use crate::store::Store;
 use crate::tls::TlsIdentity;
-use crate::transfer::DataPlane;
 use crate::{clock, gateway};
 
 /// A running node.
 pub struct Node {
     inner: Arc<NodeInner>,
     shutdown: watch::Sender<bool>,
-    tasks: AsyncMutex<Vec<JoinHandle<()>>>,
     http_addr: SocketAddr,
     quic_addr: SocketAddr,
     p2p_addrs: Vec<Multiaddr>,
@@ -92,7 +91,7 @@ impl Node {
             DataPlane::bind(config.quic, identity, admission.clone(), metrics.clone())?;
         let quic_addr = data_plane.local_addr()?;
 
-        let mut swarm = gossip::build_swarm(&keys, !config.announce.is_empty(), metrics.clone())?;
+        let mut swarm = control::build_swarm(&keys, !config.announce.is_empty(), metrics.clone())?;
         for addr in &config.listen {
             swarm
                 .listen_on(addr.clone())
@@ -118,7 +117,9 @@ impl Node {
             .map(|a| a.clone().with_p2p(peer_id).unwrap_or_else(|a| a))
             .collect();
 
-        let store_writer = crate::store_writer::StoreWriter::spawn(store.clone(), metrics.clone());
+        let tasks = TaskTracker::new();
+        let store_writer =
+            crate::store_writer::StoreWriter::spawn(store.clone(), metrics.clone(), &tasks);
         let (gossip_tx, gossip_rx) = mpsc::channel(1024);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let inner = Arc::new(NodeInner {
@@ -148,6 +149,7 @@ impl Node {
             advertised_quic: config.announce_quic.unwrap_or(quic_addr),
             advertised_p2p: p2p_addrs.iter().take(8).map(|a| a.to_string()).collect(),
             shutdown: shutdown_rx.clone(),
+            tasks: tasks.clone(),
             started: Instant::now(),
             hedging: config.hedging,
             allow_private_addrs: config.allow_private_addrs,
@@ -158,30 +160,29 @@ impl Node {
         let restored = span.in_scope(|| inner.restore())?;
         span.in_scope(|| tracing::info!(restored, %quic_addr, "node starting"));
 
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(
-            gossip::run(swarm, inner.clone(), gossip_rx, shutdown_rx.clone())
+        tasks.spawn(
+            control::run(swarm, inner.clone(), gossip_rx, shutdown_rx.clone())
                 .instrument(span.clone()),
-        ));
-        tasks.push(tokio::spawn(
+        );
+        tasks.spawn(
             data_plane
                 .clone()
                 .serve(
                     store,
-                    Some(inner.clone() as Arc<dyn crate::transfer::InvokeHandler>),
+                    Some(inner.clone() as Arc<dyn crate::data::InvokeHandler>),
                 )
                 .instrument(span.clone()),
-        ));
-        tasks.push(tokio::spawn(
+        );
+        tasks.spawn(
             status_ticker(inner.clone(), config.status_interval, shutdown_rx.clone())
                 .instrument(span.clone()),
-        ));
+        );
         let listener = tokio::net::TcpListener::bind(config.http)
             .await
             .with_context(|| format!("cannot bind the HTTP gateway to {}", config.http))?;
         let http_addr = listener.local_addr()?;
         let router = gateway::router(inner.clone(), config.gateway.body_timeout);
-        tasks.push(tokio::spawn(
+        tasks.spawn(
             gateway::server::serve(
                 listener,
                 router,
@@ -191,12 +192,11 @@ impl Node {
                 HTTP_DRAIN,
             )
             .instrument(span.clone()),
-        ));
+        );
         span.in_scope(|| tracing::info!(%http_addr, "serving HTTP"));
         Ok(Self {
             inner,
             shutdown: shutdown_tx,
-            tasks: AsyncMutex::new(tasks),
             http_addr,
             quic_addr,
             p2p_addrs,
@@ -276,39 +276,33 @@ impl Node {
             .collect()
     }
 
-    /// Stops every task and closes the endpoints.
+    /// Stops every task and closes the endpoints; returns once the tasks have ended (or
+    /// [`RELEASE_DEADLINE`] has passed), so that a node restarted in the same process can bind
+    /// the same ports.
     pub async fn shutdown(&self) {
         let _ = self.shutdown.send(true);
-        self.inner.data_plane.close();
-        for task in self.tasks.lock().await.drain(..) {
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-        }
-        // Nothing takes manifests any more: what was accepted reaches the disk.
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.inner.store_writer.flush()).await;
-        // Connection handlers, forwarded requests and fetches run in tasks of their own; once
-        // their connections are closed they end. Wait for them, so that when the node is
-        // dropped nothing else holds its sockets (a node restarted in the same process binds
-        // the same ports).
-        let released = async {
-            while Arc::strong_count(&self.inner) > 1 || self.inner.data_plane.handles() > 1 {
-                tokio::time::sleep(RELEASE_POLL).await;
-            }
+        let stopped = async {
+            // Connection handlers, forwarded requests and fetches end with their connections.
+            self.inner.data_plane.shutdown().await;
+            // Nothing takes manifests any more: what was accepted reaches the disk.
+            self.inner.store_writer.close().await;
+            self.inner.tasks.close();
+            self.inner.tasks.wait().await;
         };
-        if tokio::time::timeout(RELEASE_DEADLINE, released)
+        if tokio::time::timeout(RELEASE_DEADLINE, stopped)
             .await
             .is_err()
         {
             tracing::warn!(
-                holders = Arc::strong_count(&self.inner) - 1,
-                "tasks still hold the node after shutdown"
+                tasks = self.inner.tasks.len(),
+                "tasks still running after shutdown"
             );
         }
     }
 }
 
-/// How long shutdown waits for the tasks that hold the node to end, and how often it looks.
+/// How long shutdown waits for the node's tasks to end.
 const RELEASE_DEADLINE: Duration = Duration::from_secs(10);
-const RELEASE_POLL: Duration = Duration::from_millis(10);
 
 /// How long a stopping node lets HTTP requests in flight finish.
 const HTTP_DRAIN: Duration = Duration::from_secs(5);
@@ -338,7 +332,7 @@ fn short_peer(peer: &PeerId) -> String {
 }
 
 async fn wait_for_listeners(
-    swarm: &mut libp2p::Swarm<gossip::Behaviour>,
+    swarm: &mut libp2p::Swarm<control::Behaviour>,
     count: usize,
 ) -> anyhow::Result<Vec<Multiaddr>> {
     let mut addrs = Vec::new();
@@ -372,7 +366,7 @@ async fn status_ticker(
         let status = node.status_message().encode();
         if node
             .gossip
-            .send(GossipCommand::PublishStatus(status))
+            .send(ControlCommand::PublishStatus(status))
             .await
             .is_err()
         {

@@ -4,12 +4,13 @@
 //! - [`executor`]: runs guests with wasmer in per-request sandboxes;
 //! - [`module_file`]: reading a module from a `.wasm` or `.wat` file;
 //! - [`daemon`]: [`daemon::Node`], a running node (start, addresses, shutdown);
-//! - [`node`]: the node's logic: manifests in, blobs fetched and compiled, requests run;
-//! - [`manifest_intake`]: whether a manifest is taken (trust, scope, names, rollback; pure);
-//! - [`registry`]: what the node knows of modules and peers;
-//! - [`status_intake`]: taking a peer's status into the peer table (pure);
-//! - [`gossip`]: the libp2p control plane (gossipsub, sync, identify, ping);
-//! - [`transfer`]: the QUIC data plane (blobs, forwarded requests), with
+//! - [`core`]: the node's decisions without I/O (manifest intake, the module registry, the
+//!   peer table);
+//! - [`node`]: the node's state and manifest intake; [`ingest`] (blobs fetched and compiled),
+//!   [`publish`], [`request`] (routing, failover, hedging) and [`forwarded`] (requests peers
+//!   forward here) are its work;
+//! - [`control`]: the libp2p control plane (gossipsub, sync, identify, ping), one task;
+//! - [`data`]: the QUIC data plane (endpoint, blobs, forwarded requests), with
 //!   [`connection_limits`] on what peers hold open;
 //! - [`gateway`]: the HTTP API;
 //! - [`per_peer`]: counts per peer key with a ceiling (connections, forwarded requests);
@@ -24,21 +25,23 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod connection_limits;
+pub mod control;
+pub mod core;
 pub mod daemon;
+pub mod data;
 pub mod executor;
+pub mod forwarded;
 pub mod fs_util;
 pub(crate) mod gateway;
-pub mod gossip;
+mod hedge_budget;
+pub mod ingest;
 mod lock;
-pub mod manifest_intake;
 pub mod metrics;
 pub mod module_file;
 pub mod node;
 pub mod per_peer;
-pub mod registry;
+pub mod publish;
 pub mod request;
-pub mod status_intake;
 pub mod store;
 pub mod store_writer;
 pub mod tls;
-pub mod transfer;

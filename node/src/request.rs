@@ -9,24 +9,23 @@
 //! dropping the rest cancels them.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use libp2p::PeerId;
-use wasmesh_protocol::coordinates::Coordinate;
 use wasmesh_protocol::receipt::{Receipt, SignedReceipt};
-use wasmesh_protocol::routing::{self, Candidate, Spread};
+use wasmesh_protocol::routing::{self, Holder, Spread};
 use wasmesh_protocol::wire::{FailureKind, InvokeRefusal, InvokeReply, InvokeRequest};
 use wasmesh_protocol::{ContentHash, ModuleRef, PublicKey};
 
+use crate::control::command::ControlCommand;
+use crate::core::registry::{ModuleEntry, ModuleState};
+use crate::data::{ForwardError, PeerAddr};
 use crate::executor::{GuestError, Output, Request};
-use crate::gossip::GossipCommand;
 use crate::lock::lock;
 use crate::node::NodeInner;
-use crate::registry::{ModuleEntry, ModuleState};
-use crate::transfer::{FetchError, PeerAddr};
 
 /// Why an invocation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -280,7 +279,7 @@ impl NodeInner {
         }
     }
 
-    async fn run_local(
+    pub(crate) async fn run_local(
         &self,
         module: Arc<crate::executor::CompiledModule>,
         input: Vec<u8>,
@@ -304,28 +303,26 @@ impl NodeInner {
         result
     }
 
-    /// Where the module can run, best first.
+    /// Where the module can run, best first (`wasmesh_protocol::routing::plan`); asks the swarm
+    /// task to measure the peers the plan names.
     fn route_targets(&self, entry: &ModuleEntry) -> Vec<RouteTarget> {
         let hash = entry.signed.manifest.blob;
-        let now = Instant::now();
-        let now_ms = now.duration_since(self.started).as_millis() as u64;
-        let default_exec = self.local_exec_us(&hash).unwrap_or(1_000);
+        let now_ms = self.clock_ms(Instant::now());
+        let local_exec_us = self.local_exec_us(&hash);
         let own_coordinate = *lock(&self.coordinate);
         let mut targets = Vec::new();
-        let mut candidates = Vec::new();
-        // Peers whose round trip is only estimated, by candidate id.
-        let mut estimated: Vec<Option<PeerId>> = Vec::new();
+        let mut holders = Vec::new();
         if let ModuleState::Ready(module) = &entry.state {
-            estimated.push(None);
-            candidates.push(Candidate {
+            holders.push(Holder {
                 id: 0usize,
                 local: true,
-                rtt_us: 0,
+                measured_rtt_us: Some(0),
+                coordinate: None,
                 in_flight: self.in_flight.load(Ordering::Relaxed),
                 capacity: self.executor.capacity() as u32,
-                mean_exec_us: default_exec,
-                has_module: true,
+                mean_exec_us: local_exec_us,
                 down_until_ms: None,
+                heard_ms: now_ms,
             });
             targets.push(RouteTarget::Local(module.clone()));
         }
@@ -333,61 +330,60 @@ impl NodeInner {
             let (Some(key), Some(quic)) = (peer.key, peer.quic_addr) else {
                 continue;
             };
-            // A peer not heard of for a while is likely down: its ready set is stale.
-            if !peer.ready.contains(&hash)
-                || peer.peer_id == self.peer_id
-                || now.duration_since(peer.last_seen) > PEER_STALE_AFTER
-            {
+            if !peer.ready.contains(&hash) || peer.peer_id == self.peer_id {
                 continue;
             }
-            estimated.push(peer.rtt_us.is_none().then_some(peer.peer_id));
-            let rtt_us = peer
-                .rtt_us
-                .or_else(|| estimated_rtt_us(&own_coordinate, peer.coordinate.as_ref()))
-                .unwrap_or(routing::UNMEASURED_RTT_US);
-            candidates.push(Candidate {
+            holders.push(Holder {
                 id: targets.len(),
                 local: false,
-                rtt_us,
+                measured_rtt_us: peer.rtt_us,
+                coordinate: peer.coordinate,
                 // Its last reported load, plus what this node sent it since.
                 in_flight: peer.in_flight.saturating_add(peer.forwarding),
                 capacity: peer.capacity,
-                mean_exec_us: peer
-                    .mean_exec_us
-                    .get(&hash)
-                    .copied()
-                    .unwrap_or(default_exec),
-                has_module: true,
-                down_until_ms: peer
-                    .down_until
-                    .filter(|until| *until > now)
-                    .map(|until| until.duration_since(self.started).as_millis() as u64),
+                mean_exec_us: peer.mean_exec_us.get(&hash).copied(),
+                down_until_ms: peer.down_until_ms,
+                heard_ms: self.clock_ms(peer.last_seen),
             });
-            let expected_us = candidates.last().map_or(rtt_us, Candidate::expected_us);
-            let hedge_after = routing::hedge_after_us(peer.forward_us.get(&hash), expected_us);
             targets.push(RouteTarget::Peer(PeerTarget {
                 peer_id: peer.peer_id,
                 addr: PeerAddr { key, addr: quic },
-                rtt_us,
-                hedge_after: Duration::from_micros(hedge_after),
+                rtt_us: 0,
+                hedge_after: Duration::ZERO,
             }));
         }
-        let order: Vec<usize> = routing::rank(&candidates, now_ms)
-            .iter()
-            .map(|c| c.id)
-            .collect();
-        // Estimates pick whom to measure: the best few unmeasured get connected (and pinged),
-        // so later requests compare measured round trips.
-        for id in order.iter().take(PROBE_BEST) {
-            if let Some(Some(peer)) = estimated.get(*id) {
-                let _ = self.gossip.try_send(GossipCommand::Probe(*peer));
+        let plan = routing::plan(&holders, &own_coordinate, local_exec_us, now_ms);
+        let default_exec_us = local_exec_us.unwrap_or(routing::DEFAULT_EXEC_US);
+        for holder in &holders {
+            let Some(RouteTarget::Peer(target)) = targets.get_mut(holder.id) else {
+                continue;
+            };
+            let candidate = routing::candidate(holder, &own_coordinate, default_exec_us);
+            let spread = self
+                .peers()
+                .get(&target.peer_id)
+                .and_then(|p| p.forward_us.get(&hash).copied());
+            target.rtt_us = candidate.rtt_us;
+            target.hedge_after = Duration::from_micros(routing::hedge_after_us(
+                spread.as_ref(),
+                candidate.expected_us(),
+            ));
+        }
+        for id in &plan.probe {
+            if let Some(RouteTarget::Peer(target)) = targets.get(*id) {
+                let _ = self.gossip.try_send(ControlCommand::Probe(target.peer_id));
             }
         }
         let mut slots: Vec<Option<RouteTarget>> = targets.into_iter().map(Some).collect();
-        order
+        plan.order
             .into_iter()
             .filter_map(|i| slots.get_mut(i).and_then(Option::take))
             .collect()
+    }
+
+    /// Milliseconds from this node's start to `at` (the clock routing decisions use).
+    pub(crate) fn clock_ms(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.started).as_millis() as u64
     }
 
     fn local_exec_us(&self, hash: &ContentHash) -> Option<u64> {
@@ -432,72 +428,9 @@ impl NodeInner {
 
     /// Stops routing to a peer for a while after a failed forward.
     fn mark_down(&self, peer: &PeerId) {
+        let now_ms = self.clock_ms(Instant::now());
         if let Some(info) = self.peers().get_mut(peer) {
-            info.down_until = Some(Instant::now() + PEER_DOWN_FOR);
-        }
-    }
-
-    /// Executes a request a peer forwarded (never forwarding it again).
-    async fn handle_forwarded(
-        self: Arc<Self>,
-        request: InvokeRequest,
-        from: PublicKey,
-    ) -> InvokeReply {
-        let refused = |reason| InvokeReply::Refused { reason };
-        if request.hops > 1 {
-            return refused(InvokeRefusal::TooManyHops);
-        }
-        let Some((signed, module)) = self
-            .registry()
-            .ready_by_hash(&request.hash)
-            .map(|(s, m)| (s.clone(), m))
-        else {
-            return refused(InvokeRefusal::NotReady);
-        };
-        // One peer's forwards hold at most half of this node's slots and queue places: a router
-        // aggregating many clients still queues deep, and the other half stays for local
-        // requests and other peers.
-        let Some(share) = self.forward_shares.try_take(from) else {
-            self.metrics.count_rejection("forward_share");
-            return refused(InvokeRefusal::Busy(
-                "this peer's share of the slots is in use".into(),
-            ));
-        };
-        tracing::info!(trace_id = request.trace_id, from = %from.fingerprint(), module = %signed.manifest.name, "executing a forwarded request");
-        let mut limits = signed.manifest.limits;
-        limits.timeout_ms = limits.timeout_ms.min(request.deadline_ms.max(1));
-        let started = Instant::now();
-        let input = ContentHash::of(&request.input);
-        let receipt = |outcome| {
-            Receipt {
-                executor: self.keys.public(),
-                module: request.hash,
-                input,
-                outcome,
-                trace_id: request.trace_id,
-            }
-            .sign(&self.keys)
-            .signature
-        };
-        let outcome = self.run_local(module, request.input, limits).await;
-        drop(share);
-        match outcome {
-            Ok(output) => {
-                let exec_us = output.exec_time.as_micros() as u64;
-                let queue_us = (started.elapsed().as_micros() as u64).saturating_sub(exec_us);
-                InvokeReply::Ok {
-                    receipt: receipt(Receipt::output_outcome(&output.bytes)),
-                    output: output.bytes,
-                    queue_us,
-                    exec_us,
-                }
-            }
-            Err(GuestError::Busy { detail }) => refused(InvokeRefusal::Busy(detail)),
-            Err(error) => InvokeReply::GuestFailed {
-                receipt: receipt(Receipt::failure_outcome(error.kind())),
-                kind: error.kind(),
-                message: error.to_string(),
-            },
+            info.down_until_ms = Some(routing::down_after_failure(now_ms));
         }
     }
 }
@@ -534,23 +467,6 @@ impl Drop for Forwarding<'_> {
     }
 }
 
-/// How long a peer is skipped after a failed forward before it is tried again.
-const PEER_DOWN_FOR: Duration = Duration::from_secs(3);
-
-/// A peer whose status has not arrived for this long is not routed to (statuses come every
-/// few seconds; a crashed peer falls silent).
-const PEER_STALE_AFTER: Duration = Duration::from_secs(10);
-
-/// How many of the best-ranked candidates with only an estimated round trip get measured.
-const PROBE_BEST: usize = 3;
-
-/// The round trip to a peer never pinged, estimated from network coordinates when both are
-/// settled enough to trust.
-fn estimated_rtt_us(own: &Coordinate, theirs: Option<&Coordinate>) -> Option<u64> {
-    let theirs = theirs?;
-    (own.is_trusted() && theirs.is_trusted()).then(|| (own.distance_ms(theirs) * 1000.0) as u64)
-}
-
 /// How long a peer's QUIC stack may take to acknowledge a forwarded request before it is taken
 /// for dead: four round trips plus the peer's largest acknowledgement delay and some slack.
 fn ack_deadline(rtt_us: u64) -> Duration {
@@ -578,69 +494,5 @@ struct Attempt {
     /// The peer's node key (its QUIC certificate's), which must have signed the receipt.
     executor: PublicKey,
     sent: Instant,
-    reply: Result<InvokeReply, FetchError>,
-}
-
-/// Bounds the share of forwards that get a hedged copy: each forward earns a tenth of a token,
-/// a hedge spends one, and at most ten are saved up. Under a slow mesh, at most about one
-/// forward in ten is sent twice.
-#[derive(Debug, Default)]
-pub(crate) struct HedgeBudget {
-    milli_tokens: AtomicU64,
-}
-
-impl HedgeBudget {
-    const EARN: u64 = 100;
-    const COST: u64 = 1_000;
-    const CAP: u64 = 10_000;
-
-    fn earn(&self) {
-        let _ = self
-            .milli_tokens
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
-                Some((t + Self::EARN).min(Self::CAP))
-            });
-    }
-
-    fn try_spend(&self) -> bool {
-        self.milli_tokens
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
-                t.checked_sub(Self::COST)
-            })
-            .is_ok()
-    }
-}
-
-impl crate::transfer::InvokeHandler for NodeInner {
-    fn handle(
-        self: Arc<Self>,
-        request: InvokeRequest,
-        from: PublicKey,
-    ) -> futures::future::BoxFuture<'static, InvokeReply> {
-        Box::pin(self.handle_forwarded(request, from))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::HedgeBudget;
-
-    #[test]
-    fn hedges_are_at_most_a_tenth_of_forwards_beyond_a_small_burst() {
-        let budget = HedgeBudget::default();
-        let mut hedges = 0;
-        for _ in 0..1_000 {
-            budget.earn();
-            if budget.try_spend() {
-                hedges += 1;
-            }
-        }
-        assert_eq!(hedges, 100);
-        // Saved up while nothing was slow: a burst of at most ten.
-        for _ in 0..1_000 {
-            budget.earn();
-        }
-        let burst = (0..100).filter(|_| budget.try_spend()).count();
-        assert_eq!(burst, 10);
-    }
+    reply: Result<InvokeReply, ForwardError>,
 }

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::TaskTracker;
 use wasmesh_protocol::{ContentHash, SignedManifest};
 
 use crate::metrics::Metrics;
@@ -18,10 +19,12 @@ enum Write {
     Manifest(Box<SignedManifest>),
     RemoveBlob(ContentHash),
     Flush(oneshot::Sender<()>),
+    /// Ends the task once what was sent before is written.
+    Stop,
 }
 
-/// A handle to the writer task (cheap to clone). The task ends once every handle is dropped and
-/// what was sent is written.
+/// A handle to the writer task (cheap to clone). The task ends at [`StoreWriter::close`], or once
+/// every handle is dropped, after what was sent is written.
 #[derive(Debug, Clone)]
 pub struct StoreWriter {
     writes: mpsc::UnboundedSender<Write>,
@@ -33,16 +36,20 @@ impl std::fmt::Debug for Write {
             Write::Manifest(signed) => write!(f, "Manifest({})", signed.manifest.key()),
             Write::RemoveBlob(hash) => write!(f, "RemoveBlob({})", hash.short()),
             Write::Flush(_) => f.write_str("Flush"),
+            Write::Stop => f.write_str("Stop"),
         }
     }
 }
 
 impl StoreWriter {
-    /// Starts the writer task for `store`. The node flushes it when it stops.
-    pub fn spawn(store: Store, metrics: Arc<Metrics>) -> Self {
+    /// Starts the writer task for `store`, on `tasks`. The node closes it when it stops.
+    pub fn spawn(store: Store, metrics: Arc<Metrics>, tasks: &TaskTracker) -> Self {
         let (writes, mut queue) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             while let Some(write) = queue.recv().await {
+                if matches!(write, Write::Stop) {
+                    return;
+                }
                 let store = store.clone();
                 let done = tokio::task::spawn_blocking(move || apply(&store, write)).await;
                 if let Ok(Err(error)) = done {
@@ -71,6 +78,13 @@ impl StoreWriter {
             let _ = written.await;
         }
     }
+
+    /// Writes everything sent before, then ends the task: what is sent afterwards is not
+    /// written.
+    pub async fn close(&self) {
+        self.flush().await;
+        let _ = self.writes.send(Write::Stop);
+    }
 }
 
 fn apply(store: &Store, write: Write) -> std::io::Result<()> {
@@ -81,5 +95,6 @@ fn apply(store: &Store, write: Write) -> std::io::Result<()> {
             let _ = done.send(());
             Ok(())
         }
+        Write::Stop => Ok(()),
     }
 }

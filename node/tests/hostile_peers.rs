@@ -15,7 +15,7 @@ use libp2p::{Multiaddr, Swarm};
 use support::fixture_path;
 use support::process::{self, DEADLINE, NodeProcess, wait_until};
 use tokio::sync::watch;
-use wasmesh_node::registry::MAX_TRACKED_PEERS;
+use wasmesh_node::core::peers::MAX_TRACKED_PEERS;
 use wasmesh_protocol::wire::{STATUS_TOPIC, StatusMessage};
 use wasmesh_protocol::{ContentHash, Keypair};
 

@@ -1,7 +1,10 @@
 //! Property tests of the routing policy.
 
 use proptest::prelude::*;
-use wasmesh_protocol::routing::{Candidate, choose, rank};
+use wasmesh_protocol::coordinates::Coordinate;
+use wasmesh_protocol::routing::{
+    Candidate, Holder, PROBE_BEST, STALE_AFTER_MS, choose, plan, rank,
+};
 
 fn candidate() -> impl Strategy<Value = Candidate<u32>> {
     (
@@ -29,7 +32,70 @@ fn candidate() -> impl Strategy<Value = Candidate<u32>> {
         )
 }
 
+/// Holders with distinct ids (their index), up to 12.
+fn holders() -> impl Strategy<Value = Vec<Holder<u32>>> {
+    proptest::collection::vec(
+        (
+            prop::option::of(0u64..200_000),
+            0u32..64,
+            0u32..16,
+            prop::option::of(1u64..50_000),
+            prop::option::of(0u64..30_000),
+            0u64..30_000,
+        ),
+        0..12,
+    )
+    .prop_map(|fields| {
+        fields
+            .into_iter()
+            .enumerate()
+            .map(
+                |(
+                    id,
+                    (measured_rtt_us, in_flight, capacity, mean_exec_us, down_until_ms, heard_ms),
+                )| {
+                    Holder {
+                        id: id as u32,
+                        local: false,
+                        measured_rtt_us,
+                        coordinate: None,
+                        in_flight,
+                        capacity,
+                        mean_exec_us,
+                        down_until_ms,
+                        heard_ms,
+                    }
+                },
+            )
+            .collect()
+    })
+}
+
 proptest! {
+    #[test]
+    fn a_plan_routes_only_to_current_holders_that_are_up_and_probes_only_unmeasured_ones(
+        holders in holders(),
+        now in 0u64..40_000,
+    ) {
+        let plan = plan(&holders, &Coordinate::default(), None, now);
+        for id in &plan.order {
+            let holder = &holders[*id as usize];
+            prop_assert!(holder.down_until_ms.is_none_or(|until| now >= until));
+            prop_assert!(now.saturating_sub(holder.heard_ms) <= STALE_AFTER_MS);
+        }
+        let routable = holders
+            .iter()
+            .filter(|h| h.down_until_ms.is_none_or(|until| now >= until))
+            .filter(|h| now.saturating_sub(h.heard_ms) <= STALE_AFTER_MS)
+            .count();
+        prop_assert_eq!(plan.order.len(), routable);
+        prop_assert!(plan.probe.len() <= PROBE_BEST);
+        for id in &plan.probe {
+            prop_assert!(plan.order.iter().take(PROBE_BEST).any(|o| o == id));
+            prop_assert!(holders[*id as usize].measured_rtt_us.is_none());
+        }
+    }
+
     #[test]
     fn never_chooses_a_peer_that_is_down_or_lacks_the_module(
         peers in proptest::collection::vec(candidate(), 0..12),

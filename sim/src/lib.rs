@@ -2,7 +2,8 @@
 //!
 //! - Real meshes: [`cluster`] runs real nodes on loopback behind [`relay`]s that inject the
 //!   delays of a [`latency`] model and the faults of a [`scenario`]; [`runner`] drives a
-//!   scenario with [`load`] and writes a [`report`].
+//!   scenario with [`load`], and the run's summary (what became ready where, routes against
+//!   the oracle, the scenario's checks) is its [`report`].
 //! - The [`scale`] model: a seeded discrete-event simulation of gossip and routing over
 //!   thousands of nodes, using `wasmesh_protocol::routing` itself.
 //! - The [`demo`]: a mesh of real nodes in real cities, the README's first command.
@@ -19,3 +20,4 @@ pub mod report;
 pub mod runner;
 pub mod scale;
 pub mod scenario;
+mod summary;

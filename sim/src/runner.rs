@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use wasmesh_node::config::Replicate;
-use wasmesh_protocol::{ContentHash, Keypair, Limits, ModuleRef, PublishBundle};
+use wasmesh_protocol::{Keypair, Limits, PublishBundle};
 
 use crate::cluster::{Cluster, NodeSetup, wait_for};
 use crate::latency::LatencyMatrix;
 use crate::load::{LoadContext, RequestRecord, run_load};
-use crate::report::{Check, Event, Packets, Percentiles, Report, RouteRow, round3};
+use crate::report::{Event, Packets, Report, round3};
 use crate::scenario::{FaultSpec, PublishSpec, Scenario};
+use crate::summary::{Published, checks, missing, summarize};
 
 /// How long the mesh may take to form, a module to spread, or the mesh to converge at the end.
 const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
@@ -29,17 +30,6 @@ pub enum Verbosity {
     Quiet,
     /// One line per step on stderr.
     Progress,
-}
-
-/// A published module and where it became ready.
-#[derive(Debug)]
-struct Published {
-    name: String,
-    version: u64,
-    blob: ContentHash,
-    holders: Vec<usize>,
-    at: Instant,
-    ready_at: BTreeMap<usize, Instant>,
 }
 
 /// Something the timeline does at its time.
@@ -471,204 +461,6 @@ fn ready_flags(flags: &ReadyFlags, module: &str, nodes: usize) -> Arc<Vec<Atomic
         .get(name)
         .cloned()
         .unwrap_or_else(|| Arc::new((0..nodes).map(|_| AtomicBool::new(false)).collect()))
-}
-
-impl Published {
-    fn module_ref(&self) -> ModuleRef {
-        ModuleRef::Version {
-            name: self.name.clone(),
-            version: self.version,
-        }
-    }
-}
-
-/// What running nodes still lack: a module unknown to a node, or not ready on a holder.
-fn missing(cluster: &Cluster, published: &[Published]) -> Vec<String> {
-    let mut missing = Vec::new();
-    for module in published {
-        let module_ref = module.module_ref();
-        for node in cluster.running() {
-            let Some(running) = cluster.node(node) else {
-                continue;
-            };
-            if running.blob_of(&module_ref) != Some(module.blob) {
-                missing.push(format!("node {node} does not know {}", module.name));
-            } else if module.holders.contains(&node) && !running.is_ready(&module_ref) {
-                missing.push(format!(
-                    "node {node} holds {} but it is not ready",
-                    module.name
-                ));
-            }
-        }
-    }
-    missing
-}
-
-/// Turns the records into the report's figures.
-fn summarize(
-    scenario: &Scenario,
-    name: &str,
-    matrix: &LatencyMatrix,
-    cluster: &Cluster,
-    records: &[RequestRecord],
-    published: &[Published],
-    last_heal: Option<Instant>,
-) -> Report {
-    let executed: Vec<Option<usize>> = records
-        .iter()
-        .map(|r| {
-            r.outcome
-                .as_ref()
-                .ok()
-                .and_then(|peer| cluster.index_of(peer))
-        })
-        .collect();
-    let ok = records.iter().filter(|r| r.outcome.is_ok()).count();
-    let mut failures: BTreeMap<String, usize> = BTreeMap::new();
-    for record in records {
-        if let Err(reason) = &record.outcome {
-            *failures.entry(reason.clone()).or_default() += 1;
-        }
-    }
-    let latencies: Vec<f64> = records
-        .iter()
-        .filter(|r| r.outcome.is_ok())
-        .map(|r| r.latency_ms)
-        .collect();
-    let hit = |record: &RequestRecord, executed: Option<usize>| {
-        executed.is_some_and(|e| record.oracle.contains(&e))
-    };
-    let hits = records
-        .iter()
-        .zip(&executed)
-        .filter(|(r, e)| hit(r, **e))
-        .count();
-    // (entry, executed) -> the requests that took that route.
-    let mut groups: HashMap<(usize, Option<usize>), Vec<&RequestRecord>> = HashMap::new();
-    for (record, executed) in records.iter().zip(&executed) {
-        groups
-            .entry((record.entry, *executed))
-            .or_default()
-            .push(record);
-    }
-    let place = |i: usize| matrix.places.get(i).cloned().unwrap_or_default();
-    let mut routes: Vec<RouteRow> = groups
-        .into_iter()
-        .map(|((entry, executed), samples)| {
-            let latencies: Vec<f64> = samples.iter().map(|r| r.latency_ms).collect();
-            let sent = samples.iter().map(|r| r.sent_ms);
-            RouteRow {
-                entry,
-                entry_place: place(entry),
-                executed,
-                executed_place: executed.map(place).unwrap_or_default(),
-                rtt_ms: executed.map_or(0.0, |e| round3(matrix.rtt_ms(entry, e))),
-                requests: samples.len(),
-                p50_ms: Percentiles::of(&latencies).p50,
-                oracle_hits: samples.iter().filter(|r| hit(r, executed)).count(),
-                sent_ms: (
-                    round3(sent.clone().fold(f64::INFINITY, f64::min)),
-                    round3(sent.fold(0.0, f64::max)),
-                ),
-            }
-        })
-        .collect();
-    routes.sort_by_key(|r| (r.entry, r.executed.map_or(usize::MAX, |e| e)));
-    let propagation_ms = published
-        .iter()
-        .map(|m| {
-            let times = m
-                .ready_at
-                .iter()
-                .map(|(node, at)| {
-                    (
-                        *node,
-                        round3(at.duration_since(m.at).as_secs_f64() * 1000.0),
-                    )
-                })
-                .collect();
-            (format!("{}@{}", m.name, m.version), times)
-        })
-        .collect();
-    let ready_after_heal_ms = last_heal.map(|heal| {
-        let latest = published
-            .iter()
-            .filter(|m| m.at < heal)
-            .flat_map(|m| m.ready_at.values())
-            .map(|at| at.saturating_duration_since(heal))
-            .max()
-            .unwrap_or_default();
-        round3(latest.as_secs_f64() * 1000.0)
-    });
-    Report {
-        scenario: name.to_owned(),
-        seed: scenario.seed,
-        nodes: scenario.nodes,
-        places: matrix.places.clone(),
-        requests: records.len(),
-        ok,
-        failed: records.len() - ok,
-        success_rate: if records.is_empty() {
-            1.0
-        } else {
-            ok as f64 / records.len() as f64
-        },
-        failures,
-        latency_ms: Percentiles::of(&latencies),
-        oracle_fraction: if ok == 0 {
-            0.0
-        } else {
-            round3(hits as f64 / ok as f64)
-        },
-        propagation_ms,
-        ready_after_heal_ms,
-        routes,
-        ..Report::default()
-    }
-}
-
-/// The scenario's expectations against the report.
-fn checks(scenario: &Scenario, report: &Report) -> Vec<Check> {
-    let expect = &scenario.expect;
-    let mut checks = Vec::new();
-    if let Some(wanted) = expect.success_rate {
-        checks.push(Check {
-            name: "success_rate".into(),
-            ok: report.success_rate >= wanted,
-            detail: format!("{:.4} (wanted >= {wanted})", report.success_rate),
-        });
-    }
-    if let Some(wanted) = expect.oracle_fraction {
-        checks.push(Check {
-            name: "oracle_fraction".into(),
-            ok: report.oracle_fraction >= wanted,
-            detail: format!("{:.3} (wanted >= {wanted})", report.oracle_fraction),
-        });
-    }
-    if expect.every_module_everywhere {
-        checks.push(Check {
-            name: "every_module_everywhere".into(),
-            ok: report.missing.is_empty(),
-            detail: if report.missing.is_empty() {
-                "every running node has every module".into()
-            } else {
-                report.missing.join("; ")
-            },
-        });
-    }
-    if let Some(wanted) = expect.ready_after_heal_ms {
-        let measured = report.ready_after_heal_ms;
-        checks.push(Check {
-            name: "ready_after_heal_ms".into(),
-            ok: report.missing.is_empty() && measured.is_some_and(|ms| ms <= wanted as f64),
-            detail: match measured {
-                Some(ms) if report.missing.is_empty() => format!("{ms:.0} ms (wanted <= {wanted})"),
-                Some(_) => format!("not every holder got it: {}", report.missing.join("; ")),
-                None => "the scenario never heals".into(),
-            },
-        });
-    }
-    checks
 }
 
 /// The scenario's publisher key, from its seed.

@@ -3,7 +3,7 @@
 //!
 //! - Placement: each node near a random city of the built-in list; delays from the geographic
 //!   model of [`crate::latency`].
-//! - Connections: each node dials `wasmesh_node::gossip::MAX_DIALED_PEERS` random peers (as
+//! - Connections: each node dials `wasmesh_node::control::MAX_DIALED_PEERS` random peers (as
 //!   peer exchange does); links are two-way.
 //! - Gossip: gossipsub with the node's heartbeat and the library's defaults (read from
 //!   `gossipsub::Config::default()`): a symmetric mesh of `mesh_n` (at most `mesh_n_high`) per
@@ -13,10 +13,10 @@
 //!   signature check before forwarding.
 //! - Coordinates: each node pings random connections for a while and moves its network
 //!   coordinate (`wasmesh_protocol::coordinates`), as the node does with every ping.
-//! - Routing: for sampled requests, the entry ranks the holders with
-//!   `wasmesh_protocol::routing::choose`, as the node does: measured round trips for the peers it
-//!   is connected to, coordinate estimates for the others (`UNMEASURED_RTT_US` while either
-//!   coordinate is unsettled); the oracle knows every round trip.
+//! - Routing: for sampled requests, the entry plans with `wasmesh_protocol::routing::plan`, the
+//!   node's own function: measured round trips for the peers it is connected to, coordinate
+//!   estimates for the others; the holders the plan says to probe are measured and the request
+//!   planned again, as the node's first requests do. The oracle knows every round trip.
 //!
 //! Time is integer microseconds and every choice comes from one seeded generator, so a seed
 //! gives the same report everywhere; only `wall_ms` varies.
@@ -29,7 +29,7 @@ use rand::{RngExt, SeedableRng};
 use rand_pcg::Pcg64;
 use serde::Serialize;
 use wasmesh_protocol::coordinates::{Coordinate, DIMENSIONS};
-use wasmesh_protocol::routing::{self, Candidate, UNMEASURED_RTT_US};
+use wasmesh_protocol::routing::{self, Holder};
 
 use crate::latency::{UnitVector, random_position};
 use crate::report::{Percentiles, round3};
@@ -40,9 +40,6 @@ const VALIDATE_US: u64 = 80;
 /// has after a few minutes of pinging (every 5 s) its connections.
 const COORDINATE_ROUNDS: usize = 64;
 const PINGS_PER_ROUND: usize = 8;
-/// Unconnected holders with the best estimates that a node connects to and measures (the node's
-/// `PROBE_BEST`).
-const PROBE_BEST: usize = 3;
 /// Execution slots per node and mean execution time, as the router sees them.
 const CAPACITY: u32 = 2;
 const MEAN_EXEC_US: u64 = 1_000;
@@ -117,6 +114,8 @@ pub struct RoutingFigures {
     /// Relative error of round trips estimated from coordinates (entry to an unconnected
     /// holder, one per request).
     pub estimate_error: Percentiles,
+    /// Holders the entry measured because the plan named them, per request (mean).
+    pub probed_mean: f64,
 }
 
 /// Messages per node per publish.
@@ -160,40 +159,49 @@ pub struct ScaleReport {
 impl ScaleReport {
     /// A readable summary of the figures.
     pub fn summary(&self) -> String {
+        let (nodes, seed, publishes) = (self.nodes, self.seed, self.publishes);
+        let connections = self.gossip.mean_connections;
+        let mesh = self.gossip.mesh_n;
         let p = &self.propagation_ms;
+        let reached = self.reached_fraction;
         let m = &self.messages_per_node;
-        let r = &self.routing;
+        let (copies, copies_p99, ihave) = (m.copies_mean, m.copies.p99, m.ihave_mean);
+        let repaired = m.via_gossip_fraction * 100.0;
+        let wall_ms = self.wall_ms;
+        [
+            format!(
+                "scale model: {nodes} nodes, seed {seed}, {publishes} publishes, \
+                 {connections:.0} connections per node (mesh {mesh})"
+            ),
+            format!(
+                "propagation: p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms; \
+                 reached {reached:.3}",
+                p.p50, p.p95, p.p99, p.max
+            ),
+            format!(
+                "messages per node per publish: {copies:.2} copies (p99 {copies_p99}), \
+                 {ihave:.1} IHAVE; {repaired:.1}% repaired by gossip"
+            ),
+            self.routing.summary(),
+            format!("wall time {wall_ms} ms"),
+        ]
+        .join("\n")
+    }
+}
+
+impl RoutingFigures {
+    /// One line of the routing figures.
+    fn summary(&self) -> String {
+        let (requests, holders, oracle) = (self.requests, self.holders, self.oracle_fraction);
+        let (s, x) = (&self.stretch, &self.extra_rtt_ms);
+        let error = self.estimate_error.p50 * 100.0;
+        let probed = self.probed_mean;
         format!(
-            "scale model: {} nodes, seed {}, {} publishes, {:.0} connections per node (mesh {})\n\
-             propagation: p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms; reached {:.3}\n\
-             messages per node per publish: {:.2} copies (p99 {}), {:.1} IHAVE; {:.1}% repaired by gossip\n\
-             routing ({} requests, {} holders): oracle fraction {:.3}; stretch p50 {:.3}, p95 {:.3}, p99 {:.3}; \
-             extra round trip p50 {:.1} ms, p95 {:.1} ms; coordinate estimate error p50 {:.1}%\n\
-             wall time {} ms",
-            self.nodes,
-            self.seed,
-            self.publishes,
-            self.gossip.mean_connections,
-            self.gossip.mesh_n,
-            p.p50,
-            p.p95,
-            p.p99,
-            p.max,
-            self.reached_fraction,
-            m.copies_mean,
-            m.copies.p99,
-            m.ihave_mean,
-            m.via_gossip_fraction * 100.0,
-            r.requests,
-            r.holders,
-            r.oracle_fraction,
-            r.stretch.p50,
-            r.stretch.p95,
-            r.stretch.p99,
-            r.extra_rtt_ms.p50,
-            r.extra_rtt_ms.p95,
-            r.estimate_error.p50 * 100.0,
-            self.wall_ms
+            "routing ({requests} requests, {holders} holders): oracle fraction {oracle:.3}; \
+             stretch p50 {:.3}, p95 {:.3}, p99 {:.3}; extra round trip p50 {:.1} ms, \
+             p95 {:.1} ms; coordinate estimate error p50 {error:.1}%; \
+             {probed:.1} holders probed per entry",
+            s.p50, s.p95, s.p99, x.p50, x.p95
         )
     }
 }
@@ -433,14 +441,14 @@ pub fn run(params: &ScaleParams) -> ScaleReport {
     let wall = std::time::Instant::now();
     let defaults = gossipsub::Config::default();
     let gossip = GossipParams {
-        dialed_per_node: wasmesh_node::gossip::MAX_DIALED_PEERS,
+        dialed_per_node: wasmesh_node::control::MAX_DIALED_PEERS,
         mean_connections: 0.0,
         mesh_n: defaults.mesh_n(),
         mesh_n_high: defaults.mesh_n_high(),
         gossip_lazy: defaults.gossip_lazy(),
         gossip_factor: defaults.gossip_factor(),
         history_gossip: defaults.history_gossip(),
-        heartbeat_ms: wasmesh_node::gossip::HEARTBEAT.as_millis() as u64,
+        heartbeat_ms: wasmesh_node::control::HEARTBEAT.as_millis() as u64,
         validate_us: VALIDATE_US,
     };
     let mut rng = Pcg64::seed_from_u64(params.seed);
@@ -513,69 +521,54 @@ fn route(world: &World, params: &ScaleParams, rng: &mut Pcg64) -> RoutingFigures
         }
     }
     let rtt = |a: u32, b: u32| world.rtt_us(a, b);
-    let estimate = |a: u32, b: u32| {
-        let (mine, theirs) = (
-            &world.coordinates[a as usize],
-            &world.coordinates[b as usize],
-        );
-        (mine.is_trusted() && theirs.is_trusted())
-            .then(|| (mine.distance_ms(theirs) * 1000.0) as u64)
-    };
     let mut estimate_errors = Vec::new();
     let mut hits = 0usize;
     let mut measured = 0usize;
     let mut stretch = Vec::with_capacity(params.requests);
     let mut extra = Vec::with_capacity(params.requests);
+    let mut probed = 0usize;
     for _ in 0..params.requests {
         let entry = rng.random_range(0..n) as u32;
         let connected = &world.connections[entry as usize];
-        // Like the node: estimates rank the unconnected holders, and the best few of them get
-        // connected and measured (the steady state after the first requests).
-        let mut unconnected: Vec<(u64, u32)> = holders
+        let own = &world.coordinates[entry as usize];
+        let mut known: Vec<Holder<u32>> = holders
             .iter()
-            .filter(|&&h| h != entry && !connected.contains(&h))
-            .map(|&h| (estimate(entry, h).unwrap_or(UNMEASURED_RTT_US), h))
-            .collect();
-        unconnected.sort_unstable();
-        let probed: Vec<u32> = unconnected
-            .iter()
-            .take(PROBE_BEST)
-            .map(|(_, h)| *h)
-            .collect();
-        let candidates: Vec<Candidate<u32>> = holders
-            .iter()
-            .map(|&h| Candidate {
+            .map(|&h| Holder {
                 id: h,
                 local: h == entry,
-                rtt_us: if h == entry {
-                    0
-                } else if connected.contains(&h) || probed.contains(&h) {
-                    rtt(entry, h)
-                } else {
-                    estimate(entry, h).unwrap_or(UNMEASURED_RTT_US)
-                },
+                measured_rtt_us: connected.contains(&h).then(|| rtt(entry, h)),
+                coordinate: Some(world.coordinates[h as usize]),
                 in_flight: 0,
                 capacity: CAPACITY,
-                mean_exec_us: MEAN_EXEC_US,
-                has_module: true,
+                mean_exec_us: Some(MEAN_EXEC_US),
                 down_until_ms: None,
+                heard_ms: 0,
             })
             .collect();
-        if candidates
-            .iter()
-            .any(|c| c.local || c.rtt_us != UNMEASURED_RTT_US)
-        {
+        if known.iter().any(|h| h.local || h.measured_rtt_us.is_some()) {
             measured += 1;
         }
-        if let Some(&h) = holders
+        if let Some(unconnected) = known
             .iter()
-            .find(|&&h| h != entry && !connected.contains(&h))
-            && let Some(estimated) = estimate(entry, h)
+            .find(|h| !h.local && h.measured_rtt_us.is_none())
+            && let Some(estimated) = routing::estimated_rtt_us(own, unconnected.coordinate.as_ref())
         {
-            let actual = rtt(entry, h).max(1) as f64;
+            let actual = rtt(entry, unconnected.id).max(1) as f64;
             estimate_errors.push((estimated as f64 - actual).abs() / actual);
         }
-        let Some(chosen) = routing::choose(&candidates, 0).map(|c| c.id) else {
+        // As the node does over its first requests: plan, measure the holders the plan names
+        // (it connects to them and pings them), plan again, until the plan names none.
+        let chosen = loop {
+            let plan = routing::plan(&known, own, Some(MEAN_EXEC_US), 0);
+            if plan.probe.is_empty() {
+                break plan.order.first().copied();
+            }
+            for holder in known.iter_mut().filter(|h| plan.probe.contains(&h.id)) {
+                holder.measured_rtt_us = Some(rtt(entry, holder.id));
+                probed += 1;
+            }
+        };
+        let Some(chosen) = chosen else {
             continue;
         };
         let best = holders.iter().map(|&h| rtt(entry, h)).min().unwrap_or(0);
@@ -595,6 +588,7 @@ fn route(world: &World, params: &ScaleParams, rng: &mut Pcg64) -> RoutingFigures
         extra_rtt_ms: Percentiles::of(&extra),
         measured_fraction: round3(measured as f64 / requests),
         estimate_error: Percentiles::of(&estimate_errors),
+        probed_mean: round3(probed as f64 / requests),
     }
 }
 

@@ -9,10 +9,10 @@ use std::time::Duration;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use wasmesh_node::admission::Admission;
 use wasmesh_node::connection_limits::MAX_CONNECTIONS_PER_PEER;
+use wasmesh_node::data::{DataPlane, FetchError, PeerAddr};
 use wasmesh_node::metrics::Metrics;
 use wasmesh_node::store::Store;
 use wasmesh_node::tls::TlsIdentity;
-use wasmesh_node::transfer::{DataPlane, FetchError, PeerAddr};
 use wasmesh_protocol::wire::{
     BLOB_ALPN, BlobHeader, INVOKE_ALPN, InvokeRefusal, InvokeReply, InvokeRequest,
 };

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use wasmesh_keys::MembershipCert;
 use wasmesh_node::admission::Admission;
+use wasmesh_node::data::{DataPlane, FetchError, PeerAddr};
 use wasmesh_node::metrics::Metrics;
 use wasmesh_node::store::Store;
 use wasmesh_node::tls::TlsIdentity;
-use wasmesh_node::transfer::{DataPlane, FetchError, PeerAddr};
 use wasmesh_protocol::{ContentHash, Keypair};
 use wasmesh_tests::{MESH_DEADLINE, TestNode, bundle, fixture, publish, publisher, wait_until};
 

@@ -26,9 +26,10 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 use wasmesh_protocol::bundle::MAX_BUNDLE_SIZE;
 use wasmesh_protocol::{ModuleRef, PublishBundle};
 
+use crate::core::registry::ModuleState;
 use crate::executor::{FailureKind, GuestError};
-use crate::node::{NodeInner, PublishError, Refusal};
-use crate::registry::ModuleState;
+use crate::node::{NodeInner, Refusal};
+use crate::publish::PublishError;
 use crate::request::InvokeError;
 
 type Node = Arc<NodeInner>;

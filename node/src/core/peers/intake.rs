@@ -1,13 +1,11 @@
 //! Taking what peers say into the peer table: a peer's status (which fields change, whether the
 //! peer became a provider of something new, whether to ask it for a sync), and the peers a
-//! neighbour introduces in its sync response. Pure: the time is an argument, and the caller
-//! counts, logs and notifies.
+//! neighbour introduces in its sync response. The caller counts, logs and notifies.
 //!
 //! Only connections and introductions put a peer in the table. A status, which gossip relays
 //! from anyone, updates a peer the table holds and is ignored otherwise: statuses signed by
 //! throwaway keys and relayed through the mesh create no entries and no dial targets.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -16,8 +14,8 @@ use wasmesh_keys::identity;
 use wasmesh_protocol::ContentHash;
 use wasmesh_protocol::wire::{MAX_SYNC_PEERS, PeerRecord, StatusMessage};
 
+use super::PeerTable;
 use crate::address_scope;
-use crate::registry::{PeerInfo, track_peer};
 
 /// The shortest time between two syncs this node asks of one peer.
 pub const SYNC_EVERY: Duration = Duration::from_secs(2);
@@ -45,51 +43,84 @@ pub struct StatusTaken {
     pub unsynced_digest: Option<ContentHash>,
 }
 
-/// Takes `status`, which gossip says comes from `from`, into `peers`.
-pub fn take_status(
-    peers: &mut HashMap<PeerId, PeerInfo>,
-    from: PeerId,
-    status: StatusMessage,
-    now: Instant,
-    allow_private_addrs: bool,
-) -> Result<StatusTaken, StatusRefusal> {
-    if identity::peer_id(&status.node) != Some(from) {
-        return Err(StatusRefusal::Invalid(
-            "status key does not match its sender",
-        ));
+impl PeerTable {
+    /// Takes `status`, which gossip says comes from `from`.
+    pub fn take_status(
+        &mut self,
+        from: PeerId,
+        status: StatusMessage,
+        now: Instant,
+        allow_private_addrs: bool,
+    ) -> Result<StatusTaken, StatusRefusal> {
+        if identity::peer_id(&status.node) != Some(from) {
+            return Err(StatusRefusal::Invalid(
+                "status key does not match its sender",
+            ));
+        }
+        let quic_addr = status
+            .quic_addr
+            .parse::<SocketAddr>()
+            .map_err(|_| StatusRefusal::Invalid("bad QUIC address"))?;
+        let peer = self.get_mut(&from).ok_or(StatusRefusal::UnknownPeer)?;
+        if status.seq <= peer.seq && peer.key.is_some() {
+            return Ok(StatusTaken::default());
+        }
+        let new_provider = status.ready.iter().any(|h| !peer.ready.contains(h));
+        peer.key = Some(status.node);
+        peer.quic_addr = Some(quic_addr);
+        peer.ready = status.ready.into_iter().collect();
+        peer.in_flight = status.in_flight;
+        peer.capacity = status.capacity;
+        peer.seq = status.seq;
+        let advertised_count = status.p2p_addrs.len();
+        peer.addrs = dialable(&status.p2p_addrs, allow_private_addrs);
+        peer.last_seen = now;
+        peer.coordinate = Some(status.coordinate);
+        let theirs = status.manifests;
+        // Once per digest a peer reports, and not more often than SYNC_EVERY: a peer that changes
+        // its digest in every status must not make this node sync with it every time.
+        let unsynced = peer.synced_digest != Some(theirs)
+            && peer
+                .synced_at
+                .is_none_or(|at| now.saturating_duration_since(at) >= SYNC_EVERY);
+        Ok(StatusTaken {
+            fresh: true,
+            new_provider,
+            dropped_addresses: peer.addrs.len() < advertised_count,
+            unsynced_digest: unsynced.then_some(theirs),
+        })
     }
-    let quic_addr = status
-        .quic_addr
-        .parse::<SocketAddr>()
-        .map_err(|_| StatusRefusal::Invalid("bad QUIC address"))?;
-    let peer = peers.get_mut(&from).ok_or(StatusRefusal::UnknownPeer)?;
-    if status.seq <= peer.seq && peer.key.is_some() {
-        return Ok(StatusTaken::default());
+
+    /// Takes the peers a neighbour introduced (`records`, from its sync response): one not yet
+    /// known gets an entry with its dialable addresses, if the table has room. Returns how many
+    /// were new. `own` is this node's id (a neighbour may introduce it back).
+    pub fn take_introductions(
+        &mut self,
+        records: &[PeerRecord],
+        own: PeerId,
+        now: Instant,
+        allow_private_addrs: bool,
+    ) -> usize {
+        let mut introduced = 0;
+        for record in records.iter().take(MAX_SYNC_PEERS) {
+            let Some(id) = identity::peer_id(&record.node).filter(|id| *id != own) else {
+                continue;
+            };
+            if self.contains(&id) {
+                continue;
+            }
+            let addrs = dialable(&record.addrs, allow_private_addrs);
+            if addrs.is_empty() {
+                continue;
+            }
+            let Some(peer) = self.track(id, now) else {
+                break;
+            };
+            peer.addrs = addrs;
+            introduced += 1;
+        }
+        introduced
     }
-    let new_provider = status.ready.iter().any(|h| !peer.ready.contains(h));
-    peer.key = Some(status.node);
-    peer.quic_addr = Some(quic_addr);
-    peer.ready = status.ready.into_iter().collect();
-    peer.in_flight = status.in_flight;
-    peer.capacity = status.capacity;
-    peer.seq = status.seq;
-    let advertised_count = status.p2p_addrs.len();
-    peer.addrs = dialable(&status.p2p_addrs, allow_private_addrs);
-    peer.last_seen = now;
-    peer.coordinate = Some(status.coordinate);
-    let theirs = status.manifests;
-    // Once per digest a peer reports, and not more often than SYNC_EVERY: a peer that changes
-    // its digest in every status must not make this node sync with it every time.
-    let unsynced = peer.synced_digest != Some(theirs)
-        && peer
-            .synced_at
-            .is_none_or(|at| now.saturating_duration_since(at) >= SYNC_EVERY);
-    Ok(StatusTaken {
-        fresh: true,
-        new_provider,
-        dropped_addresses: peer.addrs.len() < advertised_count,
-        unsynced_digest: unsynced.then_some(theirs),
-    })
 }
 
 /// The addresses of `advertised` this node may dial: well-formed, and globally routable unless
@@ -100,37 +131,6 @@ fn dialable(advertised: &[String], allow_private_addrs: bool) -> Vec<Multiaddr> 
         .filter_map(|a| a.parse::<Multiaddr>().ok())
         .filter(|a| allow_private_addrs || address_scope::is_global(a))
         .collect()
-}
-
-/// Takes the peers a neighbour introduced (`records`, from its sync response) into `peers`:
-/// one not yet known gets an entry with its dialable addresses, if the table has room. Returns
-/// how many were new. `own` is this node's id (a neighbour may introduce it back).
-pub fn take_introductions(
-    peers: &mut HashMap<PeerId, PeerInfo>,
-    records: &[PeerRecord],
-    own: PeerId,
-    now: Instant,
-    allow_private_addrs: bool,
-) -> usize {
-    let mut introduced = 0;
-    for record in records.iter().take(MAX_SYNC_PEERS) {
-        let Some(id) = identity::peer_id(&record.node).filter(|id| *id != own) else {
-            continue;
-        };
-        if peers.contains_key(&id) {
-            continue;
-        }
-        let addrs = dialable(&record.addrs, allow_private_addrs);
-        if addrs.is_empty() {
-            continue;
-        }
-        let Some(peer) = track_peer(peers, id, now) else {
-            break;
-        };
-        peer.addrs = addrs;
-        introduced += 1;
-    }
-    introduced
 }
 
 #[cfg(test)]
@@ -160,10 +160,10 @@ mod tests {
     fn a_status_of_an_unknown_peer_changes_nothing() {
         let keys = Keypair::from_seed([1; 32]);
         let id = identity::peer_id(&keys.public()).unwrap();
-        let mut peers = HashMap::new();
+        let mut peers = PeerTable::default();
         let now = Instant::now();
         assert_eq!(
-            take_status(&mut peers, id, status(&keys, 1, b"a"), now, true),
+            peers.take_status(id, status(&keys, 1, b"a"), now, true),
             Err(StatusRefusal::UnknownPeer)
         );
         assert!(peers.is_empty());
@@ -173,21 +173,27 @@ mod tests {
     fn a_peer_changing_its_digest_is_synced_with_at_most_every_two_seconds() {
         let keys = Keypair::from_seed([1; 32]);
         let id = identity::peer_id(&keys.public()).unwrap();
-        let mut peers = HashMap::new();
+        let mut peers = PeerTable::default();
         let start = Instant::now();
-        track_peer(&mut peers, id, start);
-        let first = take_status(&mut peers, id, status(&keys, 1, b"a"), start, true).unwrap();
+        peers.track(id, start);
+        let first = peers
+            .take_status(id, status(&keys, 1, b"a"), start, true)
+            .unwrap();
         assert_eq!(first.unsynced_digest, Some(ContentHash::of(b"a")));
         let peer = peers.get_mut(&id).unwrap();
         peer.synced_digest = first.unsynced_digest;
         peer.synced_at = Some(start);
         // A new digest a moment later: not yet.
         let soon = start + Duration::from_millis(500);
-        let second = take_status(&mut peers, id, status(&keys, 2, b"b"), soon, true).unwrap();
+        let second = peers
+            .take_status(id, status(&keys, 2, b"b"), soon, true)
+            .unwrap();
         assert_eq!(second.unsynced_digest, None);
         // Once SYNC_EVERY has passed: yes.
         let later = start + SYNC_EVERY;
-        let third = take_status(&mut peers, id, status(&keys, 3, b"c"), later, true).unwrap();
+        let third = peers
+            .take_status(id, status(&keys, 3, b"c"), later, true)
+            .unwrap();
         assert_eq!(third.unsynced_digest, Some(ContentHash::of(b"c")));
     }
 
@@ -200,15 +206,15 @@ mod tests {
                 addrs: vec!["/ip4/127.0.0.1/udp/4001/quic-v1".into()],
             })
             .collect();
-        let mut peers = HashMap::new();
+        let mut peers = PeerTable::default();
         let now = Instant::now();
-        assert_eq!(take_introductions(&mut peers, &records, own, now, false), 0);
+        assert_eq!(peers.take_introductions(&records, own, now, false), 0);
         assert!(
             peers.is_empty(),
             "loopback addresses are not dialable by default"
         );
         assert_eq!(
-            take_introductions(&mut peers, &records, own, now, true),
+            peers.take_introductions(&records, own, now, true),
             MAX_SYNC_PEERS
         );
         assert_eq!(peers.len(), MAX_SYNC_PEERS);

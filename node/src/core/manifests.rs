@@ -11,7 +11,7 @@ use wasmesh_keys::TrustList;
 use wasmesh_protocol::manifest::{RollbackError, check_replaces, is_equivocation};
 use wasmesh_protocol::{ContentHash, Manifest, PublicKey, SignedManifest, VerifyError};
 
-use crate::registry::Registry;
+use super::registry::Registry;
 
 /// The outcome of offering a manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,7 +165,7 @@ mod tests {
     use wasmesh_protocol::{Abi, Keypair, Limits, Signature};
 
     use super::*;
-    use crate::registry::{ModuleEntry, ModuleState};
+    use crate::core::registry::{ModuleEntry, ModuleState};
 
     fn signed(keys: &Keypair, name: &str, version: u64) -> SignedManifest {
         Manifest {

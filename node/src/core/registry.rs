@@ -1,14 +1,9 @@
-//! What this node knows: the newest accepted manifest of each module and whether it is ready
-//! here, and what each peer last said about itself.
+//! The modules this node knows: the newest accepted manifest of each, whether it is ready here,
+//! who owns each name, and the digest of the manifests held.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
 
-use libp2p::{Multiaddr, PeerId};
-use wasmesh_protocol::coordinates::Coordinate;
-use wasmesh_protocol::routing::Spread;
 use wasmesh_protocol::wire::manifest_digest;
 use wasmesh_protocol::{ContentHash, ModuleKey, ModuleRef, PublicKey, SignedManifest};
 
@@ -164,159 +159,11 @@ impl Registry {
     }
 }
 
-/// What this node knows of one peer.
-#[derive(Debug, Clone)]
-pub struct PeerInfo {
-    /// libp2p identity.
-    pub peer_id: PeerId,
-    /// Node key (from its status; its QUIC certificate must carry it).
-    pub key: Option<PublicKey>,
-    /// QUIC data-plane address.
-    pub quic_addr: Option<SocketAddr>,
-    /// Blobs it reports ready.
-    pub ready: HashSet<ContentHash>,
-    /// Its reported load.
-    pub in_flight: u32,
-    /// Its reported capacity.
-    pub capacity: u32,
-    /// Sequence number of its newest status.
-    pub seq: u64,
-    /// Addresses it can be dialed at.
-    pub addrs: Vec<Multiaddr>,
-    /// Whether a libp2p connection is open.
-    pub connected: bool,
-    /// Whether this node is dialing it now.
-    pub dialing: bool,
-    /// Dials that failed in a row (for the back-off).
-    pub dial_failures: u32,
-    /// Not dialed again before this time.
-    pub next_dial: Option<Instant>,
-    /// Its manifest digest when this node last asked it for a sync (not asked again for the
-    /// same digest).
-    pub synced_digest: Option<ContentHash>,
-    /// When this node last asked it for a sync.
-    pub synced_at: Option<Instant>,
-    /// Smoothed round-trip time (libp2p ping), microseconds.
-    pub rtt_us: Option<u64>,
-    /// Its network coordinate, from its status.
-    pub coordinate: Option<Coordinate>,
-    /// Not routed to until then (after a failed forward); probed again afterwards.
-    pub down_until: Option<Instant>,
-    /// Requests this node has forwarded to the peer and not yet had answered.
-    pub forwarding: u32,
-    /// Mean execution time per blob, as seen in replies to forwarded requests (microseconds).
-    pub mean_exec_us: HashMap<ContentHash, u64>,
-    /// How long forwarded requests per blob took, end to end (for hedging).
-    pub forward_us: HashMap<ContentHash, Spread>,
-    /// When it was last heard of.
-    pub last_seen: Instant,
-    /// Its gossipsub score here (below -80 it is graylisted: its messages are ignored).
-    pub gossip_score: Option<f64>,
-}
-
-/// Most peers a node keeps what it knows of. Statuses from fresh keys cost an attacker nothing,
-/// so the table must not grow with them: past this, a new peer takes the place of the least
-/// recently heard one that is neither connected nor being dialed.
-pub const MAX_TRACKED_PEERS: usize = 512;
-
-/// The entry of `peer`, made if there is room (see [`MAX_TRACKED_PEERS`]); `None` when the table
-/// is full of peers that cannot be evicted.
-pub fn track_peer(
-    peers: &mut HashMap<PeerId, PeerInfo>,
-    peer: PeerId,
-    now: Instant,
-) -> Option<&mut PeerInfo> {
-    if !peers.contains_key(&peer) && peers.len() >= MAX_TRACKED_PEERS {
-        let evict = peers
-            .values()
-            .filter(|p| !p.connected && !p.dialing)
-            .min_by_key(|p| p.last_seen)
-            .map(|p| p.peer_id)?;
-        peers.remove(&evict);
-    }
-    Some(
-        peers
-            .entry(peer)
-            .or_insert_with(|| PeerInfo::new(peer, now)),
-    )
-}
-
-impl PeerInfo {
-    /// A peer known only by id, first heard of at `now`.
-    pub fn new(peer_id: PeerId, now: Instant) -> Self {
-        Self {
-            peer_id,
-            key: None,
-            quic_addr: None,
-            ready: HashSet::new(),
-            in_flight: 0,
-            capacity: 0,
-            seq: 0,
-            addrs: Vec::new(),
-            connected: false,
-            dialing: false,
-            dial_failures: 0,
-            next_dial: None,
-            synced_digest: None,
-            synced_at: None,
-            rtt_us: None,
-            coordinate: None,
-            down_until: None,
-            forwarding: 0,
-            mean_exec_us: HashMap::new(),
-            forward_us: HashMap::new(),
-            last_seen: now,
-            gossip_score: None,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use wasmesh_protocol::{Abi, Keypair, Limits, Manifest};
 
     use super::*;
-
-    fn peer(n: u64) -> PeerId {
-        let mut seed = [0u8; 32];
-        seed[..8].copy_from_slice(&n.to_le_bytes());
-        libp2p::identity::Keypair::ed25519_from_bytes(seed)
-            .unwrap()
-            .public()
-            .to_peer_id()
-    }
-
-    /// Fresh identities cannot grow the table: past the cap each new peer takes the place of the
-    /// least recently heard one, connected and dialed peers are never evicted, and a table full of
-    /// those takes no one.
-    #[test]
-    fn the_peer_table_is_bounded_and_keeps_its_connections() {
-        let mut peers = HashMap::new();
-        let start = Instant::now();
-        let connected = peer(u64::MAX);
-        track_peer(&mut peers, connected, start).unwrap().connected = true;
-        for n in 0..MAX_TRACKED_PEERS as u64 * 3 {
-            let info = track_peer(&mut peers, peer(n), start).unwrap();
-            info.last_seen = start + std::time::Duration::from_millis(n);
-            assert!(peers.len() <= MAX_TRACKED_PEERS);
-        }
-        assert!(
-            peers.contains_key(&connected),
-            "a connected peer was evicted"
-        );
-        let newest = MAX_TRACKED_PEERS as u64 * 3 - 1;
-        assert!(peers.contains_key(&peer(newest)));
-        assert!(
-            !peers.contains_key(&peer(0)),
-            "the least recently heard stayed"
-        );
-
-        for info in peers.values_mut() {
-            info.connected = true;
-        }
-        assert!(track_peer(&mut peers, peer(u64::MAX - 1), start).is_none());
-        assert_eq!(peers.len(), MAX_TRACKED_PEERS);
-    }
 
     fn entry(name: &str, version: u64) -> ModuleEntry {
         let keys = Keypair::from_seed([3; 32]);

@@ -1,0 +1,337 @@
+//! The control plane: one task owns the libp2p swarm (QUIC + TCP, gossipsub, identify, ping,
+//! request-response sync) and feeds what arrives into the node.
+//!
+//! Gossipsub validates explicitly: every message is decoded with its size limit and checked by
+//! the node before it is reported `Accept` (forwarded) or `Reject` (dropped, and the sender's
+//! score lowered). When a connection to a new peer opens, both sides send a sync request, so a
+//! node that joins late or returns after a partition gets every manifest it lacks at once. In a
+//! private mesh the same exchange carries membership certificates: a peer stays blacklisted in
+//! gossipsub (no messages to or from it) until its certificate is checked, and is disconnected
+//! if it fails (see `admission`). Peers are discovered through connections and neighbours'
+//! introductions (`core::peers`); the decisions about them are the peer table's.
+
+mod admission;
+mod behaviour;
+pub mod command;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
+use libp2p::request_response;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, ping};
+use tokio::sync::{mpsc, watch};
+use wasmesh_protocol::wire::{MANIFEST_TOPIC, STATUS_TOPIC, StatusMessage, SyncResponse};
+use wasmesh_protocol::{ContentHash, SignedManifest};
+
+pub use self::admission::ADMISSION_TIMEOUT;
+use self::admission::{AdmissionState, admit, enforce_admission};
+pub use self::behaviour::HEARTBEAT;
+pub(crate) use self::behaviour::{Behaviour, BehaviourEvent, build_swarm};
+pub use self::command::ControlCommand;
+pub use crate::core::peers::MAX_DIALED_PEERS;
+use crate::core::peers::REDIAL_AFTER;
+pub use crate::core::peers::exchange::PEER_EXCHANGE_EVERY;
+use crate::core::peers::exchange::PeerExchange;
+use crate::core::peers::intake::StatusRefusal;
+use crate::node::{NodeInner, Offered, Origin};
+
+/// Runs the swarm until shutdown.
+pub(crate) async fn run(
+    mut swarm: Swarm<Behaviour>,
+    node: Arc<NodeInner>,
+    mut commands: mpsc::Receiver<ControlCommand>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let manifests = IdentTopic::new(MANIFEST_TOPIC);
+    let status = IdentTopic::new(STATUS_TOPIC);
+    for topic in [&manifests, &status] {
+        if let Err(error) = swarm.behaviour_mut().gossipsub.subscribe(topic) {
+            tracing::error!(%error, "cannot subscribe to gossip");
+        }
+    }
+    let mut admission = AdmissionState::default();
+    let mut exchange = PeerExchange::default();
+    // Peers lost to a partition or a restart are dialed again even when no gossip arrives.
+    let mut redial = tokio::time::interval(REDIAL_AFTER);
+    redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = redial.tick() => {
+                enforce_admission(&mut swarm, &node, &mut admission);
+                let connected: Vec<PeerId> = swarm.connected_peers().copied().collect();
+                if let Some(peer) = exchange.next(&connected, Instant::now()) {
+                    swarm.behaviour_mut().sync.send_request(&peer, node.peer_exchange_request());
+                }
+                maybe_dial_new_peers(&mut swarm, &node);
+                note_scores(&swarm, &node);
+            }
+            command = commands.recv() => match command {
+                None => return,
+                Some(ControlCommand::PublishManifest(bytes)) => {
+                    if let Err(error) = swarm.behaviour_mut().gossipsub.publish(manifests.clone(), bytes) {
+                        tracing::debug!(%error, "manifest not gossiped now; peers get it by sync");
+                    }
+                }
+                Some(ControlCommand::PublishStatus(bytes)) => {
+                    let _ = swarm.behaviour_mut().gossipsub.publish(status.clone(), bytes);
+                }
+                Some(ControlCommand::Probe(peer)) => {
+                    let addrs = node.peers().probe_addrs(&peer);
+                    if let Some(addrs) = addrs {
+                        dial_peer(&mut swarm, &node, peer, addrs, Instant::now());
+                    }
+                }
+                Some(ControlCommand::Dial(addr)) => {
+                    node.metrics.dials.inc();
+                    if let Err(error) = swarm.dial(addr.clone()) {
+                        tracing::debug!(%addr, %error, "dial failed");
+                    }
+                }
+            },
+            event = swarm.select_next_some() => handle_event(&mut swarm, &node, &mut admission, event),
+        }
+    }
+}
+
+fn handle_event(
+    swarm: &mut Swarm<Behaviour>,
+    node: &Arc<NodeInner>,
+    admission: &mut AdmissionState,
+    event: SwarmEvent<BehaviourEvent>,
+) {
+    match event {
+        SwarmEvent::NewListenAddr { address, .. } => {
+            tracing::info!(%address, "listening");
+        }
+        SwarmEvent::ConnectionEstablished {
+            peer_id,
+            num_established,
+            ..
+        } => {
+            if !node.peers().connected(peer_id, Instant::now()) {
+                // Every tracked peer is connected or being dialed: no room for one more.
+                node.metrics.count_rejection("peer_table_full");
+                tracing::info!(peer = %peer_id, "peer table full; closing the connection");
+                let _ = swarm.disconnect_peer_id(peer_id);
+                return;
+            }
+            node.metrics
+                .peers
+                .set(swarm.connected_peers().count() as i64);
+            if num_established.get() == 1 {
+                if node.admission.is_private() && !admission.admitted.contains_key(&peer_id) {
+                    swarm.behaviour_mut().gossipsub.blacklist_peer(&peer_id);
+                    admission.pending.insert(peer_id, Instant::now());
+                }
+                swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_request(&peer_id, node.sync_request(None));
+            }
+        }
+        SwarmEvent::ConnectionClosed {
+            peer_id,
+            num_established: 0,
+            ..
+        } => {
+            node.peers().disconnected(&peer_id, Instant::now());
+            admission.admitted.remove(&peer_id);
+            if admission.pending.remove(&peer_id).is_some() {
+                node.metrics.count_rejection("not_admitted");
+                tracing::info!(%peer_id, "peer left without proving membership");
+            }
+            node.metrics
+                .peers
+                .set(swarm.connected_peers().count() as i64);
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+            propagation_source,
+            message_id,
+            message,
+        })) => {
+            let (acceptance, sync_from) = validate(node, &message);
+            if let Some((peer, digest)) = sync_from
+                && swarm.is_connected(&peer)
+            {
+                swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_request(&peer, node.sync_request(None));
+                node.note_sync(&peer, digest);
+                tracing::debug!(%peer, "manifests differ; asked for a sync");
+            }
+            swarm
+                .behaviour_mut()
+                .gossipsub
+                .report_message_validation_result(&message_id, &propagation_source, acceptance);
+            maybe_dial_new_peers(swarm, node);
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::Message {
+            peer,
+            message,
+            ..
+        })) => match message {
+            request_response::Message::Request {
+                request, channel, ..
+            } => {
+                let response = if admit(swarm, node, admission, peer, &request.membership) {
+                    node.sync_response(&request, &peer)
+                } else {
+                    SyncResponse {
+                        manifests: Vec::new(),
+                        membership: node.membership_bytes(),
+                        more: false,
+                        peers: Vec::new(),
+                    }
+                };
+                let _ = swarm.behaviour_mut().sync.send_response(channel, response);
+            }
+            request_response::Message::Response { response, .. } => {
+                if admit(swarm, node, admission, peer, &response.membership) {
+                    node.on_introductions(&response.peers);
+                    let last = response.manifests.last().map(|m| m.manifest.key());
+                    for signed in response.manifests {
+                        let _ = node.offer_manifest(signed, Origin::Sync(peer));
+                    }
+                    // The next page, after the last key of this one.
+                    if response.more
+                        && let Some(last) = last
+                    {
+                        swarm
+                            .behaviour_mut()
+                            .sync
+                            .send_request(&peer, node.sync_request(Some(last)));
+                    }
+                }
+            }
+        },
+        SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::InboundFailure {
+            peer,
+            error,
+            ..
+        })) => {
+            node.metrics.count_rejection("sync_inbound");
+            tracing::debug!(%peer, %error, "sync request failed");
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::OutboundFailure {
+            peer,
+            error,
+            ..
+        })) => {
+            node.metrics.count_rejection("sync_outbound");
+            tracing::debug!(%peer, %error, "sync failed");
+        }
+        SwarmEvent::OutgoingConnectionError {
+            peer_id: Some(peer_id),
+            error,
+            ..
+        } => {
+            if let Some(backoff) = node.peers().dial_failed(&peer_id, Instant::now()) {
+                tracing::debug!(%peer_id, %error, ?backoff, "dial failed; trying again later");
+            }
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+            peer,
+            result: Ok(rtt),
+            ..
+        })) => {
+            node.on_ping(&peer, rtt);
+        }
+        _ => {}
+    }
+}
+
+/// Checks a gossiped message; also names the peer to ask for a sync (and its digest) when its
+/// status shows manifests this node may lack.
+fn validate(
+    node: &Arc<NodeInner>,
+    message: &gossipsub::Message,
+) -> (MessageAcceptance, Option<(PeerId, ContentHash)>) {
+    let Some(source) = message.source else {
+        node.metrics.count_rejection("gossip_unsigned");
+        return (MessageAcceptance::Reject, None);
+    };
+    if message.topic == IdentTopic::new(MANIFEST_TOPIC).hash() {
+        let acceptance = match SignedManifest::decode(&message.data) {
+            Err(error) => {
+                node.metrics.count_rejection("gossip_malformed_manifest");
+                tracing::info!(%source, %error, "malformed manifest gossip");
+                MessageAcceptance::Reject
+            }
+            Ok(signed) => match node.offer_manifest(signed, Origin::Gossip(source)) {
+                Ok(Offered::Accepted) => MessageAcceptance::Accept,
+                Ok(Offered::AlreadyHeld) => MessageAcceptance::Ignore,
+                // Only what no honest peer would relay costs the sender score: relays run the same
+                // checks, so a bad signature or a malformed manifest is the sender's own. Trust
+                // lists, scopes, name owners and held versions differ between honest nodes, so a
+                // manifest refused for those is dropped quietly.
+                Err(refusal) if refusal.is_honest_disagreement() => MessageAcceptance::Ignore,
+                Err(_) => MessageAcceptance::Reject,
+            },
+        };
+        (acceptance, None)
+    } else if message.topic == IdentTopic::new(STATUS_TOPIC).hash() {
+        match StatusMessage::decode(&message.data)
+            .map_err(|_| StatusRefusal::Invalid("malformed status"))
+            .and_then(|status| node.on_status(source, status))
+        {
+            Ok(differs) => (MessageAcceptance::Accept, differs.map(|d| (source, d))),
+            Err(StatusRefusal::Invalid(reason)) => {
+                node.metrics.count_rejection("gossip_bad_status");
+                tracing::info!(%source, reason, "refused a status message");
+                (MessageAcceptance::Reject, None)
+            }
+            // A peer this node does not know: relayed statuses make no entries (nor dial
+            // targets). Not the relay's fault, so not penalised; not relayed further either.
+            Err(StatusRefusal::UnknownPeer) => {
+                node.metrics.count_rejection("status_unknown_peer");
+                (MessageAcceptance::Ignore, None)
+            }
+        }
+    } else {
+        node.metrics.count_rejection("gossip_unknown_topic");
+        (MessageAcceptance::Reject, None)
+    }
+}
+
+/// Copies the gossip score of each tracked peer into the peer table (for `/v1/peers`).
+fn note_scores(swarm: &Swarm<Behaviour>, node: &Arc<NodeInner>) {
+    let gossipsub = &swarm.behaviour().gossipsub;
+    for info in node.peers().values_mut() {
+        info.gossip_score = gossipsub.peer_score(&info.peer_id);
+    }
+}
+
+/// Dials the peers the table names (introduced, or lost and due for a redial).
+fn maybe_dial_new_peers(swarm: &mut Swarm<Behaviour>, node: &Arc<NodeInner>) {
+    let now = Instant::now();
+    let to_dial = node
+        .peers()
+        .to_dial(swarm.local_peer_id(), swarm.connected_peers().count(), now);
+    for (peer, addrs) in to_dial {
+        dial_peer(swarm, node, peer, addrs, now);
+    }
+}
+
+/// Dials a peer at its addresses (unless connected) and marks it as being dialed.
+fn dial_peer(
+    swarm: &mut Swarm<Behaviour>,
+    node: &Arc<NodeInner>,
+    peer: PeerId,
+    addrs: Vec<Multiaddr>,
+    now: Instant,
+) {
+    if swarm.is_connected(&peer) {
+        return;
+    }
+    let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+        .addresses(addrs)
+        .build();
+    let dialed = swarm.dial(opts).is_ok();
+    node.metrics.dials.inc();
+    node.peers().dial_started(&peer, dialed, now);
+}

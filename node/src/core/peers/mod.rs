@@ -1,0 +1,444 @@
+//! The peer table: what this node knows of each peer, and the decisions about peers that need no
+//! I/O. Times are arguments, nothing here locks or logs; the control task turns swarm events
+//! into calls and what they return into dials and disconnections.
+//!
+//! - Bounds: at most [`MAX_TRACKED_PEERS`] entries. Past that, a new peer takes the place of the
+//!   least recently heard one that is neither connected nor being dialed; a table full of those
+//!   takes no one (the new connection is closed).
+//! - Entries come only from connections and from neighbours' introductions ([`intake`]); a
+//!   status, which gossip relays from anyone, updates an entry and never makes one.
+//! - Dialing: at most [`MAX_DIALED_PEERS`] connections are sought; a lost peer is dialed again
+//!   after [`REDIAL_AFTER`], doubled per failed dial up to 8 s, and not at all after
+//!   [`MAX_DIAL_FAILURES`] failures in a row (it can still connect to this node).
+
+pub mod exchange;
+pub mod intake;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use libp2p::{Multiaddr, PeerId};
+use wasmesh_protocol::coordinates::Coordinate;
+use wasmesh_protocol::routing::{self, Spread};
+use wasmesh_protocol::wire::{MAX_PEER_ADDRS, MAX_SYNC_PEERS, PeerRecord};
+use wasmesh_protocol::{ContentHash, PublicKey};
+
+/// Most peers this node dials on its own (bootstrap and peer exchange).
+pub const MAX_DIALED_PEERS: usize = 32;
+
+/// Failed dials in a row after which a peer is no longer dialed (it can still connect to this
+/// node): made-up addresses must not keep a node dialing forever.
+pub const MAX_DIAL_FAILURES: u32 = 6;
+
+/// How long after losing a peer it is dialed again; doubled per failed dial, up to 8 s.
+pub const REDIAL_AFTER: Duration = Duration::from_secs(1);
+
+/// What this node knows of its peers, bounded (see the module docs).
+#[derive(Debug, Default, Clone)]
+pub struct PeerTable {
+    peers: HashMap<PeerId, PeerInfo>,
+}
+
+impl PeerTable {
+    /// What is known of `peer`.
+    pub fn get(&self, peer: &PeerId) -> Option<&PeerInfo> {
+        self.peers.get(peer)
+    }
+
+    /// What is known of `peer`, to change.
+    pub fn get_mut(&mut self, peer: &PeerId) -> Option<&mut PeerInfo> {
+        self.peers.get_mut(peer)
+    }
+
+    /// Every peer known.
+    pub fn values(&self) -> impl Iterator<Item = &PeerInfo> {
+        self.peers.values()
+    }
+
+    /// Every peer known, to change.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut PeerInfo> {
+        self.peers.values_mut()
+    }
+
+    /// Peers known.
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Whether no peer is known.
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// Whether `peer` is known.
+    pub fn contains(&self, peer: &PeerId) -> bool {
+        self.peers.contains_key(peer)
+    }
+
+    /// The entry of `peer`, made if there is room (see [`MAX_TRACKED_PEERS`]); `None` when the
+    /// table is full of peers that cannot be evicted.
+    pub fn track(&mut self, peer: PeerId, now: Instant) -> Option<&mut PeerInfo> {
+        if !self.peers.contains_key(&peer) && self.peers.len() >= MAX_TRACKED_PEERS {
+            let evict = self
+                .peers
+                .values()
+                .filter(|p| !p.connected && !p.dialing)
+                .min_by_key(|p| p.last_seen)
+                .map(|p| p.peer_id)?;
+            self.peers.remove(&evict);
+        }
+        Some(
+            self.peers
+                .entry(peer)
+                .or_insert_with(|| PeerInfo::new(peer, now)),
+        )
+    }
+
+    /// A connection to `peer` opened. False when the table has no room for it: the caller
+    /// closes the connection.
+    pub fn connected(&mut self, peer: PeerId, now: Instant) -> bool {
+        let Some(info) = self.track(peer, now) else {
+            return false;
+        };
+        info.connected = true;
+        info.dialing = false;
+        info.dial_failures = 0;
+        true
+    }
+
+    /// The last connection to `peer` closed: it is dialed again after [`REDIAL_AFTER`].
+    pub fn disconnected(&mut self, peer: &PeerId, now: Instant) {
+        if let Some(info) = self.peers.get_mut(peer) {
+            info.connected = false;
+            info.next_dial = Some(now + REDIAL_AFTER);
+        }
+    }
+
+    /// A dial to `peer` failed: returns the back-off before the next one.
+    pub fn dial_failed(&mut self, peer: &PeerId, now: Instant) -> Option<Duration> {
+        let info = self.peers.get_mut(peer)?;
+        info.dialing = false;
+        info.dial_failures = info.dial_failures.saturating_add(1);
+        let backoff = REDIAL_AFTER.saturating_mul(1 << info.dial_failures.min(3));
+        info.next_dial = Some(now + backoff);
+        Some(backoff)
+    }
+
+    /// A dial to `peer` was started (`true`) or could not be (`false`).
+    pub fn dial_started(&mut self, peer: &PeerId, started: bool, now: Instant) {
+        if let Some(info) = self.peers.get_mut(peer) {
+            match started {
+                // Marked so that nothing dials it again while this dial is under way.
+                true => info.dialing = true,
+                false => info.next_dial = Some(now + REDIAL_AFTER),
+            }
+        }
+    }
+
+    /// The peers to dial now, with their addresses, given `connected` open connections: those
+    /// neither connected nor being dialed, whose back-off is over and whose dials have not failed
+    /// too often, up to [`MAX_DIALED_PEERS`] connections in all. `own` is this node.
+    pub fn to_dial(
+        &self,
+        own: &PeerId,
+        connected: usize,
+        now: Instant,
+    ) -> Vec<(PeerId, Vec<Multiaddr>)> {
+        if connected >= MAX_DIALED_PEERS {
+            return Vec::new();
+        }
+        self.peers
+            .values()
+            .filter(|p| {
+                !p.connected
+                    && !p.dialing
+                    && p.next_dial.is_none_or(|at| at <= now)
+                    && p.dial_failures < MAX_DIAL_FAILURES
+                    && p.peer_id != *own
+                    && !p.addrs.is_empty()
+            })
+            .take(MAX_DIALED_PEERS - connected)
+            .map(|p| (p.peer_id, p.addrs.clone()))
+            .collect()
+    }
+
+    /// Where to dial `peer` to measure it (routing asked), unless it is connected or being
+    /// dialed.
+    pub fn probe_addrs(&self, peer: &PeerId) -> Option<Vec<Multiaddr>> {
+        self.peers
+            .get(peer)
+            .filter(|p| !p.connected && !p.dialing && !p.addrs.is_empty())
+            .map(|p| p.addrs.clone())
+    }
+
+    /// Folds one ping round trip into the peer's smoothed one; returns the peer's coordinate,
+    /// when known, for this node's coordinate to move.
+    pub fn pinged(&mut self, peer: &PeerId, rtt_us: u64) -> Option<Coordinate> {
+        let info = self.peers.get_mut(peer)?;
+        info.rtt_us = Some(
+            info.rtt_us
+                .map_or(rtt_us, |old| routing::smooth(old, rtt_us)),
+        );
+        info.coordinate
+    }
+
+    /// Records that this node asked `peer` for a sync while it reported `digest`.
+    pub fn synced(&mut self, peer: &PeerId, digest: ContentHash, now: Instant) {
+        if let Some(info) = self.peers.get_mut(peer) {
+            info.synced_digest = Some(digest);
+            info.synced_at = Some(now);
+        }
+    }
+
+    /// Connected peers with known keys and addresses, to introduce to `requester`: the most
+    /// recently heard first, at most [`MAX_SYNC_PEERS`], each with at most [`MAX_PEER_ADDRS`]
+    /// addresses.
+    pub fn introductions(&self, requester: &PeerId) -> Vec<PeerRecord> {
+        let mut connected: Vec<&PeerInfo> = self
+            .peers
+            .values()
+            .filter(|p| p.connected && p.peer_id != *requester && !p.addrs.is_empty())
+            .filter(|p| p.key.is_some())
+            .collect();
+        connected.sort_by_key(|p| std::cmp::Reverse(p.last_seen));
+        connected
+            .into_iter()
+            .take(MAX_SYNC_PEERS)
+            .filter_map(|p| {
+                Some(PeerRecord {
+                    node: p.key?,
+                    addrs: p
+                        .addrs
+                        .iter()
+                        .take(MAX_PEER_ADDRS)
+                        .map(|a| a.to_string())
+                        .filter(|a| a.len() <= 128)
+                        .collect(),
+                })
+            })
+            .collect()
+    }
+
+    /// Peers whose status says `hash` is ready there: their node key and data-plane address.
+    pub fn providers_of(&self, hash: &ContentHash) -> Vec<(PublicKey, SocketAddr)> {
+        self.peers
+            .values()
+            .filter(|p| p.ready.contains(hash))
+            .filter_map(|p| Some((p.key?, p.quic_addr?)))
+            .collect()
+    }
+}
+
+/// What this node knows of one peer.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// libp2p identity.
+    pub peer_id: PeerId,
+    /// Node key (from its status; its QUIC certificate must carry it).
+    pub key: Option<PublicKey>,
+    /// QUIC data-plane address.
+    pub quic_addr: Option<SocketAddr>,
+    /// Blobs it reports ready.
+    pub ready: HashSet<ContentHash>,
+    /// Its reported load.
+    pub in_flight: u32,
+    /// Its reported capacity.
+    pub capacity: u32,
+    /// Sequence number of its newest status.
+    pub seq: u64,
+    /// Addresses it can be dialed at.
+    pub addrs: Vec<Multiaddr>,
+    /// Whether a libp2p connection is open.
+    pub connected: bool,
+    /// Whether this node is dialing it now.
+    pub dialing: bool,
+    /// Dials that failed in a row (for the back-off).
+    pub dial_failures: u32,
+    /// Not dialed again before this time.
+    pub next_dial: Option<Instant>,
+    /// Its manifest digest when this node last asked it for a sync (not asked again for the
+    /// same digest).
+    pub synced_digest: Option<ContentHash>,
+    /// When this node last asked it for a sync.
+    pub synced_at: Option<Instant>,
+    /// Smoothed round-trip time (libp2p ping), microseconds.
+    pub rtt_us: Option<u64>,
+    /// Its network coordinate, from its status.
+    pub coordinate: Option<Coordinate>,
+    /// Not routed to until then (after a failed forward; ms on the node's routing clock).
+    pub down_until_ms: Option<u64>,
+    /// Requests this node has forwarded to the peer and not yet had answered.
+    pub forwarding: u32,
+    /// Mean execution time per blob, as seen in replies to forwarded requests (microseconds).
+    pub mean_exec_us: HashMap<ContentHash, u64>,
+    /// How long forwarded requests per blob took, end to end (for hedging).
+    pub forward_us: HashMap<ContentHash, Spread>,
+    /// When it was last heard of.
+    pub last_seen: Instant,
+    /// Its gossipsub score here (below -80 it is graylisted: its messages are ignored).
+    pub gossip_score: Option<f64>,
+}
+
+/// Most peers a node keeps what it knows of. Statuses from fresh keys cost an attacker nothing,
+/// so the table must not grow with them: past this, a new peer takes the place of the least
+/// recently heard one that is neither connected nor being dialed.
+pub const MAX_TRACKED_PEERS: usize = 512;
+
+impl PeerInfo {
+    /// A peer known only by id, first heard of at `now`.
+    pub fn new(peer_id: PeerId, now: Instant) -> Self {
+        Self {
+            peer_id,
+            key: None,
+            quic_addr: None,
+            ready: HashSet::new(),
+            in_flight: 0,
+            capacity: 0,
+            seq: 0,
+            addrs: Vec::new(),
+            connected: false,
+            dialing: false,
+            dial_failures: 0,
+            next_dial: None,
+            synced_digest: None,
+            synced_at: None,
+            rtt_us: None,
+            coordinate: None,
+            down_until_ms: None,
+            forwarding: 0,
+            mean_exec_us: HashMap::new(),
+            forward_us: HashMap::new(),
+            last_seen: now,
+            gossip_score: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(super) fn peer(n: u64) -> PeerId {
+        let mut seed = [0u8; 32];
+        seed[..8].copy_from_slice(&n.to_le_bytes());
+        libp2p::identity::Keypair::ed25519_from_bytes(seed)
+            .unwrap()
+            .public()
+            .to_peer_id()
+    }
+
+    /// Fresh identities cannot grow the table: past the cap each new peer takes the place of the
+    /// least recently heard one, connected and dialed peers are never evicted, and a table full of
+    /// those takes no one.
+    #[test]
+    fn the_peer_table_is_bounded_and_keeps_its_connections() {
+        let mut peers = PeerTable::default();
+        let start = Instant::now();
+        let connected = peer(u64::MAX);
+        peers.track(connected, start).unwrap().connected = true;
+        for n in 0..MAX_TRACKED_PEERS as u64 * 3 {
+            let info = peers.track(peer(n), start).unwrap();
+            info.last_seen = start + std::time::Duration::from_millis(n);
+            assert!(peers.len() <= MAX_TRACKED_PEERS);
+        }
+        assert!(peers.contains(&connected), "a connected peer was evicted");
+        let newest = MAX_TRACKED_PEERS as u64 * 3 - 1;
+        assert!(peers.contains(&peer(newest)));
+        assert!(!peers.contains(&peer(0)), "the least recently heard stayed");
+
+        for info in peers.values_mut() {
+            info.connected = true;
+        }
+        assert!(peers.track(peer(u64::MAX - 1), start).is_none());
+        assert_eq!(peers.len(), MAX_TRACKED_PEERS);
+    }
+
+    /// One thing that can happen to the table.
+    #[derive(Debug, Clone)]
+    enum Event {
+        Connected(u64),
+        Disconnected(u64),
+        DialFailed(u64),
+        DialStarted(u64, bool),
+        Introduced(Vec<u64>),
+        Pinged(u64, u64),
+        Wait(u64),
+    }
+
+    fn event() -> impl proptest::strategy::Strategy<Value = Event> {
+        use proptest::prelude::*;
+        // Ids from a range larger than the table, so that eviction happens.
+        let id = 0u64..(MAX_TRACKED_PEERS as u64 + 64);
+        prop_oneof![
+            id.clone().prop_map(Event::Connected),
+            id.clone().prop_map(Event::Disconnected),
+            id.clone().prop_map(Event::DialFailed),
+            (id.clone(), any::<bool>()).prop_map(|(p, ok)| Event::DialStarted(p, ok)),
+            proptest::collection::vec(id.clone(), 0..40).prop_map(Event::Introduced),
+            (id, 0u64..1_000_000).prop_map(|(p, rtt)| Event::Pinged(p, rtt)),
+            (0u64..20_000).prop_map(Event::Wait),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever happens, in any order: the table stays within its cap, connected peers stay
+        /// in it, and the peers to dial are never connected, being dialed, this node, out of
+        /// dial attempts, waiting out a back-off, or without an address.
+        #[test]
+        fn the_table_keeps_its_bounds_and_dials_only_who_it_may(
+            events in proptest::collection::vec(event(), 1..400),
+        ) {
+            let own = peer(u64::MAX);
+            let keys: Vec<_> = (0..(MAX_TRACKED_PEERS as u64 + 64)).map(peer).collect();
+            let mut table = PeerTable::default();
+            let mut now = Instant::now();
+            let mut connected = HashSet::new();
+            for event in events {
+                match event {
+                    Event::Connected(p) => {
+                        if table.connected(keys[p as usize], now) {
+                            connected.insert(keys[p as usize]);
+                        }
+                    }
+                    Event::Disconnected(p) => {
+                        table.disconnected(&keys[p as usize], now);
+                        connected.remove(&keys[p as usize]);
+                    }
+                    Event::DialFailed(p) => {
+                        let _ = table.dial_failed(&keys[p as usize], now);
+                    }
+                    Event::DialStarted(p, ok) => table.dial_started(&keys[p as usize], ok, now),
+                    Event::Introduced(ids) => {
+                        for p in ids {
+                            if let Some(info) = table.track(keys[p as usize], now)
+                                && info.addrs.is_empty()
+                            {
+                                info.addrs.push("/ip4/127.0.0.1/udp/4001/quic-v1".parse().unwrap());
+                            }
+                        }
+                    }
+                    Event::Pinged(p, rtt) => {
+                        let _ = table.pinged(&keys[p as usize], rtt);
+                    }
+                    Event::Wait(ms) => now += Duration::from_millis(ms),
+                }
+                proptest::prop_assert!(table.len() <= MAX_TRACKED_PEERS);
+                for peer in &connected {
+                    proptest::prop_assert!(table.get(peer).is_some_and(|p| p.connected));
+                }
+                let to_dial = table.to_dial(&own, connected.len(), now);
+                proptest::prop_assert!(to_dial.len() + connected.len() <= MAX_DIALED_PEERS.max(connected.len()));
+                for (id, addrs) in to_dial {
+                    let info = table.get(&id).unwrap();
+                    proptest::prop_assert!(!info.connected && !info.dialing && id != own);
+                    proptest::prop_assert!(info.dial_failures < MAX_DIAL_FAILURES);
+                    proptest::prop_assert!(info.next_dial.is_none_or(|at| at <= now));
+                    proptest::prop_assert!(!addrs.is_empty());
+                }
+            }
+        }
+    }
+}

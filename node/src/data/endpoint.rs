@@ -1,0 +1,263 @@
+//! The QUIC endpoint: binding with TLS (node-key certificates, ALPN per protocol), the transport
+//! settings of each direction, and the cache of outgoing connections, one per peer and
+//! protocol. In a private mesh, every connection ends when the peer's membership does.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{Connection, Endpoint, VarInt};
+use tokio_util::task::TaskTracker;
+use wasmesh_keys::SignedMembershipCert;
+use wasmesh_protocol::PublicKey;
+use wasmesh_protocol::wire::{BLOB_ALPN, INVOKE_ALPN};
+
+use crate::admission::Admission;
+use crate::lock::lock;
+use crate::metrics::Metrics;
+use crate::tls::{TlsError, TlsIdentity, peer_identity};
+
+/// Streams a peer may have open on one connection.
+pub const STREAMS_PER_CONNECTION: u32 = 8;
+/// Time to establish a connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A peer's data-plane endpoint and the key its certificate must carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PeerAddr {
+    /// The node key.
+    pub key: PublicKey,
+    /// The QUIC address.
+    pub addr: SocketAddr,
+}
+
+/// Why the endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataPlaneError {
+    /// TLS setup failed.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The UDP socket could not be bound.
+    #[error("cannot bind the QUIC endpoint: {0}")]
+    Bind(#[from] std::io::Error),
+}
+
+/// Why no connection could be made to a peer (unreachable, wrong key, refused, timed out).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot connect to {addr}: {reason}")]
+pub struct ConnectError {
+    /// The peer's address.
+    pub addr: SocketAddr,
+    /// Why.
+    pub reason: String,
+}
+
+/// A connection's peer and protocol (ALPN).
+type ConnectionKey = (PublicKey, &'static [u8]);
+
+/// The endpoint and its outgoing connections.
+pub(crate) struct Connections {
+    endpoint: Endpoint,
+    identity: TlsIdentity,
+    transport: Arc<quinn::TransportConfig>,
+    cached: Mutex<HashMap<ConnectionKey, Connection>>,
+    /// One lock per peer and protocol, held while connecting.
+    dialing: Mutex<HashMap<ConnectionKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// Whether admission is checked (a private mesh): connections then end with the peer's
+    /// membership.
+    private: bool,
+    metrics: Arc<Metrics>,
+    tasks: TaskTracker,
+}
+
+/// The transport of connections this node opens (fetching blobs, forwarding requests): large
+/// receive windows, so that a blob arrives at the speed of the link even far away (16 MiB is
+/// the bandwidth-delay product of 1 Gbit/s at 130 ms).
+fn client_transport() -> quinn::TransportConfig {
+    let mut transport = common_transport();
+    transport
+        .stream_receive_window(VarInt::from_u32(16 << 20))
+        .receive_window(VarInt::from_u32(64 << 20));
+    transport
+}
+
+/// The transport of connections peers open to this node. What arrives on them is requests
+/// (a blob request is a few bytes, a forwarded request at most its body), so the receive
+/// windows are small: they bound what a peer can make this node buffer.
+fn server_transport() -> quinn::TransportConfig {
+    let mut transport = common_transport();
+    transport
+        .stream_receive_window(VarInt::from_u32(2 << 20))
+        .receive_window(VarInt::from_u32(4 << 20));
+    transport
+}
+
+fn common_transport() -> quinn::TransportConfig {
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .send_window(64 << 20)
+        .max_concurrent_bidi_streams(VarInt::from_u32(STREAMS_PER_CONNECTION))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .keep_alive_interval(Some(Duration::from_secs(5)))
+        .max_idle_timeout(Some(VarInt::from_u32(30_000).into()));
+    transport
+}
+
+impl Connections {
+    /// Binds the endpoint at `addr` (port 0 picks one), accepting the blob and invoke protocols
+    /// from peers `admission` lets in.
+    pub(crate) fn bind(
+        addr: SocketAddr,
+        identity: TlsIdentity,
+        admission: Admission,
+        metrics: Arc<Metrics>,
+        tasks: TaskTracker,
+    ) -> Result<Self, DataPlaneError> {
+        let private = admission.is_private();
+        let tls = identity.server_config(admission, &[BLOB_ALPN, INVOKE_ALPN])?;
+        let crypto = QuicServerConfig::try_from(tls)
+            .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server.transport_config(Arc::new(server_transport()));
+        let endpoint = Endpoint::server(server, addr)?;
+        Ok(Self {
+            endpoint,
+            identity,
+            transport: Arc::new(client_transport()),
+            cached: Mutex::default(),
+            dialing: Mutex::default(),
+            private,
+            metrics,
+            tasks,
+        })
+    }
+
+    pub(crate) fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The connection to `peer` for `alpn`: the cached one while it is open, else a new one
+    /// (one handshake per peer and protocol at a time).
+    pub(crate) async fn connect(
+        &self,
+        peer: PeerAddr,
+        alpn: &'static [u8],
+    ) -> Result<Connection, ConnectError> {
+        let key = (peer.key, alpn);
+        let cached = || {
+            lock(&self.cached)
+                .get(&key)
+                .filter(|c| c.close_reason().is_none() && c.remote_address() == peer.addr)
+                .cloned()
+        };
+        if let Some(connection) = cached() {
+            return Ok(connection);
+        }
+        // A burst of requests to a peer not yet connected shares one connection (peers cap the
+        // connections they accept from one key).
+        let dialing = lock(&self.dialing).entry(key).or_default().clone();
+        let turn = dialing.lock().await;
+        let connected = match cached() {
+            Some(connection) => Ok(connection),
+            None => self.handshake(peer, alpn).await,
+        };
+        if let Ok(connection) = &connected {
+            lock(&self.cached).insert(key, connection.clone());
+        }
+        drop(turn);
+        let mut dialing_map = lock(&self.dialing);
+        // The map's handle and this one: nobody else is waiting.
+        if Arc::strong_count(&dialing) <= 2 {
+            dialing_map.remove(&key);
+        }
+        connected
+    }
+
+    /// Closes and drops the cached connection to `peer` for `alpn` (it is likely dead: the
+    /// next request opens a new one).
+    pub(crate) fn forget(&self, peer: PeerAddr, alpn: &'static [u8]) {
+        if let Some(connection) = lock(&self.cached).remove(&(peer.key, alpn)) {
+            connection.close(0u32.into(), b"unresponsive");
+        }
+    }
+
+    async fn handshake(
+        &self,
+        peer: PeerAddr,
+        alpn: &'static [u8],
+    ) -> Result<Connection, ConnectError> {
+        let fail = |reason: String| ConnectError {
+            addr: peer.addr,
+            reason,
+        };
+        let tls = self
+            .identity
+            .client_config(peer.key, alpn)
+            .map_err(|e| fail(e.to_string()))?;
+        let crypto = QuicClientConfig::try_from(tls).map_err(|e| fail(e.to_string()))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(self.transport.clone());
+        let connecting = self
+            .endpoint
+            .connect_with(config, peer.addr, "wasmesh")
+            .map_err(|e| fail(e.to_string()))?;
+        let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .map_err(|_| fail("timed out".into()))?
+            .map_err(|e| fail(e.to_string()))?;
+        self.close_at_membership_expiry(&connection);
+        Ok(connection)
+    }
+
+    /// In a private mesh, admission was checked at the handshake: the connection is closed when
+    /// the peer's membership certificate expires (a reconnection is then refused).
+    pub(crate) fn close_at_membership_expiry(&self, connection: &Connection) {
+        let Some(expires_ms) = peer_membership_expiry(connection).filter(|_| self.private) else {
+            return;
+        };
+        let left = Duration::from_millis(expires_ms.saturating_sub(crate::clock::now_ms()));
+        let (connection, metrics) = (connection.clone(), self.metrics.clone());
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = connection.closed() => {}
+                _ = tokio::time::sleep(left) => {
+                    metrics.count_rejection("membership_expired");
+                    tracing::info!(peer = %connection.remote_address(), "membership expired; closing the QUIC connection");
+                    connection.close(VarInt::from_u32(3), b"membership expired");
+                }
+            }
+        });
+    }
+}
+
+/// The node key and membership certificate the peer on `connection` presented.
+fn presented_identity(
+    connection: &Connection,
+) -> Option<(PublicKey, Option<SignedMembershipCert>)> {
+    let certs = connection
+        .peer_identity()?
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    peer_identity(certs.first()?).ok()
+}
+
+/// When the membership certificate the peer presented expires (ms since the Unix epoch).
+fn peer_membership_expiry(connection: &Connection) -> Option<u64> {
+    Some(presented_identity(connection)?.1?.cert.expires_at_ms)
+}
+
+/// The node key of the peer on `connection`.
+pub fn peer_key(connection: &Connection) -> Option<PublicKey> {
+    presented_identity(connection).map(|(key, _)| key)
+}
+
+/// The protocol (ALPN) a connection agreed on.
+pub(crate) fn protocol_of(connection: &Connection) -> Option<Vec<u8>> {
+    connection
+        .handshake_data()
+        .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|data| data.protocol)
+}

@@ -1,0 +1,225 @@
+//! The QUIC data plane (quinn): one endpoint per node, in three parts.
+//!
+//! - [`endpoint`]: binding, TLS with node-key certificates, one ALPN per protocol, transport
+//!   settings (flow-control windows sized for long links on the connections this node opens,
+//!   small ones on those peers open), and the cache of outgoing connections.
+//! - [`blobs`]: serving and fetching content-addressed blobs.
+//! - [`invoke`]: serving and sending forwarded requests.
+//!
+//! [`DataPlane`] ties them together: it accepts connections (at most 256 in total and 4 per
+//! peer key, see `connection_limits`) and hands each stream to the part its protocol names.
+//! Every task it starts is tracked, and [`DataPlane::shutdown`] waits for them.
+
+pub mod blobs;
+pub mod endpoint;
+mod framing;
+pub mod invoke;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::{Connection, VarInt};
+use tokio_util::task::TaskTracker;
+use wasmesh_protocol::wire::{BLOB_ALPN, INVOKE_ALPN, InvokeReply, InvokeRequest};
+use wasmesh_protocol::{ContentHash, PublicKey};
+
+pub use self::blobs::FetchError;
+pub use self::endpoint::{ConnectError, DataPlaneError, PeerAddr, peer_key};
+pub use self::framing::{FrameError, RequestError};
+pub use self::invoke::{ForwardError, InvokeHandler};
+use crate::admission::Admission;
+use crate::connection_limits::ConnectionLimits;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::tls::TlsIdentity;
+
+/// One node's QUIC endpoint, serving and fetching blobs and forwarded requests.
+#[derive(Clone)]
+pub struct DataPlane {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    connections: endpoint::Connections,
+    blobs: blobs::Blobs,
+    inbound: ConnectionLimits,
+    metrics: Arc<Metrics>,
+    tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for DataPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataPlane")
+            .field("addr", &self.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DataPlane {
+    /// Binds the endpoint at `addr` (port 0 picks one).
+    pub fn bind(
+        addr: SocketAddr,
+        identity: TlsIdentity,
+        admission: Admission,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, DataPlaneError> {
+        let tasks = TaskTracker::new();
+        let connections =
+            endpoint::Connections::bind(addr, identity, admission, metrics.clone(), tasks.clone())?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                connections,
+                blobs: blobs::Blobs::new(metrics.clone()),
+                inbound: ConnectionLimits::default(),
+                metrics,
+                tasks,
+            }),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.connections.endpoint().local_addr()
+    }
+
+    /// Closes the endpoint: every connection ends, and the tasks serving them with it.
+    pub fn close(&self) {
+        self.inner
+            .connections
+            .endpoint()
+            .close(VarInt::from_u32(0), b"shutdown");
+    }
+
+    /// Closes the endpoint and waits until every task it started has ended and every
+    /// connection has finished closing (the socket is released once the last handle drops).
+    pub async fn shutdown(&self) {
+        self.close();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+        self.inner.connections.endpoint().wait_idle().await;
+    }
+
+    /// How many handles to this data plane exist (its connection tasks hold one each). The
+    /// endpoint's socket is released when the last one is dropped.
+    pub fn handles(&self) -> usize {
+        Arc::strong_count(&self.inner)
+    }
+
+    /// Accepts connections until the endpoint closes, serving blobs from `store` and forwarded
+    /// requests through `invoke`.
+    pub async fn serve(self, store: Store, invoke: Option<Arc<dyn InvokeHandler>>) {
+        while let Some(incoming) = self.inner.connections.endpoint().accept().await {
+            let Some(handshake) = self.inner.inbound.try_handshake() else {
+                self.inner.metrics.count_rejection("quic_connection_limit");
+                incoming.refuse();
+                continue;
+            };
+            let this = self.clone();
+            let store = store.clone();
+            let invoke = invoke.clone();
+            self.inner.tasks.spawn(async move {
+                let connection = match incoming.await {
+                    Ok(connection) => connection,
+                    Err(error) => {
+                        this.inner.metrics.count_rejection("quic_handshake");
+                        tracing::debug!(%error, "refused a QUIC connection");
+                        return;
+                    }
+                };
+                let Some(peer) = peer_key(&connection) else {
+                    connection.close(VarInt::from_u32(1), b"no peer key");
+                    return;
+                };
+                let Some(_place) = this.inner.inbound.admit(handshake, peer) else {
+                    this.inner.metrics.count_rejection("quic_connection_limit");
+                    tracing::debug!(peer = %peer.fingerprint(), "too many connections from one peer");
+                    connection.close(VarInt::from_u32(4), b"too many connections");
+                    return;
+                };
+                this.inner
+                    .connections
+                    .close_at_membership_expiry(&connection);
+                this.serve_connection(connection, peer, store, invoke).await
+            });
+        }
+    }
+
+    /// Serves the streams of one accepted connection with the part its protocol names.
+    async fn serve_connection(
+        &self,
+        connection: Connection,
+        from: PublicKey,
+        store: Store,
+        invoke: Option<Arc<dyn InvokeHandler>>,
+    ) {
+        match (endpoint::protocol_of(&connection).as_deref(), invoke) {
+            (Some(BLOB_ALPN), _) => {
+                while let Ok((send, recv)) = connection.accept_bi().await {
+                    let this = self.clone();
+                    let store = store.clone();
+                    self.inner.tasks.spawn(async move {
+                        if let Err(error) = this.inner.blobs.serve(send, recv, &store).await {
+                            this.inner.metrics.count_rejection("blob_request");
+                            tracing::debug!(%error, "refused a blob request");
+                        }
+                    });
+                }
+            }
+            (Some(INVOKE_ALPN), Some(handler)) => {
+                while let Ok((send, recv)) = connection.accept_bi().await {
+                    let metrics = self.inner.metrics.clone();
+                    let handler = handler.clone();
+                    self.inner.tasks.spawn(async move {
+                        if let Err(error) = invoke::serve(send, recv, handler, from).await {
+                            metrics.count_rejection("invoke_request");
+                            tracing::debug!(%error, "refused a forwarded request");
+                        }
+                    });
+                }
+            }
+            _ => connection.close(VarInt::from_u32(1), b"unsupported protocol"),
+        }
+    }
+
+    /// Forwards a request to `peer` and waits for its reply, for at most `timeout`; the peer
+    /// must acknowledge it within `ack_within` (see [`invoke`]).
+    pub async fn invoke(
+        &self,
+        peer: PeerAddr,
+        request: &InvokeRequest,
+        timeout: Duration,
+        ack_within: Duration,
+    ) -> Result<InvokeReply, ForwardError> {
+        invoke::forward(&self.inner.connections, peer, request, timeout, ack_within).await
+    }
+
+    /// Fetches the blob `hash` of `size` bytes from `provider` into `store`, verifying it.
+    pub async fn fetch_blob(
+        &self,
+        provider: PeerAddr,
+        hash: ContentHash,
+        size: u64,
+        store: &Store,
+    ) -> Result<(), FetchError> {
+        self.inner
+            .blobs
+            .fetch(&self.inner.connections, provider, hash, size, store)
+            .await
+    }
+
+    /// Fetches from the first provider that delivers a verified blob, trying them in order.
+    /// Returns the failures of the providers tried before.
+    pub async fn fetch_from_any(
+        &self,
+        providers: &[PeerAddr],
+        hash: ContentHash,
+        size: u64,
+        store: &Store,
+    ) -> Result<Vec<(PeerAddr, FetchError)>, Vec<(PeerAddr, FetchError)>> {
+        self.inner
+            .blobs
+            .fetch_from_any(&self.inner.connections, providers, hash, size, store)
+            .await
+    }
+}

@@ -1,0 +1,127 @@
+//! Publishing through this node: the bundle (signed manifest and module) is checked as any
+//! manifest is, and the module too (valid Wasm, the manifest's ABI, the blob quota, room on
+//! disk); then the blob is stored, the manifest accepted and gossiped, and the module compiled
+//! here before the answer, so that a publish answered means "ready here".
+
+use std::sync::Arc;
+
+use wasmesh_protocol::{PublishBundle, SignedManifest};
+
+use crate::control::command::ControlCommand;
+use crate::core::manifests::{self, Refusal};
+use crate::executor::GuestError;
+use crate::node::{NodeInner, Origin};
+
+/// Why a publish was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The manifest was refused.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The module is not valid Wasm, or uses imports the ABI does not provide.
+    #[error(transparent)]
+    Module(#[from] GuestError),
+    /// Storing the blob would exceed this node's blob quota.
+    #[error("the module's {size} bytes exceed this node's blob quota of {quota_mib} MiB")]
+    OverQuota {
+        /// The blob's size.
+        size: u64,
+        /// The quota.
+        quota_mib: u64,
+    },
+    /// The blob would not leave this node's disk reserve free (or the disk is full).
+    #[error("no room on this node's disk: {shortfall}")]
+    DiskFull {
+        /// What is missing, in words.
+        shortfall: String,
+    },
+    /// The ABI in the manifest is not the module's.
+    #[error("the manifest says ABI {manifest}, the module is {module}")]
+    AbiMismatch {
+        /// ABI in the manifest.
+        manifest: wasmesh_protocol::Abi,
+        /// ABI detected.
+        module: wasmesh_protocol::Abi,
+    },
+}
+
+impl PublishError {
+    /// A short machine-readable reason.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PublishError::Refused(refusal) => refusal.kind(),
+            PublishError::Module(error) => error.kind().as_str(),
+            PublishError::AbiMismatch { .. } => "abi_mismatch",
+            PublishError::OverQuota { .. } => "over_quota",
+            PublishError::DiskFull { .. } => "disk_full",
+        }
+    }
+}
+
+impl NodeInner {
+    /// Publishes a bundle: verify, store the blob, accept the manifest, announce it, and compile
+    /// it here before answering.
+    pub(crate) async fn publish(
+        self: &Arc<Self>,
+        bundle: PublishBundle,
+    ) -> Result<SignedManifest, PublishError> {
+        let signed = bundle.manifest;
+        let manifest = &signed.manifest;
+        let refused = |refusal: Refusal| {
+            self.note_refusal(manifest, Origin::Publish, &refusal);
+            refusal
+        };
+        manifests::verify(&signed, &self.trust).map_err(refused)?;
+        manifest
+            .verify_blob(&bundle.module)
+            .map_err(|e| refused(e.into()))?;
+        let info = wasmesh_protocol::wasm::inspect(&bundle.module).map_err(|e| {
+            self.metrics.count_rejection("publish_invalid_module");
+            GuestError::from(e)
+        })?;
+        if info.abi != manifest.abi {
+            self.metrics.count_rejection("publish_abi_mismatch");
+            return Err(PublishError::AbiMismatch {
+                manifest: manifest.abi,
+                module: info.abi,
+            });
+        }
+        manifests::check_against_held(&self.registry(), manifest, &self.trust).map_err(refused)?;
+        if let Some(quota) = self.blob_quota
+            && !self.store.has_blob(&manifest.blob)
+            && self.store.blob_bytes().saturating_add(manifest.size) > quota
+        {
+            self.metrics.count_rejection("publish_over_quota");
+            return Err(PublishError::OverQuota {
+                size: manifest.size,
+                quota_mib: quota >> 20,
+            });
+        }
+        let disk_full = |shortfall: String| {
+            self.metrics.count_rejection("publish_disk_full");
+            PublishError::DiskFull { shortfall }
+        };
+        if !self.store.has_blob(&manifest.blob) {
+            self.room_for(manifest.size).map_err(disk_full)?;
+        }
+        let store = self.store.clone();
+        let (hash, module) = (manifest.blob, bundle.module);
+        tokio::task::spawn_blocking(move || store.put_blob(hash, &module))
+            .await
+            .map_err(|e| Refusal::Store(e.to_string()))?
+            .map_err(|e| match e.is_disk_full() {
+                true => disk_full(e.to_string()),
+                false => Refusal::Store(e.to_string()).into(),
+            })?;
+        self.offer_manifest(signed.clone(), Origin::Publish)?;
+        // A publish is answered once its manifest is on disk.
+        self.store_writer.flush().await;
+        let _ = self
+            .gossip
+            .send(ControlCommand::PublishManifest(signed.encode()))
+            .await;
+        self.clone().ingest(signed.clone()).await;
+        Ok(signed)
+    }
+}
