@@ -20,6 +20,7 @@ use crate::admission::Admission;
 use crate::config::NodeConfig;
 use crate::control::{self, ControlCommand};
 use crate::core::registry::ModuleState;
+use crate::core::state::NodeState;
 use crate::data::DataPlane;
 use crate::executor::Executor;
 use crate::metrics::Metrics;
@@ -122,6 +123,7 @@ impl Node {
             crate::store_writer::StoreWriter::spawn(store.clone(), metrics.clone(), &tasks);
         let (gossip_tx, gossip_rx) = mpsc::channel(1024);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let private_mesh = admission.is_private();
         let inner = Arc::new(NodeInner {
             trust: config.trust.iter().cloned().collect::<TrustList>(),
             peer_id,
@@ -137,14 +139,13 @@ impl Node {
             data_plane: data_plane.clone(),
             metrics,
             registry: Default::default(),
-            peers: Default::default(),
+            state: std::sync::Mutex::new(NodeState::new(peer_id, private_mesh)),
             local_exec_us: Default::default(),
             gossip: gossip_tx,
             providers_changed: Notify::new(),
             status_changed: Notify::new(),
             // From the clock, so a restarted node's statuses are newer than its old ones.
             status_seq: AtomicU64::new(clock::now_ms().saturating_mul(1000)),
-            coordinate: Default::default(),
             in_flight: AtomicU32::new(0),
             advertised_quic: config.announce_quic.unwrap_or(quic_addr),
             advertised_p2p: p2p_addrs.iter().take(8).map(|a| a.to_string()).collect(),
@@ -265,7 +266,8 @@ impl Node {
     /// What this node knows of its peers now (as `/v1/peers` shows it).
     pub fn peer_views(&self) -> Vec<PeerView> {
         self.inner
-            .peers()
+            .state()
+            .peers
             .values()
             .map(|p| PeerView {
                 peer_id: p.peer_id,

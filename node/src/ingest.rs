@@ -185,7 +185,8 @@ impl NodeInner {
 
     /// Peers whose status says the blob is ready there, with their data-plane address.
     pub(crate) fn providers_of(&self, hash: &ContentHash) -> Vec<PeerAddr> {
-        self.peers()
+        self.state()
+            .peers
             .providers_of(hash)
             .into_iter()
             .map(|(key, addr)| PeerAddr { key, addr })

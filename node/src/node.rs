@@ -12,12 +12,11 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use libp2p::PeerId;
 use tokio::sync::{Notify, mpsc, watch};
 use wasmesh_keys::{SignedMembershipCert, TrustList, identity};
-use wasmesh_protocol::coordinates::{Coordinate, DIMENSIONS};
 use wasmesh_protocol::manifest::Manifest;
 use wasmesh_protocol::wire::{
     MAX_STATUS_BLOBS, PeerRecord, SYNC_PAGE, StatusMessage, SyncRequest, SyncResponse,
@@ -27,9 +26,9 @@ use wasmesh_protocol::{ContentHash, Keypair, ModuleKey, PublicKey, SignedManifes
 use crate::admission::Admission;
 use crate::control::command::ControlCommand;
 use crate::core::manifests;
-use crate::core::peers::PeerTable;
 use crate::core::peers::intake::StatusRefusal;
 use crate::core::registry::{ModuleEntry, ModuleState, Registry};
+use crate::core::state::{Effect, Input, NodeState};
 use crate::data::DataPlane;
 use crate::executor::{Executor, ExecutorConfig};
 use crate::lock::lock;
@@ -87,15 +86,15 @@ pub(crate) struct NodeInner {
     pub(crate) data_plane: DataPlane,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) registry: Mutex<Registry>,
-    pub(crate) peers: Mutex<PeerTable>,
+    /// The control plane's state: the peer table, this node's coordinate, admission. The
+    /// control task changes it through `NodeState::handle`; the request path reads it.
+    pub(crate) state: Mutex<NodeState>,
     /// Mean execution time of each blob here (microseconds), for routing.
     pub(crate) local_exec_us: Mutex<HashMap<ContentHash, u64>>,
     pub(crate) gossip: mpsc::Sender<ControlCommand>,
     pub(crate) providers_changed: Notify,
     pub(crate) status_changed: Notify,
     pub(crate) status_seq: AtomicU64,
-    /// This node's network coordinate, moved by every ping to a peer whose coordinate is known.
-    pub(crate) coordinate: Mutex<Coordinate>,
     pub(crate) in_flight: AtomicU32,
     /// Where peers reach this node's data plane (fixed at start).
     pub(crate) advertised_quic: SocketAddr,
@@ -119,8 +118,8 @@ impl NodeInner {
         lock(&self.registry)
     }
 
-    pub(crate) fn peers(&self) -> MutexGuard<'_, PeerTable> {
-        lock(&self.peers)
+    pub(crate) fn state(&self) -> MutexGuard<'_, NodeState> {
+        lock(&self.state)
     }
 
     /// Checks and, if acceptable, takes a manifest (see the module docs).
@@ -206,9 +205,12 @@ impl NodeInner {
         from: PeerId,
         status: StatusMessage,
     ) -> Result<Option<ContentHash>, StatusRefusal> {
-        let taken =
-            self.peers()
-                .take_status(from, status, Instant::now(), self.allow_private_addrs)?;
+        let taken = self.state().peers.take_status(
+            from,
+            status,
+            Instant::now(),
+            self.allow_private_addrs,
+        )?;
         if taken.fresh {
             self.metrics.statuses.inc();
         }
@@ -223,25 +225,14 @@ impl NodeInner {
             .filter(|theirs| *theirs != self.registry().manifest_digest()))
     }
 
-    /// Takes one ping round trip to `peer`: folds it into the peer's smoothed round trip and, when
-    /// the peer's coordinate is known, moves this node's coordinate.
-    pub(crate) fn on_ping(&self, peer: &PeerId, rtt: Duration) {
-        let sample = rtt.as_micros() as u64;
-        let their_coordinate = self.peers().pinged(peer, sample);
-        if let Some(theirs) = their_coordinate {
-            // Where two coordinates coincide, a direction that differs per peer.
-            let bytes = peer.to_bytes();
-            let mut direction = [0.0; DIMENSIONS];
-            for (d, b) in direction.iter_mut().zip(bytes.iter().rev()) {
-                *d = f64::from(*b) - 127.5;
-            }
-            lock(&self.coordinate).observe(&theirs, sample as f64 / 1000.0, &direction);
-        }
+    /// Takes one input into the control plane's state at `now` (see `core::state`).
+    pub(crate) fn handle(&self, input: Input<'_>, now: Instant) -> Vec<Effect> {
+        self.state().handle(input, now)
     }
 
     /// Records that this node asked `peer` for a sync while it reported `digest`.
     pub(crate) fn note_sync(&self, peer: &PeerId, digest: ContentHash) {
-        self.peers().synced(peer, digest, Instant::now());
+        self.state().peers.synced(peer, digest, Instant::now());
     }
 
     /// This node's status message.
@@ -263,7 +254,7 @@ impl NodeInner {
             seq: self.status_seq.fetch_add(1, Ordering::Relaxed) + 1,
             p2p_addrs: self.advertised_p2p.clone(),
             manifests,
-            coordinate: *lock(&self.coordinate),
+            coordinate: self.state().coordinate,
         }
     }
 
@@ -305,7 +296,7 @@ impl NodeInner {
         };
         let peers = match after {
             Some(_) => Vec::new(),
-            None => self.peers().introductions(requester),
+            None => self.state().peers.introductions(requester),
         };
         SyncResponse {
             manifests,
@@ -317,7 +308,7 @@ impl NodeInner {
 
     /// Takes the peers a neighbour introduced; the new ones become dial targets.
     pub(crate) fn on_introductions(&self, records: &[PeerRecord]) {
-        let introduced = self.peers().take_introductions(
+        let introduced = self.state().peers.take_introductions(
             records,
             self.peer_id,
             Instant::now(),

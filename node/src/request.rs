@@ -309,7 +309,7 @@ impl NodeInner {
         let hash = entry.signed.manifest.blob;
         let now_ms = self.clock_ms(Instant::now());
         let local_exec_us = self.local_exec_us(&hash);
-        let own_coordinate = *lock(&self.coordinate);
+        let own_coordinate = self.state().coordinate;
         let mut targets = Vec::new();
         let mut holders = Vec::new();
         if let ModuleState::Ready(module) = &entry.state {
@@ -326,7 +326,7 @@ impl NodeInner {
             });
             targets.push(RouteTarget::Local(module.clone()));
         }
-        for peer in self.peers().values() {
+        for peer in self.state().peers.values() {
             let (Some(key), Some(quic)) = (peer.key, peer.quic_addr) else {
                 continue;
             };
@@ -360,7 +360,8 @@ impl NodeInner {
             };
             let candidate = routing::candidate(holder, &own_coordinate, default_exec_us);
             let spread = self
-                .peers()
+                .state()
+                .peers
                 .get(&target.peer_id)
                 .and_then(|p| p.forward_us.get(&hash).copied());
             target.rtt_us = candidate.rtt_us;
@@ -393,8 +394,8 @@ impl NodeInner {
     /// Folds one answered forward into what is known of the peer for this blob: its mean
     /// execution time (for routing) and how long the whole forward took (for hedging).
     fn observe_forward(&self, peer: &PeerId, hash: &ContentHash, exec_us: u64, took: Duration) {
-        let mut peers = self.peers();
-        let Some(info) = peers.get_mut(peer) else {
+        let mut state = self.state();
+        let Some(info) = state.peers.get_mut(peer) else {
             return;
         };
         let mean = info.mean_exec_us.entry(*hash).or_insert(exec_us);
@@ -408,7 +409,7 @@ impl NodeInner {
 
     /// Counts a request forwarded to `peer` until the returned guard drops.
     fn forwarding(&self, peer: PeerId) -> Forwarding<'_> {
-        if let Some(info) = self.peers().get_mut(&peer) {
+        if let Some(info) = self.state().peers.get_mut(&peer) {
             info.forwarding = info.forwarding.saturating_add(1);
         }
         Forwarding { node: self, peer }
@@ -429,7 +430,7 @@ impl NodeInner {
     /// Stops routing to a peer for a while after a failed forward.
     fn mark_down(&self, peer: &PeerId) {
         let now_ms = self.clock_ms(Instant::now());
-        if let Some(info) = self.peers().get_mut(peer) {
+        if let Some(info) = self.state().peers.get_mut(peer) {
             info.down_until_ms = Some(routing::down_after_failure(now_ms));
         }
     }
@@ -461,7 +462,7 @@ struct Forwarding<'a> {
 
 impl Drop for Forwarding<'_> {
     fn drop(&mut self) {
-        if let Some(info) = self.node.peers().get_mut(&self.peer) {
+        if let Some(info) = self.node.state().peers.get_mut(&self.peer) {
             info.forwarding = info.forwarding.saturating_sub(1);
         }
     }

@@ -206,3 +206,25 @@ async fn killing_a_node_leaves_the_others_serving_and_it_restarts_from_its_own_s
     assert_eq!(b.node.metrics().modules_loaded.get(), 2);
     assert_eq!(invoke(&b, "wasi", b"back").await.body, b"back");
 }
+
+/// A stopped node gives its QUIC port back at once, though its connections to peers are still
+/// closing (a few probe timeouts): a node restarted in the same process binds the same address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_node_releases_its_quic_port_at_once() {
+    let p = publisher(1);
+    let a = TestNode::start(&[p.public()], &[]).await;
+    let b = TestNode::start(&[p.public()], &[&a]).await;
+    assert_eq!(
+        publish(&a, &bundle(&p, fixture("reverse.wat"), "rev", 1))
+            .await
+            .status,
+        201
+    );
+    // B fetched the blob from A: the two have a QUIC connection.
+    b.wait_ready("rev").await;
+    let port = a.node.quic_addr();
+    a.node.shutdown().await;
+    let rebound = std::net::UdpSocket::bind(port);
+    assert!(rebound.is_ok(), "{port} still bound: {rebound:?}");
+    drop(b);
+}

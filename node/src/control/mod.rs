@@ -10,7 +10,6 @@
 //! if it fails (see `admission`). Peers are discovered through connections and neighbours'
 //! introductions (`core::peers`); the decisions about them are the peer table's.
 
-mod admission;
 mod behaviour;
 pub mod command;
 
@@ -21,21 +20,20 @@ use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
 use libp2p::request_response;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, ping};
+use libp2p::{PeerId, Swarm, ping};
 use tokio::sync::{mpsc, watch};
 use wasmesh_protocol::wire::{MANIFEST_TOPIC, STATUS_TOPIC, StatusMessage, SyncResponse};
 use wasmesh_protocol::{ContentHash, SignedManifest};
 
-pub use self::admission::ADMISSION_TIMEOUT;
-use self::admission::{AdmissionState, admit, enforce_admission};
 pub use self::behaviour::HEARTBEAT;
 pub(crate) use self::behaviour::{Behaviour, BehaviourEvent, build_swarm};
 pub use self::command::ControlCommand;
+pub use crate::core::admission::ADMISSION_TIMEOUT;
 pub use crate::core::peers::MAX_DIALED_PEERS;
 use crate::core::peers::REDIAL_AFTER;
 pub use crate::core::peers::exchange::PEER_EXCHANGE_EVERY;
-use crate::core::peers::exchange::PeerExchange;
 use crate::core::peers::intake::StatusRefusal;
+use crate::core::state::{Effect, Input};
 use crate::node::{NodeInner, Offered, Origin};
 
 /// Runs the swarm until shutdown.
@@ -52,8 +50,6 @@ pub(crate) async fn run(
             tracing::error!(%error, "cannot subscribe to gossip");
         }
     }
-    let mut admission = AdmissionState::default();
-    let mut exchange = PeerExchange::default();
     // Peers lost to a partition or a restart are dialed again even when no gossip arrives.
     let mut redial = tokio::time::interval(REDIAL_AFTER);
     redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -61,12 +57,10 @@ pub(crate) async fn run(
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = redial.tick() => {
-                enforce_admission(&mut swarm, &node, &mut admission);
                 let connected: Vec<PeerId> = swarm.connected_peers().copied().collect();
-                if let Some(peer) = exchange.next(&connected, Instant::now()) {
-                    swarm.behaviour_mut().sync.send_request(&peer, node.peer_exchange_request());
-                }
-                maybe_dial_new_peers(&mut swarm, &node);
+                let wall_ms = crate::clock::now_ms();
+                let effects = node.handle(Input::Tick { connected: &connected, wall_ms }, Instant::now());
+                apply(&mut swarm, &node, effects);
                 note_scores(&swarm, &node);
             }
             command = commands.recv() => match command {
@@ -80,10 +74,8 @@ pub(crate) async fn run(
                     let _ = swarm.behaviour_mut().gossipsub.publish(status.clone(), bytes);
                 }
                 Some(ControlCommand::Probe(peer)) => {
-                    let addrs = node.peers().probe_addrs(&peer);
-                    if let Some(addrs) = addrs {
-                        dial_peer(&mut swarm, &node, peer, addrs, Instant::now());
-                    }
+                    let effects = node.handle(Input::ProbeWanted { peer }, Instant::now());
+                    apply(&mut swarm, &node, effects);
                 }
                 Some(ControlCommand::Dial(addr)) => {
                     node.metrics.dials.inc();
@@ -92,15 +84,15 @@ pub(crate) async fn run(
                     }
                 }
             },
-            event = swarm.select_next_some() => handle_event(&mut swarm, &node, &mut admission, event),
+            event = swarm.select_next_some() => handle_event(&mut swarm, &node, event),
         }
     }
 }
 
+/// Turns one swarm event into inputs of the node.
 fn handle_event(
     swarm: &mut Swarm<Behaviour>,
     node: &Arc<NodeInner>,
-    admission: &mut AdmissionState,
     event: SwarmEvent<BehaviourEvent>,
 ) {
     match event {
@@ -112,38 +104,26 @@ fn handle_event(
             num_established,
             ..
         } => {
-            if !node.peers().connected(peer_id, Instant::now()) {
-                // Every tracked peer is connected or being dialed: no room for one more.
-                node.metrics.count_rejection("peer_table_full");
-                tracing::info!(peer = %peer_id, "peer table full; closing the connection");
-                let _ = swarm.disconnect_peer_id(peer_id);
-                return;
-            }
+            let first = num_established.get() == 1;
+            let effects = node.handle(
+                Input::ConnectionOpened {
+                    peer: peer_id,
+                    first,
+                },
+                Instant::now(),
+            );
+            apply(swarm, node, effects);
             node.metrics
                 .peers
                 .set(swarm.connected_peers().count() as i64);
-            if num_established.get() == 1 {
-                if node.admission.is_private() && !admission.admitted.contains_key(&peer_id) {
-                    swarm.behaviour_mut().gossipsub.blacklist_peer(&peer_id);
-                    admission.pending.insert(peer_id, Instant::now());
-                }
-                swarm
-                    .behaviour_mut()
-                    .sync
-                    .send_request(&peer_id, node.sync_request(None));
-            }
         }
         SwarmEvent::ConnectionClosed {
             peer_id,
             num_established: 0,
             ..
         } => {
-            node.peers().disconnected(&peer_id, Instant::now());
-            admission.admitted.remove(&peer_id);
-            if admission.pending.remove(&peer_id).is_some() {
-                node.metrics.count_rejection("not_admitted");
-                tracing::info!(%peer_id, "peer left without proving membership");
-            }
+            let effects = node.handle(Input::ConnectionClosed { peer: peer_id }, Instant::now());
+            apply(swarm, node, effects);
             node.metrics
                 .peers
                 .set(swarm.connected_peers().count() as i64);
@@ -168,7 +148,9 @@ fn handle_event(
                 .behaviour_mut()
                 .gossipsub
                 .report_message_validation_result(&message_id, &propagation_source, acceptance);
-            maybe_dial_new_peers(swarm, node);
+            let connected = swarm.connected_peers().count();
+            let effects = node.handle(Input::MaybeDial { connected }, Instant::now());
+            apply(swarm, node, effects);
         }
         SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::Message {
             peer,
@@ -178,7 +160,7 @@ fn handle_event(
             request_response::Message::Request {
                 request, channel, ..
             } => {
-                let response = if admit(swarm, node, admission, peer, &request.membership) {
+                let response = if admit(swarm, node, peer, &request.membership) {
                     node.sync_response(&request, &peer)
                 } else {
                     SyncResponse {
@@ -191,8 +173,11 @@ fn handle_event(
                 let _ = swarm.behaviour_mut().sync.send_response(channel, response);
             }
             request_response::Message::Response { response, .. } => {
-                if admit(swarm, node, admission, peer, &response.membership) {
+                if admit(swarm, node, peer, &response.membership) {
                     node.on_introductions(&response.peers);
+                    let connected = swarm.connected_peers().count();
+                    let effects = node.handle(Input::MaybeDial { connected }, Instant::now());
+                    apply(swarm, node, effects);
                     let last = response.manifests.last().map(|m| m.manifest.key());
                     for signed in response.manifests {
                         let _ = node.offer_manifest(signed, Origin::Sync(peer));
@@ -230,16 +215,16 @@ fn handle_event(
             error,
             ..
         } => {
-            if let Some(backoff) = node.peers().dial_failed(&peer_id, Instant::now()) {
-                tracing::debug!(%peer_id, %error, ?backoff, "dial failed; trying again later");
-            }
+            tracing::debug!(%peer_id, %error, "dial failed; trying again later");
+            node.handle(Input::DialFailed { peer: peer_id }, Instant::now());
         }
         SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
             peer,
             result: Ok(rtt),
             ..
         })) => {
-            node.on_ping(&peer, rtt);
+            let rtt_us = rtt.as_micros() as u64;
+            node.handle(Input::Pinged { peer, rtt_us }, Instant::now());
         }
         _ => {}
     }
@@ -301,37 +286,71 @@ fn validate(
 /// Copies the gossip score of each tracked peer into the peer table (for `/v1/peers`).
 fn note_scores(swarm: &Swarm<Behaviour>, node: &Arc<NodeInner>) {
     let gossipsub = &swarm.behaviour().gossipsub;
-    for info in node.peers().values_mut() {
+    for info in node.state().peers.values_mut() {
         info.gossip_score = gossipsub.peer_score(&info.peer_id);
     }
 }
 
-/// Dials the peers the table names (introduced, or lost and due for a redial).
-fn maybe_dial_new_peers(swarm: &mut Swarm<Behaviour>, node: &Arc<NodeInner>) {
-    let now = Instant::now();
-    let to_dial = node
-        .peers()
-        .to_dial(swarm.local_peer_id(), swarm.connected_peers().count(), now);
-    for (peer, addrs) in to_dial {
-        dial_peer(swarm, node, peer, addrs, now);
-    }
-}
-
-/// Dials a peer at its addresses (unless connected) and marks it as being dialed.
-fn dial_peer(
+/// Whether what `peer` sends is taken, given the membership certificate it presented (private
+/// meshes; an open mesh takes everyone).
+fn admit(
     swarm: &mut Swarm<Behaviour>,
     node: &Arc<NodeInner>,
     peer: PeerId,
-    addrs: Vec<Multiaddr>,
-    now: Instant,
-) {
-    if swarm.is_connected(&peer) {
-        return;
+    membership: &[u8],
+) -> bool {
+    if node.admission.is_private() && !node.state().admits(&peer) {
+        let until_ms = node.admits_until(&peer, membership);
+        let effects = node.handle(Input::Membership { peer, until_ms }, Instant::now());
+        apply(swarm, node, effects);
     }
-    let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-        .addresses(addrs)
-        .build();
-    let dialed = swarm.dial(opts).is_ok();
-    node.metrics.dials.inc();
-    node.peers().dial_started(&peer, dialed, now);
+    node.state().admits(&peer)
+}
+
+/// Carries out what the node's state decided.
+fn apply(swarm: &mut Swarm<Behaviour>, node: &Arc<NodeInner>, effects: Vec<Effect>) {
+    for effect in effects {
+        match effect {
+            Effect::Dial { peer, addrs } => {
+                if swarm.is_connected(&peer) {
+                    continue;
+                }
+                node.metrics.dials.inc();
+                let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                    .addresses(addrs)
+                    .build();
+                if let Err(error) = swarm.dial(opts) {
+                    tracing::debug!(%peer, %error, "cannot dial");
+                    node.handle(Input::DialFailed { peer }, Instant::now());
+                }
+            }
+            Effect::Disconnect { peer, count } => {
+                if let Some(reason) = count {
+                    node.metrics.count_rejection(reason);
+                }
+                tracing::info!(%peer, reason = count.unwrap_or("refused"), "disconnecting");
+                let _ = swarm.disconnect_peer_id(peer);
+            }
+            Effect::Count { peer, reason } => {
+                node.metrics.count_rejection(reason);
+                tracing::info!(%peer, reason, "peer refused");
+            }
+            Effect::AskSync { peer } => {
+                let request = node.sync_request(None);
+                swarm.behaviour_mut().sync.send_request(&peer, request);
+            }
+            Effect::AskPeers { peer } => {
+                let request = node.peer_exchange_request();
+                swarm.behaviour_mut().sync.send_request(&peer, request);
+            }
+            Effect::ShutOut { peer } => swarm.behaviour_mut().gossipsub.blacklist_peer(&peer),
+            Effect::LetIn { peer } => {
+                tracing::info!(%peer, "admitted to the private mesh");
+                swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .remove_blacklisted_peer(&peer);
+            }
+        }
+    }
 }

@@ -2,10 +2,14 @@
 //! the node does about manifests and peers is decided here, and unit- and property-tested here;
 //! the control task, the data plane and the gateway carry it out.
 //!
+//! - [`state`]: the control plane's state machine, `NodeState::handle(input, now) -> effects`
+//!   (connections, dials, pings, probes, private-mesh [`admission`], peer exchange);
+//! - [`peers`]: the peer table, its bounds, statuses and introductions, dialing and back-off;
 //! - [`manifests`]: whether a manifest is taken (trust, scope, names, rollback, equivocation);
-//! - [`registry`]: the modules held, their owners and their digest;
-//! - [`peers`]: the peer table, its bounds, statuses and introductions, dialing and back-off.
+//! - [`registry`]: the modules held, their owners and their digest.
 
+pub mod admission;
 pub mod manifests;
 pub mod peers;
 pub mod registry;
+pub mod state;

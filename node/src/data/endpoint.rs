@@ -23,6 +23,9 @@ use crate::tls::{TlsError, TlsIdentity, peer_identity};
 pub const STREAMS_PER_CONNECTION: u32 = 8;
 /// Time to establish a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a closing endpoint waits for its port to be free, and how often it looks.
+const RELEASE_DEADLINE: Duration = Duration::from_secs(2);
+const RELEASE_POLL: Duration = Duration::from_millis(1);
 
 /// A peer's data-plane endpoint and the key its certificate must carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -137,6 +140,31 @@ impl Connections {
 
     pub(crate) fn endpoint(&self) -> &Endpoint {
         &self.endpoint
+    }
+
+    /// Moves the (closed) endpoint to an ephemeral socket on the same interface, releasing its
+    /// port while its connections drain (up to three probe timeouts, seconds when a peer has
+    /// gone silent). quinn keeps the socket it leaves until a packet arrives on the new one, so
+    /// the endpoint moves twice: the second move drops the first socket.
+    /// Returns once the port is free (the connections drop their handles to the first socket
+    /// as their tasks next run), or after [`RELEASE_DEADLINE`].
+    pub(crate) async fn release_port(&self) -> std::io::Result<()> {
+        let port = self.endpoint.local_addr()?;
+        for _ in 0..2 {
+            let throwaway = std::net::UdpSocket::bind(SocketAddr::new(port.ip(), 0))?;
+            self.endpoint.rebind(throwaway)?;
+        }
+        let deadline = tokio::time::Instant::now() + RELEASE_DEADLINE;
+        while std::net::UdpSocket::bind(port).is_err() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!("{port} still bound after {RELEASE_DEADLINE:?}"),
+                ));
+            }
+            tokio::time::sleep(RELEASE_POLL).await;
+        }
+        Ok(())
     }
 
     /// The connection to `peer` for `alpn`: the cached one while it is open, else a new one

@@ -91,13 +91,16 @@ impl DataPlane {
             .close(VarInt::from_u32(0), b"shutdown");
     }
 
-    /// Closes the endpoint and waits until every task it started has ended and every
-    /// connection has finished closing (the socket is released once the last handle drops).
+    /// Closes the endpoint, waits until every task it started has ended, and releases its
+    /// port at once: the closing connections finish draining on a throwaway socket, so that a
+    /// node restarted in the same process can bind the same address right away.
     pub async fn shutdown(&self) {
         self.close();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
-        self.inner.connections.endpoint().wait_idle().await;
+        if let Err(error) = self.inner.connections.release_port().await {
+            tracing::warn!(%error, "cannot release the QUIC port; it stays bound while connections drain");
+        }
     }
 
     /// How many handles to this data plane exist (its connection tasks hold one each). The

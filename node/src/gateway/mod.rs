@@ -106,7 +106,8 @@ async fn publish(State(node): State<Node>, body: Bytes) -> Response {
 
 async fn modules(State(node): State<Node>) -> Response {
     let providers = |hash| {
-        node.peers()
+        node.state()
+            .peers
             .values()
             .filter(|p| p.ready.contains(hash))
             .map(|p| p.peer_id.to_string())
@@ -307,7 +308,8 @@ async fn status(State(node): State<Node>) -> Response {
         (modules, registry.ready_blobs().len())
     };
     let (peers, peers_known) = {
-        let table = node.peers();
+        let state = node.state();
+        let table = &state.peers;
         (table.values().filter(|p| p.connected).count(), table.len())
     };
     let (running, queued) = node.executor.load();
@@ -331,7 +333,8 @@ async fn status(State(node): State<Node>) -> Response {
 
 async fn peers(State(node): State<Node>) -> Response {
     let list: Vec<_> = node
-        .peers()
+        .state()
+        .peers
         .values()
         .map(|p| {
             json!({

@@ -11,7 +11,7 @@ use libp2p::PeerId;
 pub const PEER_EXCHANGE_EVERY: Duration = Duration::from_secs(2);
 
 /// Whom this node asked for peers, and when.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct PeerExchange {
     asked: HashMap<PeerId, Instant>,
     last: Option<Instant>,

@@ -1,0 +1,268 @@
+//! The control plane's state machine: what the node knows of its peers (the table, its own
+//! network coordinate, peer exchange, private-mesh admission) and what it decides about them.
+//! [`NodeState::handle`] takes one [`Input`] at a time, with the time, and returns the
+//! [`Effect`]s the control task carries out on the swarm: no sockets, no clock, no locks.
+//!
+//! Statuses and introductions, which update the table without effects of their own, are taken
+//! through the table itself (`PeerTable::take_status`, `PeerTable::take_introductions`).
+
+use std::time::Instant;
+
+use libp2p::{Multiaddr, PeerId};
+use wasmesh_protocol::coordinates::{Coordinate, DIMENSIONS};
+
+use super::admission::{AdmissionBook, Verdict};
+use super::peers::PeerTable;
+use super::peers::exchange::PeerExchange;
+
+/// Something that happened, as the control task saw it.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// A connection to `peer` opened; `first` when no other was open.
+    ConnectionOpened {
+        /// The peer.
+        peer: PeerId,
+        /// Whether it is the only connection to the peer.
+        first: bool,
+    },
+    /// The last connection to `peer` closed.
+    ConnectionClosed {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A dial to `peer` failed, or could not start.
+    DialFailed {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A ping to `peer` came back after `rtt_us`.
+    Pinged {
+        /// The peer.
+        peer: PeerId,
+        /// The round trip, microseconds.
+        rtt_us: u64,
+    },
+    /// Routing wants the round trip to `peer` measured: connect to it.
+    ProbeWanted {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// In a private mesh, `peer` presented a membership certificate valid until `until_ms`
+    /// (ms since the Unix epoch), or none that is valid.
+    Membership {
+        /// The peer.
+        peer: PeerId,
+        /// Until when its membership holds; `None` when it has no valid certificate.
+        until_ms: Option<u64>,
+    },
+    /// News that may have made peers dialable (a gossip message, an introduction).
+    MaybeDial {
+        /// Peers with an open connection.
+        connected: usize,
+    },
+    /// The periodic tick ([`super::peers::REDIAL_AFTER`]).
+    Tick {
+        /// Peers with an open connection.
+        connected: &'a [PeerId],
+        /// The wall clock, ms since the Unix epoch (membership certificates expire by it).
+        wall_ms: u64,
+    },
+}
+
+/// What the control task is to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Dial `peer` at `addrs` (it is marked as being dialed; report a failure as
+    /// [`Input::DialFailed`]).
+    Dial {
+        /// The peer.
+        peer: PeerId,
+        /// Its dialable addresses.
+        addrs: Vec<Multiaddr>,
+    },
+    /// Close every connection to `peer`, counting the rejection `count` if named.
+    Disconnect {
+        /// The peer.
+        peer: PeerId,
+        /// The rejection to count and log.
+        count: Option<&'static str>,
+    },
+    /// Count (and log) the rejection `reason` of `peer`.
+    Count {
+        /// The peer.
+        peer: PeerId,
+        /// The reason.
+        reason: &'static str,
+    },
+    /// Ask `peer` for the manifests it holds (the first page), with this node's membership.
+    AskSync {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// Ask `peer` which peers it is connected to.
+    AskPeers {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// Keep `peer` out of gossip (until it is admitted).
+    ShutOut {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// Let `peer` into gossip.
+    LetIn {
+        /// The peer.
+        peer: PeerId,
+    },
+}
+
+/// The control plane's state (see the module docs).
+#[derive(Debug, Clone)]
+pub struct NodeState {
+    /// What is known of each peer.
+    pub peers: PeerTable,
+    /// This node's network coordinate, moved by every ping to a peer whose coordinate is known.
+    pub coordinate: Coordinate,
+    exchange: PeerExchange,
+    admission: AdmissionBook,
+    own: PeerId,
+    private_mesh: bool,
+}
+
+impl NodeState {
+    /// The state of node `own`; `private_mesh` when peers must prove membership.
+    pub fn new(own: PeerId, private_mesh: bool) -> Self {
+        Self {
+            peers: PeerTable::default(),
+            coordinate: Coordinate::default(),
+            exchange: PeerExchange::default(),
+            admission: AdmissionBook::default(),
+            own,
+            private_mesh,
+        }
+    }
+
+    /// Whether what `peer` sends is taken: always in an open mesh, once it is admitted in a
+    /// private one.
+    pub fn admits(&self, peer: &PeerId) -> bool {
+        !self.private_mesh || self.admission.is_admitted(peer)
+    }
+
+    /// Peers of a private mesh that have not proved membership yet.
+    pub fn pending_admission(&self) -> usize {
+        self.admission.pending()
+    }
+
+    /// Takes one input at `now`; returns what to do.
+    pub fn handle(&mut self, input: Input<'_>, now: Instant) -> Vec<Effect> {
+        match input {
+            Input::ConnectionOpened { peer, first } => self.connection_opened(peer, first, now),
+            Input::ConnectionClosed { peer } => {
+                self.peers.disconnected(&peer, now);
+                match self.admission.disconnected(&peer) {
+                    true => vec![Effect::Count {
+                        peer,
+                        reason: "not_admitted",
+                    }],
+                    false => Vec::new(),
+                }
+            }
+            Input::DialFailed { peer } => {
+                self.peers.dial_failed(&peer, now);
+                Vec::new()
+            }
+            Input::Pinged { peer, rtt_us } => {
+                if let Some(theirs) = self.peers.pinged(&peer, rtt_us) {
+                    let direction = tie_breaker(&peer);
+                    self.coordinate
+                        .observe(&theirs, rtt_us as f64 / 1000.0, &direction);
+                }
+                Vec::new()
+            }
+            Input::ProbeWanted { peer } => match self.peers.probe_addrs(&peer) {
+                Some(addrs) => vec![self.dial(peer, addrs, now)],
+                None => Vec::new(),
+            },
+            Input::Membership { peer, until_ms } => self.membership(peer, until_ms),
+            Input::MaybeDial { connected } => self.dials(connected, now),
+            Input::Tick { connected, wall_ms } => self.tick(connected, wall_ms, now),
+        }
+    }
+
+    fn connection_opened(&mut self, peer: PeerId, first: bool, now: Instant) -> Vec<Effect> {
+        if !self.peers.connected(peer, now) {
+            // Every tracked peer is connected or being dialed: no room for one more.
+            return vec![Effect::Disconnect {
+                peer,
+                count: Some("peer_table_full"),
+            }];
+        }
+        let mut effects = Vec::new();
+        if first {
+            if self.private_mesh && self.admission.connected(peer, now) {
+                effects.push(Effect::ShutOut { peer });
+            }
+            effects.push(Effect::AskSync { peer });
+        }
+        effects
+    }
+
+    fn membership(&mut self, peer: PeerId, until_ms: Option<u64>) -> Vec<Effect> {
+        if !self.private_mesh {
+            return Vec::new();
+        }
+        match self.admission.presented(peer, until_ms) {
+            Verdict::Admitted { newly: true } => vec![Effect::LetIn { peer }],
+            Verdict::Admitted { newly: false } => Vec::new(),
+            Verdict::Refused { counted } => vec![Effect::Disconnect {
+                peer,
+                count: counted.then_some("not_admitted"),
+            }],
+        }
+    }
+
+    fn tick(&mut self, connected: &[PeerId], wall_ms: u64, now: Instant) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for peer in self.admission.expired(wall_ms) {
+            effects.push(Effect::ShutOut { peer });
+            effects.push(Effect::Disconnect {
+                peer,
+                count: Some("membership_expired"),
+            });
+        }
+        for peer in self.admission.timed_out(now) {
+            effects.push(Effect::Disconnect {
+                peer,
+                count: Some("admission_timeout"),
+            });
+        }
+        if let Some(peer) = self.exchange.next(connected, now) {
+            effects.push(Effect::AskPeers { peer });
+        }
+        effects.extend(self.dials(connected.len(), now));
+        effects
+    }
+
+    fn dials(&mut self, connected: usize, now: Instant) -> Vec<Effect> {
+        self.peers
+            .to_dial(&self.own, connected, now)
+            .into_iter()
+            .map(|(peer, addrs)| self.dial(peer, addrs, now))
+            .collect()
+    }
+
+    fn dial(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, now: Instant) -> Effect {
+        self.peers.dial_started(&peer, true, now);
+        Effect::Dial { peer, addrs }
+    }
+}
+
+/// Where two coordinates coincide, a direction to move apart in that differs per peer.
+fn tie_breaker(peer: &PeerId) -> [f64; DIMENSIONS] {
+    let bytes = peer.to_bytes();
+    let mut direction = [0.0; DIMENSIONS];
+    for (d, b) in direction.iter_mut().zip(bytes.iter().rev()) {
+        *d = f64::from(*b) - 127.5;
+    }
+    direction
+}
