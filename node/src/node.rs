@@ -25,9 +25,9 @@ use wasmesh_protocol::{ContentHash, Keypair, ModuleKey, PublicKey, SignedManifes
 
 use crate::admission::Admission;
 use crate::control::command::ControlCommand;
-use crate::core::manifests;
+use crate::core::manifests::{self, Filing};
 use crate::core::peers::intake::StatusRefusal;
-use crate::core::registry::{ModuleEntry, ModuleState, Registry};
+use crate::core::registry::Registry;
 use crate::core::state::{Effect, Input, NodeState};
 use crate::data::DataPlane;
 use crate::executor::{Executor, ExecutorConfig};
@@ -150,16 +150,16 @@ impl NodeInner {
             return answer;
         }
         manifests::verify(signed, &self.trust)?;
-        let manifest = &signed.manifest;
+        let filing = Filing {
+            trust: &self.trust,
+            replicate: &self.replicate,
+            caps: self.executor.caps(),
+        };
+        // Held across the store writes: the store sees accepted manifests in order.
         let mut registry = self.registry();
-        if registry
-            .get(&manifest.key())
-            .is_some_and(|held| held.signed == *signed)
-        {
-            return Ok(Offered::AlreadyHeld);
-        }
-        let admissible = manifests::check_against_held(&registry, manifest, &self.trust)?;
-        if let Some(held) = admissible.equivocation_with {
+        let taken = manifests::take(&mut registry, signed, filing)?;
+        if let Some(held) = taken.equivocation_with {
+            let manifest = &signed.manifest;
             self.metrics.count_rejection("equivocation_seen");
             tracing::warn!(
                 module = %manifest.name,
@@ -169,26 +169,17 @@ impl NodeInner {
                 "a publisher signed two blobs under one version; keeping the lower hash"
             );
         }
-        if origin != Origin::Store {
+        if taken.offered == Offered::Accepted && origin != Origin::Store {
             self.store_writer.put_manifest(signed.clone());
         }
-        let state = match manifest.limits.first_excess(self.executor.caps()) {
-            _ if !self.replicate.includes(&manifest.name) => ModuleState::Remote,
-            Some(reason) => ModuleState::NotRunnable(reason),
-            None => ModuleState::Pending,
-        };
-        let replaced = registry.put(ModuleEntry {
-            signed: signed.clone(),
-            state,
-        });
-        if let Some(old) = replaced {
-            let old_blob = old.signed.manifest.blob;
-            if !registry.uses_blob(&old_blob) {
-                self.store_writer.remove_blob(old_blob);
-            }
+        if let Some(blob) = taken.forget_blob {
+            self.store_writer.remove_blob(blob);
+        }
+        drop(registry);
+        if taken.replaced {
             self.status_changed.notify_one();
         }
-        Ok(Offered::Accepted)
+        Ok(taken.offered)
     }
 
     /// Counts and logs a refused manifest.

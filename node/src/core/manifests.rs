@@ -9,9 +9,10 @@
 
 use wasmesh_keys::TrustList;
 use wasmesh_protocol::manifest::{RollbackError, check_replaces, is_equivocation};
-use wasmesh_protocol::{ContentHash, Manifest, PublicKey, SignedManifest, VerifyError};
+use wasmesh_protocol::{ContentHash, Limits, Manifest, PublicKey, SignedManifest, VerifyError};
 
-use super::registry::Registry;
+use super::registry::{ModuleEntry, ModuleState, Registry};
+use crate::config::Replicate;
 
 /// The outcome of offering a manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +145,73 @@ pub fn check_against_held(
     })
 }
 
+/// How this node files a manifest it takes.
+#[derive(Debug, Clone, Copy)]
+pub struct Filing<'a> {
+    /// The publishers trusted, and their scopes.
+    pub trust: &'a TrustList,
+    /// Which modules are replicated here.
+    pub replicate: &'a Replicate,
+    /// The most a module may ask of this node.
+    pub caps: &'a Limits,
+}
+
+/// What taking a verified manifest changed, for the caller to carry out (in this order, before
+/// anything else takes a manifest: the store must see accepted manifests in order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taken {
+    /// Whether it was new.
+    pub offered: Offered,
+    /// The publisher had signed another blob under this version (see [`Admissible`]).
+    pub equivocation_with: Option<ContentHash>,
+    /// It replaced an older version: what this node announces changes.
+    pub replaced: bool,
+    /// A blob that no manifest held names any more: remove it from the store.
+    pub forget_blob: Option<ContentHash>,
+}
+
+/// Takes a manifest whose signature [`verify`] checked: checks it against what is held and, if
+/// it passes, files it in `registry` with its state here (not replicated here: `Remote`; over
+/// this node's caps: `NotRunnable`; otherwise `Pending` until ingested).
+pub fn take(
+    registry: &mut Registry,
+    signed: &SignedManifest,
+    filing: Filing<'_>,
+) -> Result<Taken, Refusal> {
+    let manifest = &signed.manifest;
+    if registry
+        .get(&manifest.key())
+        .is_some_and(|held| held.signed == *signed)
+    {
+        return Ok(Taken {
+            offered: Offered::AlreadyHeld,
+            equivocation_with: None,
+            replaced: false,
+            forget_blob: None,
+        });
+    }
+    let admissible = check_against_held(registry, manifest, filing.trust)?;
+    let state = match manifest.limits.first_excess(filing.caps) {
+        _ if !filing.replicate.includes(&manifest.name) => ModuleState::Remote,
+        Some(reason) => ModuleState::NotRunnable(reason),
+        None => ModuleState::Pending,
+    };
+    let replaced = registry.put(ModuleEntry {
+        signed: signed.clone(),
+        state,
+    });
+    let forget_blob = replaced
+        .as_ref()
+        .map(|old| old.signed.manifest.blob)
+        .filter(|blob| !registry.uses_blob(blob));
+    Ok(Taken {
+        offered: Offered::Accepted,
+        equivocation_with: admissible.equivocation_with,
+        replaced: replaced.is_some(),
+        forget_blob,
+    })
+}
+
 /// The whole decision in one call (the node takes it in steps, so as not to hold the registry
 /// across the signature check).
 pub fn check_offer(
@@ -162,10 +230,9 @@ pub fn check_offer(
 
 #[cfg(test)]
 mod tests {
-    use wasmesh_protocol::{Abi, Keypair, Limits, Signature};
+    use wasmesh_protocol::{Abi, Keypair, Signature};
 
     use super::*;
-    use crate::core::registry::{ModuleEntry, ModuleState};
 
     fn signed(keys: &Keypair, name: &str, version: u64) -> SignedManifest {
         Manifest {
@@ -233,6 +300,78 @@ mod tests {
         assert!(matches!(
             check_offer(&registry, &signed(&scoped, "echo", 9), &trust),
             Ok(Some(_))
+        ));
+    }
+
+    #[test]
+    fn a_new_version_is_filed_and_its_old_blob_forgotten_unless_another_module_names_it() {
+        let keys = Keypair::from_seed([1; 32]);
+        let trust: TrustList = [keys.public()].into_iter().collect();
+        let caps = Limits::default();
+        let filing = Filing {
+            trust: &trust,
+            replicate: &Replicate::All,
+            caps: &caps,
+        };
+        let mut registry = Registry::default();
+        let first = signed(&keys, "echo", 1);
+        let taken = take(&mut registry, &first, filing).unwrap();
+        assert_eq!((taken.offered, taken.replaced), (Offered::Accepted, false));
+        assert!(matches!(
+            registry.get(&first.manifest.key()).unwrap().state,
+            ModuleState::Pending
+        ));
+        assert_eq!(
+            take(&mut registry, &first, filing).unwrap().offered,
+            Offered::AlreadyHeld
+        );
+        // Version 2 with a new blob: version 1's blob is no one's any more.
+        let mut second = first.manifest.clone();
+        second.version = 2;
+        second.blob = ContentHash::of(b"v2");
+        let second = second.sign(&keys);
+        let taken = take(&mut registry, &second, filing).unwrap();
+        assert!(taken.replaced);
+        assert_eq!(taken.forget_blob, Some(first.manifest.blob));
+        // Version 3 shares its blob with another module: nothing to forget.
+        let mut other = second.manifest.clone();
+        other.name = "other".into();
+        take(&mut registry, &other.sign(&keys), filing).unwrap();
+        let mut third = second.manifest.clone();
+        third.version = 3;
+        third.blob = ContentHash::of(b"v3");
+        let taken = take(&mut registry, &third.sign(&keys), filing).unwrap();
+        assert_eq!(taken.forget_blob, None);
+    }
+
+    #[test]
+    fn a_module_over_the_caps_is_kept_not_runnable_and_one_not_replicated_is_remote() {
+        let keys = Keypair::from_seed([1; 32]);
+        let trust: TrustList = [keys.public()].into_iter().collect();
+        let caps = Limits {
+            memory_pages: 16,
+            ..Limits::default()
+        };
+        let replicate = Replicate::Names(vec!["big".into()]);
+        let filing = Filing {
+            trust: &trust,
+            replicate: &replicate,
+            caps: &caps,
+        };
+        let mut registry = Registry::default();
+        let mut big = signed(&keys, "big", 1).manifest;
+        big.limits.memory_pages = 1024;
+        let big = big.sign(&keys);
+        take(&mut registry, &big, filing).unwrap();
+        assert!(matches!(
+            registry.get(&big.manifest.key()).unwrap().state,
+            ModuleState::NotRunnable(_)
+        ));
+        let elsewhere = signed(&keys, "elsewhere", 1);
+        take(&mut registry, &elsewhere, filing).unwrap();
+        assert!(matches!(
+            registry.get(&elsewhere.manifest.key()).unwrap().state,
+            ModuleState::Remote
         ));
     }
 }
