@@ -278,9 +278,8 @@ impl Node {
             .collect()
     }
 
-    /// Stops every task and closes the endpoints; returns once the tasks have ended (or
-    /// [`RELEASE_DEADLINE`] has passed), so that a node restarted in the same process can bind
-    /// the same ports.
+    /// Stops every task and closes the endpoints; returns once the tasks have ended (or 10 s
+    /// have passed), so that a node restarted in the same process can bind the same ports.
     pub async fn shutdown(&self) {
         let _ = self.shutdown.send(true);
         let stopped = async {

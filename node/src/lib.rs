@@ -4,8 +4,8 @@
 //! - [`executor`]: runs guests with wasmer in per-request sandboxes;
 //! - [`module_file`]: reading a module from a `.wasm` or `.wat` file;
 //! - [`daemon`]: [`daemon::Node`], a running node (start, addresses, shutdown);
-//! - [`core`]: the node's decisions without I/O (manifest intake, the module registry, the
-//!   peer table);
+//! - [`core`]: the node's decisions without I/O: the control plane's state machine
+//!   (`NodeState::handle`), the peer table, manifest intake, the module registry;
 //! - [`node`]: the node's state and manifest intake; [`ingest`] (blobs fetched and compiled),
 //!   [`publish`], [`request`] (routing, failover, hedging) and [`forwarded`] (requests peers
 //!   forward here) are its work;
