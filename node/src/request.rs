@@ -309,8 +309,11 @@ impl NodeInner {
         let hash = entry.signed.manifest.blob;
         let now_ms = self.clock_ms(Instant::now());
         let local_exec_us = self.local_exec_us(&hash);
-        let own_coordinate = self.state().coordinate;
+        let state = self.state();
+        let own_coordinate = state.coordinate;
         let mut targets = Vec::new();
+        // The spread of past forwards to each peer target, by target index.
+        let mut spreads = Vec::new();
         let mut holders = Vec::new();
         if let ModuleState::Ready(module) = &entry.state {
             holders.push(Holder {
@@ -325,8 +328,9 @@ impl NodeInner {
                 heard_ms: now_ms,
             });
             targets.push(RouteTarget::Local(module.clone()));
+            spreads.push(None);
         }
-        for peer in self.state().peers.values() {
+        for peer in state.peers.values() {
             let (Some(key), Some(quic)) = (peer.key, peer.quic_addr) else {
                 continue;
             };
@@ -351,7 +355,9 @@ impl NodeInner {
                 rtt_us: 0,
                 hedge_after: Duration::ZERO,
             }));
+            spreads.push(peer.forward_us.get(&hash).copied());
         }
+        drop(state);
         let plan = routing::plan(&holders, &own_coordinate, local_exec_us, now_ms);
         let default_exec_us = local_exec_us.unwrap_or(routing::DEFAULT_EXEC_US);
         for holder in &holders {
@@ -359,11 +365,7 @@ impl NodeInner {
                 continue;
             };
             let candidate = routing::candidate(holder, &own_coordinate, default_exec_us);
-            let spread = self
-                .state()
-                .peers
-                .get(&target.peer_id)
-                .and_then(|p| p.forward_us.get(&hash).copied());
+            let spread = spreads.get(holder.id).copied().flatten();
             target.rtt_us = candidate.rtt_us;
             target.hedge_after = Duration::from_micros(routing::hedge_after_us(
                 spread.as_ref(),

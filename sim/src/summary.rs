@@ -86,13 +86,10 @@ pub(crate) fn summarize(
         .filter(|r| r.outcome.is_ok())
         .map(|r| r.latency_ms)
         .collect();
-    let hit = |record: &RequestRecord, executed: Option<usize>| {
-        executed.is_some_and(|e| record.oracle.contains(&e))
-    };
     let hits = records
         .iter()
         .zip(&executed)
-        .filter(|(r, e)| hit(r, **e))
+        .filter(|(r, e)| ran_where_the_oracle_would(r, **e))
         .count();
     let routes = route_rows(matrix, records, &executed);
     let propagation_ms = propagation_ms(published);
@@ -124,15 +121,17 @@ pub(crate) fn summarize(
     }
 }
 
+/// Whether a request executed on a node the oracle would have chosen.
+fn ran_where_the_oracle_would(record: &RequestRecord, executed: Option<usize>) -> bool {
+    executed.is_some_and(|e| record.oracle.contains(&e))
+}
+
 /// One row per route taken (entry node, executing node), with its requests' figures.
 fn route_rows(
     matrix: &LatencyMatrix,
     records: &[RequestRecord],
     executed: &[Option<usize>],
 ) -> Vec<RouteRow> {
-    let hit = |record: &RequestRecord, executed: Option<usize>| {
-        executed.is_some_and(|e| record.oracle.contains(&e))
-    };
     // (entry, executed) -> the requests that took that route.
     let mut groups: HashMap<(usize, Option<usize>), Vec<&RequestRecord>> = HashMap::new();
     for (record, executed) in records.iter().zip(executed) {
@@ -155,7 +154,10 @@ fn route_rows(
                 rtt_ms: executed.map_or(0.0, |e| round3(matrix.rtt_ms(entry, e))),
                 requests: samples.len(),
                 p50_ms: Percentiles::of(&latencies).p50,
-                oracle_hits: samples.iter().filter(|r| hit(r, executed)).count(),
+                oracle_hits: samples
+                    .iter()
+                    .filter(|r| ran_where_the_oracle_would(r, executed))
+                    .count(),
                 sent_ms: (
                     round3(sent.clone().fold(f64::INFINITY, f64::min)),
                     round3(sent.fold(0.0, f64::max)),
