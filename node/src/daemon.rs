@@ -10,7 +10,7 @@ use anyhow::Context;
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use wasmesh_keys::{SignedMembershipCert, TrustList, key_file};
@@ -18,7 +18,9 @@ use wasmesh_protocol::{ContentHash, ModuleRef, PublicKey};
 
 use crate::admission::Admission;
 use crate::config::NodeConfig;
-use crate::control::{self, ControlCommand};
+use crate::control::handle::NodeHandle;
+use crate::control::owner::Owner;
+use crate::control::{self};
 use crate::core::registry::ModuleState;
 use crate::core::state::NodeState;
 use crate::data::DataPlane;
@@ -27,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::node::{NodeInner, executor_config};
 use crate::store::Store;
 use crate::tls::TlsIdentity;
+use crate::view::Views;
 use crate::{clock, gateway};
 
 /// A running node.
@@ -121,7 +124,7 @@ impl Node {
         let tasks = TaskTracker::new();
         let store_writer =
             crate::store_writer::StoreWriter::spawn(store.clone(), metrics.clone(), &tasks);
-        let (gossip_tx, gossip_rx) = mpsc::channel(1024);
+        let (control, commands) = NodeHandle::channel(1024);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let private_mesh = admission.is_private();
         let inner = Arc::new(NodeInner {
@@ -138,10 +141,8 @@ impl Node {
             executor,
             data_plane: data_plane.clone(),
             metrics,
-            registry: Default::default(),
-            state: std::sync::Mutex::new(NodeState::new(peer_id, private_mesh)),
-            local_exec_us: Default::default(),
-            gossip: gossip_tx,
+            views: Views::default(),
+            control,
             providers_changed: Notify::new(),
             status_changed: Notify::new(),
             // From the clock, so a restarted node's statuses are newer than its old ones.
@@ -158,11 +159,14 @@ impl Node {
             forward_shares: crate::per_peer::PerPeer::new(forward_share(&config.executor)),
             keys,
         });
-        let restored = span.in_scope(|| inner.restore())?;
+        let mut owner = Owner::new(NodeState::new(peer_id, private_mesh));
+        let restored = span.in_scope(|| owner.restore(&inner))?;
+        // Restored modules are ingested once the first view holds them.
+        span.in_scope(|| owner.publish(&inner));
         span.in_scope(|| tracing::info!(restored, %quic_addr, "node starting"));
 
         tasks.spawn(
-            control::run(swarm, inner.clone(), gossip_rx, shutdown_rx.clone())
+            control::run(swarm, inner.clone(), owner, commands, shutdown_rx.clone())
                 .instrument(span.clone()),
         );
         tasks.spawn(
@@ -242,7 +246,9 @@ impl Node {
     /// Whether the module a reference names is ready here.
     pub fn is_ready(&self, module_ref: &ModuleRef) -> bool {
         self.inner
-            .registry()
+            .views
+            .load()
+            .registry
             .resolve(module_ref)
             .is_some_and(|e| matches!(e.state, ModuleState::Ready(_)))
     }
@@ -250,7 +256,9 @@ impl Node {
     /// The version of the module a reference names, if held here.
     pub fn held_version(&self, module_ref: &ModuleRef) -> Option<u64> {
         self.inner
-            .registry()
+            .views
+            .load()
+            .registry
             .resolve(module_ref)
             .map(|e| e.signed.manifest.version)
     }
@@ -258,7 +266,9 @@ impl Node {
     /// The blob of the module a reference names, if held here.
     pub fn blob_of(&self, module_ref: &ModuleRef) -> Option<ContentHash> {
         self.inner
-            .registry()
+            .views
+            .load()
+            .registry
             .resolve(module_ref)
             .map(|e| e.signed.manifest.blob)
     }
@@ -266,7 +276,8 @@ impl Node {
     /// What this node knows of its peers now (as `/v1/peers` shows it).
     pub fn peer_views(&self) -> Vec<PeerView> {
         self.inner
-            .state()
+            .views
+            .load()
             .peers
             .values()
             .map(|p| PeerView {
@@ -365,12 +376,7 @@ async fn status_ticker(
             _ = node.status_changed.notified() => {}
         }
         let status = node.status_message().encode();
-        if node
-            .gossip
-            .send(ControlCommand::PublishStatus(status))
-            .await
-            .is_err()
-        {
+        if node.control.publish_status(status).await.is_err() {
             return;
         }
     }

@@ -24,7 +24,9 @@ impl NodeInner {
             return refused(InvokeRefusal::TooManyHops);
         }
         let Some((signed, module)) = self
-            .registry()
+            .views
+            .load()
+            .registry
             .ready_by_hash(&request.hash)
             .map(|(s, m)| (s.clone(), m))
         else {

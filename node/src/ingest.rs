@@ -7,10 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmesh_protocol::{ContentHash, SignedManifest};
+use wasmesh_protocol::SignedManifest;
 
 use crate::core::registry::ModuleState;
-use crate::data::{FetchError, PeerAddr};
+use crate::data::FetchError;
 use crate::executor::GuestError;
 use crate::node::NodeInner;
 
@@ -48,7 +48,7 @@ impl NodeInner {
         let manifest = &signed.manifest;
         let key = manifest.key();
         if matches!(
-            self.registry().get(&key).map(|e| &e.state),
+            self.views.load().registry.get(&key).map(|e| &e.state),
             Some(ModuleState::NotRunnable(_) | ModuleState::Remote)
         ) {
             return;
@@ -59,8 +59,8 @@ impl NodeInner {
         {
             let reason = format!("over this node's blob quota of {} MiB", quota >> 20);
             tracing::info!(module = %key.name, reason, "not replicating; requests are routed to peers");
-            self.registry()
-                .set_state(&key, &manifest.blob, ModuleState::NotRunnable(reason));
+            let state = ModuleState::NotRunnable(reason);
+            let _ = self.control.ingested(key, manifest.blob, state).await;
             return;
         }
         let mut shutdown = self.shutdown.clone();
@@ -72,7 +72,7 @@ impl NodeInner {
             let fetched = match self.room_for(manifest.size) {
                 Err(shortfall) => Err(Some(shortfall)),
                 Ok(()) => {
-                    let providers = self.providers_of(&manifest.blob);
+                    let providers = self.views.load().providers_of(&manifest.blob);
                     if providers.is_empty() {
                         Err(None)
                     } else {
@@ -155,12 +155,8 @@ impl NodeInner {
             }
             Err(join) => ModuleState::NotRunnable(format!("compile task failed: {join}")),
         };
-        if self.registry().set_state(&key, &manifest.blob, state) {
-            self.metrics
-                .modules_ready
-                .set(self.registry().ready_blobs().len() as i64);
-            self.status_changed.notify_one();
-        }
+        // Returns once the node's view shows it (so a publish answered is ready here).
+        let _ = self.control.ingested(key, manifest.blob, state).await;
     }
 
     /// Whether a blob of `size` bytes fits while leaving the disk reserve free; the shortfall
@@ -178,18 +174,10 @@ impl NodeInner {
     }
 
     fn is_current(&self, signed: &SignedManifest) -> bool {
-        self.registry()
+        self.views
+            .load()
+            .registry
             .get(&signed.manifest.key())
             .is_some_and(|e| e.signed == *signed)
-    }
-
-    /// Peers whose status says the blob is ready there, with their data-plane address.
-    pub(crate) fn providers_of(&self, hash: &ContentHash) -> Vec<PeerAddr> {
-        self.state()
-            .peers
-            .providers_of(hash)
-            .into_iter()
-            .map(|(key, addr)| PeerAddr { key, addr })
-            .collect()
     }
 }

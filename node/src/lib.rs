@@ -45,3 +45,4 @@ pub mod request;
 pub mod store;
 pub mod store_writer;
 pub mod tls;
+pub mod view;

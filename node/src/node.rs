@@ -1,54 +1,31 @@
-//! The node's state: the store, the executor, the data plane and what it knows of modules and
-//! peers (the core's registry and peer table). The control task, the QUIC server and the HTTP
-//! gateway all call into it.
+//! The node's services, shared by its tasks: identity and policy (keys, trust, admission,
+//! replication, quotas), the store, the executor, the data plane, the metrics, the view of what
+//! the control task knows ([`Views`]) and the handle on that task ([`NodeHandle`]).
 //!
-//! A manifest, wherever it comes from (gossip, sync, publish, the store at start-up), goes
-//! through `NodeInner::offer_manifest`: decode-with-limit (by the caller), then the decisions of
-//! `core::manifests` (name and limits, trust, signature, rollback). Once accepted it is stored
-//! and ingested (`ingest`). A module whose limits exceed this node's caps is kept and reported
-//! not runnable here, rather than refused, so that it still propagates to nodes that can run it.
+//! Nothing here is the node's changing state: the control task owns that
+//! (`control::owner`); the rest reads its views and sends it commands.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use libp2p::PeerId;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 use wasmesh_keys::{SignedMembershipCert, TrustList, identity};
 use wasmesh_protocol::manifest::Manifest;
-use wasmesh_protocol::wire::{
-    MAX_STATUS_BLOBS, PeerRecord, SYNC_PAGE, StatusMessage, SyncRequest, SyncResponse,
-};
-use wasmesh_protocol::{ContentHash, Keypair, ModuleKey, PublicKey, SignedManifest};
+use wasmesh_protocol::wire::{MAX_STATUS_BLOBS, StatusMessage, SyncRequest};
+use wasmesh_protocol::{Keypair, ModuleKey, PublicKey};
 
 use crate::admission::Admission;
-use crate::control::command::ControlCommand;
-use crate::core::manifests::{self, Filing};
-use crate::core::peers::intake::StatusRefusal;
-use crate::core::registry::Registry;
-use crate::core::state::{Effect, Input, NodeState};
+use crate::control::handle::NodeHandle;
 use crate::data::DataPlane;
 use crate::executor::{Executor, ExecutorConfig};
-use crate::lock::lock;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::view::Views;
 
-/// Where a manifest came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// Gossiped by a peer.
-    Gossip(PeerId),
-    /// Received in a sync response.
-    Sync(PeerId),
-    /// Published through this node's gateway.
-    Publish,
-    /// Loaded from this node's store at start-up.
-    Store,
-}
-
-pub use crate::core::manifests::{Offered, Refusal};
+pub use crate::core::manifests::{Offered, Origin, Refusal};
 
 /// Why a node could not restore what its store holds.
 #[derive(Debug, thiserror::Error)]
@@ -85,13 +62,10 @@ pub(crate) struct NodeInner {
     pub(crate) executor: Executor,
     pub(crate) data_plane: DataPlane,
     pub(crate) metrics: Arc<Metrics>,
-    pub(crate) registry: Mutex<Registry>,
-    /// The control plane's state: the peer table, this node's coordinate, admission. The
-    /// control task changes it through `NodeState::handle`; the request path reads it.
-    pub(crate) state: Mutex<NodeState>,
-    /// Mean execution time of each blob here (microseconds), for routing.
-    pub(crate) local_exec_us: Mutex<HashMap<ContentHash, u64>>,
-    pub(crate) gossip: mpsc::Sender<ControlCommand>,
+    /// What the control task knows (modules, peers, coordinate), as of its last change.
+    pub(crate) views: Views,
+    /// Commands to the control task, the owner of the node's state.
+    pub(crate) control: NodeHandle,
     pub(crate) providers_changed: Notify,
     pub(crate) status_changed: Notify,
     pub(crate) status_seq: AtomicU64,
@@ -114,125 +88,17 @@ pub(crate) struct NodeInner {
 }
 
 impl NodeInner {
-    pub(crate) fn registry(&self) -> MutexGuard<'_, Registry> {
-        lock(&self.registry)
-    }
-
-    pub(crate) fn state(&self) -> MutexGuard<'_, NodeState> {
-        lock(&self.state)
-    }
-
-    /// Checks and, if acceptable, takes a manifest (see the module docs).
-    pub(crate) fn offer_manifest(
-        self: &Arc<Self>,
-        signed: SignedManifest,
-        origin: Origin,
-    ) -> Result<Offered, Refusal> {
-        let result = self.check_and_store(&signed, origin);
-        match &result {
-            Ok(Offered::Accepted) => {
-                self.metrics.manifests_accepted.inc();
-                let m = &signed.manifest;
-                tracing::info!(module = %m.name, version = m.version, hash = %m.blob.short(), ?origin, "accepted manifest");
-                // A publish ingests inline, so its answer means "ready here".
-                if origin != Origin::Publish {
-                    self.spawn_ingest(signed);
-                }
-            }
-            Ok(Offered::AlreadyHeld) => {}
-            Err(refusal) => self.note_refusal(&signed.manifest, origin, refusal),
-        }
-        result
-    }
-
-    fn check_and_store(&self, signed: &SignedManifest, origin: Origin) -> Result<Offered, Refusal> {
-        if let Some(answer) = manifests::answer_without_signature(&self.registry(), signed) {
-            return answer;
-        }
-        manifests::verify(signed, &self.trust)?;
-        let filing = Filing {
-            trust: &self.trust,
-            replicate: &self.replicate,
-            caps: self.executor.caps(),
-        };
-        // Held across the store writes: the store sees accepted manifests in order.
-        let mut registry = self.registry();
-        let taken = manifests::take(&mut registry, signed, filing)?;
-        if let Some(held) = taken.equivocation_with {
-            let manifest = &signed.manifest;
-            self.metrics.count_rejection("equivocation_seen");
-            tracing::warn!(
-                module = %manifest.name,
-                version = manifest.version,
-                %held,
-                offered = %manifest.blob,
-                "a publisher signed two blobs under one version; keeping the lower hash"
-            );
-        }
-        if taken.offered == Offered::Accepted && origin != Origin::Store {
-            self.store_writer.put_manifest(signed.clone());
-        }
-        if let Some(blob) = taken.forget_blob {
-            self.store_writer.remove_blob(blob);
-        }
-        drop(registry);
-        if taken.replaced {
-            self.status_changed.notify_one();
-        }
-        Ok(taken.offered)
-    }
-
     /// Counts and logs a refused manifest.
     pub(crate) fn note_refusal(&self, manifest: &Manifest, origin: Origin, refusal: &Refusal) {
         self.metrics.count_rejection(refusal.kind());
         tracing::info!(module = %manifest.name, version = manifest.version, ?origin, %refusal, "refused manifest");
     }
 
-    /// Takes a peer's status (gossip says it comes from `from`). Returns the peer's manifest
-    /// digest when it differs from this node's and this node has not asked the peer for a sync
-    /// at that digest lately: the caller should ask (and record it with [`Self::note_sync`]).
-    pub(crate) fn on_status(
-        &self,
-        from: PeerId,
-        status: StatusMessage,
-    ) -> Result<Option<ContentHash>, StatusRefusal> {
-        let taken = self.state().peers.take_status(
-            from,
-            status,
-            Instant::now(),
-            self.allow_private_addrs,
-        )?;
-        if taken.fresh {
-            self.metrics.statuses.inc();
-        }
-        if taken.dropped_addresses {
-            self.metrics.count_rejection("peer_address_not_global");
-        }
-        if taken.new_provider {
-            self.providers_changed.notify_waiters();
-        }
-        Ok(taken
-            .unsynced_digest
-            .filter(|theirs| *theirs != self.registry().manifest_digest()))
-    }
-
-    /// Takes one input into the control plane's state at `now` (see `core::state`).
-    pub(crate) fn handle(&self, input: Input<'_>, now: Instant) -> Vec<Effect> {
-        self.state().handle(input, now)
-    }
-
-    /// Records that this node asked `peer` for a sync while it reported `digest`.
-    pub(crate) fn note_sync(&self, peer: &PeerId, digest: ContentHash) {
-        self.state().peers.synced(peer, digest, Instant::now());
-    }
-
     /// This node's status message.
     pub(crate) fn status_message(&self) -> StatusMessage {
         let quic_addr = self.advertised_quic.to_string();
-        let (mut ready, manifests) = {
-            let registry = self.registry();
-            (registry.ready_blobs(), registry.manifest_digest())
-        };
+        let view = self.views.load();
+        let mut ready = view.registry.ready_blobs();
         // Past what peers accept, a status would be refused whole and this node would vanish
         // from routing: it names the first blobs only (the rest is found by sync and fetch).
         ready.truncate(MAX_STATUS_BLOBS);
@@ -244,8 +110,8 @@ impl NodeInner {
             capacity: self.executor.capacity() as u32,
             seq: self.status_seq.fetch_add(1, Ordering::Relaxed) + 1,
             p2p_addrs: self.advertised_p2p.clone(),
-            manifests,
-            coordinate: self.state().coordinate,
+            manifests: view.registry.manifest_digest(),
+            coordinate: view.coordinate,
         }
     }
 
@@ -268,48 +134,6 @@ impl NodeInner {
         }
     }
 
-    /// A page of the manifests held (if asked for), from after the request's `after`, for a
-    /// sync response to `requester`; the first page also introduces peers this node is
-    /// connected to.
-    pub(crate) fn sync_response(&self, request: &SyncRequest, requester: &PeerId) -> SyncResponse {
-        let after = request.after.as_ref();
-        let (manifests, more) = if !request.manifests {
-            (Vec::new(), false)
-        } else {
-            let registry = self.registry();
-            let mut page = registry.entries_after(after);
-            let manifests: Vec<SignedManifest> = page
-                .by_ref()
-                .take(SYNC_PAGE)
-                .map(|e| e.signed.clone())
-                .collect();
-            (manifests, page.next().is_some())
-        };
-        let peers = match after {
-            Some(_) => Vec::new(),
-            None => self.state().peers.introductions(requester),
-        };
-        SyncResponse {
-            manifests,
-            membership: self.membership_bytes(),
-            more,
-            peers,
-        }
-    }
-
-    /// Takes the peers a neighbour introduced; the new ones become dial targets.
-    pub(crate) fn on_introductions(&self, records: &[PeerRecord]) {
-        let introduced = self.state().peers.take_introductions(
-            records,
-            self.peer_id,
-            Instant::now(),
-            self.allow_private_addrs,
-        );
-        if introduced > 0 {
-            tracing::debug!(introduced, "peers introduced by a neighbour");
-        }
-    }
-
     pub(crate) fn membership_bytes(&self) -> Vec<u8> {
         self.membership
             .as_ref()
@@ -329,23 +153,6 @@ impl NodeInner {
             .check(&cert.cert.node, Some(&cert), crate::clock::now_ms())
             .ok()?;
         Some(cert.cert.expires_at_ms)
-    }
-
-    /// Restores modules from the store at start-up (no peer needed when blobs are here).
-    pub(crate) fn restore(self: &Arc<Self>) -> Result<usize, RestoreError> {
-        let (manifests, broken) = self.store.load_manifests()?;
-        // Skipping it would forget the module's version floor, and let an older version back
-        // in: the operator decides.
-        if let Some(path) = broken.into_iter().next() {
-            return Err(RestoreError::Unreadable { path });
-        }
-        let mut restored = 0;
-        for signed in manifests {
-            if self.offer_manifest(signed, Origin::Store).is_ok() {
-                restored += 1;
-            }
-        }
-        Ok(restored)
     }
 
     /// The node's public key.

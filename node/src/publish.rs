@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use wasmesh_protocol::{PublishBundle, SignedManifest};
 
-use crate::control::command::ControlCommand;
 use crate::core::manifests::{self, Refusal};
 use crate::executor::GuestError;
 use crate::node::{NodeInner, Origin};
@@ -36,6 +35,9 @@ pub enum PublishError {
         /// What is missing, in words.
         shortfall: String,
     },
+    /// The node stopped before the publish was taken.
+    #[error("the node is stopping")]
+    Stopping,
     /// The ABI in the manifest is not the module's.
     #[error("the manifest says ABI {manifest}, the module is {module}")]
     AbiMismatch {
@@ -55,6 +57,7 @@ impl PublishError {
             PublishError::AbiMismatch { .. } => "abi_mismatch",
             PublishError::OverQuota { .. } => "over_quota",
             PublishError::DiskFull { .. } => "disk_full",
+            PublishError::Stopping => "node_stopping",
         }
     }
 }
@@ -87,7 +90,8 @@ impl NodeInner {
                 module: info.abi,
             });
         }
-        manifests::check_against_held(&self.registry(), manifest, &self.trust).map_err(refused)?;
+        manifests::check_against_held(&self.views.load().registry, manifest, &self.trust)
+            .map_err(refused)?;
         if let Some(quota) = self.blob_quota
             && !self.store.has_blob(&manifest.blob)
             && self.store.blob_bytes().saturating_add(manifest.size) > quota
@@ -114,13 +118,13 @@ impl NodeInner {
                 true => disk_full(e.to_string()),
                 false => Refusal::Store(e.to_string()).into(),
             })?;
-        self.offer_manifest(signed.clone(), Origin::Publish)?;
+        self.control
+            .offer(signed.clone(), Origin::Publish)
+            .await
+            .map_err(|_| PublishError::Stopping)??;
         // A publish is answered once its manifest is on disk.
         self.store_writer.flush().await;
-        let _ = self
-            .gossip
-            .send(ControlCommand::PublishManifest(signed.encode()))
-            .await;
+        let _ = self.control.publish_manifest(signed.encode()).await;
         self.clone().ingest(signed.clone()).await;
         Ok(signed)
     }

@@ -4,7 +4,12 @@
 //!
 //! Everything a request holds is a guard released on drop, so a client that goes away at any
 //! `.await` leaves nothing behind: its execution slot and queue place (the executor's), its
-//! count in `in_flight` ([`InFlight`]), and its count in a peer's `forwarding` ([`Forwarding`]).
+//! count in `in_flight` ([`InFlight`]), and its count in a peer's `forwarding`
+//! (`core::peers::ForwardGuard`).
+//!
+//! Routing reads the node's view (`crate::view`) and takes no lock. What a request learns (a
+//! peer's execution time, a failed forward, peers worth measuring) goes to the control task
+//! through the node's handle without waiting; the next view carries it.
 //! A hedged copy of a forward is an attempt like the first; the first good answer wins and
 //! dropping the rest cancels them.
 
@@ -16,16 +21,17 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use libp2p::PeerId;
 use wasmesh_protocol::receipt::{Receipt, SignedReceipt};
-use wasmesh_protocol::routing::{self, Holder, Spread};
+use wasmesh_protocol::routing::{self, Holder};
 use wasmesh_protocol::wire::{FailureKind, InvokeRefusal, InvokeReply, InvokeRequest};
 use wasmesh_protocol::{ContentHash, ModuleRef, PublicKey};
 
-use crate::control::command::ControlCommand;
+use crate::core::peers::ForwardCount;
 use crate::core::registry::{ModuleEntry, ModuleState};
+use crate::core::state::ForwardFeedback;
 use crate::data::{ForwardError, PeerAddr};
 use crate::executor::{GuestError, Output, Request};
-use crate::lock::lock;
 use crate::node::NodeInner;
+use crate::view::View;
 
 /// Why an invocation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,11 +98,17 @@ impl NodeInner {
         module_ref: &ModuleRef,
         input: Vec<u8>,
     ) -> Result<Invocation, InvokeError> {
-        let entry = self
-            .registry()
-            .resolve(module_ref)
-            .cloned()
-            .ok_or_else(|| InvokeError::UnknownModule(module_ref.to_string()))?;
+        // One view for the whole decision; nothing is locked.
+        let (entry, targets) = {
+            let view = self.views.load();
+            let entry = view
+                .registry
+                .resolve(module_ref)
+                .cloned()
+                .ok_or_else(|| InvokeError::UnknownModule(module_ref.to_string()))?;
+            let targets = self.route_targets(&view, &entry);
+            (entry, targets)
+        };
         let manifest = &entry.signed.manifest;
         let limits = manifest.limits;
         if input.len() > limits.max_input as usize {
@@ -110,7 +122,7 @@ impl NodeInner {
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
         let trace_id =
             self.status_seq.load(Ordering::Relaxed) ^ crate::clock::now_ms().rotate_left(20);
-        let mut targets = self.route_targets(&entry).into_iter().peekable();
+        let mut targets = targets.into_iter().peekable();
         if targets.peek().is_none() {
             self.metrics.count_invocation("no_provider", "none");
             return Err(InvokeError::NoProvider(module_ref.to_string()));
@@ -265,7 +277,7 @@ impl NodeInner {
 
     /// One forward of a request to a peer, counted in the peer's `forwarding` while it lasts.
     async fn forward(&self, peer: PeerTarget, request: InvokeRequest, left: Duration) -> Attempt {
-        let _forwarding = self.forwarding(peer.peer_id);
+        let _forwarding = peer.forwarding.enter();
         let sent = Instant::now();
         let reply = self
             .data_plane
@@ -286,15 +298,16 @@ impl NodeInner {
         limits: wasmesh_protocol::Limits,
     ) -> Result<Output, GuestError> {
         let in_flight = InFlight::enter(&self.in_flight);
-        let hash = module.hash;
-        let result = self.executor.run(module, Request { input, limits }).await;
+        let result = self
+            .executor
+            .run(module.clone(), Request { input, limits })
+            .await;
         drop(in_flight);
         let outcome = match &result {
             Ok(output) => {
-                let exec_us = output.exec_time.as_micros() as u64;
-                let mut means = lock(&self.local_exec_us);
-                let mean = means.entry(hash).or_insert(exec_us);
-                *mean = routing::smooth(*mean, exec_us);
+                module
+                    .exec_mean
+                    .observe(output.exec_time.as_micros() as u64);
                 "ok"
             }
             Err(error) => error.kind().as_str(),
@@ -303,19 +316,19 @@ impl NodeInner {
         result
     }
 
-    /// Where the module can run, best first (`wasmesh_protocol::routing::plan`); asks the swarm
-    /// task to measure the peers the plan names.
-    fn route_targets(&self, entry: &ModuleEntry) -> Vec<RouteTarget> {
+    /// Where the module can run, best first (`wasmesh_protocol::routing::plan`), as `view`
+    /// shows it; asks the control task to measure the peers the plan names.
+    fn route_targets(&self, view: &View, entry: &ModuleEntry) -> Vec<RouteTarget> {
         let hash = entry.signed.manifest.blob;
         let now_ms = self.clock_ms(Instant::now());
-        let local_exec_us = self.local_exec_us(&hash);
-        let state = self.state();
-        let own_coordinate = state.coordinate;
+        let own_coordinate = view.coordinate;
+        let mut local_exec_us = None;
         let mut targets = Vec::new();
         // The spread of past forwards to each peer target, by target index.
         let mut spreads = Vec::new();
         let mut holders = Vec::new();
         if let ModuleState::Ready(module) = &entry.state {
+            local_exec_us = module.exec_mean.get();
             holders.push(Holder {
                 id: 0usize,
                 local: true,
@@ -330,7 +343,7 @@ impl NodeInner {
             targets.push(RouteTarget::Local(module.clone()));
             spreads.push(None);
         }
-        for peer in state.peers.values() {
+        for peer in view.peers.values() {
             let (Some(key), Some(quic)) = (peer.key, peer.quic_addr) else {
                 continue;
             };
@@ -343,7 +356,7 @@ impl NodeInner {
                 measured_rtt_us: peer.rtt_us,
                 coordinate: peer.coordinate,
                 // Its last reported load, plus what this node sent it since.
-                in_flight: peer.in_flight.saturating_add(peer.forwarding),
+                in_flight: peer.in_flight.saturating_add(peer.forwarding.get()),
                 capacity: peer.capacity,
                 mean_exec_us: peer.mean_exec_us.get(&hash).copied(),
                 down_until_ms: peer.down_until_ms,
@@ -352,12 +365,12 @@ impl NodeInner {
             targets.push(RouteTarget::Peer(PeerTarget {
                 peer_id: peer.peer_id,
                 addr: PeerAddr { key, addr: quic },
+                forwarding: peer.forwarding.clone(),
                 rtt_us: 0,
                 hedge_after: Duration::ZERO,
             }));
             spreads.push(peer.forward_us.get(&hash).copied());
         }
-        drop(state);
         let plan = routing::plan(&holders, &own_coordinate, local_exec_us, now_ms);
         let default_exec_us = local_exec_us.unwrap_or(routing::DEFAULT_EXEC_US);
         for holder in &holders {
@@ -374,7 +387,7 @@ impl NodeInner {
         }
         for id in &plan.probe {
             if let Some(RouteTarget::Peer(target)) = targets.get(*id) {
-                let _ = self.gossip.try_send(ControlCommand::Probe(target.peer_id));
+                self.control.probe(target.peer_id);
             }
         }
         let mut slots: Vec<Option<RouteTarget>> = targets.into_iter().map(Some).collect();
@@ -389,32 +402,15 @@ impl NodeInner {
         at.saturating_duration_since(self.started).as_millis() as u64
     }
 
-    fn local_exec_us(&self, hash: &ContentHash) -> Option<u64> {
-        lock(&self.local_exec_us).get(hash).copied()
-    }
-
-    /// Folds one answered forward into what is known of the peer for this blob: its mean
-    /// execution time (for routing) and how long the whole forward took (for hedging).
+    /// Reports one answered forward to the control task: the peer's execution time and how
+    /// long the whole forward took feed routing and hedging.
     fn observe_forward(&self, peer: &PeerId, hash: &ContentHash, exec_us: u64, took: Duration) {
-        let mut state = self.state();
-        let Some(info) = state.peers.get_mut(peer) else {
-            return;
-        };
-        let mean = info.mean_exec_us.entry(*hash).or_insert(exec_us);
-        *mean = routing::smooth(*mean, exec_us);
-        let took_us = took.as_micros() as u64;
-        info.forward_us
-            .entry(*hash)
-            .and_modify(|spread| spread.observe(took_us))
-            .or_insert_with(|| Spread::first(took_us));
-    }
-
-    /// Counts a request forwarded to `peer` until the returned guard drops.
-    fn forwarding(&self, peer: PeerId) -> Forwarding<'_> {
-        if let Some(info) = self.state().peers.get_mut(&peer) {
-            info.forwarding = info.forwarding.saturating_add(1);
-        }
-        Forwarding { node: self, peer }
+        self.control.forwarded(ForwardFeedback::Answered {
+            peer: *peer,
+            hash: *hash,
+            exec_us,
+            took_us: took.as_micros() as u64,
+        });
     }
 
     /// Checks the receipt of a peer's answer: one that does not verify is counted and logged,
@@ -429,12 +425,13 @@ impl NodeInner {
         true
     }
 
-    /// Stops routing to a peer for a while after a failed forward.
+    /// Stops routing to a peer for a while after a failed forward (see
+    /// `core::peers::PeerTable::forward_failed`).
     fn mark_down(&self, peer: &PeerId) {
-        let now_ms = self.clock_ms(Instant::now());
-        if let Some(info) = self.state().peers.get_mut(peer) {
-            info.down_until_ms = Some(routing::down_after_failure(now_ms));
-        }
+        self.control.forwarded(ForwardFeedback::Failed {
+            peer: *peer,
+            now_ms: self.clock_ms(Instant::now()),
+        });
     }
 }
 
@@ -455,21 +452,6 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// A request forwarded to a peer, counted in its `forwarding` (load this node added since the
-/// peer's last status) until the guard drops.
-struct Forwarding<'a> {
-    node: &'a NodeInner,
-    peer: PeerId,
-}
-
-impl Drop for Forwarding<'_> {
-    fn drop(&mut self) {
-        if let Some(info) = self.node.state().peers.get_mut(&self.peer) {
-            info.forwarding = info.forwarding.saturating_sub(1);
-        }
-    }
-}
-
 /// How long a peer's QUIC stack may take to acknowledge a forwarded request before it is taken
 /// for dead: four round trips plus the peer's largest acknowledgement delay and some slack.
 fn ack_deadline(rtt_us: u64) -> Duration {
@@ -486,6 +468,8 @@ enum RouteTarget {
 struct PeerTarget {
     peer_id: PeerId,
     addr: PeerAddr,
+    /// Requests forwarded to it now (shared with the node's views).
+    forwarding: ForwardCount,
     rtt_us: u64,
     /// When a forward to it counts as slow enough to hedge.
     hedge_after: Duration,

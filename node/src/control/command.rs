@@ -1,16 +1,44 @@
-//! What the rest of the node asks of the control task (the owner of the libp2p swarm).
+//! What the rest of the node asks of the control task (the owner of the libp2p swarm and of the
+//! node's state). Callers send these through a [`NodeHandle`](super::handle::NodeHandle).
 
-use libp2p::{Multiaddr, PeerId};
+use libp2p::PeerId;
+use tokio::sync::oneshot;
+use wasmesh_protocol::{ContentHash, ModuleKey, SignedManifest};
 
-/// What the rest of the node asks of the swarm task.
+use crate::core::manifests::{Offered, Origin, Refusal};
+use crate::core::registry::ModuleState;
+use crate::core::state::ForwardFeedback;
+
+/// What the rest of the node asks of the control task.
 #[derive(Debug)]
 pub enum ControlCommand {
-    /// Publish an encoded signed manifest.
+    /// Gossip an encoded signed manifest.
     PublishManifest(Vec<u8>),
-    /// Publish an encoded status message.
+    /// Gossip an encoded status message.
     PublishStatus(Vec<u8>),
-    /// Dial an address.
-    Dial(Multiaddr),
     /// Connect to a known peer (so its round trip gets measured), unless connected or dialing.
     Probe(PeerId),
+    /// Check and, if acceptable, take a manifest; the answer comes once the view holds it.
+    Offer {
+        /// The manifest.
+        signed: Box<SignedManifest>,
+        /// Where it came from.
+        origin: Origin,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<Offered, Refusal>>,
+    },
+    /// An ingest ended: the module's state here, if its manifest is still `blob`'s. `done`
+    /// is answered once the view shows it.
+    Ingested {
+        /// The module.
+        key: ModuleKey,
+        /// The blob ingested.
+        blob: ContentHash,
+        /// Ready, or why not.
+        state: ModuleState,
+        /// Answered once the view shows the state.
+        done: oneshot::Sender<()>,
+    },
+    /// What a forwarded request showed about its peer.
+    Forwarded(ForwardFeedback),
 }

@@ -1,5 +1,7 @@
 //! The control plane: one task owns the libp2p swarm (QUIC + TCP, gossipsub, identify, ping,
-//! request-response sync) and feeds what arrives into the node.
+//! request-response sync) and the node's state ([`owner`]). Swarm events and the commands of
+//! the rest of the node ([`handle`]) become inputs of that state; what it decides becomes
+//! actions on the swarm; after each, the task publishes the node's view (`crate::view`).
 //!
 //! Gossipsub validates explicitly: every message is decoded with its size limit and checked by
 //! the node before it is reported `Accept` (forwarded) or `Reject` (dropped, and the sender's
@@ -12,6 +14,8 @@
 
 mod behaviour;
 pub mod command;
+pub mod handle;
+pub(crate) mod owner;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,6 +32,7 @@ use wasmesh_protocol::{ContentHash, SignedManifest};
 pub use self::behaviour::HEARTBEAT;
 pub(crate) use self::behaviour::{Behaviour, BehaviourEvent, build_swarm};
 pub use self::command::ControlCommand;
+use self::owner::Owner;
 pub use crate::core::admission::ADMISSION_TIMEOUT;
 pub use crate::core::peers::MAX_DIALED_PEERS;
 use crate::core::peers::REDIAL_AFTER;
@@ -40,6 +45,7 @@ use crate::node::{NodeInner, Offered, Origin};
 pub(crate) async fn run(
     mut swarm: Swarm<Behaviour>,
     node: Arc<NodeInner>,
+    mut owner: Owner,
     mut commands: mpsc::Receiver<ControlCommand>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -59,9 +65,9 @@ pub(crate) async fn run(
             _ = redial.tick() => {
                 let connected: Vec<PeerId> = swarm.connected_peers().copied().collect();
                 let wall_ms = crate::clock::now_ms();
-                let effects = node.handle(Input::Tick { connected: &connected, wall_ms }, Instant::now());
-                apply(&mut swarm, &node, effects);
-                note_scores(&swarm, &node);
+                let effects = owner.handle(Input::Tick { connected: &connected, wall_ms }, Instant::now());
+                apply(&mut swarm, &node, &mut owner, effects);
+                note_scores(&swarm, &mut owner);
             }
             command = commands.recv() => match command {
                 None => return,
@@ -74,18 +80,22 @@ pub(crate) async fn run(
                     let _ = swarm.behaviour_mut().gossipsub.publish(status.clone(), bytes);
                 }
                 Some(ControlCommand::Probe(peer)) => {
-                    let effects = node.handle(Input::ProbeWanted { peer }, Instant::now());
-                    apply(&mut swarm, &node, effects);
+                    let effects = owner.handle(Input::ProbeWanted { peer }, Instant::now());
+                    apply(&mut swarm, &node, &mut owner, effects);
                 }
-                Some(ControlCommand::Dial(addr)) => {
-                    node.metrics.dials.inc();
-                    if let Err(error) = swarm.dial(addr.clone()) {
-                        tracing::debug!(%addr, %error, "dial failed");
-                    }
+                Some(ControlCommand::Offer { signed, origin, reply }) => {
+                    owner.offer_and_reply(&node, *signed, origin, reply);
+                }
+                Some(ControlCommand::Ingested { key, blob, state, done }) => {
+                    owner.ingested(&node, &key, &blob, state, done);
+                }
+                Some(ControlCommand::Forwarded(feedback)) => {
+                    owner.handle(Input::Forwarded(feedback), Instant::now());
                 }
             },
-            event = swarm.select_next_some() => handle_event(&mut swarm, &node, event),
+            event = swarm.select_next_some() => handle_event(&mut swarm, &node, &mut owner, event),
         }
+        owner.publish(&node);
     }
 }
 
@@ -93,6 +103,7 @@ pub(crate) async fn run(
 fn handle_event(
     swarm: &mut Swarm<Behaviour>,
     node: &Arc<NodeInner>,
+    owner: &mut Owner,
     event: SwarmEvent<BehaviourEvent>,
 ) {
     match event {
@@ -105,14 +116,14 @@ fn handle_event(
             ..
         } => {
             let first = num_established.get() == 1;
-            let effects = node.handle(
+            let effects = owner.handle(
                 Input::ConnectionOpened {
                     peer: peer_id,
                     first,
                 },
                 Instant::now(),
             );
-            apply(swarm, node, effects);
+            apply(swarm, node, owner, effects);
             node.metrics
                 .peers
                 .set(swarm.connected_peers().count() as i64);
@@ -122,8 +133,8 @@ fn handle_event(
             num_established: 0,
             ..
         } => {
-            let effects = node.handle(Input::ConnectionClosed { peer: peer_id }, Instant::now());
-            apply(swarm, node, effects);
+            let effects = owner.handle(Input::ConnectionClosed { peer: peer_id }, Instant::now());
+            apply(swarm, node, owner, effects);
             node.metrics
                 .peers
                 .set(swarm.connected_peers().count() as i64);
@@ -133,7 +144,7 @@ fn handle_event(
             message_id,
             message,
         })) => {
-            let (acceptance, sync_from) = validate(node, &message);
+            let (acceptance, sync_from) = validate(node, owner, &message);
             if let Some((peer, digest)) = sync_from
                 && swarm.is_connected(&peer)
             {
@@ -141,7 +152,7 @@ fn handle_event(
                     .behaviour_mut()
                     .sync
                     .send_request(&peer, node.sync_request(None));
-                node.note_sync(&peer, digest);
+                owner.note_sync(&peer, digest);
                 tracing::debug!(%peer, "manifests differ; asked for a sync");
             }
             swarm
@@ -149,8 +160,8 @@ fn handle_event(
                 .gossipsub
                 .report_message_validation_result(&message_id, &propagation_source, acceptance);
             let connected = swarm.connected_peers().count();
-            let effects = node.handle(Input::MaybeDial { connected }, Instant::now());
-            apply(swarm, node, effects);
+            let effects = owner.handle(Input::MaybeDial { connected }, Instant::now());
+            apply(swarm, node, owner, effects);
         }
         SwarmEvent::Behaviour(BehaviourEvent::Sync(request_response::Event::Message {
             peer,
@@ -160,8 +171,8 @@ fn handle_event(
             request_response::Message::Request {
                 request, channel, ..
             } => {
-                let response = if admit(swarm, node, peer, &request.membership) {
-                    node.sync_response(&request, &peer)
+                let response = if admit(swarm, node, owner, peer, &request.membership) {
+                    owner.sync_response(node, &request, &peer)
                 } else {
                     SyncResponse {
                         manifests: Vec::new(),
@@ -173,14 +184,14 @@ fn handle_event(
                 let _ = swarm.behaviour_mut().sync.send_response(channel, response);
             }
             request_response::Message::Response { response, .. } => {
-                if admit(swarm, node, peer, &response.membership) {
-                    node.on_introductions(&response.peers);
+                if admit(swarm, node, owner, peer, &response.membership) {
+                    owner.on_introductions(node, &response.peers);
                     let connected = swarm.connected_peers().count();
-                    let effects = node.handle(Input::MaybeDial { connected }, Instant::now());
-                    apply(swarm, node, effects);
+                    let effects = owner.handle(Input::MaybeDial { connected }, Instant::now());
+                    apply(swarm, node, owner, effects);
                     let last = response.manifests.last().map(|m| m.manifest.key());
                     for signed in response.manifests {
-                        let _ = node.offer_manifest(signed, Origin::Sync(peer));
+                        let _ = owner.offer_manifest(node, signed, Origin::Sync(peer));
                     }
                     // The next page, after the last key of this one.
                     if response.more
@@ -216,7 +227,7 @@ fn handle_event(
             ..
         } => {
             tracing::debug!(%peer_id, %error, "dial failed; trying again later");
-            node.handle(Input::DialFailed { peer: peer_id }, Instant::now());
+            owner.handle(Input::DialFailed { peer: peer_id }, Instant::now());
         }
         SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
             peer,
@@ -224,7 +235,7 @@ fn handle_event(
             ..
         })) => {
             let rtt_us = rtt.as_micros() as u64;
-            node.handle(Input::Pinged { peer, rtt_us }, Instant::now());
+            owner.handle(Input::Pinged { peer, rtt_us }, Instant::now());
         }
         _ => {}
     }
@@ -234,6 +245,7 @@ fn handle_event(
 /// status shows manifests this node may lack.
 fn validate(
     node: &Arc<NodeInner>,
+    owner: &mut Owner,
     message: &gossipsub::Message,
 ) -> (MessageAcceptance, Option<(PeerId, ContentHash)>) {
     let Some(source) = message.source else {
@@ -247,7 +259,7 @@ fn validate(
                 tracing::info!(%source, %error, "malformed manifest gossip");
                 MessageAcceptance::Reject
             }
-            Ok(signed) => match node.offer_manifest(signed, Origin::Gossip(source)) {
+            Ok(signed) => match owner.offer_manifest(node, signed, Origin::Gossip(source)) {
                 Ok(Offered::Accepted) => MessageAcceptance::Accept,
                 Ok(Offered::AlreadyHeld) => MessageAcceptance::Ignore,
                 // Only what no honest peer would relay costs the sender score: relays run the same
@@ -262,7 +274,7 @@ fn validate(
     } else if message.topic == IdentTopic::new(STATUS_TOPIC).hash() {
         match StatusMessage::decode(&message.data)
             .map_err(|_| StatusRefusal::Invalid("malformed status"))
-            .and_then(|status| node.on_status(source, status))
+            .and_then(|status| owner.on_status(node, source, status))
         {
             Ok(differs) => (MessageAcceptance::Accept, differs.map(|d| (source, d))),
             Err(StatusRefusal::Invalid(reason)) => {
@@ -284,9 +296,9 @@ fn validate(
 }
 
 /// Copies the gossip score of each tracked peer into the peer table (for `/v1/peers`).
-fn note_scores(swarm: &Swarm<Behaviour>, node: &Arc<NodeInner>) {
+fn note_scores(swarm: &Swarm<Behaviour>, owner: &mut Owner) {
     let gossipsub = &swarm.behaviour().gossipsub;
-    for info in node.state().peers.values_mut() {
+    for info in owner.state_mut().peers.values_mut() {
         info.gossip_score = gossipsub.peer_score(&info.peer_id);
     }
 }
@@ -296,19 +308,25 @@ fn note_scores(swarm: &Swarm<Behaviour>, node: &Arc<NodeInner>) {
 fn admit(
     swarm: &mut Swarm<Behaviour>,
     node: &Arc<NodeInner>,
+    owner: &mut Owner,
     peer: PeerId,
     membership: &[u8],
 ) -> bool {
-    if node.admission.is_private() && !node.state().admits(&peer) {
+    if node.admission.is_private() && !owner.state().admits(&peer) {
         let until_ms = node.admits_until(&peer, membership);
-        let effects = node.handle(Input::Membership { peer, until_ms }, Instant::now());
-        apply(swarm, node, effects);
+        let effects = owner.handle(Input::Membership { peer, until_ms }, Instant::now());
+        apply(swarm, node, owner, effects);
     }
-    node.state().admits(&peer)
+    owner.state().admits(&peer)
 }
 
 /// Carries out what the node's state decided.
-fn apply(swarm: &mut Swarm<Behaviour>, node: &Arc<NodeInner>, effects: Vec<Effect>) {
+fn apply(
+    swarm: &mut Swarm<Behaviour>,
+    node: &Arc<NodeInner>,
+    owner: &mut Owner,
+    effects: Vec<Effect>,
+) {
     for effect in effects {
         match effect {
             Effect::Dial { peer, addrs } => {
@@ -321,7 +339,7 @@ fn apply(swarm: &mut Swarm<Behaviour>, node: &Arc<NodeInner>, effects: Vec<Effec
                     .build();
                 if let Err(error) = swarm.dial(opts) {
                     tracing::debug!(%peer, %error, "cannot dial");
-                    node.handle(Input::DialFailed { peer }, Instant::now());
+                    owner.handle(Input::DialFailed { peer }, Instant::now());
                 }
             }
             Effect::Disconnect { peer, count } => {

@@ -7,12 +7,26 @@
 //! first publisher this node accepted it from, unless the operator scoped the newcomer's key to
 //! that name, and the rollback and equivocation rules of `protocol::manifest`.
 
+use libp2p::PeerId;
 use wasmesh_keys::TrustList;
 use wasmesh_protocol::manifest::{RollbackError, check_replaces, is_equivocation};
 use wasmesh_protocol::{ContentHash, Limits, Manifest, PublicKey, SignedManifest, VerifyError};
 
 use super::registry::{ModuleEntry, ModuleState, Registry};
 use crate::config::Replicate;
+
+/// Where a manifest came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Gossiped by a peer.
+    Gossip(PeerId),
+    /// Received in a sync response.
+    Sync(PeerId),
+    /// Published through this node's gateway.
+    Publish,
+    /// Loaded from this node's store at start-up.
+    Store,
+}
 
 /// The outcome of offering a manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]

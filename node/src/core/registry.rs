@@ -1,8 +1,12 @@
 //! The modules this node knows: the newest accepted manifest of each, whether it is ready here,
 //! who owns each name, and the digest of the manifests held.
+//!
+//! Its maps are persistent (`imbl`): a clone shares their structure, so the control task can
+//! hand the request path a snapshot after every change at the cost of a few reference counts.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+
+use imbl::{HashMap, OrdMap};
 
 use wasmesh_protocol::wire::manifest_digest;
 use wasmesh_protocol::{ContentHash, ModuleKey, ModuleRef, PublicKey, SignedManifest};
@@ -39,10 +43,10 @@ impl ModuleEntry {
 }
 
 /// The modules this node holds manifests for.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Registry {
     /// In key order, so that sync can page through it.
-    modules: BTreeMap<ModuleKey, ModuleEntry>,
+    modules: OrdMap<ModuleKey, ModuleEntry>,
     /// Who each name belongs to: the publisher of the first manifest accepted for it.
     owners: HashMap<String, PublicKey>,
     /// The digest of the manifests held, kept current by `put` (every status carries it).
@@ -52,7 +56,7 @@ pub struct Registry {
 impl Default for Registry {
     fn default() -> Self {
         Self {
-            modules: BTreeMap::new(),
+            modules: OrdMap::new(),
             owners: HashMap::new(),
             digest: manifest_digest([]),
         }
@@ -107,7 +111,9 @@ impl Registry {
     pub fn entries_after(&self, after: Option<&ModuleKey>) -> impl Iterator<Item = &ModuleEntry> {
         use std::ops::Bound::{Excluded, Unbounded};
         let start = after.map_or(Unbounded, Excluded);
-        self.modules.range((start, Unbounded)).map(|(_, e)| e)
+        self.modules
+            .range::<_, ModuleKey>((start, Unbounded))
+            .map(|(_, e)| e)
     }
 
     /// The digest of the manifests held (see `wire::manifest_digest`).

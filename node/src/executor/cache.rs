@@ -113,6 +113,7 @@ impl ModuleCache {
             name: name.to_owned(),
             module,
             inline: Default::default(),
+            exec_mean: Default::default(),
             info,
             size_bytes: size,
             _engine: self.engine.clone(),

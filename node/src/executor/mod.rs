@@ -29,6 +29,7 @@ mod watchdog;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmesh_protocol::wasm::ModuleInfo;
@@ -51,8 +52,41 @@ pub struct CompiledModule {
     module: wasmer::Module,
     /// Whether its requests may run on the calling thread ([`inline`]).
     inline: inline::InlineRecord,
+    /// How long its runs here take (for routing).
+    pub exec_mean: ExecMean,
     /// Keeps the engine alive as long as the module (wasmer requires it).
     _engine: wasmer::Engine,
+}
+
+/// The smoothed execution time of a module's runs on this node, for routing. It lives beside the
+/// compiled module, so that recording a run takes no lock.
+#[derive(Debug, Default)]
+pub struct ExecMean(AtomicU64);
+
+impl ExecMean {
+    /// The mean in microseconds; `None` before the first run.
+    pub fn get(&self) -> Option<u64> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            mean => Some(mean),
+        }
+    }
+
+    /// Folds one run of `exec_us` into the mean.
+    pub fn observe(&self, exec_us: u64) {
+        // 0 stands for "no run yet", so a mean is at least 1 us.
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(
+                    match old {
+                        0 => exec_us,
+                        old => wasmesh_protocol::routing::smooth(old, exec_us),
+                    }
+                    .max(1),
+                )
+            });
+    }
 }
 
 impl std::fmt::Debug for CompiledModule {

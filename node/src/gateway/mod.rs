@@ -97,6 +97,7 @@ async fn publish(State(node): State<Node>, body: Bytes) -> Response {
                 PublishError::OverQuota { .. } | PublishError::DiskFull { .. } => {
                     StatusCode::INSUFFICIENT_STORAGE
                 }
+                PublishError::Stopping => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::UNPROCESSABLE_ENTITY,
             };
             error(status, e.kind(), e)
@@ -105,17 +106,17 @@ async fn publish(State(node): State<Node>, body: Bytes) -> Response {
 }
 
 async fn modules(State(node): State<Node>) -> Response {
+    let view = node.views.load_full();
     let providers = |hash| {
-        node.state()
-            .peers
+        view.peers
             .values()
             .filter(|p| p.ready.contains(hash))
             .map(|p| p.peer_id.to_string())
             .collect::<Vec<_>>()
     };
-    let entries: Vec<_> = node.registry().entries().cloned().collect();
-    let list: Vec<_> = entries
-        .iter()
+    let list: Vec<_> = view
+        .registry
+        .entries()
         .map(|e| {
             let m = &e.signed.manifest;
             let mut provider_list = providers(&m.blob);
@@ -154,7 +155,9 @@ async fn invoke(
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_module_ref", e),
     };
     let Some(limit) = node
-        .registry()
+        .views
+        .load()
+        .registry
         .resolve(&module_ref)
         .map(|e| e.signed.manifest.limits.max_input as usize)
     else {
@@ -302,16 +305,11 @@ fn status_of_kind(kind: FailureKind) -> StatusCode {
 }
 
 async fn status(State(node): State<Node>) -> Response {
-    let (modules, ready) = {
-        let registry = node.registry();
-        let modules = registry.entries().count();
-        (modules, registry.ready_blobs().len())
-    };
-    let (peers, peers_known) = {
-        let state = node.state();
-        let table = &state.peers;
-        (table.values().filter(|p| p.connected).count(), table.len())
-    };
+    let view = node.views.load_full();
+    let modules = view.registry.entries().count();
+    let ready = view.registry.ready_blobs().len();
+    let table = &view.peers;
+    let (peers, peers_known) = (table.values().filter(|p| p.connected).count(), table.len());
     let (running, queued) = node.executor.load();
     axum::Json(json!({
         "peer_id": node.peer_id.to_string(),
@@ -333,7 +331,8 @@ async fn status(State(node): State<Node>) -> Response {
 
 async fn peers(State(node): State<Node>) -> Response {
     let list: Vec<_> = node
-        .state()
+        .views
+        .load_full()
         .peers
         .values()
         .map(|p| {

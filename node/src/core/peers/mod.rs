@@ -10,12 +10,19 @@
 //! - Dialing: at most [`MAX_DIALED_PEERS`] connections are sought; a lost peer is dialed again
 //!   after [`REDIAL_AFTER`], doubled per failed dial up to 8 s, and not at all after
 //!   [`MAX_DIAL_FAILURES`] failures in a row (it can still connect to this node).
+//! - Routing knowledge: round trips, coordinates, and what forwards to each peer showed (mean
+//!   execution time and spread per blob, and a failure marking it down for a while).
+//!
+//! The table is a persistent map (`imbl`): the control task clones it into the view the request
+//! path reads at the cost of a few reference counts.
 
 pub mod exchange;
 pub mod intake;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use libp2p::{Multiaddr, PeerId};
@@ -37,7 +44,7 @@ pub const REDIAL_AFTER: Duration = Duration::from_secs(1);
 /// What this node knows of its peers, bounded (see the module docs).
 #[derive(Debug, Default, Clone)]
 pub struct PeerTable {
-    peers: HashMap<PeerId, PeerInfo>,
+    peers: imbl::HashMap<PeerId, PeerInfo>,
 }
 
 impl PeerTable {
@@ -58,7 +65,7 @@ impl PeerTable {
 
     /// Every peer known, to change.
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut PeerInfo> {
-        self.peers.values_mut()
+        self.peers.iter_mut().map(|(_, info)| info)
     }
 
     /// Peers known.
@@ -183,6 +190,34 @@ impl PeerTable {
         info.coordinate
     }
 
+    /// Folds one answered forward into what is known of `peer` for the blob `hash`: its mean
+    /// execution time (for routing) and how long the whole forward took (for hedging).
+    pub fn forward_answered(
+        &mut self,
+        peer: &PeerId,
+        hash: ContentHash,
+        exec_us: u64,
+        took_us: u64,
+    ) {
+        let Some(info) = self.peers.get_mut(peer) else {
+            return;
+        };
+        let mean = info.mean_exec_us.entry(hash).or_insert(exec_us);
+        *mean = routing::smooth(*mean, exec_us);
+        info.forward_us
+            .entry(hash)
+            .and_modify(|spread| spread.observe(took_us))
+            .or_insert_with(|| Spread::first(took_us));
+    }
+
+    /// A forward to `peer` failed at `now_ms` (the routing clock): it is not routed to for a
+    /// while ([`routing::down_after_failure`]).
+    pub fn forward_failed(&mut self, peer: &PeerId, now_ms: u64) {
+        if let Some(info) = self.peers.get_mut(peer) {
+            info.down_until_ms = Some(routing::down_after_failure(now_ms));
+        }
+    }
+
     /// Records that this node asked `peer` for a sync while it reported `digest`.
     pub fn synced(&mut self, peer: &PeerId, digest: ContentHash, now: Instant) {
         if let Some(info) = self.peers.get_mut(peer) {
@@ -269,7 +304,7 @@ pub struct PeerInfo {
     /// Not routed to until then (after a failed forward; ms on the node's routing clock).
     pub down_until_ms: Option<u64>,
     /// Requests this node has forwarded to the peer and not yet had answered.
-    pub forwarding: u32,
+    pub forwarding: ForwardCount,
     /// Mean execution time per blob, as seen in replies to forwarded requests (microseconds).
     pub mean_exec_us: HashMap<ContentHash, u64>,
     /// How long forwarded requests per blob took, end to end (for hedging).
@@ -278,6 +313,36 @@ pub struct PeerInfo {
     pub last_seen: Instant,
     /// Its gossipsub score here (below -80 it is graylisted: its messages are ignored).
     pub gossip_score: Option<f64>,
+}
+
+/// Requests this node has forwarded to a peer and not yet had answered: the one figure of a
+/// peer the request path changes itself, once per forward. It is an atomic counter shared by
+/// the table and every view cloned from it, so that counting takes no lock and no message.
+#[derive(Debug, Clone, Default)]
+pub struct ForwardCount(Arc<AtomicU32>);
+
+impl ForwardCount {
+    /// The requests under way.
+    pub fn get(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Counts one more request until the returned guard drops.
+    pub fn enter(&self) -> ForwardGuard {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        ForwardGuard(self.0.clone())
+    }
+}
+
+/// One forwarded request, counted in its peer's [`ForwardCount`] until dropped, wherever the
+/// request's future stops.
+#[derive(Debug)]
+pub struct ForwardGuard(Arc<AtomicU32>);
+
+impl Drop for ForwardGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Most peers a node keeps what it knows of. Statuses from fresh keys cost an attacker nothing,
@@ -306,7 +371,7 @@ impl PeerInfo {
             rtt_us: None,
             coordinate: None,
             down_until_ms: None,
-            forwarding: 0,
+            forwarding: ForwardCount::default(),
             mean_exec_us: HashMap::new(),
             forward_us: HashMap::new(),
             last_seen: now,

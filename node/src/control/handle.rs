@@ -1,0 +1,89 @@
+//! The handle the rest of the node holds on the control task: each call is a
+//! [`ControlCommand`]; those that need an answer carry a oneshot reply. Feedback from the
+//! request path is sent without waiting, and dropped when the control task is behind (it is an
+//! estimate; the next request brings more).
+
+use libp2p::PeerId;
+use tokio::sync::{mpsc, oneshot};
+use wasmesh_protocol::{ContentHash, ModuleKey, SignedManifest};
+
+use super::command::ControlCommand;
+use crate::core::manifests::{Offered, Origin, Refusal};
+use crate::core::registry::ModuleState;
+use crate::core::state::ForwardFeedback;
+
+/// The control task has stopped (the node is shutting down).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the node is stopping")]
+pub struct Stopped;
+
+/// A cloneable handle on the control task.
+#[derive(Debug, Clone)]
+pub struct NodeHandle(mpsc::Sender<ControlCommand>);
+
+impl NodeHandle {
+    /// A handle and the receiving end the control task reads, with room for `capacity`
+    /// commands waiting.
+    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<ControlCommand>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (Self(tx), rx)
+    }
+
+    async fn send(&self, command: ControlCommand) -> Result<(), Stopped> {
+        self.0.send(command).await.map_err(|_| Stopped)
+    }
+
+    /// Offers a manifest; answers once the node's view holds the outcome.
+    pub async fn offer(
+        &self,
+        signed: SignedManifest,
+        origin: Origin,
+    ) -> Result<Result<Offered, Refusal>, Stopped> {
+        let (reply, answer) = oneshot::channel();
+        self.send(ControlCommand::Offer {
+            signed: Box::new(signed),
+            origin,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| Stopped)
+    }
+
+    /// Reports how an ingest ended; returns once the node's view shows it.
+    pub async fn ingested(
+        &self,
+        key: ModuleKey,
+        blob: ContentHash,
+        state: ModuleState,
+    ) -> Result<(), Stopped> {
+        let (done, shown) = oneshot::channel();
+        self.send(ControlCommand::Ingested {
+            key,
+            blob,
+            state,
+            done,
+        })
+        .await?;
+        shown.await.map_err(|_| Stopped)
+    }
+
+    /// Gossips an encoded signed manifest.
+    pub async fn publish_manifest(&self, encoded: Vec<u8>) -> Result<(), Stopped> {
+        self.send(ControlCommand::PublishManifest(encoded)).await
+    }
+
+    /// Gossips an encoded status message.
+    pub async fn publish_status(&self, encoded: Vec<u8>) -> Result<(), Stopped> {
+        self.send(ControlCommand::PublishStatus(encoded)).await
+    }
+
+    /// Asks for `peer`'s round trip to be measured (without waiting).
+    pub fn probe(&self, peer: PeerId) {
+        let _ = self.0.try_send(ControlCommand::Probe(peer));
+    }
+
+    /// Reports what a forward showed about its peer (without waiting).
+    pub fn forwarded(&self, feedback: ForwardFeedback) {
+        let _ = self.0.try_send(ControlCommand::Forwarded(feedback));
+    }
+}

@@ -1,0 +1,306 @@
+//! The node's state and its one owner: the control task holds an [`Owner`] (the core's
+//! [`NodeState`] and [`Registry`]), changes it as swarm events and commands arrive, and after
+//! each change publishes a [`View`] for everyone else to read.
+//!
+//! What follows a change waits for the view that shows it: answers to commands, ingests of
+//! accepted manifests (which read the view), and the status and provider notifications. So a
+//! caller that got an answer, or a task that was woken, never reads a view older than the news.
+//!
+//! A manifest, wherever it comes from (gossip, sync, publish, the store at start-up), goes
+//! through [`Owner::offer_manifest`]: decode-with-limit (by the caller), then the decisions of
+//! `core::manifests` (name and limits, trust, signature, rollback). Once accepted it is written
+//! to the store (off this task, in order, by the store writer) and ingested. A module whose
+//! limits exceed this node's caps is kept and reported not runnable here, rather than refused,
+//! so that it still propagates to nodes that can run it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use libp2p::PeerId;
+use tokio::sync::oneshot;
+use wasmesh_protocol::wire::{PeerRecord, SYNC_PAGE, StatusMessage, SyncRequest, SyncResponse};
+use wasmesh_protocol::{ContentHash, ModuleKey, SignedManifest};
+
+use crate::core::manifests::{self, Filing, Offered, Origin, Refusal};
+use crate::core::peers::intake::StatusRefusal;
+use crate::core::registry::{ModuleState, Registry};
+use crate::core::state::{Effect, Input, NodeState};
+use crate::node::{NodeInner, RestoreError};
+use crate::view::View;
+
+/// The node's state, owned by the control task (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Owner {
+    state: NodeState,
+    registry: Registry,
+    /// Whether anything changed since the last view was published.
+    changed: bool,
+    /// Accepted manifests, ingested once the view holds them.
+    to_ingest: Vec<SignedManifest>,
+    /// Answers sent once the view shows what they answer.
+    replies: Vec<Reply>,
+    status_changed: bool,
+    providers_changed: bool,
+}
+
+/// An answer waiting for the next view.
+#[derive(Debug)]
+enum Reply {
+    Offered(
+        oneshot::Sender<Result<Offered, Refusal>>,
+        Result<Offered, Refusal>,
+    ),
+    Shown(oneshot::Sender<()>),
+}
+
+impl Owner {
+    /// Owns `state` and an empty registry.
+    pub(crate) fn new(state: NodeState) -> Self {
+        Self {
+            state,
+            registry: Registry::default(),
+            changed: true,
+            to_ingest: Vec::new(),
+            replies: Vec::new(),
+            status_changed: false,
+            providers_changed: false,
+        }
+    }
+
+    /// The control plane's state, to read.
+    pub(crate) fn state(&self) -> &NodeState {
+        &self.state
+    }
+
+    /// The control plane's state, to change (the next view shows it).
+    pub(crate) fn state_mut(&mut self) -> &mut NodeState {
+        self.changed = true;
+        &mut self.state
+    }
+
+    /// Takes one input into the control plane's state at `now` (see `core::state`).
+    pub(crate) fn handle(&mut self, input: Input<'_>, now: Instant) -> Vec<Effect> {
+        self.state_mut().handle(input, now)
+    }
+
+    /// Publishes a view if anything changed, then sends the answers, starts the ingests and
+    /// wakes the tasks that waited for it.
+    pub(crate) fn publish(&mut self, node: &Arc<NodeInner>) {
+        if self.changed {
+            node.views.publish(View {
+                registry: self.registry.clone(),
+                peers: self.state.peers.clone(),
+                coordinate: self.state.coordinate,
+            });
+            self.changed = false;
+        }
+        for reply in self.replies.drain(..) {
+            match reply {
+                Reply::Offered(to, answer) => {
+                    let _ = to.send(answer);
+                }
+                Reply::Shown(to) => {
+                    let _ = to.send(());
+                }
+            }
+        }
+        for signed in self.to_ingest.drain(..) {
+            node.spawn_ingest(signed);
+        }
+        if std::mem::take(&mut self.status_changed) {
+            node.status_changed.notify_one();
+        }
+        if std::mem::take(&mut self.providers_changed) {
+            node.providers_changed.notify_waiters();
+        }
+    }
+
+    /// Checks and, if acceptable, takes a manifest (see the module docs).
+    pub(crate) fn offer_manifest(
+        &mut self,
+        node: &NodeInner,
+        signed: SignedManifest,
+        origin: Origin,
+    ) -> Result<Offered, Refusal> {
+        let result = self.check_and_store(node, &signed, origin);
+        match &result {
+            Ok(Offered::Accepted) => {
+                node.metrics.manifests_accepted.inc();
+                let m = &signed.manifest;
+                tracing::info!(module = %m.name, version = m.version, hash = %m.blob.short(), ?origin, "accepted manifest");
+                // A publish ingests inline, so its answer means "ready here".
+                if origin != Origin::Publish {
+                    self.to_ingest.push(signed);
+                }
+            }
+            Ok(Offered::AlreadyHeld) => {}
+            Err(refusal) => node.note_refusal(&signed.manifest, origin, refusal),
+        }
+        result
+    }
+
+    /// Offers a manifest for a caller that waits for the answer (sent with the next view).
+    pub(crate) fn offer_and_reply(
+        &mut self,
+        node: &NodeInner,
+        signed: SignedManifest,
+        origin: Origin,
+        reply: oneshot::Sender<Result<Offered, Refusal>>,
+    ) {
+        let answer = self.offer_manifest(node, signed, origin);
+        self.replies.push(Reply::Offered(reply, answer));
+    }
+
+    fn check_and_store(
+        &mut self,
+        node: &NodeInner,
+        signed: &SignedManifest,
+        origin: Origin,
+    ) -> Result<Offered, Refusal> {
+        if let Some(answer) = manifests::answer_without_signature(&self.registry, signed) {
+            return answer;
+        }
+        manifests::verify(signed, &node.trust)?;
+        let filing = Filing {
+            trust: &node.trust,
+            replicate: &node.replicate,
+            caps: node.executor.caps(),
+        };
+        let taken = manifests::take(&mut self.registry, signed, filing)?;
+        self.changed = true;
+        if let Some(held) = taken.equivocation_with {
+            let manifest = &signed.manifest;
+            node.metrics.count_rejection("equivocation_seen");
+            tracing::warn!(
+                module = %manifest.name,
+                version = manifest.version,
+                %held,
+                offered = %manifest.blob,
+                "a publisher signed two blobs under one version; keeping the lower hash"
+            );
+        }
+        // The store writer keeps the order of these writes.
+        if taken.offered == Offered::Accepted && origin != Origin::Store {
+            node.store_writer.put_manifest(signed.clone());
+        }
+        if let Some(blob) = taken.forget_blob {
+            node.store_writer.remove_blob(blob);
+        }
+        self.status_changed |= taken.replaced;
+        Ok(taken.offered)
+    }
+
+    /// An ingest ended: records the module's state here (if its manifest is still `blob`'s),
+    /// and answers `done` with the view that shows it.
+    pub(crate) fn ingested(
+        &mut self,
+        node: &NodeInner,
+        key: &ModuleKey,
+        blob: &ContentHash,
+        state: ModuleState,
+        done: oneshot::Sender<()>,
+    ) {
+        if self.registry.set_state(key, blob, state) {
+            self.changed = true;
+            node.metrics
+                .modules_ready
+                .set(self.registry.ready_blobs().len() as i64);
+            self.status_changed = true;
+        }
+        self.replies.push(Reply::Shown(done));
+    }
+
+    /// Takes a peer's status (gossip says it comes from `from`). Returns the peer's manifest
+    /// digest when it differs from this node's and this node has not asked the peer for a sync
+    /// at that digest lately: the caller should ask (and record it with [`Self::note_sync`]).
+    pub(crate) fn on_status(
+        &mut self,
+        node: &NodeInner,
+        from: PeerId,
+        status: StatusMessage,
+    ) -> Result<Option<ContentHash>, StatusRefusal> {
+        let taken =
+            self.state
+                .peers
+                .take_status(from, status, Instant::now(), node.allow_private_addrs)?;
+        self.changed = true;
+        if taken.fresh {
+            node.metrics.statuses.inc();
+        }
+        if taken.dropped_addresses {
+            node.metrics.count_rejection("peer_address_not_global");
+        }
+        self.providers_changed |= taken.new_provider;
+        Ok(taken
+            .unsynced_digest
+            .filter(|theirs| *theirs != self.registry.manifest_digest()))
+    }
+
+    /// Records that this node asked `peer` for a sync while it reported `digest`.
+    pub(crate) fn note_sync(&mut self, peer: &PeerId, digest: ContentHash) {
+        self.state.peers.synced(peer, digest, Instant::now());
+    }
+
+    /// A page of the manifests held (if asked for), from after the request's `after`, for a
+    /// sync response to `requester`; the first page also introduces peers this node is
+    /// connected to.
+    pub(crate) fn sync_response(
+        &self,
+        node: &NodeInner,
+        request: &SyncRequest,
+        requester: &PeerId,
+    ) -> SyncResponse {
+        let after = request.after.as_ref();
+        let (manifests, more) = if !request.manifests {
+            (Vec::new(), false)
+        } else {
+            let mut page = self.registry.entries_after(after);
+            let manifests: Vec<SignedManifest> = page
+                .by_ref()
+                .take(SYNC_PAGE)
+                .map(|e| e.signed.clone())
+                .collect();
+            (manifests, page.next().is_some())
+        };
+        let peers = match after {
+            Some(_) => Vec::new(),
+            None => self.state.peers.introductions(requester),
+        };
+        SyncResponse {
+            manifests,
+            membership: node.membership_bytes(),
+            more,
+            peers,
+        }
+    }
+
+    /// Takes the peers a neighbour introduced; the new ones become dial targets.
+    pub(crate) fn on_introductions(&mut self, node: &NodeInner, records: &[PeerRecord]) {
+        let introduced = self.state_mut().peers.take_introductions(
+            records,
+            node.peer_id,
+            Instant::now(),
+            node.allow_private_addrs,
+        );
+        if introduced > 0 {
+            tracing::debug!(introduced, "peers introduced by a neighbour");
+        }
+    }
+
+    /// Restores modules from the store at start-up (no peer needed when blobs are here).
+    pub(crate) fn restore(&mut self, node: &NodeInner) -> Result<usize, RestoreError> {
+        let (manifests, broken) = node.store.load_manifests()?;
+        // Skipping it would forget the module's version floor, and let an older version back
+        // in: the operator decides.
+        if let Some(path) = broken.into_iter().next() {
+            return Err(RestoreError::Unreadable { path });
+        }
+        let mut restored = 0;
+        for signed in manifests {
+            if self.offer_manifest(node, signed, Origin::Store).is_ok() {
+                restored += 1;
+            }
+        }
+        Ok(restored)
+    }
+}

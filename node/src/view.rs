@@ -1,0 +1,61 @@
+//! The node's view: a read-only snapshot of what the control task knows (the modules, the peer
+//! table, this node's coordinate), published by that task after every change.
+//!
+//! The request path, the gateway, the QUIC server and ingests read it without a lock
+//! (`arc-swap`). They never change it: what they learn goes to the control task through the
+//! [`NodeHandle`](crate::control::handle::NodeHandle), which folds it into its state and
+//! publishes the next view. The one exception is the count of requests forwarded to each peer,
+//! an atomic shared by every view ([`ForwardCount`](crate::core::peers::ForwardCount)).
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use wasmesh_protocol::ContentHash;
+use wasmesh_protocol::coordinates::Coordinate;
+
+use crate::core::peers::PeerTable;
+use crate::core::registry::Registry;
+use crate::data::PeerAddr;
+
+/// What the node knows, as of one moment.
+#[derive(Debug, Clone, Default)]
+pub struct View {
+    /// The modules held and their state here.
+    pub registry: Registry,
+    /// What is known of each peer.
+    pub peers: PeerTable,
+    /// This node's network coordinate.
+    pub coordinate: Coordinate,
+}
+
+impl View {
+    /// Peers whose status says the blob is ready there, with their data-plane address.
+    pub fn providers_of(&self, hash: &ContentHash) -> Vec<PeerAddr> {
+        self.peers
+            .providers_of(hash)
+            .into_iter()
+            .map(|(key, addr)| PeerAddr { key, addr })
+            .collect()
+    }
+}
+
+/// Where the control task publishes views and everyone else reads the newest.
+#[derive(Debug, Default)]
+pub struct Views(ArcSwap<View>);
+
+impl Views {
+    /// The newest view. Cheap and lock-free; hold it briefly (not across an `.await`).
+    pub fn load(&self) -> arc_swap::Guard<Arc<View>> {
+        self.0.load()
+    }
+
+    /// The newest view, to keep.
+    pub fn load_full(&self) -> Arc<View> {
+        self.0.load_full()
+    }
+
+    /// Replaces the view.
+    pub(crate) fn publish(&self, view: View) {
+        self.0.store(Arc::new(view));
+    }
+}
