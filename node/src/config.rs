@@ -41,7 +41,7 @@ pub struct NodeArgs {
     /// HTTP gateway address [default: 127.0.0.1:8080].
     #[arg(long)]
     pub http: Option<SocketAddr>,
-    /// A peer to join through (repeatable), with or without /p2p/<peer id>.
+    /// A peer to join through (repeatable), with or without /p2p/PEER_ID.
     #[arg(long)]
     pub bootstrap: Vec<Multiaddr>,
     /// A trusted publisher key, 64 hex characters, for every name, or `HEX=echo,img-*` for the

@@ -6,10 +6,12 @@
 //! - [`daemon`]: [`daemon::Node`], a running node (start, addresses, shutdown);
 //! - [`core`]: the node's decisions without I/O: the control plane's state machine
 //!   (`NodeState::handle`), the peer table, manifest intake, the module registry;
-//! - [`node`]: the node's state and manifest intake; [`ingest`] (blobs fetched and compiled),
-//!   [`publish`], [`request`] (routing, failover, hedging) and [`forwarded`] (requests peers
-//!   forward here) are its work;
-//! - [`control`]: the libp2p control plane (gossipsub, sync, identify, ping), one task;
+//! - [`control`]: the one task that owns the libp2p swarm (gossipsub, sync, identify, ping) and
+//!   the node's state (`control::owner`); the rest of the node holds its
+//!   [`control::handle::NodeHandle`] and reads the [`view`] it publishes after each change;
+//! - [`node`]: the node's services (keys, policy, store, executor, data plane); [`ingest`]
+//!   (blobs fetched and compiled), [`publish`], [`request`] (routing, failover, hedging) and
+//!   [`forwarded`] (requests peers forward here) are its work;
 //! - [`data`]: the QUIC data plane (endpoint, blobs, forwarded requests), with
 //!   [`connection_limits`] on what peers hold open;
 //! - [`gateway`]: the HTTP API;

@@ -4,7 +4,7 @@
 //!
 //! Everything a request holds is a guard released on drop, so a client that goes away at any
 //! `.await` leaves nothing behind: its execution slot and queue place (the executor's), its
-//! count in `in_flight` ([`InFlight`]), and its count in a peer's `forwarding`
+//! count in `in_flight` (`InFlight`), and its count in a peer's `forwarding`
 //! (`core::peers::ForwardGuard`).
 //!
 //! Routing reads the node's view (`crate::view`) and takes no lock. What a request learns (a

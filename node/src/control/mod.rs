@@ -1,5 +1,5 @@
 //! The control plane: one task owns the libp2p swarm (QUIC + TCP, gossipsub, identify, ping,
-//! request-response sync) and the node's state ([`owner`]). Swarm events and the commands of
+//! request-response sync) and the node's state (`owner`). Swarm events and the commands of
 //! the rest of the node ([`handle`]) become inputs of that state; what it decides becomes
 //! actions on the swarm; after each, the task publishes the node's view (`crate::view`).
 //!

@@ -388,4 +388,88 @@ mod tests {
             ModuleState::Remote
         ));
     }
+
+    /// One offer: publisher (0 and 1 trusted, 2 not), name, version, blob, signature intact.
+    #[derive(Debug, Clone)]
+    struct Offer {
+        publisher: usize,
+        name: usize,
+        version: u64,
+        blob: u8,
+        intact: bool,
+    }
+
+    fn offer() -> impl proptest::strategy::Strategy<Value = Offer> {
+        use proptest::prelude::*;
+        (
+            0usize..3,
+            0usize..3,
+            0u64..6,
+            0u8..3,
+            proptest::bool::weighted(0.9),
+        )
+            .prop_map(|(publisher, name, version, blob, intact)| Offer {
+                publisher,
+                name,
+                version,
+                blob,
+                intact,
+            })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Offers in any order, taken the way the node takes them (answer without a signature,
+        /// verify, take): a held version never goes down (at one version, only to the lower
+        /// blob hash); a name never changes owner; untrusted or forged offers change nothing; an
+        /// accepted offer is what is held; the kept digest matches the entries.
+        #[test]
+        fn no_offer_sequence_rolls_back_a_module_or_moves_a_name(
+            offers in proptest::collection::vec(offer(), 1..120),
+        ) {
+            let keys: Vec<Keypair> = (1..=3).map(|n| Keypair::from_seed([n; 32])).collect();
+            let trust: TrustList = keys[..2].iter().map(|k| k.public()).collect();
+            let caps = Limits::default();
+            let filing = Filing { trust: &trust, replicate: &Replicate::All, caps: &caps };
+            let names = ["a", "b", "c"];
+            let mut registry = Registry::default();
+            for offer in offers {
+                let before = registry.clone();
+                let mut manifest = signed(&keys[offer.publisher], names[offer.name], offer.version).manifest;
+                manifest.blob = ContentHash::of(&[offer.blob]);
+                let mut offered = manifest.sign(&keys[offer.publisher]);
+                if !offer.intact {
+                    offered.signature = Signature([7; 64]);
+                }
+                let outcome = match answer_without_signature(&registry, &offered) {
+                    Some(answer) => answer,
+                    None => verify(&offered, &trust).and_then(|()| {
+                        take(&mut registry, &offered, filing).map(|taken| taken.offered)
+                    }),
+                };
+                let key = offered.manifest.key();
+                if outcome == Ok(Offered::Accepted) {
+                    let held = registry.get(&key).map(|e| &e.signed);
+                    proptest::prop_assert_eq!(held, Some(&offered));
+                }
+                if offer.publisher == 2 || !offer.intact {
+                    proptest::prop_assert_eq!(registry.manifest_digest(), before.manifest_digest());
+                }
+                for old in before.entries() {
+                    let old = &old.signed.manifest;
+                    let now = &registry.get(&old.key()).expect("a module was dropped").signed.manifest;
+                    proptest::prop_assert!(now.version >= old.version);
+                    if now.version == old.version {
+                        proptest::prop_assert!(now.blob <= old.blob);
+                    }
+                    proptest::prop_assert_eq!(registry.owner_of(&old.name), before.owner_of(&old.name));
+                }
+                let recomputed = wasmesh_protocol::wire::manifest_digest(
+                    registry.entries().map(|e| ContentHash::of(&e.signed.encode())),
+                );
+                proptest::prop_assert_eq!(registry.manifest_digest(), recomputed);
+            }
+        }
+    }
 }
