@@ -235,6 +235,9 @@ impl GatewayFile {
     }
 }
 
+/// How often `wasmesh node run` gossips its status when nothing changes.
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Everything a node needs to start.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -412,7 +415,7 @@ impl NodeConfig {
                 .allow_private_addrs
                 .or(file.allow_private_addrs)
                 .unwrap_or(private_by_default),
-            status_interval: Duration::from_secs(2),
+            status_interval: STATUS_INTERVAL,
             data_dir,
         })
     }

@@ -1,9 +1,13 @@
 //! The node's metrics (Prometheus text format at `GET /metrics`).
 //!
 //! One struct for the node; every rejection of outside input is counted here with its reason
-//! (and logged where it happens).
+//! (and logged where it happens). The node's traffic is counted by kind: libp2p's own metrics
+//! (the transport's bytes, gossipsub's per topic) are registered in the same registry, and
+//! [`Metrics::traffic`] sums them with the node's own counts (sync, blobs, invokes) per kind.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::sync::{Mutex, MutexGuard};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -25,8 +29,37 @@ pub struct Outcome {
     pub route: String,
 }
 
+/// What moved: one of the node's protocols.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelValue)]
+pub enum TrafficKind {
+    /// Manifest sync and peer exchange (libp2p request-response).
+    Sync,
+    /// Blobs (QUIC data plane).
+    Blob,
+    /// Forwarded requests (their inputs) and their answers (QUIC data plane).
+    Invoke,
+}
+
+/// Which way it moved.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelValue)]
+pub enum Direction {
+    /// From this node.
+    Sent,
+    /// To this node.
+    Received,
+}
+
+/// Label of the node's own traffic counts.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Flow {
+    /// The protocol.
+    pub kind: TrafficKind,
+    /// Which way.
+    pub direction: Direction,
+}
+
 /// Counters and gauges of one node.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
     /// Manifests accepted (gossip, sync, publish).
     pub manifests_accepted: Counter,
@@ -52,6 +85,81 @@ pub struct Metrics {
     pub statuses: Counter,
     /// Dials of peers this node started (bootstrap, redial, peer exchange, probes).
     pub dials: Counter,
+    /// Bytes the node's own protocols moved (message bodies), by kind and direction.
+    pub traffic_bytes: Family<Flow, Counter>,
+    /// Messages the node's own protocols moved, by kind and direction.
+    pub traffic_messages: Family<Flow, Counter>,
+    /// Everything above, plus what libp2p registers (the swarm is built with it).
+    registry: Mutex<Registry>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut metrics = Self {
+            manifests_accepted: Counter::default(),
+            rejections: Family::default(),
+            blobs_fetched: Counter::default(),
+            blobs_served: Counter::default(),
+            invocations: Family::default(),
+            modules_compiled: Counter::default(),
+            modules_loaded: Counter::default(),
+            modules_ready: Gauge::default(),
+            peers: Gauge::default(),
+            hedges: Counter::default(),
+            statuses: Counter::default(),
+            dials: Counter::default(),
+            traffic_bytes: Family::default(),
+            traffic_messages: Family::default(),
+            registry: Mutex::new(Registry::with_prefix("wasmesh")),
+        };
+        metrics.register_own();
+        metrics
+    }
+}
+
+/// Bytes and messages of one kind of traffic, both ways.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrafficCount {
+    /// Bytes sent.
+    pub sent_bytes: u64,
+    /// Bytes received.
+    pub received_bytes: u64,
+    /// Messages sent.
+    pub sent_messages: u64,
+    /// Messages received (gossip: every copy, duplicates included).
+    pub received_messages: u64,
+}
+
+/// A node's traffic so far, by kind (see [`Metrics::traffic`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Status gossip (message bodies, every copy).
+    pub status: TrafficCount,
+    /// Manifest gossip (message bodies, every copy).
+    pub manifest: TrafficCount,
+    /// Sync and peer exchange.
+    pub sync: TrafficCount,
+    /// Blobs.
+    pub blob: TrafficCount,
+    /// Forwarded requests.
+    pub invoke: TrafficCount,
+    /// Everything on libp2p connections, framing, encryption and gossip control included
+    /// (bytes only).
+    pub control_plane: TrafficCount,
+}
+
+impl Traffic {
+    /// Each kind with its name, in a fixed order.
+    pub fn by_kind(&self) -> [(&'static str, TrafficCount); 6] {
+        [
+            ("status", self.status),
+            ("manifest", self.manifest),
+            ("sync", self.sync),
+            ("blob", self.blob),
+            ("invoke", self.invoke),
+            ("libp2p transport", self.control_plane),
+        ]
+    }
 }
 
 impl Metrics {
@@ -83,9 +191,23 @@ impl Metrics {
             .inc();
     }
 
-    /// The Prometheus text exposition of all metrics.
-    pub fn encode(&self) -> String {
-        let mut registry = Registry::with_prefix("wasmesh");
+    /// Counts one message of the node's own protocols.
+    pub fn count_traffic(&self, kind: TrafficKind, direction: Direction, bytes: usize) {
+        let flow = Flow { kind, direction };
+        self.traffic_bytes.get_or_create(&flow).inc_by(bytes as u64);
+        self.traffic_messages.get_or_create(&flow).inc();
+    }
+
+    /// The registry, for libp2p to register its metrics in (see `control::build_swarm`).
+    pub(crate) fn registry(&self) -> MutexGuard<'_, Registry> {
+        crate::lock::lock(&self.registry)
+    }
+
+    fn register_own(&mut self) {
+        let registry = self
+            .registry
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         registry.register(
             "manifests_accepted",
             "Manifests accepted",
@@ -112,6 +234,16 @@ impl Metrics {
             self.invocations.clone(),
         );
         registry.register(
+            "modules_compiled",
+            "Modules compiled here",
+            self.modules_compiled.clone(),
+        );
+        registry.register(
+            "modules_loaded",
+            "Modules loaded without compiling (memory or artifact cache)",
+            self.modules_loaded.clone(),
+        );
+        registry.register(
             "modules_ready",
             "Modules ready here",
             self.modules_ready.clone(),
@@ -128,9 +260,75 @@ impl Metrics {
             "Slow forwards copied to the next candidate",
             self.hedges.clone(),
         );
+        registry.register(
+            "traffic_bytes",
+            "Bytes of the node's own protocols, by kind and direction",
+            self.traffic_bytes.clone(),
+        );
+        registry.register(
+            "traffic_messages",
+            "Messages of the node's own protocols, by kind and direction",
+            self.traffic_messages.clone(),
+        );
+    }
+
+    /// The Prometheus text exposition of all metrics.
+    pub fn encode(&self) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry());
         text
     }
+
+    /// The node's traffic so far, by kind: its own counts, and libp2p's (gossip per topic, the
+    /// transport's bytes), read from the exposition.
+    pub fn traffic(&self) -> Traffic {
+        let own = |kind| {
+            let get = |family: &Family<Flow, Counter>, direction| {
+                family.get_or_create(&Flow { kind, direction }).get()
+            };
+            TrafficCount {
+                sent_bytes: get(&self.traffic_bytes, Direction::Sent),
+                received_bytes: get(&self.traffic_bytes, Direction::Received),
+                sent_messages: get(&self.traffic_messages, Direction::Sent),
+                received_messages: get(&self.traffic_messages, Direction::Received),
+            }
+        };
+        let text = self.encode();
+        let gossip = |topic: &str| {
+            let label = format!("\"{topic}\"");
+            TrafficCount {
+                sent_bytes: sum_of(&text, "_topic_msg_sent_bytes_total{", &label),
+                received_bytes: sum_of(&text, "_topic_msg_recv_bytes_unfiltered_total{", &label),
+                sent_messages: sum_of(&text, "_topic_msg_sent_counts_total{", &label),
+                received_messages: sum_of(
+                    &text,
+                    "_topic_msg_recv_counts_unfiltered_total{",
+                    &label,
+                ),
+            }
+        };
+        Traffic {
+            status: gossip(wasmesh_protocol::wire::STATUS_TOPIC),
+            manifest: gossip(wasmesh_protocol::wire::MANIFEST_TOPIC),
+            sync: own(TrafficKind::Sync),
+            blob: own(TrafficKind::Blob),
+            invoke: own(TrafficKind::Invoke),
+            control_plane: TrafficCount {
+                sent_bytes: sum_of(&text, "_bandwidth_bytes_total{", "direction=\"Outbound\""),
+                received_bytes: sum_of(&text, "_bandwidth_bytes_total{", "direction=\"Inbound\""),
+                ..TrafficCount::default()
+            },
+        }
+    }
+}
+
+/// The sum of the samples of the exposition `text` whose line holds `metric` (the end of a
+/// metric's name and the opening brace of its labels) and `label`.
+fn sum_of(text: &str, metric: &str, label: &str) -> u64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && line.contains(metric) && line.contains(label))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|value| value as u64)
+        .sum()
 }

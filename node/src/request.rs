@@ -7,9 +7,10 @@
 //! count in `in_flight` (`InFlight`), and its count in a peer's `forwarding`
 //! (`core::peers::ForwardGuard`).
 //!
-//! Routing reads the node's view (`crate::view`) and takes no lock. What a request learns (a
-//! peer's execution time, a failed forward, peers worth measuring) goes to the control task
-//! through the node's handle without waiting; the next view carries it.
+//! Routing reads the node's view (`crate::view`) and takes no lock. A failed forward marks its
+//! peer down at once, in an atomic every view shares; what else a request learns (a peer's
+//! execution time, peers worth measuring) goes to the control task through the node's handle
+//! without waiting, and the next view carries it.
 //! A hedged copy of a forward is an attempt like the first; the first good answer wins and
 //! dropping the rest cancels them.
 
@@ -25,9 +26,9 @@ use wasmesh_protocol::routing::{self, Holder};
 use wasmesh_protocol::wire::{FailureKind, InvokeRefusal, InvokeReply, InvokeRequest};
 use wasmesh_protocol::{ContentHash, ModuleRef, PublicKey};
 
-use crate::core::peers::ForwardCount;
+use crate::core::peers::ForwardAnswer;
+use crate::core::peers::PeerFeedback;
 use crate::core::registry::{ModuleEntry, ModuleState};
-use crate::core::state::ForwardFeedback;
 use crate::data::{ForwardError, PeerAddr};
 use crate::executor::{GuestError, Output, Request};
 use crate::node::NodeInner;
@@ -200,7 +201,7 @@ impl NodeInner {
                 Some(attempt) = attempts.next() => match attempt.reply {
                     Ok(InvokeReply::Ok { output, queue_us, exec_us, receipt }) => {
                         let receipt = receipt_of(attempt.executor, Receipt::output_outcome(&output), receipt);
-                        if self.refuse_bad_receipt(&attempt.peer, &receipt) {
+                        if self.refuse_bad_receipt(&attempt.peer, &attempt.feedback, &receipt) {
                             continue;
                         }
                         let elapsed = attempt.sent.elapsed();
@@ -226,7 +227,7 @@ impl NodeInner {
                     }
                     Ok(InvokeReply::GuestFailed { kind, message, receipt }) => {
                         let receipt = receipt_of(attempt.executor, Receipt::failure_outcome(kind), receipt);
-                        if self.refuse_bad_receipt(&attempt.peer, &receipt) {
+                        if self.refuse_bad_receipt(&attempt.peer, &attempt.feedback, &receipt) {
                             continue;
                         }
                         self.metrics.count_invocation(kind.as_str(), "forwarded");
@@ -244,7 +245,7 @@ impl NodeInner {
                     }
                     Err(error) => {
                         tracing::info!(trace_id, peer = %attempt.peer, %error, "forward failed; marking the peer down");
-                        self.mark_down(&attempt.peer);
+                        self.mark_down(&attempt.feedback);
                     }
                 },
                 _ = hedge_due, if may_hedge => {
@@ -277,7 +278,7 @@ impl NodeInner {
 
     /// One forward of a request to a peer, counted in the peer's `forwarding` while it lasts.
     async fn forward(&self, peer: PeerTarget, request: InvokeRequest, left: Duration) -> Attempt {
-        let _forwarding = peer.forwarding.enter();
+        let _forwarding = peer.feedback.enter();
         let sent = Instant::now();
         let reply = self
             .data_plane
@@ -285,6 +286,7 @@ impl NodeInner {
             .await;
         Attempt {
             peer: peer.peer_id,
+            feedback: peer.feedback.clone(),
             executor: peer.addr.key,
             sent,
             reply,
@@ -356,16 +358,16 @@ impl NodeInner {
                 measured_rtt_us: peer.rtt_us,
                 coordinate: peer.coordinate,
                 // Its last reported load, plus what this node sent it since.
-                in_flight: peer.in_flight.saturating_add(peer.forwarding.get()),
+                in_flight: peer.in_flight.saturating_add(peer.feedback.forwarding()),
                 capacity: peer.capacity,
                 mean_exec_us: peer.mean_exec_us.get(&hash).copied(),
-                down_until_ms: peer.down_until_ms,
+                down_until_ms: peer.feedback.down_until_ms(),
                 heard_ms: self.clock_ms(peer.last_seen),
             });
             targets.push(RouteTarget::Peer(PeerTarget {
                 peer_id: peer.peer_id,
                 addr: PeerAddr { key, addr: quic },
-                forwarding: peer.forwarding.clone(),
+                feedback: peer.feedback.clone(),
                 rtt_us: 0,
                 hedge_after: Duration::ZERO,
             }));
@@ -405,7 +407,7 @@ impl NodeInner {
     /// Reports one answered forward to the control task: the peer's execution time and how
     /// long the whole forward took feed routing and hedging.
     fn observe_forward(&self, peer: &PeerId, hash: &ContentHash, exec_us: u64, took: Duration) {
-        self.control.forwarded(ForwardFeedback::Answered {
+        self.control.forward_answered(ForwardAnswer {
             peer: *peer,
             hash: *hash,
             exec_us,
@@ -415,23 +417,25 @@ impl NodeInner {
 
     /// Checks the receipt of a peer's answer: one that does not verify is counted and logged,
     /// the peer is marked down, and the answer is not taken (the next candidate is tried).
-    fn refuse_bad_receipt(&self, peer: &PeerId, receipt: &SignedReceipt) -> bool {
+    fn refuse_bad_receipt(
+        &self,
+        peer: &PeerId,
+        feedback: &PeerFeedback,
+        receipt: &SignedReceipt,
+    ) -> bool {
         if receipt.verify().is_ok() {
             return false;
         }
         self.metrics.count_rejection("bad_receipt");
         tracing::warn!(%peer, trace_id = receipt.receipt.trace_id, "a peer's answer does not match its receipt; marking it down");
-        self.mark_down(peer);
+        self.mark_down(feedback);
         true
     }
 
-    /// Stops routing to a peer for a while after a failed forward (see
-    /// `core::peers::PeerTable::forward_failed`).
-    fn mark_down(&self, peer: &PeerId) {
-        self.control.forwarded(ForwardFeedback::Failed {
-            peer: *peer,
-            now_ms: self.clock_ms(Instant::now()),
-        });
+    /// Stops routing to a peer for a while after a failed forward; the next request, on any
+    /// task, sees it at once (`core::peers::PeerFeedback`).
+    fn mark_down(&self, feedback: &PeerFeedback) {
+        feedback.mark_down(self.clock_ms(Instant::now()));
     }
 }
 
@@ -468,8 +472,8 @@ enum RouteTarget {
 struct PeerTarget {
     peer_id: PeerId,
     addr: PeerAddr,
-    /// Requests forwarded to it now (shared with the node's views).
-    forwarding: ForwardCount,
+    /// Requests forwarded to it now, and whether it is down (shared with the node's views).
+    feedback: PeerFeedback,
     rtt_us: u64,
     /// When a forward to it counts as slow enough to hedge.
     hedge_after: Duration,
@@ -478,6 +482,8 @@ struct PeerTarget {
 /// How one forward ended.
 struct Attempt {
     peer: PeerId,
+    /// Where a failure marks it down.
+    feedback: PeerFeedback,
     /// The peer's node key (its QUIC certificate's), which must have signed the receipt.
     executor: PublicKey,
     sent: Instant,

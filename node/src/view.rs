@@ -4,8 +4,9 @@
 //! The request path, the gateway, the QUIC server and ingests read it without a lock
 //! (`arc-swap`). They never change it: what they learn goes to the control task through the
 //! [`NodeHandle`](crate::control::handle::NodeHandle), which folds it into its state and
-//! publishes the next view. The one exception is the count of requests forwarded to each peer,
-//! an atomic shared by every view ([`ForwardCount`](crate::core::peers::ForwardCount)).
+//! publishes the next view. The one exception is what each forward must show the next request
+//! at once (requests forwarded to a peer now, a peer marked down after a failure): atomics that
+//! every view shares ([`PeerFeedback`](crate::core::peers::PeerFeedback)).
 
 use std::sync::Arc;
 

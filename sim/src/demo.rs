@@ -48,6 +48,7 @@ pub fn scenario(nodes: usize, seed: u64, module_dir: &std::path::Path) -> Scenar
         },
         late: Vec::new(),
         hedging: true,
+        status_interval_ms: None,
         publish: vec![PublishSpec {
             module: "echo.wat".into(),
             name: "echo".into(),
@@ -64,6 +65,7 @@ pub fn scenario(nodes: usize, seed: u64, module_dir: &std::path::Path) -> Scenar
                 concurrency: 2,
                 input_bytes: 64,
                 echo: true,
+                rate: None,
             })
             .collect(),
         fault: Vec::new(),

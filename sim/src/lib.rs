@@ -3,14 +3,16 @@
 //! - Real meshes: [`cluster`] runs real nodes on loopback behind [`relay`]s that inject the
 //!   delays of a [`latency`] model and the faults of a [`scenario`]; [`runner`] drives a
 //!   scenario with [`load`], and the run's summary (what became ready where, routes against
-//!   the oracle, the scenario's checks) is its [`report`].
+//!   the oracle, the scenario's checks, the [`traffic`] per node) is its [`report`].
 //! - The [`scale`] model: a seeded discrete-event simulation of gossip and routing over
-//!   thousands of nodes, using `wasmesh_protocol::routing` itself.
+//!   thousands of nodes, using `wasmesh_protocol::routing` itself, and the
+//!   [`control_traffic`] per node it implies.
 //! - The [`demo`]: a mesh of real nodes in real cities, the README's first command.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod cities;
 pub mod cluster;
+pub mod control_traffic;
 pub mod demo;
 pub mod latency;
 pub mod load;
@@ -21,3 +23,4 @@ pub mod runner;
 pub mod scale;
 pub mod scenario;
 mod summary;
+pub mod traffic;

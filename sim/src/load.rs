@@ -53,6 +53,7 @@ pub struct LoadContext {
 pub fn run_load(index: usize, spec: &LoadSpec, context: &LoadContext) -> Vec<RequestRecord> {
     let next = AtomicU32::new(0);
     let records = Mutex::new(Vec::with_capacity(spec.requests as usize));
+    let started = Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..spec.concurrency.min(spec.requests.max(1)) {
             scope.spawn(|| {
@@ -65,6 +66,10 @@ pub fn run_load(index: usize, spec: &LoadSpec, context: &LoadContext) -> Vec<Req
                     let k = next.fetch_add(1, Ordering::Relaxed);
                     if k >= spec.requests {
                         break;
+                    }
+                    if let Some(rate) = spec.rate.filter(|r| *r > 0.0) {
+                        let due = started + Duration::from_secs_f64(f64::from(k) / rate);
+                        std::thread::sleep(due.saturating_duration_since(Instant::now()));
                     }
                     let record = one_request(&agent, index, k, spec, context);
                     records

@@ -63,6 +63,9 @@ enum Command {
         /// Holders of the routed module [default: 2% of the nodes, at least 3].
         #[arg(long)]
         holders: Option<usize>,
+        /// Modules each node reports ready in its status (for the control plane's traffic).
+        #[arg(long, default_value_t = 100)]
+        modules: usize,
         /// Writes the report as JSON here (and the CDF plot next to it, as .svg).
         #[arg(long)]
         json: Option<PathBuf>,
@@ -133,6 +136,7 @@ fn execute(command: Command) -> anyhow::Result<bool> {
             publishes,
             requests,
             holders,
+            modules,
             json,
             plot,
         } => {
@@ -140,6 +144,7 @@ fn execute(command: Command) -> anyhow::Result<bool> {
             let mut params = ScaleParams::new(nodes, seed);
             params.publishes = publishes.max(1);
             params.requests = requests;
+            params.modules = modules;
             if let Some(holders) = holders {
                 params.holders = holders.clamp(1, nodes);
             }

@@ -96,6 +96,8 @@ impl Links {
 pub struct NetCounters {
     /// Packets delivered.
     pub forwarded: AtomicU64,
+    /// Bytes (UDP payloads) delivered.
+    pub forwarded_bytes: AtomicU64,
     /// Packets dropped by a partition or an isolated node.
     pub dropped_by_fault: AtomicU64,
     /// Packets from addresses that are not nodes, or with no target yet.
@@ -198,6 +200,9 @@ impl Shared {
                         // A full socket buffer loses the packet, as a congested link would.
                         let _ = packet.via.send_to(&packet.bytes, packet.to);
                         self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+                        self.counters
+                            .forwarded_bytes
+                            .fetch_add(packet.bytes.len() as u64, Ordering::Relaxed);
                         queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
                     }
                     continue;

@@ -138,6 +138,8 @@ pub struct Report {
     pub events: Vec<Event>,
     /// Relay counts.
     pub packets: Packets,
+    /// What each node sent and received while the load ran.
+    pub traffic: crate::traffic::TrafficReport,
     /// Whether the nodes hedged slow forwards.
     pub hedging: bool,
     /// Forwards hedged (a copy sent to the next candidate), summed over the nodes.
@@ -174,6 +176,7 @@ impl Report {
             if self.hedging { "on" } else { "off" },
             self.hedges
         );
+        out.push_str(&self.traffic.table());
         if !self.routes.is_empty() {
             let _ = writeln!(
                 out,

@@ -17,6 +17,7 @@ use crate::load::{LoadContext, RequestRecord, run_load};
 use crate::report::{Event, Packets, Report, round3};
 use crate::scenario::{FaultSpec, PublishSpec, Scenario};
 use crate::summary::{Published, checks, missing, summarize};
+use crate::traffic::{Snapshot, TrafficReport};
 
 /// How long the mesh may take to form, a module to spread, or the mesh to converge at the end.
 const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
@@ -53,6 +54,7 @@ pub async fn run(scenario: &Scenario, name: &str, verbosity: Verbosity) -> anyho
         .map(|i| NodeSetup {
             replicate: replicate_for(scenario, i),
             hedging: scenario.hedging,
+            status_interval: scenario.status_interval_ms.map(Duration::from_millis),
         })
         .collect();
     let mut cluster = Cluster::new(&matrix.one_way_ms, &setups, &[publisher.public()])?;
@@ -101,7 +103,9 @@ async fn drive(
         publisher,
         ready: &ready,
     };
+    let traffic_start = Snapshot::take(cluster);
     let records = load_under_faults(&fixed, cluster, epoch, &mut timeline, say).await?;
+    let traffic = TrafficReport::between(&traffic_start, &Snapshot::take(cluster));
 
     // Convergence: every running holder gets every module, every running node knows it.
     let converged = wait_for("the mesh converges", SETTLE_DEADLINE, WATCH_EVERY, || {
@@ -135,6 +139,7 @@ async fn drive(
         dropped_by_fault,
         unroutable,
     };
+    report.traffic = traffic;
     report.checks = checks(scenario, &report);
     report.passed = report.checks.iter().all(|c| c.ok);
     Ok(report)

@@ -31,6 +31,7 @@ use serde::Serialize;
 use wasmesh_protocol::coordinates::{Coordinate, DIMENSIONS};
 use wasmesh_protocol::routing::{self, Holder};
 
+use crate::control_traffic::ControlTraffic;
 use crate::latency::{UnitVector, random_position};
 use crate::report::{Percentiles, round3};
 
@@ -57,11 +58,13 @@ pub struct ScaleParams {
     pub requests: usize,
     /// Nodes holding the routed module.
     pub holders: usize,
+    /// Modules each node reports ready in its status (for the control plane's traffic).
+    pub modules: usize,
 }
 
 impl ScaleParams {
     /// Defaults for `nodes` nodes: 8 publishes, 10,000 requests, 2% of the nodes (at least 3)
-    /// as holders.
+    /// as holders, 100 modules ready on every node.
     pub fn new(nodes: usize, seed: u64) -> Self {
         Self {
             nodes,
@@ -69,6 +72,7 @@ impl ScaleParams {
             publishes: 8,
             requests: 10_000,
             holders: (nodes / 50).max(3).min(nodes),
+            modules: 100,
         }
     }
 }
@@ -152,6 +156,8 @@ pub struct ScaleReport {
     pub messages_per_node: MessageFigures,
     /// Routing.
     pub routing: RoutingFigures,
+    /// What one node receives per second on the control plane.
+    pub control_plane: ControlTraffic,
     /// Wall-clock run time (the only figure that varies between runs of a seed).
     pub wall_ms: u64,
 }
@@ -183,6 +189,7 @@ impl ScaleReport {
                  {ihave:.1} IHAVE; {repaired:.1}% repaired by gossip"
             ),
             self.routing.summary(),
+            self.control_plane.summary(),
             format!("wall time {wall_ms} ms"),
         ]
         .join("\n")
@@ -491,6 +498,19 @@ pub fn run(params: &ScaleParams) -> ScaleReport {
         })
         .collect();
     let received = times_ms.len().max(1) as f64;
+    let messages_per_node = MessageFigures {
+        copies_mean: round3(copies.iter().sum::<f64>() / total),
+        copies: Percentiles::of(&copies),
+        ihave_mean: round3(ihaves as f64 / total),
+        via_gossip_fraction: round3(via_gossip as f64 / received),
+    };
+    let control_plane = ControlTraffic::estimate(
+        params.nodes,
+        params.modules,
+        messages_per_node.copies_mean,
+        messages_per_node.ihave_mean,
+        gossip.mean_connections,
+    );
     ScaleReport {
         nodes: params.nodes,
         seed: params.seed,
@@ -498,13 +518,9 @@ pub fn run(params: &ScaleParams) -> ScaleReport {
         propagation_ms: Percentiles::of(&times_ms),
         reached_fraction: round3(1.0 - unreached as f64 / total),
         propagation_cdf,
-        messages_per_node: MessageFigures {
-            copies_mean: round3(copies.iter().sum::<f64>() / total),
-            copies: Percentiles::of(&copies),
-            ihave_mean: round3(ihaves as f64 / total),
-            via_gossip_fraction: round3(via_gossip as f64 / received),
-        },
+        messages_per_node,
         routing: route(&world, params, &mut rng),
+        control_plane,
         gossip,
         wall_ms: wall.elapsed().as_millis() as u64,
     }

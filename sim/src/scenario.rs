@@ -40,6 +40,9 @@ pub struct Scenario {
     /// Whether nodes hedge slow forwards (default: true, as a node does).
     #[serde(default = "default_true")]
     pub hedging: bool,
+    /// How often nodes gossip their status when nothing changes, in milliseconds (default: 500,
+    /// the local pace; `wasmesh node run` uses 2000).
+    pub status_interval_ms: Option<u64>,
     /// Where relative module paths start (the scenario file's folder).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -112,6 +115,9 @@ pub struct LoadSpec {
     /// The module echoes its input: a different answer counts as a failure.
     #[serde(default)]
     pub echo: bool,
+    /// Requests per second in all, paced: request `k` leaves no earlier than `k / rate` seconds
+    /// after the load starts (default: as fast as `concurrency` allows).
+    pub rate: Option<f64>,
 }
 
 /// One `[[fault]]`.

@@ -228,3 +228,48 @@ async fn a_stopped_node_releases_its_quic_port_at_once() {
     assert!(rebound.is_ok(), "{port} still bound: {rebound:?}");
     drop(b);
 }
+
+/// Each node counts its traffic by kind: the blob's bytes once on each side, sync both ways,
+/// every status copy gossip delivered, and the libp2p transport's bytes; `/metrics` shows
+/// the same counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_counts_its_traffic_by_kind() {
+    let p = publisher(1);
+    let a = TestNode::start(&[p.public()], &[]).await;
+    let b = TestNode::start(&[p.public()], &[&a]).await;
+    let wasm = fixture("reverse.wat");
+    let published = bundle(&p, wasm, "rev", 1);
+    let size = published.manifest.manifest.size;
+    assert_eq!(publish(&a, &published).await.status, 201);
+    b.wait_ready("rev").await;
+    // Statuses go out every status interval; wait for one of each side's to arrive.
+    wait_until("statuses counted", MESH_DEADLINE, || async {
+        [&a, &b]
+            .iter()
+            .all(|n| n.node.metrics().traffic().status.received_messages > 0)
+    })
+    .await;
+
+    let (sent, received) = (a.node.metrics().traffic(), b.node.metrics().traffic());
+    assert_eq!(sent.blob.sent_bytes, size);
+    assert_eq!(received.blob.received_bytes, size);
+    assert_eq!(sent.blob.received_bytes + received.blob.sent_bytes, 0);
+    for traffic in [&sent, &received] {
+        assert!(traffic.sync.sent_messages > 0 && traffic.sync.received_messages > 0);
+        assert!(traffic.sync.sent_bytes > 0 && traffic.sync.received_bytes > 0);
+        assert!(traffic.status.sent_bytes > 0 && traffic.status.received_bytes > 0);
+        // The transport carries every message body, plus framing and gossip control.
+        assert!(traffic.control_plane.received_bytes >= traffic.status.received_bytes);
+        assert!(traffic.control_plane.sent_bytes >= traffic.status.sent_bytes);
+        assert_eq!(
+            traffic.invoke.sent_messages + traffic.invoke.received_messages,
+            0
+        );
+    }
+    assert!(received.manifest.received_messages + received.sync.received_messages > 0);
+    let exposition = b.node.metrics().encode();
+    assert!(
+        exposition.contains("wasmesh_traffic_bytes_total{kind=\"Blob\",direction=\"Received\"}")
+    );
+    assert!(exposition.contains("_bandwidth_bytes_total{"));
+}

@@ -18,7 +18,7 @@ use wasmesh_protocol::wire::{
     SYNC_PROTOCOL, SyncRequest, SyncResponse,
 };
 
-use crate::metrics::Metrics;
+use crate::metrics::{Direction, Metrics, TrafficKind};
 
 /// The gossipsub heartbeat (mesh upkeep and lazy gossip); other gossipsub parameters are the
 /// library's defaults.
@@ -41,6 +41,17 @@ pub(crate) struct SyncCodec {
 }
 
 impl SyncCodec {
+    async fn send<T: futures::AsyncWrite + Unpin + Send>(
+        &self,
+        io: &mut T,
+        bytes: &[u8],
+    ) -> std::io::Result<()> {
+        self.metrics
+            .count_traffic(TrafficKind::Sync, Direction::Sent, bytes.len());
+        io.write_all(bytes).await?;
+        io.close().await
+    }
+
     fn refused(&self, error: std::io::Error, what: &str) -> std::io::Error {
         self.metrics.count_rejection(what);
         tracing::info!(%error, what, "refused a sync message");
@@ -83,6 +94,8 @@ impl request_response::Codec for SyncCodec {
         let bytes = read_limited(io, MAX_SYNC_REQUEST_SIZE)
             .await
             .map_err(|e| self.refused(e, "sync_malformed"))?;
+        self.metrics
+            .count_traffic(TrafficKind::Sync, Direction::Received, bytes.len());
         SyncRequest::decode(&bytes).map_err(|e| self.refused(invalid(e), "sync_malformed"))
     }
 
@@ -97,6 +110,8 @@ impl request_response::Codec for SyncCodec {
         let bytes = read_limited(io, MAX_SYNC_RESPONSE_SIZE)
             .await
             .map_err(|e| self.refused(e, "sync_malformed"))?;
+        self.metrics
+            .count_traffic(TrafficKind::Sync, Direction::Received, bytes.len());
         SyncResponse::decode(&bytes).map_err(|e| self.refused(invalid(e), "sync_malformed"))
     }
 
@@ -109,8 +124,7 @@ impl request_response::Codec for SyncCodec {
     where
         T: futures::AsyncWrite + Unpin + Send,
     {
-        io.write_all(&request.encode()).await?;
-        io.close().await
+        self.send(io, &request.encode()).await
     }
 
     async fn write_response<T>(
@@ -122,10 +136,12 @@ impl request_response::Codec for SyncCodec {
     where
         T: futures::AsyncWrite + Unpin + Send,
     {
-        io.write_all(&response.encode()).await?;
-        io.close().await
+        self.send(io, &response.encode()).await
     }
 }
+
+/// How often each connection's round trip is measured (libp2p ping).
+pub const PING_EVERY: Duration = Duration::from_secs(5);
 
 /// Builds the swarm for `keys`, listening on `listen`.
 pub(crate) fn build_swarm(
@@ -134,6 +150,8 @@ pub(crate) fn build_swarm(
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<Swarm<Behaviour>> {
     let identity = wasmesh_keys::identity::libp2p_keypair(keys);
+    // libp2p's metrics (transport bytes, gossip per topic) go in the node's registry.
+    let mut registry = metrics.registry();
     let swarm = libp2p::SwarmBuilder::with_existing_identity(identity)
         .with_tokio()
         .with_tcp(
@@ -142,6 +160,7 @@ pub(crate) fn build_swarm(
             yamux::Config::default,
         )?
         .with_quic()
+        .with_bandwidth_metrics(&mut registry)
         .with_behaviour(|key| {
             let gossip_config = gossipsub::ConfigBuilder::default()
                 .validation_mode(ValidationMode::Strict)
@@ -163,7 +182,8 @@ pub(crate) fn build_swarm(
                 .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
             let mut gossipsub =
                 gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), gossip_config)
-                    .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
+                    .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?
+                    .with_metrics(&mut registry, gossipsub::MetricsConfig::default());
             gossipsub
                 .with_peer_score(peer_score_params(), PeerScoreThresholds::default())
                 .map_err(|e| anyhow::anyhow!("gossipsub scoring: {e}"))?;
@@ -181,14 +201,13 @@ pub(crate) fn build_swarm(
             Ok(Behaviour {
                 gossipsub,
                 identify,
-                ping: ping::Behaviour::new(
-                    ping::Config::new().with_interval(Duration::from_secs(5)),
-                ),
+                ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_EVERY)),
                 sync,
             })
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
         .build();
+    drop(registry);
     Ok(swarm)
 }
 

@@ -6,8 +6,8 @@ use tokio::sync::oneshot;
 use wasmesh_protocol::{ContentHash, ModuleKey, SignedManifest};
 
 use crate::core::manifests::{Offered, Origin, Refusal};
+use crate::core::peers::ForwardAnswer;
 use crate::core::registry::ModuleState;
-use crate::core::state::ForwardFeedback;
 
 /// What the rest of the node asks of the control task.
 #[derive(Debug)]
@@ -39,6 +39,6 @@ pub enum ControlCommand {
         /// Answered once the view shows the state.
         done: oneshot::Sender<()>,
     },
-    /// What a forwarded request showed about its peer.
-    Forwarded(ForwardFeedback),
+    /// A forwarded request was answered (see `core::state::Input::ForwardAnswered`).
+    ForwardAnswered(ForwardAnswer),
 }

@@ -9,8 +9,8 @@ use wasmesh_protocol::{ContentHash, ModuleKey, SignedManifest};
 
 use super::command::ControlCommand;
 use crate::core::manifests::{Offered, Origin, Refusal};
+use crate::core::peers::ForwardAnswer;
 use crate::core::registry::ModuleState;
-use crate::core::state::ForwardFeedback;
 
 /// The control task has stopped (the node is shutting down).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -82,8 +82,8 @@ impl NodeHandle {
         let _ = self.0.try_send(ControlCommand::Probe(peer));
     }
 
-    /// Reports what a forward showed about its peer (without waiting).
-    pub fn forwarded(&self, feedback: ForwardFeedback) {
-        let _ = self.0.try_send(ControlCommand::Forwarded(feedback));
+    /// Reports an answered forward (without waiting).
+    pub fn forward_answered(&self, answer: ForwardAnswer) {
+        let _ = self.0.try_send(ControlCommand::ForwardAnswered(answer));
     }
 }

@@ -29,8 +29,8 @@ use tokio::sync::{mpsc, watch};
 use wasmesh_protocol::wire::{MANIFEST_TOPIC, STATUS_TOPIC, StatusMessage, SyncResponse};
 use wasmesh_protocol::{ContentHash, SignedManifest};
 
-pub use self::behaviour::HEARTBEAT;
 pub(crate) use self::behaviour::{Behaviour, BehaviourEvent, build_swarm};
+pub use self::behaviour::{HEARTBEAT, PING_EVERY};
 pub use self::command::ControlCommand;
 use self::owner::Owner;
 pub use crate::core::admission::ADMISSION_TIMEOUT;
@@ -89,8 +89,8 @@ pub(crate) async fn run(
                 Some(ControlCommand::Ingested { key, blob, state, done }) => {
                     owner.ingested(&node, &key, &blob, state, done);
                 }
-                Some(ControlCommand::Forwarded(feedback)) => {
-                    owner.handle(Input::Forwarded(feedback), Instant::now());
+                Some(ControlCommand::ForwardAnswered(answer)) => {
+                    owner.handle(Input::ForwardAnswered(answer), Instant::now());
                 }
             },
             event = swarm.select_next_some() => handle_event(&mut swarm, &node, &mut owner, event),

@@ -9,12 +9,11 @@
 use std::time::Instant;
 
 use libp2p::{Multiaddr, PeerId};
-use wasmesh_protocol::ContentHash;
 use wasmesh_protocol::coordinates::{Coordinate, DIMENSIONS};
 
 use super::admission::{AdmissionBook, Verdict};
-use super::peers::PeerTable;
 use super::peers::exchange::PeerExchange;
+use super::peers::{ForwardAnswer, PeerTable};
 
 /// Something that happened, as the control task saw it.
 #[derive(Debug, Clone, Copy)]
@@ -61,38 +60,14 @@ pub enum Input<'a> {
         /// Peers with an open connection.
         connected: usize,
     },
-    /// What a forwarded request showed about its peer.
-    Forwarded(ForwardFeedback),
+    /// A forwarded request was answered.
+    ForwardAnswered(ForwardAnswer),
     /// The periodic tick ([`super::peers::REDIAL_AFTER`]).
     Tick {
         /// Peers with an open connection.
         connected: &'a [PeerId],
         /// The wall clock, ms since the Unix epoch (membership certificates expire by it).
         wall_ms: u64,
-    },
-}
-
-/// What one forwarded request showed about the peer it went to.
-#[derive(Debug, Clone, Copy)]
-pub enum ForwardFeedback {
-    /// `peer` answered: the guest ran `exec_us` there, and the whole forward took `took_us`.
-    Answered {
-        /// The peer.
-        peer: PeerId,
-        /// The blob run.
-        hash: ContentHash,
-        /// Execution time the peer reported, microseconds.
-        exec_us: u64,
-        /// The whole forward, microseconds.
-        took_us: u64,
-    },
-    /// The forward to `peer` failed (no answer, or a bad receipt) at `now_ms` on the routing
-    /// clock.
-    Failed {
-        /// The peer.
-        peer: PeerId,
-        /// Ms on the routing clock.
-        now_ms: u64,
     },
 }
 
@@ -211,17 +186,8 @@ impl NodeState {
                 None => Vec::new(),
             },
             Input::Membership { peer, until_ms } => self.membership(peer, until_ms),
-            Input::Forwarded(ForwardFeedback::Answered {
-                peer,
-                hash,
-                exec_us,
-                took_us,
-            }) => {
-                self.peers.forward_answered(&peer, hash, exec_us, took_us);
-                Vec::new()
-            }
-            Input::Forwarded(ForwardFeedback::Failed { peer, now_ms }) => {
-                self.peers.forward_failed(&peer, now_ms);
+            Input::ForwardAnswered(answer) => {
+                self.peers.forward_answered(answer);
                 Vec::new()
             }
             Input::MaybeDial { connected } => self.dials(connected, now),

@@ -19,7 +19,7 @@ use wasmesh_protocol::wire::{BLOB_ALPN, BlobHeader, BlobRequest, MAX_BLOB_REQUES
 
 use super::endpoint::{ConnectError, Connections, PeerAddr};
 use super::framing::{RequestError, read_request, write_framed};
-use crate::metrics::Metrics;
+use crate::metrics::{Direction, Metrics, TrafficKind};
 use crate::store::{Store, StoreError};
 
 /// Blobs served at once by this node.
@@ -143,6 +143,8 @@ impl Blobs {
                 .await
                 .map_err(|_| ServeBlobError::SlowReader)??;
             self.metrics.blobs_served.inc();
+            self.metrics
+                .count_traffic(TrafficKind::Blob, Direction::Sent, size as usize);
         }
         send.finish().map_err(|_| ServeBlobError::PeerGone)?;
         // Wait until the peer has the data (or leaves) before dropping the stream.
@@ -189,6 +191,8 @@ impl Blobs {
         }
         receive_into_store(recv, hash, size, store).await?;
         self.metrics.blobs_fetched.inc();
+        self.metrics
+            .count_traffic(TrafficKind::Blob, Direction::Received, size as usize);
         Ok(())
     }
 

@@ -14,6 +14,7 @@ use wasmesh_protocol::wire::{INVOKE_ALPN, InvokeReply, InvokeRequest, MAX_INVOKE
 
 use super::endpoint::{ConnectError, Connections, PeerAddr};
 use super::framing::{RequestError, read_framed, read_request, write_framed};
+use crate::metrics::{Direction, Metrics, TrafficKind};
 
 /// Time a peer has to send a forwarded request's body.
 pub const INVOKE_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -64,6 +65,7 @@ pub(crate) async fn serve(
     mut recv: quinn::RecvStream,
     handler: Arc<dyn InvokeHandler>,
     from: PublicKey,
+    metrics: &Metrics,
 ) -> Result<(), ServeInvokeError> {
     let request = read_request(
         &mut recv,
@@ -72,8 +74,14 @@ pub(crate) async fn serve(
         InvokeRequest::decode,
     )
     .await?;
-    let reply = handler.handle(request, from).await;
-    write_framed(&mut send, &reply.encode())
+    metrics.count_traffic(
+        TrafficKind::Invoke,
+        Direction::Received,
+        request.input.len(),
+    );
+    let reply = handler.handle(request, from).await.encode();
+    metrics.count_traffic(TrafficKind::Invoke, Direction::Sent, reply.len());
+    write_framed(&mut send, &reply)
         .await
         .map_err(|_| ServeInvokeError::PeerGone)?;
     send.finish().map_err(|_| ServeInvokeError::PeerGone)?;
@@ -89,6 +97,7 @@ pub(crate) async fn forward(
     request: &InvokeRequest,
     timeout: Duration,
     ack_within: Duration,
+    metrics: &Metrics,
 ) -> Result<InvokeReply, ForwardError> {
     let exchange = async {
         let protocol = |e: &dyn std::fmt::Display| ForwardError::Protocol(e.to_string());
@@ -97,6 +106,7 @@ pub(crate) async fn forward(
         let hand_over = async {
             let connection = connections.connect(peer, INVOKE_ALPN).await?;
             let (mut send, recv) = connection.open_bi().await.map_err(|e| protocol(&e))?;
+            metrics.count_traffic(TrafficKind::Invoke, Direction::Sent, request.input.len());
             write_framed(&mut send, &request.encode())
                 .await
                 .map_err(|e| protocol(&e))?;
@@ -117,6 +127,7 @@ pub(crate) async fn forward(
             },
         }
         .map_err(|e| protocol(&e))?;
+        metrics.count_traffic(TrafficKind::Invoke, Direction::Received, bytes.len());
         InvokeReply::decode(&bytes).map_err(|e| protocol(&e))
     };
     let result = tokio::time::timeout(timeout, exchange)

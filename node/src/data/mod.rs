@@ -174,7 +174,8 @@ impl DataPlane {
                     let metrics = self.inner.metrics.clone();
                     let handler = handler.clone();
                     self.inner.tasks.spawn(async move {
-                        if let Err(error) = invoke::serve(send, recv, handler, from).await {
+                        if let Err(error) = invoke::serve(send, recv, handler, from, &metrics).await
+                        {
                             metrics.count_rejection("invoke_request");
                             tracing::debug!(%error, "refused a forwarded request");
                         }
@@ -194,7 +195,15 @@ impl DataPlane {
         timeout: Duration,
         ack_within: Duration,
     ) -> Result<InvokeReply, ForwardError> {
-        invoke::forward(&self.inner.connections, peer, request, timeout, ack_within).await
+        invoke::forward(
+            &self.inner.connections,
+            peer,
+            request,
+            timeout,
+            ack_within,
+            &self.inner.metrics,
+        )
+        .await
     }
 
     /// Fetches the blob `hash` of `size` bytes from `provider` into `store`, verifying it.

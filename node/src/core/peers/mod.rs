@@ -22,7 +22,7 @@ pub mod intake;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use libp2p::{Multiaddr, PeerId};
@@ -192,14 +192,14 @@ impl PeerTable {
 
     /// Folds one answered forward into what is known of `peer` for the blob `hash`: its mean
     /// execution time (for routing) and how long the whole forward took (for hedging).
-    pub fn forward_answered(
-        &mut self,
-        peer: &PeerId,
-        hash: ContentHash,
-        exec_us: u64,
-        took_us: u64,
-    ) {
-        let Some(info) = self.peers.get_mut(peer) else {
+    pub fn forward_answered(&mut self, answer: ForwardAnswer) {
+        let ForwardAnswer {
+            peer,
+            hash,
+            exec_us,
+            took_us,
+        } = answer;
+        let Some(info) = self.peers.get_mut(&peer) else {
             return;
         };
         let mean = info.mean_exec_us.entry(hash).or_insert(exec_us);
@@ -208,14 +208,6 @@ impl PeerTable {
             .entry(hash)
             .and_modify(|spread| spread.observe(took_us))
             .or_insert_with(|| Spread::first(took_us));
-    }
-
-    /// A forward to `peer` failed at `now_ms` (the routing clock): it is not routed to for a
-    /// while ([`routing::down_after_failure`]).
-    pub fn forward_failed(&mut self, peer: &PeerId, now_ms: u64) {
-        if let Some(info) = self.peers.get_mut(peer) {
-            info.down_until_ms = Some(routing::down_after_failure(now_ms));
-        }
     }
 
     /// Records that this node asked `peer` for a sync while it reported `digest`.
@@ -301,10 +293,8 @@ pub struct PeerInfo {
     pub rtt_us: Option<u64>,
     /// Its network coordinate, from its status.
     pub coordinate: Option<Coordinate>,
-    /// Not routed to until then (after a failed forward; ms on the node's routing clock).
-    pub down_until_ms: Option<u64>,
-    /// Requests this node has forwarded to the peer and not yet had answered.
-    pub forwarding: ForwardCount,
+    /// Requests forwarded to it now, and until when it is down after a failed forward.
+    pub feedback: PeerFeedback,
     /// Mean execution time per blob, as seen in replies to forwarded requests (microseconds).
     pub mean_exec_us: HashMap<ContentHash, u64>,
     /// How long forwarded requests per blob took, end to end (for hedging).
@@ -315,33 +305,71 @@ pub struct PeerInfo {
     pub gossip_score: Option<f64>,
 }
 
-/// Requests this node has forwarded to a peer and not yet had answered: the one figure of a
-/// peer the request path changes itself, once per forward. It is an atomic counter shared by
-/// the table and every view cloned from it, so that counting takes no lock and no message.
-#[derive(Debug, Clone, Default)]
-pub struct ForwardCount(Arc<AtomicU32>);
+/// An answered forward: the guest ran `exec_us` on `peer`, and the whole forward took
+/// `took_us`. (A failed forward marks the peer down at once, through its
+/// [`PeerFeedback`].)
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardAnswer {
+    /// The peer.
+    pub peer: PeerId,
+    /// The blob run.
+    pub hash: ContentHash,
+    /// Execution time the peer reported, microseconds.
+    pub exec_us: u64,
+    /// The whole forward, microseconds.
+    pub took_us: u64,
+}
 
-impl ForwardCount {
-    /// The requests under way.
-    pub fn get(&self) -> u32 {
-        self.0.load(Ordering::Relaxed)
+/// What the request path learns about a peer on every forward and the next request must see
+/// at once: the requests forwarded to it now, and until when it is down after a failed forward
+/// (no answer, or an answer whose receipt does not verify). Atomics shared by the table and
+/// every view cloned from it, so that changing them takes no lock and no message.
+#[derive(Debug, Clone, Default)]
+pub struct PeerFeedback(Arc<FeedbackCells>);
+
+#[derive(Debug, Default)]
+struct FeedbackCells {
+    forwarding: AtomicU32,
+    /// Ms on the node's routing clock; 0: not down.
+    down_until_ms: AtomicU64,
+}
+
+impl PeerFeedback {
+    /// The requests forwarded to the peer now.
+    pub fn forwarding(&self) -> u32 {
+        self.0.forwarding.load(Ordering::Relaxed)
     }
 
-    /// Counts one more request until the returned guard drops.
+    /// Counts one more forwarded request until the returned guard drops.
     pub fn enter(&self) -> ForwardGuard {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.0.forwarding.fetch_add(1, Ordering::Relaxed);
         ForwardGuard(self.0.clone())
+    }
+
+    /// Until when the peer is not routed to (ms on the routing clock), if it failed lately.
+    pub fn down_until_ms(&self) -> Option<u64> {
+        match self.0.down_until_ms.load(Ordering::Relaxed) {
+            0 => None,
+            until => Some(until),
+        }
+    }
+
+    /// A forward to the peer failed at `now_ms`: it is not routed to for a while
+    /// ([`routing::down_after_failure`]).
+    pub fn mark_down(&self, now_ms: u64) {
+        let until = routing::down_after_failure(now_ms).max(1);
+        self.0.down_until_ms.store(until, Ordering::Relaxed);
     }
 }
 
-/// One forwarded request, counted in its peer's [`ForwardCount`] until dropped, wherever the
+/// One forwarded request, counted in its peer's [`PeerFeedback`] until dropped, wherever the
 /// request's future stops.
 #[derive(Debug)]
-pub struct ForwardGuard(Arc<AtomicU32>);
+pub struct ForwardGuard(Arc<FeedbackCells>);
 
 impl Drop for ForwardGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.forwarding.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -370,8 +398,7 @@ impl PeerInfo {
             synced_at: None,
             rtt_us: None,
             coordinate: None,
-            down_until_ms: None,
-            forwarding: ForwardCount::default(),
+            feedback: PeerFeedback::default(),
             mean_exec_us: HashMap::new(),
             forward_us: HashMap::new(),
             last_seen: now,

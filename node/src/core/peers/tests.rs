@@ -37,6 +37,27 @@ fn the_peer_table_is_bounded_and_keeps_its_connections() {
     assert_eq!(peers.len(), MAX_TRACKED_PEERS);
 }
 
+/// A failed forward seen through a view (a clone of the table) marks the peer down in the table
+/// and in every other view at once, and so does the count of forwards under way.
+#[test]
+fn feedback_through_a_view_is_seen_by_the_table_at_once() {
+    let mut table = PeerTable::default();
+    let a = peer(1);
+    table.track(a, Instant::now()).unwrap();
+    let view = table.clone();
+    let other_view = table.clone();
+    let seen = |t: &PeerTable| t.get(&a).unwrap().feedback.clone();
+    assert_eq!(seen(&table).down_until_ms(), None);
+    seen(&view).mark_down(1_000);
+    let until = routing::down_after_failure(1_000);
+    assert_eq!(seen(&table).down_until_ms(), Some(until));
+    assert_eq!(seen(&other_view).down_until_ms(), Some(until));
+    let guard = seen(&view).enter();
+    assert_eq!(seen(&table).forwarding(), 1);
+    drop(guard);
+    assert_eq!(seen(&other_view).forwarding(), 0);
+}
+
 /// One thing that can happen to the table.
 #[derive(Debug, Clone)]
 enum Event {
