@@ -93,6 +93,36 @@ async fn routing_5_cities_runs_every_request_on_the_nearest_holder() {
     // New York, Sao Paulo and Tokyo forward; Frankfurt and Singapore run locally.
     assert!(report.routes.iter().any(|r| r.executed != Some(r.entry)));
     assert!(report.passed, "{:?}", report.checks);
+    // The traffic of the load: statuses from every node, forwarded requests, and the transport
+    // carrying at least the gossip; the relays saw datagrams.
+    let kind = |name: &str| {
+        report
+            .traffic
+            .rows
+            .iter()
+            .find(|r| r.kind == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(report.traffic.nodes, 5);
+    assert!(kind("status").received_messages_per_s > 0.0);
+    assert!(kind("invoke").sent_messages_per_s > 0.0);
+    assert!(kind("libp2p transport").received_bytes_per_s >= kind("status").received_bytes_per_s);
+    assert!(report.traffic.relay_packets_per_node_s > 0.0);
+}
+
+/// The traffic scenarios (run by hand; larger than the tests' meshes) parse, and their nodes
+/// gossip statuses at the pace of `wasmesh node run`.
+#[test]
+fn the_traffic_scenarios_parse_and_use_the_real_status_pace() {
+    for nodes in [10, 20, 30] {
+        let scenario = Scenario::load(&scenario_path(&format!("traffic-{nodes}"))).unwrap();
+        assert_eq!(scenario.nodes, nodes);
+        assert_eq!(
+            scenario.status_interval_ms,
+            Some(wasmesh_node::config::STATUS_INTERVAL.as_millis() as u64)
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

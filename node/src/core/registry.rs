@@ -131,14 +131,21 @@ impl Registry {
     /// The entry a reference names: the highest version that matches. A name without a
     /// publisher means the name's owner's module.
     pub fn resolve(&self, module_ref: &ModuleRef) -> Option<&ModuleEntry> {
-        let owner = match module_ref {
-            ModuleRef::Name(name) | ModuleRef::Version { name, .. } => self.owner_of(name),
-            ModuleRef::Published { .. } | ModuleRef::Hash(_) => None,
-        };
+        if let ModuleRef::Name(name) | ModuleRef::Version { name, .. } = module_ref {
+            // The owner's module is the only candidate: one lookup, however many modules are
+            // held (this runs on every request).
+            let key = ModuleKey {
+                publisher: self.owner_of(name)?,
+                name: name.clone(),
+            };
+            return self
+                .modules
+                .get(&key)
+                .filter(|e| module_ref.matches(&e.signed.manifest));
+        }
         self.modules
             .values()
             .filter(|e| module_ref.matches(&e.signed.manifest))
-            .filter(|e| owner.is_none_or(|owner| e.signed.manifest.publisher == owner))
             .max_by_key(|e| (e.signed.manifest.version, e.signed.manifest.issued_at_ms))
     }
 
@@ -203,5 +210,30 @@ mod tests {
         );
         assert_eq!(registry.manifest_digest(), recomputed);
         assert_ne!(recomputed, manifest_digest([]));
+    }
+
+    #[test]
+    fn a_name_resolves_to_its_owners_module_and_a_publisher_prefix_to_that_publishers() {
+        let mut registry = Registry::default();
+        registry.put(entry("echo", 3));
+        let mut shared = entry("echo", 7).signed.manifest;
+        let other = Keypair::from_seed([4; 32]);
+        shared.publisher = other.public();
+        registry.put(ModuleEntry {
+            signed: shared.sign(&other),
+            state: ModuleState::Pending,
+        });
+        let version = |r: &str| {
+            registry
+                .resolve(&r.parse().unwrap())
+                .map(|e| e.signed.manifest.version)
+        };
+        // The name belongs to the first publisher: its version 3, not the other's 7.
+        assert_eq!(version("echo"), Some(3));
+        assert_eq!(version("echo@3"), Some(3));
+        assert_eq!(version("echo@7"), None);
+        let prefix = &other.public().to_string()[..8];
+        assert_eq!(version(&format!("echo~{prefix}")), Some(7));
+        assert_eq!(version("nothing"), None);
     }
 }
