@@ -12,6 +12,7 @@ use wasmesh_node::daemon::Node;
 use wasmesh_protocol::{ContentHash, PublicKey};
 
 use crate::relay::{LatencyNet, LinkView, node_ip};
+use wasmesh_node::control::MAX_DIALED_PEERS;
 
 /// How many running nodes a starting node dials first.
 const BOOTSTRAP_PEERS: usize = 3;
@@ -262,9 +263,22 @@ impl Cluster {
         )
     }
 
-    /// Whether every running node sees every running node it is linked to as connected and
-    /// measured (a round trip known).
+    /// Whether the mesh has formed. Up to `MAX_DIALED_PEERS + 1` nodes, every node connects to
+    /// every other, so: every running node sees every running node it is linked to as connected
+    /// and measured (a round trip known). In larger meshes a node connects to only some of the
+    /// others: every running node is connected to, and has measured, at least
+    /// `MAX_DIALED_PEERS` peers.
     pub fn is_meshed(&self) -> bool {
+        if self.is_large() {
+            return self.running().all(|i| {
+                let views = self.node(i).map(Node::peer_views).unwrap_or_default();
+                views
+                    .iter()
+                    .filter(|v| v.connected && v.rtt_us.is_some())
+                    .count()
+                    >= MAX_DIALED_PEERS
+            });
+        }
         self.running().all(|i| {
             let views = self.node(i).map(Node::peer_views).unwrap_or_default();
             self.running()
@@ -278,23 +292,34 @@ impl Cluster {
         })
     }
 
-    /// Whether every running node can route `blob` to every running, linked holder that has it
-    /// ready (connected, measured, and reported ready).
+    /// Whether the mesh is too large for every node to connect to every other.
+    fn is_large(&self) -> bool {
+        self.members.len() > MAX_DIALED_PEERS + 1
+    }
+
+    /// Whether every running node can route `blob` to the running, linked holders that have it
+    /// ready. Where every node connects to every other: to each of them, reported ready,
+    /// connected and measured. In larger meshes a node learns only of the peers it connects to
+    /// or is introduced to: to at least one of them, reported ready.
     pub fn is_routable(&self, blob: &ContentHash, holders: &[usize]) -> bool {
+        let large = self.is_large();
         self.running().all(|i| {
             let views = self.node(i).map(Node::peer_views).unwrap_or_default();
-            holders
+            let mut reachable = holders
                 .iter()
-                .filter(|&&h| h != i && self.is_running(h) && self.linked(i, h))
-                .all(|&h| {
-                    let id = self.members[h].peer_id;
-                    views.iter().any(|v| {
-                        Some(v.peer_id) == id
-                            && v.connected
-                            && v.rtt_us.is_some()
-                            && v.ready.contains(blob)
-                    })
+                .filter(|&&h| h != i && self.is_running(h) && self.linked(i, h));
+            let routable = |&h: &usize| {
+                let id = self.members[h].peer_id;
+                views.iter().any(|v| {
+                    Some(v.peer_id) == id
+                        && (large || (v.connected && v.rtt_us.is_some()))
+                        && v.ready.contains(blob)
                 })
+            };
+            match large {
+                true => holders.contains(&i) || reachable.any(&routable),
+                false => reachable.all(&routable),
+            }
         })
     }
 

@@ -159,7 +159,8 @@ fn readiness_flags(scenario: &Scenario) -> ReadyFlags {
     flags
 }
 
-/// Starts the nodes that are not late and waits until they form a full mesh; returns how many.
+/// Starts the nodes that are not late and waits until they form a mesh (`Cluster::is_meshed`);
+/// returns how many.
 async fn start_mesh(
     scenario: &Scenario,
     cluster: &mut Cluster,
@@ -172,12 +173,9 @@ async fn start_mesh(
     for &i in &initial {
         cluster.start(i).await?;
     }
-    let took = wait_for(
-        "every node is connected to every other",
-        SETTLE_DEADLINE,
-        WATCH_EVERY,
-        || cluster.is_meshed(),
-    )
+    let took = wait_for("the mesh forms", SETTLE_DEADLINE, WATCH_EVERY, || {
+        cluster.is_meshed()
+    })
     .await?;
     say(format!("mesh formed in {} ms", took.as_millis()));
     Ok(initial.len())

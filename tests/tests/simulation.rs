@@ -115,7 +115,7 @@ async fn routing_5_cities_runs_every_request_on_the_nearest_holder() {
 /// gossip statuses at the pace of `wasmesh node run`.
 #[test]
 fn the_traffic_scenarios_parse_and_use_the_real_status_pace() {
-    for nodes in [10, 20, 30] {
+    for nodes in [10, 20, 30, 50, 80] {
         let scenario = Scenario::load(&scenario_path(&format!("traffic-{nodes}"))).unwrap();
         assert_eq!(scenario.nodes, nodes);
         assert_eq!(
