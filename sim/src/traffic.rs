@@ -69,25 +69,24 @@ impl TrafficReport {
     /// The rates between two snapshots.
     pub fn between(start: &Snapshot, end: &Snapshot) -> Self {
         let seconds = end.at.duration_since(start.at).as_secs_f64().max(1e-3);
-        let pairs: Vec<(&Traffic, &Traffic)> = start
+        // Per node that ran throughout: its counts by kind, at the start and at the end.
+        let pairs: Vec<_> = start
             .nodes
             .iter()
             .zip(&end.nodes)
-            .filter_map(|(a, b)| Some((a.as_ref()?, b.as_ref()?)))
+            .filter_map(|(a, b)| Some((a.as_ref()?.by_kind(), b.as_ref()?.by_kind())))
             .collect();
         let nodes = pairs.len();
         let per_node_s = |total: u64| total as f64 / nodes.max(1) as f64 / seconds;
-        let names = Traffic::default().by_kind().map(|(name, _)| name);
-        let rows = names
+        let rows = Traffic::default()
+            .by_kind()
             .iter()
             .enumerate()
-            .map(|(k, name)| {
+            .map(|(k, (name, _))| {
                 let sum = |field: fn(&TrafficCount) -> u64| {
                     pairs
                         .iter()
-                        .map(|(a, b)| {
-                            field(&b.by_kind()[k].1).saturating_sub(field(&a.by_kind()[k].1))
-                        })
+                        .map(|(a, b)| field(&b[k].1).saturating_sub(field(&a[k].1)))
                         .sum::<u64>()
                 };
                 TrafficRow {
