@@ -93,9 +93,15 @@ fn manifest(input: &mut Input<'_>) -> SignedManifest {
 }
 
 fn status(input: &mut Input<'_>, keys: &Keypair) -> StatusMessage {
-    let ready = (0..input.byte() % 4)
+    let ready: Vec<ContentHash> = (0..input.byte() % 4)
         .map(|_| ContentHash::of(&[input.byte() % 8]))
         .collect();
+    // Sometimes the list, sometimes only its version (right or wrong).
+    let (ready_version, ready) = match input.byte() % 3 {
+        0 => (wasmesh_protocol::wire::ready_version(&ready), Some(ready)),
+        1 => (wasmesh_protocol::wire::ready_version(&ready), None),
+        _ => (u64::from(input.byte()), Some(ready)),
+    };
     let addrs = ["/ip4/127.0.0.1/tcp/4001", "/ip4/127.0.0.2/udp/9/quic-v1", "not an address"];
     StatusMessage {
         node: keys.public(),
@@ -104,6 +110,7 @@ fn status(input: &mut Input<'_>, keys: &Keypair) -> StatusMessage {
         } else {
             "127.0.0.1:4433".into()
         },
+        ready_version,
         ready,
         in_flight: u32::from(input.byte()),
         capacity: u32::from(input.byte()),

@@ -47,7 +47,8 @@ fn main() -> anyhow::Result<()> {
     let status = StatusMessage {
         node: Keypair::from_seed([1; 32]).public(),
         quic_addr: "127.0.0.1:4433".into(),
-        ready: vec![manifest.manifest.blob],
+        ready_version: wasmesh_protocol::wire::ready_version(&[manifest.manifest.blob]),
+        ready: Some(vec![manifest.manifest.blob]),
         in_flight: 1,
         capacity: 4,
         seq: 9,

@@ -375,8 +375,12 @@ async fn status_ticker(
             _ = ticker.tick() => {}
             _ = node.status_changed.notified() => {}
         }
-        let status = node.status_message().encode();
-        if node.control.publish_status(status).await.is_err() {
+        if node
+            .control
+            .publish_status(node.status_message())
+            .await
+            .is_err()
+        {
             return;
         }
     }

@@ -32,6 +32,8 @@ pub struct Outcome {
 /// What moved: one of the node's protocols.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelValue)]
 pub enum TrafficKind {
+    /// Statuses to and from connected peers, and their answers (libp2p request-response).
+    Status,
     /// Manifest sync and peer exchange (libp2p request-response).
     Sync,
     /// Blobs (QUIC data plane).
@@ -133,7 +135,7 @@ pub struct TrafficCount {
 /// A node's traffic so far, by kind (see [`Metrics::traffic`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Traffic {
-    /// Status gossip (message bodies, every copy).
+    /// Statuses to and from connected peers, with their answers.
     pub status: TrafficCount,
     /// Manifest gossip (message bodies, every copy).
     pub manifest: TrafficCount,
@@ -309,7 +311,7 @@ impl Metrics {
             }
         };
         Traffic {
-            status: gossip(wasmesh_protocol::wire::STATUS_TOPIC),
+            status: own(TrafficKind::Status),
             manifest: gossip(wasmesh_protocol::wire::MANIFEST_TOPIC),
             sync: own(TrafficKind::Sync),
             blob: own(TrafficKind::Blob),

@@ -14,7 +14,7 @@ use libp2p::PeerId;
 use tokio::sync::{Notify, watch};
 use wasmesh_keys::{SignedMembershipCert, TrustList, identity};
 use wasmesh_protocol::manifest::Manifest;
-use wasmesh_protocol::wire::{MAX_STATUS_BLOBS, StatusMessage, SyncRequest};
+use wasmesh_protocol::wire::{MAX_STATUS_BLOBS, StatusMessage, SyncRequest, ready_version};
 use wasmesh_protocol::{Keypair, ModuleKey, PublicKey};
 
 use crate::admission::Admission;
@@ -105,7 +105,8 @@ impl NodeInner {
         StatusMessage {
             node: self.keys.public(),
             quic_addr,
-            ready,
+            ready_version: ready_version(&ready),
+            ready: Some(ready),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             capacity: self.executor.capacity() as u32,
             seq: self.status_seq.fetch_add(1, Ordering::Relaxed) + 1,

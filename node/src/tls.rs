@@ -3,8 +3,9 @@
 //! Each node presents a self-signed certificate whose key is its ed25519 node key; in a private
 //! mesh the certificate also carries the node's membership certificate in an extension. There is
 //! no certificate authority: a client checks that the server's key is the key of the peer it
-//! meant to reach (learned from that peer's signed status gossip); a server checks the client
-//! against its [`Admission`] policy. The TLS 1.3 handshake proves possession of the key.
+//! meant to reach (learned from that peer's status, sent on a connection authenticated by its
+//! key); a server checks the client against its [`Admission`] policy. The TLS 1.3 handshake
+//! proves possession of the key.
 
 use std::sync::Arc;
 

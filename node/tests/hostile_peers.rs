@@ -1,5 +1,5 @@
 //! Strangers against a real `wasmesh node run` process in an open mesh: 5,000 throwaway
-//! identities each connect, publish one status (1,000 made-up ready blobs, 8 loopback addresses
+//! identities each connect, send one status (1,000 made-up ready blobs, 8 loopback addresses
 //! where nothing listens) and leave. The node tracks at most `MAX_TRACKED_PEERS` peers, its
 //! memory stays under a fixed bound, and it keeps serving.
 
@@ -9,34 +9,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity};
+use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, Swarm};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm};
 use support::fixture_path;
 use support::process::{self, DEADLINE, NodeProcess, wait_until};
+use support::raw_codec::RawCodec;
 use tokio::sync::watch;
 use wasmesh_node::core::peers::MAX_TRACKED_PEERS;
-use wasmesh_protocol::wire::{STATUS_TOPIC, StatusMessage};
+use wasmesh_protocol::wire::{STATUS_PROTOCOL, StatusMessage, ready_version};
 use wasmesh_protocol::{ContentHash, Keypair};
 
 const STRANGERS: usize = 5_000;
 const AT_ONCE: usize = 50;
-/// What the node may hold after the flood: the full peer table plus transient gossip buffers.
+/// What the node may hold after the flood: the full peer table plus transient connection buffers.
 const RSS_CAP_KIB: u64 = 768 << 10;
 
-fn stranger_swarm(keys: &Keypair) -> Swarm<gossipsub::Behaviour> {
+fn stranger_swarm(keys: &Keypair) -> Swarm<request_response::Behaviour<RawCodec>> {
     libp2p::SwarmBuilder::with_existing_identity(wasmesh_keys::identity::libp2p_keypair(keys))
         .with_tokio()
         .with_quic()
-        .with_behaviour(|key| {
-            gossipsub::Behaviour::new(
-                MessageAuthenticity::Signed(key.clone()),
-                gossipsub::ConfigBuilder::default()
-                    .max_transmit_size(1 << 20)
-                    .build()
-                    .expect("gossipsub config"),
+        .with_behaviour(|_| {
+            request_response::Behaviour::new(
+                [(StreamProtocol::new(STATUS_PROTOCOL), ProtocolSupport::Full)],
+                request_response::Config::default(),
             )
-            .expect("gossipsub")
         })
         .expect("behaviour")
         .build()
@@ -51,7 +48,7 @@ fn stranger_keys(n: usize) -> Keypair {
 
 /// A status signed by `keys`: made-up ready blobs and addresses where nothing listens.
 fn made_up_status(keys: &Keypair, n: usize) -> Vec<u8> {
-    let ready = (0..1_000u32)
+    let ready: Vec<ContentHash> = (0..1_000u32)
         .map(|i| ContentHash::of(&[n.to_le_bytes().as_slice(), &i.to_le_bytes()].concat()))
         .collect();
     let p2p_addrs = (0..8)
@@ -60,7 +57,8 @@ fn made_up_status(keys: &Keypair, n: usize) -> Vec<u8> {
     StatusMessage {
         node: keys.public(),
         quic_addr: "127.0.0.1:9".into(),
-        ready,
+        ready_version: ready_version(&ready),
+        ready: Some(ready),
         in_flight: 0,
         capacity: 4,
         seq: 1,
@@ -71,49 +69,29 @@ fn made_up_status(keys: &Keypair, n: usize) -> Vec<u8> {
     .encode()
 }
 
-/// A stranger's swarm connected to every node of `nodes`, once their subscriptions to the status
-/// topic are known; and that topic.
-async fn connected_stranger(
-    keys: &Keypair,
-    nodes: &[Multiaddr],
-) -> (Swarm<gossipsub::Behaviour>, IdentTopic) {
-    let mut swarm = stranger_swarm(keys);
-    let topic = IdentTopic::new(STATUS_TOPIC);
-    swarm.behaviour_mut().subscribe(&topic).expect("subscribe");
-    for node in nodes {
-        swarm.dial(node.clone()).expect("dial");
-    }
-    let until = tokio::time::Instant::now() + DEADLINE;
-    let mut subscribed = std::collections::HashSet::new();
-    while subscribed.len() < nodes.len() {
-        let event = tokio::time::timeout_at(until, swarm.select_next_some())
-            .await
-            .expect("the nodes' subscriptions arrive");
-        if let SwarmEvent::Behaviour(gossipsub::Event::Subscribed { peer_id, .. }) = event {
-            subscribed.insert(peer_id);
-        }
-    }
-    (swarm, topic)
-}
-
-/// One stranger: connects to every node, waits until their subscriptions are known, publishes
-/// its status (to all of them at once), and stays until its batch is done (so the message is
-/// surely sent), then leaves.
+/// One stranger: connects to every node, sends each its status once connected, and stays until
+/// its batch is done (so the message is surely taken), then leaves.
 async fn stranger(
     nodes: Vec<Multiaddr>,
     keys: Keypair,
     status: Vec<u8>,
     mut batch_done: watch::Receiver<bool>,
 ) {
-    let (mut swarm, topic) = connected_stranger(&keys, &nodes).await;
-    swarm
-        .behaviour_mut()
-        .publish(topic, status)
-        .expect("publish");
+    let mut swarm = stranger_swarm(&keys);
+    for node in &nodes {
+        swarm.dial(node.clone()).expect("dial");
+    }
     let until = tokio::time::Instant::now() + DEADLINE;
+    let mut sent_to = std::collections::HashSet::<PeerId>::new();
     loop {
         tokio::select! {
-            _ = swarm.select_next_some() => {}
+            event = swarm.select_next_some() => {
+                if let SwarmEvent::ConnectionEstablished { peer_id, .. } = event
+                    && sent_to.insert(peer_id)
+                {
+                    swarm.behaviour_mut().send_request(&peer_id, status.clone());
+                }
+            }
             _ = batch_done.wait_for(|done| *done) => return,
             _ = tokio::time::sleep_until(until) => panic!("the batch never completed"),
         }
@@ -196,7 +174,7 @@ async fn statuses_from_thousands_of_fresh_keys_leave_the_node_bounded_and_servin
     assert!(tracked <= MAX_TRACKED_PEERS, "{tracked} peers tracked");
     // Bounded, the node plateaus near 460 MiB (debug build): the peer table is full after the
     // first 1,000 strangers, and the rest is what the allocator keeps from the busiest batch's
-    // gossip buffers, a peak reached at a random point of the run. Unbounded, every 500 strangers
+    // connection buffers, a peak reached at a random point of the run. Unbounded, every 500 strangers
     // added about 100 MiB, over 1 GiB for 5,000; the cap sits between the two.
     assert!(
         rss_after < RSS_CAP_KIB,
@@ -246,8 +224,8 @@ async fn advertised_private_addresses_are_not_dialed_unless_allowed() {
     assert!(strict.metric("wasmesh_rejections_total{reason=\"peer_address_not_global\"}") >= 200);
 }
 
-/// Publishes `status` to `node` as `keys`, and waits until `seen` holds for the node.
-async fn publish_as(
+/// Sends `status` to `node` as `keys`, and waits until `seen` holds for the node.
+async fn send_as(
     node: &Arc<NodeProcess>,
     keys: Keypair,
     status: Vec<u8>,
@@ -274,70 +252,47 @@ fn lone_node() -> (tempfile::TempDir, Arc<NodeProcess>) {
     (dir, Arc::new(node))
 }
 
-/// A replay cannot silence a node: a stranger that republishes node H's status under its own
+/// A status is its sender's own word: a stranger that sends node H's status under its own
 /// identity is refused, and H's own copy of the very same bytes is still taken afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_status_does_not_suppress_the_genuine_one() {
     let (_dir, node) = lone_node();
     let honest = stranger_keys(1_000_001);
     let status = made_up_status(&honest, 1);
-    publish_as(&node, stranger_keys(1_000_002), status.clone(), |n| {
-        n.metric("wasmesh_rejections_total{reason=\"gossip_bad_status\"}") >= 1
+    send_as(&node, stranger_keys(1_000_002), status.clone(), |n| {
+        n.metric("wasmesh_rejections_total{reason=\"bad_status\"}") >= 1
     })
     .await;
     assert_eq!(node.metric("wasmesh_statuses_total"), 0);
-    publish_as(&node, honest, status, |n| {
+    send_as(&node, honest, status, |n| {
         n.metric("wasmesh_statuses_total") >= 1
     })
     .await;
 }
 
-/// A peer whose messages fail validation is graylisted: five invalid statuses take its gossip
-/// score below -80 (three would), after which the node ignores what it sends.
+/// A peer sending a status that does not decode is refused, counted and disconnected: no
+/// honest node sends one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_sending_invalid_messages_is_graylisted() {
+async fn a_peer_sending_a_malformed_status_is_disconnected() {
     let (_dir, node) = lone_node();
     let keys = stranger_keys(2_000_001);
-    let peer_id = wasmesh_keys::identity::peer_id(&keys.public())
-        .unwrap()
-        .to_string();
-    let (mut swarm, topic) = connected_stranger(&keys, &[node.p2p.parse().unwrap()]).await;
-    for garbage in [
-        b"not a status".to_vec(),
-        vec![0xff; 40],
-        vec![1; 7],
-        vec![2; 9],
-        vec![3; 11],
-    ] {
-        swarm
-            .behaviour_mut()
-            .publish(topic.clone(), garbage)
-            .unwrap();
-    }
-    let watched = node.clone();
-    let score = tokio::spawn(async move {
-        tokio::task::spawn_blocking(move || {
-            let score = || {
-                process::get_json(&format!("{}/v1/peers", watched.url))
-                    .as_array()
-                    .and_then(|peers| peers.iter().find(|p| p["peer_id"] == peer_id.as_str()))
-                    .and_then(|p| p["gossip_score"].as_f64())
-            };
-            wait_until("the peer is graylisted", DEADLINE, || {
-                score().is_some_and(|s| s <= -80.0)
-            });
-            score()
-        })
-        .await
-        .unwrap()
-    });
-    tokio::pin!(score);
-    let score = loop {
-        tokio::select! {
-            _ = swarm.select_next_some() => {}
-            score = &mut score => break score.unwrap(),
+    let mut swarm = stranger_swarm(&keys);
+    swarm.dial(node.p2p.parse::<Multiaddr>().unwrap()).unwrap();
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let event = tokio::time::timeout_at(until, swarm.select_next_some())
+            .await
+            .expect("the node closes the connection within the deadline");
+        match event {
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                swarm
+                    .behaviour_mut()
+                    .send_request(&peer_id, b"not a status".to_vec());
+            }
+            SwarmEvent::ConnectionClosed { .. } => break,
+            _ => {}
         }
-    };
-    println!("gossip score after five invalid statuses: {score:?}");
-    assert!(node.metric("wasmesh_rejections_total{reason=\"gossip_bad_status\"}") >= 3);
+    }
+    assert!(node.metric("wasmesh_rejections_total{reason=\"status_malformed\"}") >= 1);
+    assert_eq!(node.metric("wasmesh_statuses_total"), 0);
 }

@@ -1,9 +1,18 @@
 //! Messages between nodes, other than manifests themselves.
 //!
 //! ## Flows
-//! - **Status gossip** (`wasmesh/status/1`): every node periodically publishes a
-//!   [`StatusMessage`]: where its QUIC endpoint is, the key its certificate carries, which blobs
-//!   it has ready, and its load. Peers learn providers and candidates from it.
+//! - **Status** (`/wasmesh/status/2`, request-response over libp2p): every node sends its
+//!   [`StatusMessage`] to each peer it is connected to, and to no one else: where its QUIC
+//!   endpoint is, the key its certificate carries, its load, its coordinate, and which blobs it
+//!   has ready. The ready list travels only when it changed since the last one the peer got; the
+//!   rest of the time a [`ready_version`] stands for it, and a peer that lacks the list says so
+//!   in its [`StatusAck`]. A status is the sender's own word on a connection authenticated by its
+//!   key: it is never relayed.
+//! - **Manifest gossip** (`wasmesh/manifests/2`, gossipsub): signed manifests, flooded (publishes
+//!   are rare).
+//! - **Holder lookup** (`/wasmesh/kad/1`, libp2p Kademlia): a node that has a blob ready announces
+//!   itself as a provider of the blob's hash; a node that needs holders it is not connected to
+//!   asks for the providers, then connects to a few and gets their statuses.
 //! - **Sync** (`/wasmesh/sync/2`, request-response over libp2p): a node that joins late, or comes
 //!   back after a partition, sends a [`SyncRequest`] and gets the manifests the peer holds, a page
 //!   of at most [`SYNC_PAGE`] at a time in module-key order, asking for the next page after the
@@ -22,10 +31,15 @@ use crate::crypto::{PublicKey, Signature};
 use crate::hash::ContentHash;
 use crate::manifest::{MAX_SIGNED_MANIFEST_SIZE, ModuleKey, SignedManifest};
 
+/// The protocol version a node announces (libp2p identify). A peer announcing another one is
+/// refused: statuses, topics and lookups changed between versions.
+pub const PROTOCOL_VERSION: &str = "/wasmesh/2";
 /// Gossipsub topic of signed manifests.
-pub const MANIFEST_TOPIC: &str = "wasmesh/manifests/1";
-/// Gossipsub topic of node status.
-pub const STATUS_TOPIC: &str = "wasmesh/status/1";
+pub const MANIFEST_TOPIC: &str = "wasmesh/manifests/2";
+/// libp2p protocol of status, sent to connected peers only.
+pub const STATUS_PROTOCOL: &str = "/wasmesh/status/2";
+/// libp2p Kademlia protocol of holder lookups (provider records keyed by blob hash).
+pub const KAD_PROTOCOL: &str = "/wasmesh/kad/1";
 /// libp2p protocol of manifest sync (version 2: paged).
 pub const SYNC_PROTOCOL: &str = "/wasmesh/sync/2";
 /// ALPN of the blob protocol on the QUIC data plane.
@@ -55,15 +69,18 @@ pub const MAX_SYNC_RESPONSE_SIZE: usize = 64
 /// Largest encoded blob request (without its 4-byte length prefix).
 pub const MAX_BLOB_REQUEST_SIZE: usize = 64;
 
-/// What a node tells the mesh about itself.
+/// What a node tells the peers it is connected to about itself.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub struct StatusMessage {
     /// The node's public key (its libp2p identity and its QUIC certificate key).
     pub node: PublicKey,
     /// Where its QUIC data-plane endpoint is reachable (`ip:port`).
     pub quic_addr: String,
-    /// Blobs it has verified and compiled.
-    pub ready: Vec<ContentHash>,
+    /// Stands for its ready set ([`ready_version`]): equal sets, equal versions.
+    pub ready_version: u64,
+    /// Blobs it has verified and compiled: sent when the set changed since the receiver last got
+    /// it, `None` otherwise.
+    pub ready: Option<Vec<ContentHash>>,
     /// Requests it is executing or queueing now.
     pub in_flight: u32,
     /// Requests it can execute at once.
@@ -102,7 +119,11 @@ impl StatusMessage {
         let status: Self = codec::decode(bytes, MAX_STATUS_SIZE)?;
         let addrs_too_long =
             status.p2p_addrs.len() > 8 || status.p2p_addrs.iter().any(|a| a.len() > 256);
-        if status.ready.len() > MAX_STATUS_BLOBS || status.quic_addr.len() > 256 || addrs_too_long {
+        let ready_too_long = status
+            .ready
+            .as_ref()
+            .is_some_and(|ready| ready.len() > MAX_STATUS_BLOBS);
+        if ready_too_long || status.quic_addr.len() > 256 || addrs_too_long {
             return Err(DecodeError::Malformed("status lists too much".into()));
         }
         if !status.coordinate.is_valid() {
@@ -111,6 +132,38 @@ impl StatusMessage {
             ));
         }
         Ok(status)
+    }
+}
+
+/// The version of a ready set: the first 8 bytes of its digest ([`manifest_digest`] of the
+/// hashes), so equal sets give equal versions whatever their order.
+pub fn ready_version(ready: &[ContentHash]) -> u64 {
+    let digest = manifest_digest(ready.iter().copied());
+    let mut version = [0u8; 8];
+    version.copy_from_slice(&digest.0[..8]);
+    u64::from_le_bytes(version)
+}
+
+/// The answer to a status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct StatusAck {
+    /// The receiver does not have the ready set of the status's version: the next status must
+    /// carry it.
+    pub want_ready: bool,
+}
+
+/// Largest encoded status answer.
+pub const MAX_STATUS_ACK_SIZE: usize = 8;
+
+impl StatusAck {
+    /// The wire encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+
+    /// Decodes an answer of at most [`MAX_STATUS_ACK_SIZE`] bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        codec::decode(bytes, MAX_STATUS_ACK_SIZE)
     }
 }
 

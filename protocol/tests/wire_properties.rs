@@ -5,7 +5,9 @@ use proptest::prelude::*;
 use wasmesh_protocol::codec;
 use wasmesh_protocol::coordinates::Coordinate;
 use wasmesh_protocol::manifest::MAX_SIGNED_MANIFEST_SIZE;
-use wasmesh_protocol::wire::{BlobHeader, BlobRequest, StatusMessage, SyncRequest, SyncResponse};
+use wasmesh_protocol::wire::{
+    BlobHeader, BlobRequest, StatusAck, StatusMessage, SyncRequest, SyncResponse, ready_version,
+};
 use wasmesh_protocol::{
     Abi, ContentHash, Keypair, Limits, Manifest, ModuleKey, ModuleRef, PublicKey, PublishBundle,
     SignedManifest,
@@ -113,7 +115,7 @@ fn status() -> impl Strategy<Value = StatusMessage> {
     (
         any::<[u8; 32]>(),
         "[0-9.:]{0,40}",
-        proptest::collection::vec(any::<[u8; 32]>(), 0..20),
+        proptest::option::of(proptest::collection::vec(any::<[u8; 32]>(), 0..20)),
         any::<u32>(),
         any::<u32>(),
         any::<u64>(),
@@ -138,10 +140,13 @@ fn status() -> impl Strategy<Value = StatusMessage> {
                 coordinate,
             )| {
                 let (vec, height, error) = coordinate;
+                let ready: Option<Vec<ContentHash>> =
+                    ready.map(|r| r.into_iter().map(ContentHash).collect());
                 StatusMessage {
                     node: PublicKey(node),
                     quic_addr,
-                    ready: ready.into_iter().map(ContentHash).collect(),
+                    ready_version: ready.as_deref().map_or(seq, ready_version),
+                    ready,
                     in_flight,
                     capacity,
                     seq,
@@ -165,6 +170,8 @@ proptest! {
         size in any::<u64>(),
     ) {
         prop_assert_eq!(StatusMessage::decode(&status.encode()).unwrap(), status);
+        let ack = StatusAck { want_ready: more };
+        prop_assert_eq!(StatusAck::decode(&ack.encode()).unwrap(), ack);
         let after = after.map(|(key, name)| ModuleKey { publisher: PublicKey(key), name });
         let request = SyncRequest { after, manifests: more, membership: membership.clone() };
         prop_assert_eq!(SyncRequest::decode(&request.encode()).unwrap(), request);
@@ -179,6 +186,7 @@ proptest! {
     #[test]
     fn arbitrary_node_messages_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048), header in any::<[u8; 9]>()) {
         let _ = StatusMessage::decode(&bytes);
+        let _ = StatusAck::decode(&bytes);
         let _ = SyncRequest::decode(&bytes);
         let _ = SyncResponse::decode(&bytes);
         let _ = BlobRequest::decode(&bytes);
@@ -248,7 +256,8 @@ fn a_status_with_a_coordinate_out_of_range_is_refused() {
         let status = StatusMessage {
             node: PublicKey([1; 32]),
             quic_addr: "127.0.0.1:1".into(),
-            ready: Vec::new(),
+            ready_version: 0,
+            ready: Some(Vec::new()),
             in_flight: 0,
             capacity: 1,
             seq: 1,

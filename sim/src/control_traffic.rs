@@ -14,8 +14,7 @@ use wasmesh_node::config::STATUS_INTERVAL;
 use wasmesh_node::control::{PEER_EXCHANGE_EVERY, PING_EVERY};
 use wasmesh_protocol::coordinates::Coordinate;
 use wasmesh_protocol::wire::{
-    MAX_STATUS_BLOBS, MAX_SYNC_PEERS, PeerRecord, STATUS_TOPIC, StatusMessage, SyncRequest,
-    SyncResponse,
+    MAX_STATUS_BLOBS, MAX_SYNC_PEERS, PeerRecord, StatusMessage, SyncRequest, SyncResponse,
 };
 use wasmesh_protocol::{ContentHash, Keypair};
 
@@ -24,7 +23,7 @@ use crate::report::round3;
 /// A gossip message's envelope beyond its data: the author's peer id (38 bytes), sequence
 /// number (8), topic, signature (64), and the protobuf field and message framing.
 fn envelope_bytes() -> usize {
-    (2 + 38) + (2 + 8) + (2 + STATUS_TOPIC.len()) + (2 + 64) + 4
+    (2 + 38) + (2 + 8) + (2 + 16) + (2 + 64) + 4
 }
 
 /// One message id in an IHAVE (this node's ids are 32-byte BLAKE3 hashes), with its framing.
@@ -127,9 +126,12 @@ fn status_with(ready: usize) -> StatusMessage {
     StatusMessage {
         node: Keypair::from_seed([1; 32]).public(),
         quic_addr: "127.0.0.1:44333".into(),
-        ready: (0..ready)
-            .map(|i| ContentHash::of(&i.to_le_bytes()))
-            .collect(),
+        ready_version: 0,
+        ready: Some(
+            (0..ready)
+                .map(|i| ContentHash::of(&i.to_le_bytes()))
+                .collect(),
+        ),
         in_flight: 3,
         capacity: 8,
         seq: 1_764_000_000_000_000,

@@ -3,11 +3,12 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity};
+use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Swarm, identity};
-use wasmesh_protocol::wire::{STATUS_TOPIC, StatusMessage};
+use libp2p::{StreamProtocol, Swarm, identity};
+use wasmesh_protocol::wire::{STATUS_PROTOCOL, StatusMessage};
 
+pub use crate::raw_codec::RawCodec;
 use crate::{MESH_DEADLINE, TestNode};
 
 /// A libp2p peer with `keys`, over TCP and QUIC, running `behaviour`; its connections stay open
@@ -31,46 +32,48 @@ pub fn swarm<B: NetworkBehaviour>(
         .build()
 }
 
-/// A peer that publishes signed statuses under the node key of `seed`, connected to one node.
-pub struct StatusGossiper {
-    swarm: Swarm<gossipsub::Behaviour>,
-    topic: IdentTopic,
+/// A peer that sends statuses of its choosing on the status protocol, connected to one node.
+pub struct StatusSender {
+    swarm: Swarm<request_response::Behaviour<RawCodec>>,
+    node: libp2p::PeerId,
 }
 
-impl std::fmt::Debug for StatusGossiper {
+impl std::fmt::Debug for StatusSender {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StatusGossiper")
+        f.debug_struct("StatusSender")
             .field("peer", self.swarm.local_peer_id())
             .finish_non_exhaustive()
     }
 }
 
-impl StatusGossiper {
-    /// Dials `node`, subscribed to the status topic.
+impl StatusSender {
+    /// Dials `node` with the libp2p identity of `seed`.
     pub fn connect(seed: [u8; 32], node: &TestNode) -> Self {
         let keys = identity::Keypair::ed25519_from_bytes(seed).unwrap();
-        let mut swarm = swarm(keys, |key| {
-            gossipsub::Behaviour::new(
-                MessageAuthenticity::Signed(key.clone()),
-                gossipsub::Config::default(),
+        let mut swarm = swarm(keys, |_| {
+            request_response::Behaviour::new(
+                [(StreamProtocol::new(STATUS_PROTOCOL), ProtocolSupport::Full)],
+                request_response::Config::default(),
             )
-            .unwrap()
         });
-        let topic = IdentTopic::new(STATUS_TOPIC);
-        swarm.behaviour_mut().subscribe(&topic).unwrap();
         swarm.dial(node.node.p2p_addrs()[0].clone()).unwrap();
-        Self { swarm, topic }
+        Self {
+            swarm,
+            node: node.node.peer_id(),
+        }
     }
 
-    /// Publishes `status`, with a growing sequence number, every 200 ms until `done` holds;
-    /// panics with `what` after [`MESH_DEADLINE`], or if the node closes the connection.
-    pub async fn gossip_until(
+    /// Sends `status`, with a growing sequence number, every 200 ms until `done` holds or the
+    /// node closes the connection; returns whether it closed it. Panics with `what` after
+    /// [`MESH_DEADLINE`].
+    pub async fn send_until(
         &mut self,
         what: &str,
         mut status: StatusMessage,
         done: impl Fn() -> bool,
-    ) {
+    ) -> bool {
         let until = tokio::time::Instant::now() + MESH_DEADLINE;
+        let mut connected = false;
         while !done() {
             assert!(
                 tokio::time::Instant::now() < until,
@@ -79,14 +82,18 @@ impl StatusGossiper {
             let event =
                 tokio::time::timeout(Duration::from_millis(200), self.swarm.select_next_some())
                     .await;
-            if matches!(event, Ok(SwarmEvent::ConnectionClosed { .. })) {
-                panic!("the node closed the connection");
+            match event {
+                Ok(SwarmEvent::ConnectionEstablished { .. }) => connected = true,
+                Ok(SwarmEvent::ConnectionClosed { .. }) if connected => return true,
+                _ => {}
             }
-            status.seq += 1;
-            let _ = self
-                .swarm
-                .behaviour_mut()
-                .publish(self.topic.clone(), status.encode());
+            if self.swarm.is_connected(&self.node) {
+                status.seq += 1;
+                self.swarm
+                    .behaviour_mut()
+                    .send_request(&self.node, status.encode());
+            }
         }
+        false
     }
 }

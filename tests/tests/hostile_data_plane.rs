@@ -14,10 +14,10 @@ use wasmesh_node::metrics::Metrics;
 use wasmesh_node::store::Store;
 use wasmesh_node::tls::TlsIdentity;
 use wasmesh_protocol::wire::{
-    BLOB_ALPN, BlobHeader, INVOKE_ALPN, InvokeRefusal, InvokeReply, InvokeRequest,
+    BLOB_ALPN, BlobHeader, INVOKE_ALPN, InvokeRefusal, InvokeReply, InvokeRequest, ready_version,
 };
 use wasmesh_protocol::{ContentHash, Keypair};
-use wasmesh_tests::stranger::StatusGossiper;
+use wasmesh_tests::stranger::StatusSender;
 use wasmesh_tests::{
     MESH_DEADLINE, TestNode, bundle, fixture, get, invoke, publish, publisher, wait_until,
 };
@@ -299,7 +299,7 @@ async fn one_peers_forwards_cannot_fill_the_queue_ahead_of_local_requests() {
 /// A peer that claims, in signed statuses, to hold `hash`, and answers every forwarded request
 /// with made-up output under a signature that is not a receipt. Returns its gossip side (kept
 /// alive by the caller).
-async fn lying_holder(seed: u8, node: &TestNode, hash: ContentHash) -> StatusGossiper {
+async fn lying_holder(seed: u8, node: &TestNode, hash: ContentHash) -> StatusSender {
     use wasmesh_protocol::Signature;
     use wasmesh_protocol::coordinates::Coordinate;
     use wasmesh_protocol::wire::StatusMessage;
@@ -339,11 +339,12 @@ async fn lying_holder(seed: u8, node: &TestNode, hash: ContentHash) -> StatusGos
 
     // The control plane: statuses saying the blob is ready there, until the node takes one.
     let liar = wasmesh_keys::identity::peer_id(&keys.public()).unwrap();
-    let mut gossip = StatusGossiper::connect([seed; 32], node);
+    let mut sender = StatusSender::connect([seed; 32], node);
     let status = StatusMessage {
         node: keys.public(),
         quic_addr: quic_addr.to_string(),
-        ready: vec![hash],
+        ready_version: ready_version(&[hash]),
+        ready: Some(vec![hash]),
         in_flight: 0,
         capacity: 64,
         seq: 0,
@@ -351,15 +352,16 @@ async fn lying_holder(seed: u8, node: &TestNode, hash: ContentHash) -> StatusGos
         manifests: ContentHash::of(b"nothing"),
         coordinate: Coordinate::default(),
     };
-    gossip
-        .gossip_until("the node takes the liar's status", status, || {
+    let closed = sender
+        .send_until("the node takes the liar's status", status, || {
             node.node
                 .peer_views()
                 .iter()
                 .any(|p| p.peer_id == liar && p.ready.contains(&hash))
         })
         .await;
-    gossip
+    assert!(!closed, "the node closed the liar's connection");
+    sender
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

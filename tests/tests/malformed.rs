@@ -1,10 +1,10 @@
-//! Malformed gossip, sync and blob messages from a hostile peer (random, truncated, oversized,
+//! Malformed gossip, sync, status and blob messages from a hostile peer (random, truncated, oversized,
 //! forged) are rejected and counted, and the node keeps serving.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
@@ -12,71 +12,19 @@ use libp2p::{StreamProtocol, noise, tcp, yamux};
 use quinn::crypto::rustls::QuicClientConfig;
 use wasmesh_node::tls::TlsIdentity;
 use wasmesh_protocol::wire::{
-    BLOB_ALPN, MANIFEST_TOPIC, STATUS_TOPIC, SYNC_PROTOCOL, StatusMessage,
+    BLOB_ALPN, MANIFEST_TOPIC, STATUS_PROTOCOL, SYNC_PROTOCOL, StatusMessage, ready_version,
 };
 use wasmesh_protocol::{ContentHash, Keypair, SignedManifest};
+use wasmesh_tests::stranger::RawCodec;
 use wasmesh_tests::{
     MESH_DEADLINE, TestNode, bundle, fixture, invoke, publish, publisher, wait_until,
 };
-
-/// Sends whatever bytes it is given: no size limits, no encoding.
-#[derive(Debug, Clone, Default)]
-struct RawCodec;
-
-impl request_response::Codec for RawCodec {
-    type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
-    type Response = Vec<u8>;
-
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Vec<u8>>
-    where
-        T: futures::AsyncRead + Unpin + Send,
-    {
-        let mut bytes = Vec::new();
-        io.read_to_end(&mut bytes).await?;
-        Ok(bytes)
-    }
-
-    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Vec<u8>>
-    where
-        T: futures::AsyncRead + Unpin + Send,
-    {
-        let mut bytes = Vec::new();
-        io.read_to_end(&mut bytes).await?;
-        Ok(bytes)
-    }
-
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        bytes: Vec<u8>,
-    ) -> std::io::Result<()>
-    where
-        T: futures::AsyncWrite + Unpin + Send,
-    {
-        io.write_all(&bytes).await?;
-        io.close().await
-    }
-
-    async fn write_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        bytes: Vec<u8>,
-    ) -> std::io::Result<()>
-    where
-        T: futures::AsyncWrite + Unpin + Send,
-    {
-        io.write_all(&bytes).await?;
-        io.close().await
-    }
-}
 
 #[derive(NetworkBehaviour)]
 struct Hostile {
     gossipsub: gossipsub::Behaviour,
     sync: request_response::Behaviour<RawCodec>,
+    status: request_response::Behaviour<RawCodec>,
 }
 
 fn noise_bytes(len: usize, seed: u64) -> Vec<u8> {
@@ -91,7 +39,8 @@ fn noise_bytes(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// A hostile peer connected to `node`, once the node's subscriptions to both topics are known.
+/// A hostile peer connected to `node`, once the node's subscription to the manifest topic is
+/// known.
 async fn hostile_peer(node: &TestNode) -> libp2p::Swarm<Hostile> {
     let hostile_keys = libp2p::identity::Keypair::generate_ed25519();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(hostile_keys)
@@ -116,23 +65,25 @@ async fn hostile_peer(node: &TestNode) -> libp2p::Swarm<Hostile> {
                 [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
                 request_response::Config::default(),
             ),
+            status: request_response::Behaviour::new(
+                [(StreamProtocol::new(STATUS_PROTOCOL), ProtocolSupport::Full)],
+                request_response::Config::default(),
+            ),
         })
         .unwrap()
         .build();
     let manifests = IdentTopic::new(MANIFEST_TOPIC);
-    let status = IdentTopic::new(STATUS_TOPIC);
     swarm
         .behaviour_mut()
         .gossipsub
         .subscribe(&manifests)
         .unwrap();
-    swarm.behaviour_mut().gossipsub.subscribe(&status).unwrap();
     swarm.dial(node.node.p2p_addrs()[0].clone()).unwrap();
 
-    // Wait until the node's subscription to both topics is known, answering nothing A asks.
+    // Wait until the node's subscription is known, answering nothing A asks.
     let mut subscribed = 0;
     let until = tokio::time::Instant::now() + MESH_DEADLINE;
-    while subscribed < 2 {
+    while subscribed < 1 {
         let event = tokio::time::timeout_at(until, swarm.select_next_some())
             .await
             .expect("A subscribes within the deadline");
@@ -155,17 +106,17 @@ async fn hostile_gossip_and_sync_are_rejected_and_counted() {
     assert_eq!(publish(&a, &published).await.status, 201);
     a.wait_ready("echo").await;
 
-    // Each identity gets three invalid messages before it is graylisted and ignored: the
-    // manifests and the statuses come from two of them.
+    // Each identity gets three invalid manifests before it is graylisted and ignored; the
+    // statuses come from others, on the status protocol.
     let mut swarm = hostile_peer(&a).await;
     let mut second = hostile_peer(&a).await;
     let manifests = IdentTopic::new(MANIFEST_TOPIC);
-    let status = IdentTopic::new(STATUS_TOPIC);
     let valid = published.manifest.encode();
     let forged_status = StatusMessage {
         node: Keypair::from_seed([5; 32]).public(),
         quic_addr: "127.0.0.1:1".into(),
-        ready: Vec::new(),
+        ready_version: ready_version(&[]),
+        ready: Some(Vec::new()),
         in_flight: 0,
         capacity: 1,
         seq: 1,
@@ -176,35 +127,46 @@ async fn hostile_gossip_and_sync_are_rejected_and_counted() {
     .encode();
     let mut tampered = SignedManifest::decode(&valid).unwrap();
     tampered.manifest.version = 99;
-    let gossip: Vec<(&IdentTopic, Vec<u8>)> = vec![
-        (&manifests, noise_bytes(200, 1)),
-        (&manifests, valid[..valid.len() / 2].to_vec()),
-        (&manifests, tampered.encode()),
-        (&status, noise_bytes(300, 2)),
-        (&status, forged_status),
-    ];
-    for (topic, bytes) in gossip {
-        let sender = if topic.hash() == manifests.hash() {
-            &mut swarm
-        } else {
-            &mut second
-        };
-        sender
+    for bytes in [
+        noise_bytes(200, 1),
+        valid[..valid.len() / 2].to_vec(),
+        tampered.encode(),
+    ] {
+        swarm
             .behaviour_mut()
             .gossipsub
-            .publish(topic.clone(), bytes)
+            .publish(manifests.clone(), bytes)
             .unwrap();
     }
     let peer = a.node.peer_id();
+    // Noise from one peer, a status for another key from a third: each refused, counted, and
+    // its sender disconnected.
+    second
+        .behaviour_mut()
+        .status
+        .send_request(&peer, noise_bytes(300, 2));
+    let metrics = a.node.metrics();
+    let until = tokio::time::Instant::now() + MESH_DEADLINE;
+    while metrics.rejections_of("status_malformed") < 1 {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "noise status not counted"
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(50), second.select_next_some()).await;
+    }
+    let mut third = hostile_peer(&a).await;
+    third
+        .behaviour_mut()
+        .status
+        .send_request(&peer, forged_status);
     for bytes in [noise_bytes(50, 3), noise_bytes(100_000, 4), Vec::new()] {
         swarm.behaviour_mut().sync.send_request(&peer, bytes);
     }
 
-    let metrics = a.node.metrics();
     let counted = || {
         metrics.rejections_of("gossip_malformed_manifest") >= 2
             && metrics.rejections_of("bad_signature") >= 1
-            && metrics.rejections_of("gossip_bad_status") >= 2
+            && metrics.rejections_of("bad_status") >= 1
             && metrics.rejections_of("sync_malformed") >= 3
     };
     let until = tokio::time::Instant::now() + MESH_DEADLINE;
@@ -214,7 +176,7 @@ async fn hostile_gossip_and_sync_are_rejected_and_counted() {
             "not all rejections counted:\n{}",
             metrics.encode()
         );
-        let both = futures::future::select(swarm.select_next_some(), second.select_next_some());
+        let both = futures::future::select(swarm.select_next_some(), third.select_next_some());
         let _ = tokio::time::timeout(Duration::from_millis(50), both).await;
     }
     assert_eq!(

@@ -1,11 +1,11 @@
 //! How nodes find each other: a neighbour introduces the peers it is connected to (in its sync
-//! response), and they are dialed; a status relayed by gossip about a peer a node does not know
-//! makes no entry in its peer table and nothing to dial.
+//! response), and they are dialed; a status comes only from its own node, over its connection.
 
+use futures::StreamExt;
 use wasmesh_protocol::coordinates::Coordinate;
-use wasmesh_protocol::wire::StatusMessage;
+use wasmesh_protocol::wire::{StatusMessage, ready_version};
 use wasmesh_protocol::{ContentHash, Keypair};
-use wasmesh_tests::stranger::StatusGossiper;
+use wasmesh_tests::stranger::StatusSender;
 use wasmesh_tests::{MESH_DEADLINE, TestNode, wait_until};
 
 fn connected(node: &TestNode, other: &TestNode) -> bool {
@@ -29,25 +29,18 @@ async fn peers_introduced_by_a_neighbour_are_dialed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_relayed_status_of_an_unknown_peer_makes_no_entry() {
+async fn a_status_for_another_key_is_refused_and_its_sender_disconnected() {
     let a = TestNode::start(&[], &[]).await;
-    let relay = TestNode::start(&[], &[&a]).await;
-    wait_until("A and the relay are connected", MESH_DEADLINE, || async {
-        connected(&a, &relay)
-    })
-    .await;
-
-    // A stranger connected to the relay only publishes statuses naming made-up addresses.
-    let seed = [41u8; 32];
-    let keys = Keypair::from_seed(seed);
-    let stranger_id = wasmesh_keys::identity::peer_id(&keys.public()).unwrap();
-    let mut stranger = StatusGossiper::connect(seed, &relay);
-    let ignored = || a.node.metrics().rejections_of("status_unknown_peer");
-    let a_knows_the_stranger = || a.node.peer_views().iter().any(|p| p.peer_id == stranger_id);
+    // A peer connected to A sends statuses signed for a key that is not its own: a status is
+    // its sender's own word, never a relay of someone else's.
+    let mut stranger = StatusSender::connect([41; 32], &a);
+    let other = Keypair::from_seed([42; 32]);
+    let other_id = wasmesh_keys::identity::peer_id(&other.public()).unwrap();
     let status = StatusMessage {
-        node: keys.public(),
+        node: other.public(),
         quic_addr: "127.0.0.1:9".into(),
-        ready: Vec::new(),
+        ready_version: ready_version(&[]),
+        ready: Some(Vec::new()),
         in_flight: 0,
         capacity: 1,
         seq: 0,
@@ -55,22 +48,42 @@ async fn a_relayed_status_of_an_unknown_peer_makes_no_entry() {
         manifests: ContentHash::of(b"nothing"),
         coordinate: Coordinate::default(),
     };
-    stranger
-        .gossip_until("A sees the stranger's status", status, || {
-            ignored() > 0 || a_knows_the_stranger()
-        })
+    let refused = || a.node.metrics().rejections_of("bad_status");
+    let closed = stranger
+        .send_until("A refuses the status", status, || refused() > 0)
         .await;
-    // The relay took it (the stranger is its neighbour); A, which never met the stranger, did
-    // not.
+    assert!(refused() > 0 || closed);
+    wait_until("A disconnects the sender", MESH_DEADLINE, || async {
+        !a.node.peer_views().iter().any(|p| p.connected)
+    })
+    .await;
+    assert!(refused() > 0, "the refusal is counted");
     assert!(
-        relay
-            .node
-            .peer_views()
-            .iter()
-            .any(|p| p.peer_id == stranger_id)
+        !a.node.peer_views().iter().any(|p| p.peer_id == other_id),
+        "a status for another key made an entry"
     );
-    assert!(
-        !a_knows_the_stranger(),
-        "a relayed status put an unknown peer in A's table"
-    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_of_the_previous_protocol_version_is_refused() {
+    let a = TestNode::start(&[], &[]).await;
+    // A node of version 1 announces itself as such in identify.
+    let keys = libp2p::identity::Keypair::ed25519_from_bytes([43; 32]).unwrap();
+    let mut old = wasmesh_tests::stranger::swarm(keys, |key| {
+        libp2p::identify::Behaviour::new(libp2p::identify::Config::new(
+            "/wasmesh/1".into(),
+            key.public(),
+        ))
+    });
+    old.dial(a.node.p2p_addrs()[0].clone()).unwrap();
+    let refused = || a.node.metrics().rejections_of("peer_other_version");
+    let until = tokio::time::Instant::now() + MESH_DEADLINE;
+    let mut closed = false;
+    while !closed {
+        let event = tokio::time::timeout_at(until, old.select_next_some())
+            .await
+            .expect("A closes the connection within the deadline");
+        closed = matches!(event, libp2p::swarm::SwarmEvent::ConnectionClosed { .. });
+    }
+    assert_eq!(refused(), 1, "the refusal is counted once");
 }

@@ -1,11 +1,10 @@
-//! The libp2p side of the control plane: the composed behaviour (gossipsub with explicit
-//! validation and peer scoring, identify, ping, request-response sync), the sync codec with its
-//! size limits, and building the swarm over QUIC and TCP.
+//! The libp2p side of the control plane: the composed behaviour (gossipsub for manifests with
+//! explicit validation and peer scoring, identify, ping, request-response sync and status), and
+//! building the swarm over QUIC and TCP.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::gossipsub::{
     self, IdentTopic, MessageAuthenticity, PeerScoreParams, PeerScoreThresholds, TopicScoreParams,
     ValidationMode,
@@ -13,12 +12,10 @@ use libp2p::gossipsub::{
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{StreamProtocol, Swarm, identify, noise, ping, tcp, yamux};
-use wasmesh_protocol::wire::{
-    MANIFEST_TOPIC, MAX_STATUS_SIZE, MAX_SYNC_REQUEST_SIZE, MAX_SYNC_RESPONSE_SIZE, STATUS_TOPIC,
-    SYNC_PROTOCOL, SyncRequest, SyncResponse,
-};
+use wasmesh_protocol::wire::{MANIFEST_TOPIC, PROTOCOL_VERSION, STATUS_PROTOCOL, SYNC_PROTOCOL};
 
-use crate::metrics::{Direction, Metrics, TrafficKind};
+use super::codec::{self, LimitedCodec};
+use crate::metrics::Metrics;
 
 /// The gossipsub heartbeat (mesh upkeep and lazy gossip); other gossipsub parameters are the
 /// library's defaults.
@@ -30,115 +27,16 @@ pub(crate) struct Behaviour {
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
-    pub(crate) sync: request_response::Behaviour<SyncCodec>,
+    pub(crate) sync: request_response::Behaviour<LimitedCodec<codec::SyncPair>>,
+    pub(crate) status: request_response::Behaviour<LimitedCodec<codec::StatusPair>>,
 }
 
-/// Sync messages on the wire: the protocol codec with size limits. It counts what it refuses
-/// itself: libp2p does not report a request that fails to decode to the behaviour.
-#[derive(Debug, Clone)]
-pub(crate) struct SyncCodec {
-    metrics: Arc<Metrics>,
-}
+/// Largest gossipsub RPC taken: a manifest (at most 4 KiB, checked again when decoded) or a
+/// batch of control messages.
+const MAX_GOSSIP_RPC: usize = 64 * 1024;
 
-impl SyncCodec {
-    async fn send<T: futures::AsyncWrite + Unpin + Send>(
-        &self,
-        io: &mut T,
-        bytes: &[u8],
-    ) -> std::io::Result<()> {
-        self.metrics
-            .count_traffic(TrafficKind::Sync, Direction::Sent, bytes.len());
-        io.write_all(bytes).await?;
-        io.close().await
-    }
-
-    fn refused(&self, error: std::io::Error, what: &str) -> std::io::Error {
-        self.metrics.count_rejection(what);
-        tracing::info!(%error, what, "refused a sync message");
-        error
-    }
-}
-
-async fn read_limited<T: futures::AsyncRead + Unpin + Send>(
-    io: &mut T,
-    limit: usize,
-) -> std::io::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    io.take(limit as u64 + 1).read_to_end(&mut bytes).await?;
-    if bytes.len() > limit {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "message too large",
-        ));
-    }
-    Ok(bytes)
-}
-
-fn invalid(e: impl std::fmt::Display) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
-}
-
-impl request_response::Codec for SyncCodec {
-    type Protocol = StreamProtocol;
-    type Request = SyncRequest;
-    type Response = SyncResponse;
-
-    async fn read_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> std::io::Result<SyncRequest>
-    where
-        T: futures::AsyncRead + Unpin + Send,
-    {
-        let bytes = read_limited(io, MAX_SYNC_REQUEST_SIZE)
-            .await
-            .map_err(|e| self.refused(e, "sync_malformed"))?;
-        self.metrics
-            .count_traffic(TrafficKind::Sync, Direction::Received, bytes.len());
-        SyncRequest::decode(&bytes).map_err(|e| self.refused(invalid(e), "sync_malformed"))
-    }
-
-    async fn read_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> std::io::Result<SyncResponse>
-    where
-        T: futures::AsyncRead + Unpin + Send,
-    {
-        let bytes = read_limited(io, MAX_SYNC_RESPONSE_SIZE)
-            .await
-            .map_err(|e| self.refused(e, "sync_malformed"))?;
-        self.metrics
-            .count_traffic(TrafficKind::Sync, Direction::Received, bytes.len());
-        SyncResponse::decode(&bytes).map_err(|e| self.refused(invalid(e), "sync_malformed"))
-    }
-
-    async fn write_request<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        request: SyncRequest,
-    ) -> std::io::Result<()>
-    where
-        T: futures::AsyncWrite + Unpin + Send,
-    {
-        self.send(io, &request.encode()).await
-    }
-
-    async fn write_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        response: SyncResponse,
-    ) -> std::io::Result<()>
-    where
-        T: futures::AsyncWrite + Unpin + Send,
-    {
-        self.send(io, &response.encode()).await
-    }
-}
+/// How long a status waits for its answer.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often each connection's round trip is measured (libp2p ping).
 pub const PING_EVERY: Duration = Duration::from_secs(5);
@@ -165,7 +63,7 @@ pub(crate) fn build_swarm(
             let gossip_config = gossipsub::ConfigBuilder::default()
                 .validation_mode(ValidationMode::Strict)
                 .validate_messages()
-                .max_transmit_size(MAX_STATUS_SIZE)
+                .max_transmit_size(MAX_GOSSIP_RPC)
                 .heartbeat_interval(HEARTBEAT)
                 // The id binds the author: gossipsub marks an id as seen before validating it, so
                 // with an id of the data alone, a peer that republished another node's status
@@ -188,21 +86,25 @@ pub(crate) fn build_swarm(
                 .with_peer_score(peer_score_params(), PeerScoreThresholds::default())
                 .map_err(|e| anyhow::anyhow!("gossipsub scoring: {e}"))?;
             let identify = identify::Behaviour::new(
-                identify::Config::new("/wasmesh/1".into(), key.public())
+                identify::Config::new(PROTOCOL_VERSION.into(), key.public())
                     .with_hide_listen_addrs(hide_listen_addrs),
             );
             let sync = request_response::Behaviour::with_codec(
-                SyncCodec {
-                    metrics: metrics.clone(),
-                },
+                LimitedCodec::new(metrics.clone()),
                 [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
                 request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
+            );
+            let status = request_response::Behaviour::with_codec(
+                LimitedCodec::new(metrics.clone()),
+                [(StreamProtocol::new(STATUS_PROTOCOL), ProtocolSupport::Full)],
+                request_response::Config::default().with_request_timeout(STATUS_TIMEOUT),
             );
             Ok(Behaviour {
                 gossipsub,
                 identify,
                 ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_EVERY)),
                 sync,
+                status,
             })
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
@@ -212,7 +114,7 @@ pub(crate) fn build_swarm(
 }
 
 /// Gossipsub peer scoring, counting only what a peer cannot do by accident: messages that fail
-/// validation (a bad signature, a malformed or forged status). Three of them put a peer below
+/// validation (a bad signature, a malformed manifest). Three of them put a peer below
 /// the graylist threshold (-80), and its messages are then ignored; the penalty decays over
 /// minutes. Mesh-delivery and IP-colocation scores are off: meshes of a few nodes deliver little,
 /// and many honest nodes share one address behind NAT or on one test host.
@@ -228,9 +130,8 @@ fn peer_score_params() -> PeerScoreParams {
         ..TopicScoreParams::default()
     };
     PeerScoreParams {
-        topics: [MANIFEST_TOPIC, STATUS_TOPIC]
+        topics: [(IdentTopic::new(MANIFEST_TOPIC).hash(), topic)]
             .into_iter()
-            .map(|name| (IdentTopic::new(name).hash(), topic.clone()))
             .collect(),
         ip_colocation_factor_weight: 0.0,
         behaviour_penalty_weight: 0.0,

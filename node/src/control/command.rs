@@ -3,6 +3,7 @@
 
 use libp2p::PeerId;
 use tokio::sync::oneshot;
+use wasmesh_protocol::wire::StatusMessage;
 use wasmesh_protocol::{ContentHash, ModuleKey, SignedManifest};
 
 use crate::core::manifests::{Offered, Origin, Refusal};
@@ -14,8 +15,8 @@ use crate::core::registry::ModuleState;
 pub enum ControlCommand {
     /// Gossip an encoded signed manifest.
     PublishManifest(Vec<u8>),
-    /// Gossip an encoded status message.
-    PublishStatus(Vec<u8>),
+    /// Send this status to every connected peer.
+    PublishStatus(Box<StatusMessage>),
     /// Connect to a known peer (so its round trip gets measured), unless connected or dialing.
     Probe(PeerId),
     /// Check and, if acceptable, take a manifest; the answer comes once the view holds it.

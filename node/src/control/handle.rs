@@ -5,6 +5,7 @@
 
 use libp2p::PeerId;
 use tokio::sync::{mpsc, oneshot};
+use wasmesh_protocol::wire::StatusMessage;
 use wasmesh_protocol::{ContentHash, ModuleKey, SignedManifest};
 
 use super::command::ControlCommand;
@@ -72,9 +73,10 @@ impl NodeHandle {
         self.send(ControlCommand::PublishManifest(encoded)).await
     }
 
-    /// Gossips an encoded status message.
-    pub async fn publish_status(&self, encoded: Vec<u8>) -> Result<(), Stopped> {
-        self.send(ControlCommand::PublishStatus(encoded)).await
+    /// Sends this node's status to every connected peer.
+    pub async fn publish_status(&self, status: StatusMessage) -> Result<(), Stopped> {
+        self.send(ControlCommand::PublishStatus(Box::new(status)))
+            .await
     }
 
     /// Asks for `peer`'s round trip to be measured (without waiting).

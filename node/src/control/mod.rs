@@ -1,11 +1,13 @@
 //! The control plane: one task owns the libp2p swarm (QUIC + TCP, gossipsub, identify, ping,
-//! request-response sync) and the node's state (`owner`). Swarm events and the commands of
+//! request-response sync and status) and the node's state (`owner`). Swarm events and the commands of
 //! the rest of the node ([`handle`]) become inputs of that state; what it decides becomes
 //! actions on the swarm; after each, the task publishes the node's view (`crate::view`).
 //!
-//! Gossipsub validates explicitly: every message is decoded with its size limit and checked by
-//! the node before it is reported `Accept` (forwarded) or `Reject` (dropped, and the sender's
-//! score lowered). When a connection to a new peer opens, both sides send a sync request, so a
+//! Gossipsub carries manifests only, and validates explicitly: every message is decoded with its
+//! size limit and checked by the node before it is reported `Accept` (forwarded) or `Reject`
+//! (dropped, and the sender's score lowered). Statuses go to connected peers only (`status`),
+//! never relayed. A peer whose identify names another protocol version is disconnected, counted
+//! and logged. When a connection to a new peer opens, both sides send a sync request, so a
 //! node that joins late or returns after a partition gets every manifest it lacks at once. In a
 //! private mesh the same exchange carries membership certificates: a peer stays blacklisted in
 //! gossipsub (no messages to or from it) until its certificate is checked, and is disconnected
@@ -13,6 +15,7 @@
 //! introductions (`core::peers`); the decisions about them are the peer table's.
 
 mod behaviour;
+mod codec;
 pub mod command;
 pub mod handle;
 pub(crate) mod owner;
@@ -24,10 +27,12 @@ use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance};
 use libp2p::request_response;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{PeerId, Swarm, ping};
+use libp2p::{PeerId, Swarm, identify, ping};
 use tokio::sync::{mpsc, watch};
-use wasmesh_protocol::wire::{MANIFEST_TOPIC, STATUS_TOPIC, StatusMessage, SyncResponse};
-use wasmesh_protocol::{ContentHash, SignedManifest};
+use wasmesh_protocol::wire::{
+    MANIFEST_TOPIC, PROTOCOL_VERSION, StatusAck, StatusMessage, SyncResponse,
+};
+use wasmesh_protocol::{DecodeError, SignedManifest};
 
 pub(crate) use self::behaviour::{Behaviour, BehaviourEvent, build_swarm};
 pub use self::behaviour::{HEARTBEAT, PING_EVERY};
@@ -50,11 +55,8 @@ pub(crate) async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let manifests = IdentTopic::new(MANIFEST_TOPIC);
-    let status = IdentTopic::new(STATUS_TOPIC);
-    for topic in [&manifests, &status] {
-        if let Err(error) = swarm.behaviour_mut().gossipsub.subscribe(topic) {
-            tracing::error!(%error, "cannot subscribe to gossip");
-        }
+    if let Err(error) = swarm.behaviour_mut().gossipsub.subscribe(&manifests) {
+        tracing::error!(%error, "cannot subscribe to gossip");
     }
     // Peers lost to a partition or a restart are dialed again even when no gossip arrives.
     let mut redial = tokio::time::interval(REDIAL_AFTER);
@@ -76,8 +78,11 @@ pub(crate) async fn run(
                         tracing::debug!(%error, "manifest not gossiped now; peers get it by sync");
                     }
                 }
-                Some(ControlCommand::PublishStatus(bytes)) => {
-                    let _ = swarm.behaviour_mut().gossipsub.publish(status.clone(), bytes);
+                Some(ControlCommand::PublishStatus(status)) => {
+                    owner.set_own_status(*status);
+                    for peer in owner.state().peers.connected_peers() {
+                        send_status(&mut swarm, &node, &mut owner, peer);
+                    }
                 }
                 Some(ControlCommand::Probe(peer)) => {
                     let effects = owner.handle(Input::ProbeWanted { peer }, Instant::now());
@@ -124,6 +129,9 @@ fn handle_event(
                 Instant::now(),
             );
             apply(swarm, node, owner, effects);
+            if first {
+                send_status(swarm, node, owner, peer_id);
+            }
             node.metrics
                 .peers
                 .set(swarm.connected_peers().count() as i64);
@@ -144,17 +152,7 @@ fn handle_event(
             message_id,
             message,
         })) => {
-            let (acceptance, sync_from) = validate(node, owner, &message);
-            if let Some((peer, digest)) = sync_from
-                && swarm.is_connected(&peer)
-            {
-                swarm
-                    .behaviour_mut()
-                    .sync
-                    .send_request(&peer, node.sync_request(None));
-                owner.note_sync(&peer, digest);
-                tracing::debug!(%peer, "manifests differ; asked for a sync");
-            }
+            let acceptance = validate(node, owner, &message);
             swarm
                 .behaviour_mut()
                 .gossipsub
@@ -221,6 +219,18 @@ fn handle_event(
             node.metrics.count_rejection("sync_outbound");
             tracing::debug!(%peer, %error, "sync failed");
         }
+        SwarmEvent::Behaviour(BehaviourEvent::Status(event)) => {
+            on_status_event(swarm, node, owner, event);
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+            peer_id,
+            info,
+            ..
+        })) if info.protocol_version != PROTOCOL_VERSION => {
+            node.metrics.count_rejection("peer_other_version");
+            tracing::info!(peer = %peer_id, version = %info.protocol_version, ours = PROTOCOL_VERSION, "disconnecting a peer of another protocol version");
+            let _ = swarm.disconnect_peer_id(peer_id);
+        }
         SwarmEvent::OutgoingConnectionError {
             peer_id: Some(peer_id),
             error,
@@ -241,19 +251,18 @@ fn handle_event(
     }
 }
 
-/// Checks a gossiped message; also names the peer to ask for a sync (and its digest) when its
-/// status shows manifests this node may lack.
+/// Checks a gossiped message.
 fn validate(
     node: &Arc<NodeInner>,
     owner: &mut Owner,
     message: &gossipsub::Message,
-) -> (MessageAcceptance, Option<(PeerId, ContentHash)>) {
+) -> MessageAcceptance {
     let Some(source) = message.source else {
         node.metrics.count_rejection("gossip_unsigned");
-        return (MessageAcceptance::Reject, None);
+        return MessageAcceptance::Reject;
     };
     if message.topic == IdentTopic::new(MANIFEST_TOPIC).hash() {
-        let acceptance = match SignedManifest::decode(&message.data) {
+        match SignedManifest::decode(&message.data) {
             Err(error) => {
                 node.metrics.count_rejection("gossip_malformed_manifest");
                 tracing::info!(%source, %error, "malformed manifest gossip");
@@ -269,29 +278,108 @@ fn validate(
                 Err(refusal) if refusal.is_honest_disagreement() => MessageAcceptance::Ignore,
                 Err(_) => MessageAcceptance::Reject,
             },
-        };
-        (acceptance, None)
-    } else if message.topic == IdentTopic::new(STATUS_TOPIC).hash() {
-        match StatusMessage::decode(&message.data)
-            .map_err(|_| StatusRefusal::Invalid("malformed status"))
-            .and_then(|status| owner.on_status(node, source, status))
-        {
-            Ok(differs) => (MessageAcceptance::Accept, differs.map(|d| (source, d))),
-            Err(StatusRefusal::Invalid(reason)) => {
-                node.metrics.count_rejection("gossip_bad_status");
-                tracing::info!(%source, reason, "refused a status message");
-                (MessageAcceptance::Reject, None)
-            }
-            // A peer this node does not know: relayed statuses make no entries (nor dial
-            // targets). Not the relay's fault, so not penalised; not relayed further either.
-            Err(StatusRefusal::UnknownPeer) => {
-                node.metrics.count_rejection("status_unknown_peer");
-                (MessageAcceptance::Ignore, None)
-            }
         }
     } else {
         node.metrics.count_rejection("gossip_unknown_topic");
-        (MessageAcceptance::Reject, None)
+        MessageAcceptance::Reject
+    }
+}
+
+/// Sends this node's newest status to `peer` (see `Owner::status_for`): connected peers only,
+/// and in a private mesh only admitted ones.
+fn send_status(swarm: &mut Swarm<Behaviour>, node: &NodeInner, owner: &mut Owner, peer: PeerId) {
+    if node.admission.is_private() && !owner.state().admits(&peer) {
+        return;
+    }
+    if let Some(status) = owner.status_for(&peer) {
+        swarm.behaviour_mut().status.send_request(&peer, Ok(status));
+    }
+}
+
+/// A status from a peer, the answer to one of this node's, or a failure.
+fn on_status_event(
+    swarm: &mut Swarm<Behaviour>,
+    node: &Arc<NodeInner>,
+    owner: &mut Owner,
+    event: request_response::Event<Result<StatusMessage, DecodeError>, StatusAck>,
+) {
+    match event {
+        // A status that does not decode (counted by the codec): no honest node sends one.
+        request_response::Event::Message {
+            peer,
+            message:
+                request_response::Message::Request {
+                    request: Err(error),
+                    ..
+                },
+            ..
+        } => {
+            tracing::info!(%peer, %error, "malformed status; disconnecting");
+            let _ = swarm.disconnect_peer_id(peer);
+        }
+        request_response::Event::Message {
+            peer,
+            message:
+                request_response::Message::Request {
+                    request: Ok(request),
+                    channel,
+                    ..
+                },
+            ..
+        } => {
+            if node.admission.is_private() && !owner.state().admits(&peer) {
+                node.metrics.count_rejection("status_not_admitted");
+                tracing::debug!(%peer, "status from a peer not admitted yet");
+                return;
+            }
+            match owner.on_status(node, peer, request) {
+                Ok(follow_up) => {
+                    let ack = StatusAck {
+                        want_ready: follow_up.want_ready,
+                    };
+                    let _ = swarm.behaviour_mut().status.send_response(channel, ack);
+                    if let Some(digest) = follow_up.sync_at {
+                        swarm
+                            .behaviour_mut()
+                            .sync
+                            .send_request(&peer, node.sync_request(None));
+                        owner.note_sync(&peer, digest);
+                        tracing::debug!(%peer, "manifests differ; asked for a sync");
+                    }
+                    let connected = swarm.connected_peers().count();
+                    let effects = owner.handle(Input::MaybeDial { connected }, Instant::now());
+                    apply(swarm, node, owner, effects);
+                }
+                // No honest node sends these: the connection is closed.
+                Err(StatusRefusal::Invalid(reason)) => {
+                    node.metrics.count_rejection("bad_status");
+                    tracing::info!(%peer, reason, "refused a status; disconnecting");
+                    let _ = swarm.disconnect_peer_id(peer);
+                }
+                Err(StatusRefusal::UnknownPeer) => {
+                    node.metrics.count_rejection("status_unknown_peer");
+                    tracing::debug!(%peer, "status from a peer the table does not hold");
+                }
+            }
+        }
+        request_response::Event::Message {
+            peer,
+            message: request_response::Message::Response { response, .. },
+            ..
+        } => {
+            if response.want_ready {
+                owner.state_mut().peers.resend_ready(&peer);
+                send_status(swarm, node, owner, peer);
+            }
+        }
+        request_response::Event::OutboundFailure { peer, error, .. } => {
+            owner.state_mut().peers.resend_ready(&peer);
+            tracing::debug!(%peer, %error, "status not delivered");
+        }
+        request_response::Event::InboundFailure { peer, error, .. } => {
+            tracing::debug!(%peer, %error, "status not taken");
+        }
+        request_response::Event::ResponseSent { .. } => {}
     }
 }
 

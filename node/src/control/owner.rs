@@ -41,6 +41,17 @@ pub(crate) struct Owner {
     replies: Vec<Reply>,
     status_changed: bool,
     providers_changed: bool,
+    /// This node's newest status (with its ready list).
+    own_status: Option<StatusMessage>,
+}
+
+/// What follows a peer's status.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StatusFollowUp {
+    /// Its answer asks for the peer's ready list.
+    pub(crate) want_ready: bool,
+    /// Ask the peer for a sync: its manifests differ at this digest.
+    pub(crate) sync_at: Option<ContentHash>,
 }
 
 /// An answer waiting for the next view.
@@ -64,6 +75,7 @@ impl Owner {
             replies: Vec::new(),
             status_changed: false,
             providers_changed: false,
+            own_status: None,
         }
     }
 
@@ -210,15 +222,16 @@ impl Owner {
         self.replies.push(Reply::Shown(done));
     }
 
-    /// Takes a peer's status (gossip says it comes from `from`). Returns the peer's manifest
-    /// digest when it differs from this node's and this node has not asked the peer for a sync
-    /// at that digest lately: the caller should ask (and record it with [`Self::note_sync`]).
+    /// Takes the status `from` sent on its connection. Returns what to do about it: whether to
+    /// ask the peer for its ready list, and its manifest digest when it differs from this
+    /// node's and this node has not asked the peer for a sync at that digest lately (the caller
+    /// should ask, and record it with [`Self::note_sync`]).
     pub(crate) fn on_status(
         &mut self,
         node: &NodeInner,
         from: PeerId,
         status: StatusMessage,
-    ) -> Result<Option<ContentHash>, StatusRefusal> {
+    ) -> Result<StatusFollowUp, StatusRefusal> {
         let taken =
             self.state
                 .peers
@@ -231,9 +244,24 @@ impl Owner {
             node.metrics.count_rejection("peer_address_not_global");
         }
         self.providers_changed |= taken.new_provider;
-        Ok(taken
-            .unsynced_digest
-            .filter(|theirs| *theirs != self.registry.manifest_digest()))
+        Ok(StatusFollowUp {
+            want_ready: taken.want_ready,
+            sync_at: taken
+                .unsynced_digest
+                .filter(|theirs| *theirs != self.registry.manifest_digest()),
+        })
+    }
+
+    /// This node's newest status, which every connected peer gets.
+    pub(crate) fn set_own_status(&mut self, status: StatusMessage) {
+        self.own_status = Some(status);
+    }
+
+    /// This node's newest status as `peer` gets it (see `PeerTable::status_for`); `None` before
+    /// the first status or when the peer is not connected.
+    pub(crate) fn status_for(&mut self, peer: &PeerId) -> Option<StatusMessage> {
+        let own = self.own_status.as_ref()?;
+        self.state.peers.status_for(peer, own)
     }
 
     /// Records that this node asked `peer` for a sync while it reported `digest`.

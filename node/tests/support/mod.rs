@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 
 pub mod process;
+#[path = "../../../tests/src/raw_codec.rs"]
+pub mod raw_codec;
 
 /// A built example guest (`guests/out/NAME.wasm`); run `scripts/build-guests.sh` first.
 pub fn built_guest(name: &str) -> Vec<u8> {

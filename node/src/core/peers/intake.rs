@@ -1,10 +1,10 @@
 //! Taking what peers say into the peer table: a peer's status (which fields change, whether the
-//! peer became a provider of something new, whether to ask it for a sync), and the peers a
-//! neighbour introduces in its sync response. The caller counts, logs and notifies.
+//! peer became a provider of something new, whether to ask it for a sync or for its ready list),
+//! and the peers a neighbour introduces in its sync response. The caller counts, logs and
+//! notifies.
 //!
-//! Only connections and introductions put a peer in the table. A status, which gossip relays
-//! from anyone, updates a peer the table holds and is ignored otherwise: statuses signed by
-//! throwaway keys and relayed through the mesh create no entries and no dial targets.
+//! Only connections and introductions put a peer in the table. A status comes from the peer
+//! itself over its connection, and updates the entry that connection made.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use libp2p::{Multiaddr, PeerId};
 use wasmesh_keys::identity;
 use wasmesh_protocol::ContentHash;
-use wasmesh_protocol::wire::{MAX_SYNC_PEERS, PeerRecord, StatusMessage};
+use wasmesh_protocol::wire::{MAX_SYNC_PEERS, PeerRecord, StatusMessage, ready_version};
 
 use super::PeerTable;
 use crate::address_scope;
@@ -25,7 +25,7 @@ pub const SYNC_EVERY: Duration = Duration::from_secs(2);
 pub enum StatusRefusal {
     /// It is wrong (forged, malformed): its sender is penalised.
     Invalid(&'static str),
-    /// It is about a peer this node has not connected to nor been introduced to.
+    /// It comes from a peer the table does not hold (it was full when the peer connected).
     UnknownPeer,
 }
 
@@ -41,10 +41,13 @@ pub struct StatusTaken {
     /// The peer's manifest digest, when this node has not asked it for a sync at that digest
     /// lately. The caller compares it with its own and asks.
     pub unsynced_digest: Option<ContentHash>,
+    /// The status named a ready set this node does not have and did not carry it: the answer
+    /// asks for it.
+    pub want_ready: bool,
 }
 
 impl PeerTable {
-    /// Takes `status`, which gossip says comes from `from`.
+    /// Takes `status`, which the peer `from` sent on its connection.
     pub fn take_status(
         &mut self,
         from: PeerId,
@@ -61,14 +64,30 @@ impl PeerTable {
             .quic_addr
             .parse::<SocketAddr>()
             .map_err(|_| StatusRefusal::Invalid("bad QUIC address"))?;
+        if let Some(ready) = &status.ready
+            && ready_version(ready) != status.ready_version
+        {
+            return Err(StatusRefusal::Invalid(
+                "ready version does not match its list",
+            ));
+        }
         let peer = self.get_mut(&from).ok_or(StatusRefusal::UnknownPeer)?;
         if status.seq <= peer.seq && peer.key.is_some() {
             return Ok(StatusTaken::default());
         }
-        let new_provider = status.ready.iter().any(|h| !peer.ready.contains(h));
+        let mut new_provider = false;
+        let mut want_ready = false;
+        match status.ready {
+            Some(ready) => {
+                new_provider = ready.iter().any(|h| !peer.ready.contains(h));
+                peer.ready = ready.into_iter().collect();
+                peer.ready_version = Some(status.ready_version);
+            }
+            // The set this node holds stays until the new one arrives.
+            None => want_ready = peer.ready_version != Some(status.ready_version),
+        }
         peer.key = Some(status.node);
         peer.quic_addr = Some(quic_addr);
-        peer.ready = status.ready.into_iter().collect();
         peer.in_flight = status.in_flight;
         peer.capacity = status.capacity;
         peer.seq = status.seq;
@@ -88,6 +107,7 @@ impl PeerTable {
             new_provider,
             dropped_addresses: peer.addrs.len() < advertised_count,
             unsynced_digest: unsynced.then_some(theirs),
+            want_ready,
         })
     }
 
@@ -146,7 +166,8 @@ mod tests {
         StatusMessage {
             node: keys.public(),
             quic_addr: "127.0.0.1:4433".into(),
-            ready: Vec::new(),
+            ready_version: ready_version(&[]),
+            ready: Some(Vec::new()),
             in_flight: 0,
             capacity: 1,
             seq,
@@ -167,6 +188,47 @@ mod tests {
             Err(StatusRefusal::UnknownPeer)
         );
         assert!(peers.is_empty());
+    }
+
+    #[test]
+    fn a_status_without_its_ready_list_asks_for_it_once_the_version_is_new() {
+        let keys = Keypair::from_seed([1; 32]);
+        let id = identity::peer_id(&keys.public()).unwrap();
+        let mut peers = PeerTable::default();
+        let now = Instant::now();
+        peers.track(id, now);
+        let ready = vec![ContentHash::of(b"blob")];
+        let mut full = status(&keys, 1, b"a");
+        full.ready_version = ready_version(&ready);
+        full.ready = Some(ready.clone());
+        let taken = peers.take_status(id, full.clone(), now, true).unwrap();
+        assert!(taken.new_provider && !taken.want_ready);
+        // The same set, by version only: nothing to ask.
+        let same = StatusMessage {
+            seq: 2,
+            ready: None,
+            ..full.clone()
+        };
+        assert!(!peers.take_status(id, same, now, true).unwrap().want_ready);
+        // A new version without its list: asked for, and the old set kept meanwhile.
+        let newer = StatusMessage {
+            seq: 3,
+            ready_version: full.ready_version ^ 1,
+            ready: None,
+            ..full.clone()
+        };
+        assert!(peers.take_status(id, newer, now, true).unwrap().want_ready);
+        assert!(peers.get(&id).unwrap().ready.contains(&ready[0]));
+        // A list that does not match its version is refused.
+        let lying = StatusMessage {
+            seq: 4,
+            ready_version: 7,
+            ..full
+        };
+        assert!(matches!(
+            peers.take_status(id, lying, now, true),
+            Err(StatusRefusal::Invalid(_))
+        ));
     }
 
     #[test]

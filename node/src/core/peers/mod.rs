@@ -6,10 +6,13 @@
 //!   least recently heard one that is neither connected nor being dialed; a table full of those
 //!   takes no one (the new connection is closed).
 //! - Entries come only from connections and from neighbours' introductions ([`intake`]); a
-//!   status, which gossip relays from anyone, updates an entry and never makes one.
+//!   status, which comes from the peer itself over its connection, updates an entry and never
+//!   makes one.
 //! - Dialing: at most [`MAX_DIALED_PEERS`] connections are sought; a lost peer is dialed again
 //!   after [`REDIAL_AFTER`], doubled per failed dial up to 8 s, and not at all after
 //!   [`MAX_DIAL_FAILURES`] failures in a row (it can still connect to this node).
+//! - Statuses out: each connected peer gets this node's ready list once per version
+//!   ([`PeerTable::status_for`]).
 //! - Routing knowledge: round trips, coordinates, and what forwards to each peer showed (mean
 //!   execution time and spread per blob, and a failure marking it down for a while).
 //!
@@ -28,7 +31,7 @@ use std::time::{Duration, Instant};
 use libp2p::{Multiaddr, PeerId};
 use wasmesh_protocol::coordinates::Coordinate;
 use wasmesh_protocol::routing::{self, Spread};
-use wasmesh_protocol::wire::{MAX_PEER_ADDRS, MAX_SYNC_PEERS, PeerRecord};
+use wasmesh_protocol::wire::{MAX_PEER_ADDRS, MAX_SYNC_PEERS, PeerRecord, StatusMessage};
 use wasmesh_protocol::{ContentHash, PublicKey};
 
 /// Most peers this node dials on its own (bootstrap and peer exchange).
@@ -111,7 +114,38 @@ impl PeerTable {
         info.connected = true;
         info.dialing = false;
         info.dial_failures = 0;
+        info.ready_sent = None;
         true
+    }
+
+    /// This node's status as `peer` gets it: with the ready list unless the peer was sent this
+    /// version already (then it is marked sent). `None` when the peer is not connected.
+    pub fn status_for(&mut self, peer: &PeerId, own: &StatusMessage) -> Option<StatusMessage> {
+        let info = self.peers.get_mut(peer).filter(|p| p.connected)?;
+        if info.ready_sent == Some(own.ready_version) {
+            return Some(StatusMessage {
+                ready: None,
+                ..own.clone()
+            });
+        }
+        info.ready_sent = Some(own.ready_version);
+        Some(own.clone())
+    }
+
+    /// A status to `peer` failed or the peer asked for the ready list: the next one carries it.
+    pub fn resend_ready(&mut self, peer: &PeerId) {
+        if let Some(info) = self.peers.get_mut(peer) {
+            info.ready_sent = None;
+        }
+    }
+
+    /// The connected peers.
+    pub fn connected_peers(&self) -> Vec<PeerId> {
+        self.peers
+            .values()
+            .filter(|p| p.connected)
+            .map(|p| p.peer_id)
+            .collect()
     }
 
     /// The last connection to `peer` closed: it is dialed again after [`REDIAL_AFTER`].
@@ -268,6 +302,11 @@ pub struct PeerInfo {
     pub quic_addr: Option<SocketAddr>,
     /// Blobs it reports ready.
     pub ready: HashSet<ContentHash>,
+    /// The version of `ready` (`None` until its list arrived).
+    pub ready_version: Option<u64>,
+    /// The version of this node's ready set last sent to it (its list is not sent again while
+    /// the version holds); cleared when a connection opens or a status fails.
+    pub ready_sent: Option<u64>,
     /// Its reported load.
     pub in_flight: u32,
     /// Its reported capacity.
@@ -386,6 +425,8 @@ impl PeerInfo {
             key: None,
             quic_addr: None,
             ready: HashSet::new(),
+            ready_version: None,
+            ready_sent: None,
             in_flight: 0,
             capacity: 0,
             seq: 0,
