@@ -105,10 +105,17 @@ impl Node {
         for addr in &config.announce {
             swarm.add_external_address(addr.clone());
         }
+        // Bootstrap peers are kept: their connections make neighbours.
+        let mut bootstrap_dials = Vec::new();
         for addr in &config.bootstrap {
             metrics.dials.inc();
-            if let Err(error) = swarm.dial(addr.clone()) {
-                span.in_scope(|| tracing::warn!(%addr, %error, "cannot dial bootstrap peer"));
+            let opts = libp2p::swarm::dial_opts::DialOpts::from(addr.clone());
+            let connection = opts.connection_id();
+            match swarm.dial(opts) {
+                Ok(()) => bootstrap_dials.push(connection),
+                Err(error) => {
+                    span.in_scope(|| tracing::warn!(%addr, %error, "cannot dial bootstrap peer"));
+                }
             }
         }
         let advertised: Vec<Multiaddr> = if config.announce.is_empty() {
@@ -160,6 +167,9 @@ impl Node {
             keys,
         });
         let mut owner = Owner::new(NodeState::new(peer_id, private_mesh));
+        for connection in bootstrap_dials {
+            owner.note_kept_dial(connection);
+        }
         let restored = span.in_scope(|| owner.restore(&inner))?;
         // Restored modules are ingested once the first view holds them.
         span.in_scope(|| owner.publish(&inner));

@@ -102,7 +102,10 @@ impl NodeInner {
                     }
                 }
                 Err(None) => {
-                    // Wait for a status naming a (new) provider, or retry after a while.
+                    // No provider known, or none delivered: ask the blob's directory nodes, and
+                    // wait for a status or an answer naming a (new) provider, or retry after a
+                    // while.
+                    self.control.find_holders(manifest.blob);
                     tokio::select! {
                         _ = self.providers_changed.notified() => {}
                         _ = tokio::time::sleep(Duration::from_secs(2)) => {}

@@ -36,6 +36,8 @@ pub enum TrafficKind {
     Status,
     /// Manifest sync and peer exchange (libp2p request-response).
     Sync,
+    /// Holder announcements and lookups to directory nodes (libp2p request-response).
+    Holders,
     /// Blobs (QUIC data plane).
     Blob,
     /// Forwarded requests (their inputs) and their answers (QUIC data plane).
@@ -85,6 +87,8 @@ pub struct Metrics {
     pub hedges: Counter,
     /// Peer statuses taken (newer than the last one from the same peer).
     pub statuses: Counter,
+    /// Holders of a blob that directory nodes named and this node did not know of.
+    pub holders_found: Counter,
     /// Dials of peers this node started (bootstrap, redial, peer exchange, probes).
     pub dials: Counter,
     /// Bytes the node's own protocols moved (message bodies), by kind and direction.
@@ -109,6 +113,7 @@ impl Default for Metrics {
             peers: Gauge::default(),
             hedges: Counter::default(),
             statuses: Counter::default(),
+            holders_found: Counter::default(),
             dials: Counter::default(),
             traffic_bytes: Family::default(),
             traffic_messages: Family::default(),
@@ -252,6 +257,11 @@ impl Metrics {
         );
         registry.register("peers", "Connected peers", self.peers.clone());
         registry.register("statuses", "Peer statuses taken", self.statuses.clone());
+        registry.register(
+            "holders_found",
+            "Holders of a blob that directory nodes named and this node did not know of",
+            self.holders_found.clone(),
+        );
         registry.register(
             "dials",
             "Dials of peers this node started",

@@ -12,7 +12,8 @@
 //! execution time, peers worth measuring) goes to the control task through the node's handle
 //! without waiting, and the next view carries it.
 //! A hedged copy of a forward is an attempt like the first; the first good answer wins and
-//! dropping the rest cancels them.
+//! dropping the rest cancels them. A module with no known holder asks the blob's directory
+//! nodes (`control::holders`) and waits up to [`FIND_WAIT`] for one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -33,6 +34,10 @@ use crate::data::{ForwardError, PeerAddr};
 use crate::executor::{GuestError, Output, Request};
 use crate::node::NodeInner;
 use crate::view::View;
+
+/// How long a request for a module with no known holder waits for the blob's directory nodes
+/// to name one (at most its own timeout).
+pub const FIND_WAIT: Duration = Duration::from_secs(2);
 
 /// Why an invocation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -100,7 +105,7 @@ impl NodeInner {
         input: Vec<u8>,
     ) -> Result<Invocation, InvokeError> {
         // One view for the whole decision; nothing is locked.
-        let (entry, targets) = {
+        let (entry, mut targets) = {
             let view = self.views.load();
             let entry = view
                 .registry
@@ -112,6 +117,10 @@ impl NodeInner {
         };
         let manifest = &entry.signed.manifest;
         let limits = manifest.limits;
+        if targets.is_empty() {
+            let wait = Duration::from_millis(u64::from(limits.timeout_ms)).min(FIND_WAIT);
+            targets = self.find_holders(&entry, wait).await;
+        }
         if input.len() > limits.max_input as usize {
             return Err(GuestError::InputTooLarge {
                 size: input.len(),
@@ -316,6 +325,26 @@ impl NodeInner {
         };
         self.metrics.count_invocation(outcome, "local");
         result
+    }
+
+    /// Asks for holders of `entry`'s blob beyond the neighbours, and waits up to `wait` for
+    /// the views to show one; the route targets then (none if none showed).
+    async fn find_holders(&self, entry: &ModuleEntry, wait: Duration) -> Vec<RouteTarget> {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            let changed = self.providers_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            self.control.find_holders(entry.signed.manifest.blob);
+            let targets = self.route_targets(&self.views.load(), entry);
+            if !targets.is_empty() {
+                return targets;
+            }
+            tokio::select! {
+                _ = &mut changed => {}
+                _ = tokio::time::sleep_until(until) => return Vec::new(),
+            }
+        }
     }
 
     /// Where the module can run, best first (`wasmesh_protocol::routing::plan`), as `view`

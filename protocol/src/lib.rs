@@ -15,6 +15,7 @@
 //! - [`routing`]: the policy that picks where a request runs;
 //! - [`wasm`]: static inspection of Wasm modules (validation, ABI, imports);
 //! - [`wire`]: node-to-node messages (status, sync, blob fetch) and protocol names.
+//! - [`holders`]: finding the holders of a blob through its directory nodes.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod bundle;
@@ -23,6 +24,7 @@ pub mod coordinates;
 pub mod crypto;
 pub mod hash;
 mod hex_bytes;
+pub mod holders;
 pub mod limits;
 pub mod manifest;
 pub mod module_ref;

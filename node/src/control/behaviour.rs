@@ -1,6 +1,6 @@
 //! The libp2p side of the control plane: the composed behaviour (gossipsub for manifests with
-//! explicit validation and peer scoring, identify, ping, request-response sync and status), and
-//! building the swarm over QUIC and TCP.
+//! explicit validation and peer scoring, identify, ping, request-response sync, status and
+//! holders, Kademlia), and building the swarm over QUIC and TCP.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +11,11 @@ use libp2p::gossipsub::{
 };
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{StreamProtocol, Swarm, identify, noise, ping, tcp, yamux};
-use wasmesh_protocol::wire::{MANIFEST_TOPIC, PROTOCOL_VERSION, STATUS_PROTOCOL, SYNC_PROTOCOL};
+use libp2p::{StreamProtocol, Swarm, identify, kad, noise, ping, tcp, yamux};
+use wasmesh_protocol::holders::HOLDERS_PROTOCOL;
+use wasmesh_protocol::wire::{
+    KAD_PROTOCOL, MANIFEST_TOPIC, PROTOCOL_VERSION, STATUS_PROTOCOL, SYNC_PROTOCOL,
+};
 
 use super::codec::{self, LimitedCodec};
 use crate::metrics::Metrics;
@@ -29,6 +32,8 @@ pub(crate) struct Behaviour {
     pub(crate) ping: ping::Behaviour,
     pub(crate) sync: request_response::Behaviour<LimitedCodec<codec::SyncPair>>,
     pub(crate) status: request_response::Behaviour<LimitedCodec<codec::StatusPair>>,
+    pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub(crate) holders: request_response::Behaviour<LimitedCodec<codec::HoldersPair>>,
 }
 
 /// Largest gossipsub RPC taken: a manifest (at most 4 KiB, checked again when decoded) or a
@@ -99,18 +104,37 @@ pub(crate) fn build_swarm(
                 [(StreamProtocol::new(STATUS_PROTOCOL), ProtocolSupport::Full)],
                 request_response::Config::default().with_request_timeout(STATUS_TIMEOUT),
             );
+            let holders = request_response::Behaviour::with_codec(
+                LimitedCodec::new(metrics.clone()),
+                [(StreamProtocol::new(HOLDERS_PROTOCOL), ProtocolSupport::Full)],
+                request_response::Config::default().with_request_timeout(STATUS_TIMEOUT),
+            );
             Ok(Behaviour {
                 gossipsub,
                 identify,
                 ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_EVERY)),
                 sync,
                 status,
+                kad: kademlia(key.public().to_peer_id()),
+                holders,
             })
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
         .build();
     drop(registry);
     Ok(swarm)
+}
+
+/// Kademlia for closest-peer lookups only (directory nodes of a blob): always a server, since
+/// every node is a directory node; it stores no records nor provider records from others
+/// (inbound ones are reported, and ignored).
+fn kademlia(id: libp2p::PeerId) -> kad::Behaviour<kad::store::MemoryStore> {
+    let mut config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
+    config.set_record_filtering(kad::StoreInserts::FilterBoth);
+    config.set_query_timeout(Duration::from_secs(10));
+    let mut kad = kad::Behaviour::with_config(id, kad::store::MemoryStore::new(id), config);
+    kad.set_mode(Some(kad::Mode::Server));
+    kad
 }
 
 /// Gossipsub peer scoring, counting only what a peer cannot do by accident: messages that fail

@@ -1,5 +1,5 @@
 //! The request-response codecs of the control plane: one generic codec with size limits, and
-//! the message pairs it carries (sync, status). It counts what it sends and receives by kind,
+//! the message pairs it carries (sync, status, holders). It counts what it sends and receives by kind,
 //! and what it refuses: libp2p does not report a request that fails to decode to the behaviour.
 //! A pair that must act on a malformed request (status: the sender is disconnected) gets it as
 //! a request of its own ([`Messages::malformed_request`]).
@@ -11,6 +11,9 @@ use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use libp2p::request_response;
 use wasmesh_protocol::codec::DecodeError;
+use wasmesh_protocol::holders::{
+    HolderAnswer, HolderRequest, MAX_HOLDER_ANSWER_SIZE, MAX_HOLDER_REQUEST_SIZE,
+};
 use wasmesh_protocol::wire::{
     MAX_STATUS_ACK_SIZE, MAX_STATUS_SIZE, MAX_SYNC_REQUEST_SIZE, MAX_SYNC_RESPONSE_SIZE, StatusAck,
     StatusMessage, SyncRequest, SyncResponse,
@@ -95,6 +98,31 @@ impl Messages for StatusPair {
     }
     fn decode_response(bytes: &[u8]) -> Result<StatusAck, DecodeError> {
         StatusAck::decode(bytes)
+    }
+}
+
+/// Holder announcements and lookups, and their answers.
+#[derive(Debug)]
+pub(crate) struct HoldersPair;
+
+impl Messages for HoldersPair {
+    type Request = HolderRequest;
+    type Response = HolderAnswer;
+    const KIND: TrafficKind = TrafficKind::Holders;
+    const MALFORMED: &'static str = "holders_malformed";
+    const MAX_REQUEST: usize = MAX_HOLDER_REQUEST_SIZE;
+    const MAX_RESPONSE: usize = MAX_HOLDER_ANSWER_SIZE;
+    fn encode_request(request: &HolderRequest) -> Vec<u8> {
+        request.encode()
+    }
+    fn decode_request(bytes: &[u8]) -> Result<HolderRequest, DecodeError> {
+        HolderRequest::decode(bytes)
+    }
+    fn encode_response(response: &HolderAnswer) -> Vec<u8> {
+        response.encode()
+    }
+    fn decode_response(bytes: &[u8]) -> Result<HolderAnswer, DecodeError> {
+        HolderAnswer::decode(bytes)
     }
 }
 

@@ -17,6 +17,8 @@ pub enum ControlCommand {
     PublishManifest(Vec<u8>),
     /// Send this status to every connected peer.
     PublishStatus(Box<StatusMessage>),
+    /// Find holders of this blob beyond the neighbours (its directory nodes).
+    FindHolders(ContentHash),
     /// Connect to a known peer (so its round trip gets measured), unless connected or dialing.
     Probe(PeerId),
     /// Check and, if acceptable, take a manifest; the answer comes once the view holds it.

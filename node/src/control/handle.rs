@@ -79,6 +79,12 @@ impl NodeHandle {
             .await
     }
 
+    /// Asks for holders of `blob` beyond the neighbours (without waiting; they show in a later
+    /// view, and wake the tasks waiting for providers).
+    pub fn find_holders(&self, blob: ContentHash) {
+        let _ = self.0.try_send(ControlCommand::FindHolders(blob));
+    }
+
     /// Asks for `peer`'s round trip to be measured (without waiting).
     pub fn probe(&self, peer: PeerId) {
         let _ = self.0.try_send(ControlCommand::Probe(peer));

@@ -18,6 +18,8 @@ mod behaviour;
 mod codec;
 pub mod command;
 pub mod handle;
+mod holder_work;
+mod holders;
 pub(crate) mod owner;
 
 use std::sync::Arc;
@@ -70,6 +72,8 @@ pub(crate) async fn run(
                 let effects = owner.handle(Input::Tick { connected: &connected, wall_ms }, Instant::now());
                 apply(&mut swarm, &node, &mut owner, effects);
                 note_scores(&swarm, &mut owner);
+                let ready = owner.own_status().and_then(|s| s.ready.clone()).unwrap_or_default();
+                holders::tick(&mut swarm, &mut owner, &ready);
             }
             command = commands.recv() => match command {
                 None => return,
@@ -80,9 +84,12 @@ pub(crate) async fn run(
                 }
                 Some(ControlCommand::PublishStatus(status)) => {
                     owner.set_own_status(*status);
-                    for peer in owner.state().peers.connected_peers() {
+                    for peer in owner.state().peers.neighbours() {
                         send_status(&mut swarm, &node, &mut owner, peer);
                     }
+                }
+                Some(ControlCommand::FindHolders(blob)) => {
+                    holders::find(&mut swarm, &node, &mut owner, blob);
                 }
                 Some(ControlCommand::Probe(peer)) => {
                     let effects = owner.handle(Input::ProbeWanted { peer }, Instant::now());
@@ -117,6 +124,7 @@ fn handle_event(
         }
         SwarmEvent::ConnectionEstablished {
             peer_id,
+            connection_id,
             num_established,
             ..
         } => {
@@ -129,7 +137,9 @@ fn handle_event(
                 Instant::now(),
             );
             apply(swarm, node, owner, effects);
-            if first {
+            if owner.take_kept_dial(&connection_id)
+                && owner.state_mut().peers.make_neighbour(&peer_id)
+            {
                 send_status(swarm, node, owner, peer_id);
             }
             node.metrics
@@ -222,6 +232,24 @@ fn handle_event(
         SwarmEvent::Behaviour(BehaviourEvent::Status(event)) => {
             on_status_event(swarm, node, owner, event);
         }
+        SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => {
+            holders::on_kad_event(swarm, node, owner, event);
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Holders(event)) => {
+            holders::on_holders_event(swarm, node, owner, event);
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+            peer_id,
+            info,
+            ..
+        })) if info.protocol_version == PROTOCOL_VERSION => {
+            // Its listen addresses let Kademlia route through it.
+            for addr in info.listen_addrs {
+                if node.allow_private_addrs || crate::address_scope::is_global(&addr) {
+                    swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+            }
+        }
         SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
             peer_id,
             info,
@@ -232,10 +260,14 @@ fn handle_event(
             let _ = swarm.disconnect_peer_id(peer_id);
         }
         SwarmEvent::OutgoingConnectionError {
-            peer_id: Some(peer_id),
+            connection_id,
+            peer_id,
             error,
-            ..
         } => {
+            owner.take_kept_dial(&connection_id);
+            let Some(peer_id) = peer_id else {
+                return;
+            };
             tracing::debug!(%peer_id, %error, "dial failed; trying again later");
             owner.handle(Input::DialFailed { peer: peer_id }, Instant::now());
         }
@@ -338,6 +370,11 @@ fn on_status_event(
                         want_ready: follow_up.want_ready,
                     };
                     let _ = swarm.behaviour_mut().status.send_response(channel, ack);
+                    // A peer that sends its status keeps this node as a neighbour: so does
+                    // this node.
+                    if owner.state_mut().peers.make_neighbour(&peer) {
+                        send_status(swarm, node, owner, peer);
+                    }
                     if let Some(digest) = follow_up.sync_at {
                         swarm
                             .behaviour_mut()
@@ -418,16 +455,24 @@ fn apply(
     for effect in effects {
         match effect {
             Effect::Dial { peer, addrs } => {
+                // Connected already (a Kademlia lookup's connection, say): kept from now on.
                 if swarm.is_connected(&peer) {
+                    if owner.state_mut().peers.make_neighbour(&peer) {
+                        send_status(swarm, node, owner, peer);
+                    }
                     continue;
                 }
                 node.metrics.dials.inc();
                 let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
                     .addresses(addrs)
                     .build();
-                if let Err(error) = swarm.dial(opts) {
-                    tracing::debug!(%peer, %error, "cannot dial");
-                    owner.handle(Input::DialFailed { peer }, Instant::now());
+                let connection = opts.connection_id();
+                match swarm.dial(opts) {
+                    Ok(()) => owner.note_kept_dial(connection),
+                    Err(error) => {
+                        tracing::debug!(%peer, %error, "cannot dial");
+                        owner.handle(Input::DialFailed { peer }, Instant::now());
+                    }
                 }
             }
             Effect::Disconnect { peer, count } => {

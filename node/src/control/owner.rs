@@ -16,11 +16,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::collections::HashSet;
+
 use libp2p::PeerId;
+use libp2p::swarm::ConnectionId;
 use tokio::sync::oneshot;
 use wasmesh_protocol::wire::{PeerRecord, SYNC_PAGE, StatusMessage, SyncRequest, SyncResponse};
 use wasmesh_protocol::{ContentHash, ModuleKey, SignedManifest};
 
+use super::holder_work::HolderWork;
 use crate::core::manifests::{self, Filing, Offered, Origin, Refusal};
 use crate::core::peers::intake::StatusRefusal;
 use crate::core::registry::{ModuleState, Registry};
@@ -43,6 +47,11 @@ pub(crate) struct Owner {
     providers_changed: bool,
     /// This node's newest status (with its ready list).
     own_status: Option<StatusMessage>,
+    /// Finding holders beyond the neighbours, and the directory this node keeps.
+    holder_work: HolderWork,
+    /// Dials this node made to keep the peer (bootstrap, the peer table's): their connections
+    /// make neighbours. Kademlia's own dials are not here.
+    kept_dials: HashSet<ConnectionId>,
 }
 
 /// What follows a peer's status.
@@ -76,6 +85,8 @@ impl Owner {
             status_changed: false,
             providers_changed: false,
             own_status: None,
+            holder_work: HolderWork::default(),
+            kept_dials: HashSet::new(),
         }
     }
 
@@ -255,6 +266,33 @@ impl Owner {
     /// This node's newest status, which every connected peer gets.
     pub(crate) fn set_own_status(&mut self, status: StatusMessage) {
         self.own_status = Some(status);
+    }
+
+    /// This node's newest status.
+    pub(crate) fn own_status(&self) -> Option<&StatusMessage> {
+        self.own_status.as_ref()
+    }
+
+    /// The holder work (see `control::holders`).
+    pub(crate) fn holder_work(&mut self) -> &mut HolderWork {
+        &mut self.holder_work
+    }
+
+    /// A peer became a holder of something it was not known to hold: the tasks waiting for
+    /// providers are woken with the next view.
+    pub(crate) fn note_new_provider(&mut self) {
+        self.changed = true;
+        self.providers_changed = true;
+    }
+
+    /// Remembers a dial made to keep its peer.
+    pub(crate) fn note_kept_dial(&mut self, connection: ConnectionId) {
+        self.kept_dials.insert(connection);
+    }
+
+    /// Whether `connection` came from a dial made to keep its peer (forgotten once asked).
+    pub(crate) fn take_kept_dial(&mut self, connection: &ConnectionId) -> bool {
+        self.kept_dials.remove(connection)
     }
 
     /// This node's newest status as `peer` gets it (see `PeerTable::status_for`); `None` before

@@ -4,11 +4,15 @@
 //!
 //! - [`state`]: the control plane's state machine, `NodeState::handle(input, now) -> effects`
 //!   (connections, dials, pings, probes, private-mesh [`admission`], peer exchange);
+//! - [`directory`]: the holder directory this node keeps for the blobs it is a directory node
+//!   of, and [`holder_search`]: when to announce this node's blobs and look up holders;
 //! - [`peers`]: the peer table, its bounds, statuses and introductions, dialing and back-off;
 //! - [`manifests`]: whether a manifest is taken (trust, scope, names, rollback, equivocation);
 //! - [`registry`]: the modules held, their owners and their digest.
 
 pub mod admission;
+pub mod directory;
+pub mod holder_search;
 pub mod manifests;
 pub mod peers;
 pub mod registry;

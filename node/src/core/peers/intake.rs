@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use libp2p::{Multiaddr, PeerId};
 use wasmesh_keys::identity;
 use wasmesh_protocol::ContentHash;
+use wasmesh_protocol::holders::SignedHolder;
 use wasmesh_protocol::wire::{MAX_SYNC_PEERS, PeerRecord, StatusMessage, ready_version};
 
 use super::PeerTable;
@@ -109,6 +110,43 @@ impl PeerTable {
             unsynced_digest: unsynced.then_some(theirs),
             want_ready,
         })
+    }
+
+    /// Takes a holder of `blob` a directory node named (its record verified by the caller): a
+    /// peer not yet known gets an entry if the table has room; the record's address, key and
+    /// coordinate are taken unless the peer is a neighbour (its statuses are newer news), and
+    /// the blob counts as ready there until its status says otherwise. Returns whether it is a holder of the blob
+    /// this node did not know of.
+    pub fn take_holder(
+        &mut self,
+        record: &SignedHolder,
+        blob: ContentHash,
+        own: PeerId,
+        now: Instant,
+        allow_private_addrs: bool,
+    ) -> bool {
+        let holder = &record.holder;
+        let Some(id) = identity::peer_id(&holder.node).filter(|id| *id != own) else {
+            return false;
+        };
+        let Ok(quic_addr) = holder.quic_addr.parse::<SocketAddr>() else {
+            return false;
+        };
+        let Some(peer) = self.track(id, now) else {
+            return false;
+        };
+        // A neighbour's own statuses are fresher news than a directory's record.
+        if !peer.neighbour {
+            peer.key = Some(holder.node);
+            peer.quic_addr = Some(quic_addr);
+            peer.coordinate = Some(holder.coordinate);
+            peer.last_seen = now;
+            let addrs = dialable(&holder.p2p_addrs, allow_private_addrs);
+            if !addrs.is_empty() {
+                peer.addrs = addrs;
+            }
+        }
+        peer.ready.insert(blob)
     }
 
     /// Takes the peers a neighbour introduced (`records`, from its sync response): one not yet

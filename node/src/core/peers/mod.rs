@@ -118,10 +118,25 @@ impl PeerTable {
         true
     }
 
+    /// Makes connected `peer` a neighbour; true if it was not one.
+    pub fn make_neighbour(&mut self, peer: &PeerId) -> bool {
+        match self.peers.get_mut(peer).filter(|p| p.connected) {
+            Some(info) if !info.neighbour => {
+                info.neighbour = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// This node's status as `peer` gets it: with the ready list unless the peer was sent this
-    /// version already (then it is marked sent). `None` when the peer is not connected.
+    /// version already (then it is marked sent). `None` when the peer is not a connected
+    /// neighbour.
     pub fn status_for(&mut self, peer: &PeerId, own: &StatusMessage) -> Option<StatusMessage> {
-        let info = self.peers.get_mut(peer).filter(|p| p.connected)?;
+        let info = self
+            .peers
+            .get_mut(peer)
+            .filter(|p| p.connected && p.neighbour)?;
         if info.ready_sent == Some(own.ready_version) {
             return Some(StatusMessage {
                 ready: None,
@@ -139,11 +154,11 @@ impl PeerTable {
         }
     }
 
-    /// The connected peers.
-    pub fn connected_peers(&self) -> Vec<PeerId> {
+    /// The connected neighbours.
+    pub fn neighbours(&self) -> Vec<PeerId> {
         self.peers
             .values()
-            .filter(|p| p.connected)
+            .filter(|p| p.connected && p.neighbour)
             .map(|p| p.peer_id)
             .collect()
     }
@@ -152,6 +167,7 @@ impl PeerTable {
     pub fn disconnected(&mut self, peer: &PeerId, now: Instant) {
         if let Some(info) = self.peers.get_mut(peer) {
             info.connected = false;
+            info.neighbour = false;
             info.next_dial = Some(now + REDIAL_AFTER);
         }
     }
@@ -304,6 +320,10 @@ pub struct PeerInfo {
     pub ready: HashSet<ContentHash>,
     /// The version of `ready` (`None` until its list arrived).
     pub ready_version: Option<u64>,
+    /// Whether it is a neighbour: statuses go both ways. A peer is one when this node dialed it
+    /// to keep (bootstrap, peer exchange, a routing probe) or when it sent a status; a
+    /// connection opened only for a Kademlia lookup is not, and closes once idle.
+    pub neighbour: bool,
     /// The version of this node's ready set last sent to it (its list is not sent again while
     /// the version holds); cleared when a connection opens or a status fails.
     pub ready_sent: Option<u64>,
@@ -426,6 +446,7 @@ impl PeerInfo {
             quic_addr: None,
             ready: HashSet::new(),
             ready_version: None,
+            neighbour: false,
             ready_sent: None,
             in_flight: 0,
             capacity: 0,

@@ -1,0 +1,57 @@
+//! What the control task keeps for finding holders (`super::holders`): the directory this node
+//! keeps as a directory node, what it looks up and announces, and the lookups and questions
+//! under way.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use libp2p::kad::QueryId;
+use libp2p::request_response::OutboundRequestId;
+use wasmesh_protocol::ContentHash;
+
+use crate::core::directory::Directory;
+use crate::core::holder_search::HolderSearch;
+
+/// How often lapsed directory entries are dropped.
+pub(super) const EXPIRE_EVERY: Duration = Duration::from_secs(60);
+
+/// The holder work of the control task: the directory this node keeps, what it looks up and
+/// announces, and the Kademlia lookups under way.
+#[derive(Debug)]
+pub(crate) struct HolderWork {
+    pub(super) directory: Directory,
+    pub(super) search: HolderSearch,
+    pub(super) lookups: HashMap<QueryId, Lookup>,
+    /// Questions to directory nodes awaiting their answers, and the blob each is about.
+    pub(super) asked: HashMap<OutboundRequestId, ContentHash>,
+    pub(super) expired_at: Instant,
+}
+
+impl Default for HolderWork {
+    fn default() -> Self {
+        Self {
+            directory: Directory::default(),
+            search: HolderSearch::default(),
+            lookups: HashMap::new(),
+            asked: HashMap::new(),
+            expired_at: Instant::now(),
+        }
+    }
+}
+
+/// Why a Kademlia lookup of a blob's directory nodes was started.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Lookup {
+    /// To announce this node as a holder of the blob.
+    Announce(ContentHash),
+    /// To find holders of the blob.
+    Find(ContentHash),
+}
+
+impl Lookup {
+    pub(super) fn blob(&self) -> ContentHash {
+        match self {
+            Self::Announce(blob) | Self::Find(blob) => *blob,
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! Finding holders beyond this node's neighbours, on the control task: Kademlia's closest-peer
+//! lookups name each blob's directory nodes; this node announces its ready blobs to theirs, asks
+//! them for holders of the blobs it needs, and answers as a directory node itself
+//! (`wasmesh_protocol::holders`). What to announce and look up, and when, is
+//! `core::holder_search`'s; what the directory keeps is `core::directory`'s.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use libp2p::kad::{self, GetClosestPeersError, QueryResult};
+use libp2p::request_response;
+use libp2p::{PeerId, Swarm};
+use wasmesh_protocol::ContentHash;
+use wasmesh_protocol::holders::{
+    Holder, HolderAnswer, HolderRequest, MAX_HOLDER_ADDRS, SignedHolder,
+};
+
+use super::behaviour::Behaviour;
+use super::holder_work::{EXPIRE_EVERY, Lookup};
+use super::owner::Owner;
+use crate::core::directory::DirectoryRefusal;
+use crate::core::holder_search::{DIRECTORIES_ASKED, DIRECTORY_REPLICAS, HOLDERS_WANTED};
+use crate::node::NodeInner;
+
+/// Something wants holders of `blob` (a request, an ingest): the directory's own entries are
+/// taken at once, and the blob's directory nodes are asked unless they were lately.
+pub(crate) fn find(
+    swarm: &mut Swarm<Behaviour>,
+    node: &NodeInner,
+    owner: &mut Owner,
+    blob: ContentHash,
+) {
+    let now = Instant::now();
+    let coordinate = owner.state().coordinate;
+    let known =
+        owner
+            .holder_work()
+            .directory
+            .find(&blob, &coordinate, usize::from(HOLDERS_WANTED), now);
+    take_holders(node, owner, blob, &known);
+    if owner.holder_work().search.want(blob, now) {
+        start_lookup(swarm, owner, Lookup::Find(blob));
+    }
+}
+
+/// Once a second: announcements and refreshes that are due, and the directory's expiry.
+pub(crate) fn tick(swarm: &mut Swarm<Behaviour>, owner: &mut Owner, ready: &[ContentHash]) {
+    let now = Instant::now();
+    let work = owner.holder_work();
+    let announce = work.search.announcements_due(ready, now);
+    let refresh = work.search.refreshes_due(now);
+    if now.saturating_duration_since(work.expired_at) >= EXPIRE_EVERY {
+        work.directory.expire(now);
+        work.expired_at = now;
+    }
+    for blob in announce {
+        start_lookup(swarm, owner, Lookup::Announce(blob));
+    }
+    for blob in refresh {
+        start_lookup(swarm, owner, Lookup::Find(blob));
+    }
+}
+
+fn start_lookup(swarm: &mut Swarm<Behaviour>, owner: &mut Owner, lookup: Lookup) {
+    let id = swarm
+        .behaviour_mut()
+        .kad
+        .get_closest_peers(lookup.blob().0.to_vec());
+    owner.holder_work().lookups.insert(id, lookup);
+}
+
+/// A Kademlia event: a finished lookup sends the announcement or the question to the blob's
+/// directory nodes.
+pub(crate) fn on_kad_event(
+    swarm: &mut Swarm<Behaviour>,
+    node: &NodeInner,
+    owner: &mut Owner,
+    event: kad::Event,
+) {
+    let kad::Event::OutboundQueryProgressed {
+        id,
+        result: QueryResult::GetClosestPeers(result),
+        step,
+        ..
+    } = event
+    else {
+        return;
+    };
+    if !step.last {
+        return;
+    }
+    let Some(lookup) = owner.holder_work().lookups.remove(&id) else {
+        return;
+    };
+    owner.holder_work().search.lookup_done();
+    let peers = match result {
+        Ok(found) => found.peers,
+        // What was found before the time ran out is still the best known.
+        Err(GetClosestPeersError::Timeout { peers, .. }) => peers,
+    };
+    for peer in &peers {
+        for addr in &peer.addrs {
+            swarm.add_peer_address(peer.peer_id, addr.clone());
+        }
+    }
+    let ids = peers.iter().map(|p| p.peer_id);
+    match lookup {
+        Lookup::Announce(blob) => {
+            let Some(holder) = own_record(node, owner) else {
+                return;
+            };
+            for peer in ids.take(DIRECTORY_REPLICAS) {
+                let request = HolderRequest::Announce {
+                    holder: holder.clone(),
+                    blobs: vec![blob],
+                };
+                swarm.behaviour_mut().holders.send_request(&peer, request);
+            }
+        }
+        Lookup::Find(blob) => {
+            let near = owner.state().coordinate;
+            for peer in ids.take(DIRECTORIES_ASKED) {
+                let request = HolderRequest::Find {
+                    blob,
+                    near,
+                    max: HOLDERS_WANTED,
+                };
+                let id = swarm.behaviour_mut().holders.send_request(&peer, request);
+                owner.holder_work().asked.insert(id, blob);
+            }
+        }
+    }
+    tracing::debug!(?lookup, peers = peers.len(), "directory nodes found");
+}
+
+/// This node's signed holder record, from its newest status.
+fn own_record(node: &NodeInner, owner: &Owner) -> Option<SignedHolder> {
+    let status = owner.own_status()?;
+    Some(
+        Holder {
+            node: status.node,
+            quic_addr: status.quic_addr.clone(),
+            p2p_addrs: status
+                .p2p_addrs
+                .iter()
+                .take(MAX_HOLDER_ADDRS)
+                .cloned()
+                .collect(),
+            coordinate: status.coordinate,
+            issued_ms: crate::clock::now_ms(),
+        }
+        .sign(&node.keys),
+    )
+}
+
+/// A holder request from a peer, or the answer to one of this node's.
+pub(crate) fn on_holders_event(
+    swarm: &mut Swarm<Behaviour>,
+    node: &Arc<NodeInner>,
+    owner: &mut Owner,
+    event: request_response::Event<HolderRequest, HolderAnswer>,
+) {
+    match event {
+        request_response::Event::Message {
+            peer,
+            message:
+                request_response::Message::Request {
+                    request, channel, ..
+                },
+            ..
+        } => {
+            if node.admission.is_private() && !owner.state().admits(&peer) {
+                node.metrics.count_rejection("holders_not_admitted");
+                return;
+            }
+            let answer = match request {
+                HolderRequest::Announce { holder, blobs } => {
+                    take_announcement(node, owner, peer, holder, &blobs);
+                    HolderAnswer {
+                        holders: Vec::new(),
+                    }
+                }
+                HolderRequest::Find { blob, near, max } => HolderAnswer {
+                    holders: owner.holder_work().directory.find(
+                        &blob,
+                        &near,
+                        usize::from(max),
+                        Instant::now(),
+                    ),
+                },
+            };
+            let _ = swarm.behaviour_mut().holders.send_response(channel, answer);
+        }
+        request_response::Event::Message {
+            peer,
+            message:
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                },
+            ..
+        } => {
+            let Some(blob) = owner.holder_work().asked.remove(&request_id) else {
+                return;
+            };
+            let verified: Vec<SignedHolder> = response
+                .holders
+                .into_iter()
+                .filter(|record| match record.verify() {
+                    Ok(()) => true,
+                    Err(error) => {
+                        node.metrics.count_rejection("holder_bad_record");
+                        tracing::info!(%peer, %error, "a directory node named a bad holder record");
+                        false
+                    }
+                })
+                .collect();
+            tracing::debug!(%peer, blob = %blob.short(), holders = verified.len(), "holders found");
+            take_holders(node, owner, blob, &verified);
+        }
+        request_response::Event::OutboundFailure {
+            peer,
+            request_id,
+            error,
+            ..
+        } => {
+            owner.holder_work().asked.remove(&request_id);
+            tracing::debug!(%peer, %error, "holder request failed");
+        }
+        request_response::Event::InboundFailure { peer, error, .. } => {
+            tracing::debug!(%peer, %error, "holder request not answered");
+        }
+        request_response::Event::ResponseSent { .. } => {}
+    }
+}
+
+fn take_announcement(
+    node: &NodeInner,
+    owner: &mut Owner,
+    peer: PeerId,
+    holder: SignedHolder,
+    blobs: &[ContentHash],
+) {
+    let own = wasmesh_keys::identity::peer_id(&holder.holder.node) == Some(peer);
+    if let Err(error) = holder.verify() {
+        node.metrics.count_rejection("holder_bad_record");
+        tracing::info!(%peer, %error, "refused a holder announcement");
+        return;
+    }
+    if !own {
+        node.metrics.count_rejection("holder_not_own_record");
+        tracing::info!(%peer, "refused a holder announcement for another node");
+        return;
+    }
+    match owner
+        .holder_work()
+        .directory
+        .announce(holder, blobs, Instant::now())
+    {
+        Ok(()) => {}
+        Err(refusal) => {
+            let reason = match refusal {
+                DirectoryRefusal::HoldersFull => "directory_holders_full",
+                DirectoryRefusal::BlobsFull => "directory_blobs_full",
+            };
+            node.metrics.count_rejection(reason);
+            tracing::debug!(%peer, reason, "holder announcement not kept whole");
+        }
+    }
+}
+
+/// Puts the holders of `blob` a directory named in the peer table.
+fn take_holders(node: &NodeInner, owner: &mut Owner, blob: ContentHash, holders: &[SignedHolder]) {
+    let now = Instant::now();
+    let mut new = 0;
+    for record in holders {
+        let fresh = owner.state_mut().peers.take_holder(
+            record,
+            blob,
+            node.peer_id,
+            now,
+            node.allow_private_addrs,
+        );
+        new += u64::from(fresh);
+    }
+    if new > 0 {
+        node.metrics.holders_found.inc_by(new);
+        owner.note_new_provider();
+    }
+}

@@ -1,0 +1,70 @@
+//! Holders beyond a node's neighbours: a node that is not a neighbour of the only holder (it
+//! gets no status from it) finds it through the blob's directory nodes, and its request runs
+//! there.
+
+use wasmesh_node::config::Replicate;
+use wasmesh_tests::{TestNode, bundle, fixture, invoke, publish, publisher};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_holder_that_is_not_a_neighbour_is_found_through_the_directory() {
+    let p = publisher(1);
+    // D introduces H and E to each other, but neither dials a loopback address it is told of,
+    // so H and E are never neighbours: E never gets H's status. D and E hold nothing.
+    let d = TestNode::start_with(&[p.public()], &[], |config| {
+        config.replicate = Replicate::None
+    })
+    .await;
+    let h = TestNode::start_with(&[p.public()], &[&d], |config| {
+        config.allow_private_addrs = false
+    })
+    .await;
+    let e = TestNode::start_with(&[p.public()], &[&d], |config| {
+        config.replicate = Replicate::None;
+        config.allow_private_addrs = false;
+    })
+    .await;
+    assert_eq!(
+        publish(&h, &bundle(&p, fixture("reverse.wat"), "rev", 1))
+            .await
+            .status,
+        201
+    );
+    wasmesh_tests::wait_until(
+        "E and D hold the manifest",
+        wasmesh_tests::MESH_DEADLINE,
+        || async { e.version_of("rev") == Some(1) && d.version_of("rev") == Some(1) },
+    )
+    .await;
+    let h_id = h.node.peer_id();
+    let blob = h.node.blob_of(&"rev".parse().unwrap()).unwrap();
+    let e_knows_h_holds_it = e
+        .node
+        .peer_views()
+        .iter()
+        .any(|p| p.peer_id == h_id && p.ready.contains(&blob));
+    assert!(!e_knows_h_holds_it, "E heard of H's blob before asking");
+
+    // H announces the blob to its directory nodes once it is ready; E's request asks them. The
+    // announcement may still be on its way: E retries until it lands.
+    let mut answer = invoke(&e, "rev", b"abc").await;
+    let until = tokio::time::Instant::now() + wasmesh_tests::MESH_DEADLINE;
+    while answer.status != 200 {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "E never found H: {} {}",
+            answer.status,
+            String::from_utf8_lossy(&answer.body)
+        );
+        answer = invoke(&e, "rev", b"abc").await;
+    }
+    assert_eq!(answer.body, b"cba");
+    assert_eq!(answer.header("x-wasmesh-route"), Some("forwarded"));
+    assert_eq!(
+        answer.header("x-wasmesh-executed-by"),
+        Some(h_id.to_string().as_str())
+    );
+    assert!(
+        e.node.metrics().holders_found.get() >= 1,
+        "E learned of H through a directory"
+    );
+}
