@@ -146,6 +146,8 @@ pub struct Traffic {
     pub manifest: TrafficCount,
     /// Sync and peer exchange.
     pub sync: TrafficCount,
+    /// Holder announcements and lookups to directory nodes.
+    pub holders: TrafficCount,
     /// Blobs.
     pub blob: TrafficCount,
     /// Forwarded requests.
@@ -157,11 +159,12 @@ pub struct Traffic {
 
 impl Traffic {
     /// Each kind with its name, in a fixed order.
-    pub fn by_kind(&self) -> [(&'static str, TrafficCount); 6] {
+    pub fn by_kind(&self) -> [(&'static str, TrafficCount); 7] {
         [
             ("status", self.status),
             ("manifest", self.manifest),
             ("sync", self.sync),
+            ("holders", self.holders),
             ("blob", self.blob),
             ("invoke", self.invoke),
             ("libp2p transport", self.control_plane),
@@ -292,8 +295,9 @@ impl Metrics {
         text
     }
 
-    /// The node's traffic so far, by kind: its own counts, and libp2p's (gossip per topic, the
-    /// transport's bytes), read from the exposition.
+    /// The node's traffic so far, by kind: its own counts (status, sync, holders, blobs,
+    /// forwarded requests), and libp2p's (manifest gossip, the transport's bytes), read from the
+    /// exposition.
     pub fn traffic(&self) -> Traffic {
         let own = |kind| {
             let get = |family: &Family<Flow, Counter>, direction| {
@@ -324,6 +328,7 @@ impl Metrics {
             status: own(TrafficKind::Status),
             manifest: gossip(wasmesh_protocol::wire::MANIFEST_TOPIC),
             sync: own(TrafficKind::Sync),
+            holders: own(TrafficKind::Holders),
             blob: own(TrafficKind::Blob),
             invoke: own(TrafficKind::Invoke),
             control_plane: TrafficCount {

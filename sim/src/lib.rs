@@ -14,6 +14,7 @@ pub mod cities;
 pub mod cluster;
 pub mod control_traffic;
 pub mod demo;
+pub mod kademlia;
 pub mod latency;
 pub mod load;
 pub mod plot;

@@ -13,10 +13,16 @@
 //!   signature check before forwarding.
 //! - Coordinates: each node pings random connections for a while and moves its network
 //!   coordinate (`wasmesh_protocol::coordinates`), as the node does with every ping.
-//! - Routing: for sampled requests, the entry plans with `wasmesh_protocol::routing::plan`, the
-//!   node's own function: measured round trips for the peers it is connected to, coordinate
-//!   estimates for the others; the holders the plan says to probe are measured and the request
-//!   planned again, as the node's first requests do. The oracle knows every round trip.
+//! - Routing: for sampled requests, the entry knows the holders among its neighbours (their
+//!   statuses, measured round trips) and those the blob's directory names: the
+//!   `HOLDERS_WANTED` nearest to the entry's coordinate (`wasmesh_protocol::holders::nearest`)
+//!   among the first `MAX_HOLDERS_PER_BLOB` that announced. It plans with
+//!   `wasmesh_protocol::routing::plan`, the node's own function: measured round trips for
+//!   neighbours, coordinate estimates for the others; the holders the plan says to probe are
+//!   measured and the request planned again, as the node's first requests do. The oracle knows
+//!   every holder and every round trip.
+//! - Lookups: the [`kademlia`](crate::kademlia) model counts the requests of a closest-peer
+//!   lookup at this size, for the control plane's traffic.
 //!
 //! Time is integer microseconds and every choice comes from one seeded generator, so a seed
 //! gives the same report everywhere; only `wall_ms` varies.
@@ -28,10 +34,14 @@ use libp2p::gossipsub;
 use rand::{RngExt, SeedableRng};
 use rand_pcg::Pcg64;
 use serde::Serialize;
+use wasmesh_node::core::directory::MAX_HOLDERS_PER_BLOB;
+use wasmesh_node::core::holder_search::{DIRECTORY_REPLICAS, HOLDERS_WANTED};
 use wasmesh_protocol::coordinates::{Coordinate, DIMENSIONS};
+use wasmesh_protocol::holders;
 use wasmesh_protocol::routing::{self, Holder};
 
 use crate::control_traffic::ControlTraffic;
+use crate::kademlia::Dht;
 use crate::latency::{UnitVector, random_position};
 use crate::report::{Percentiles, round3};
 
@@ -44,6 +54,8 @@ const PINGS_PER_ROUND: usize = 8;
 /// Execution slots per node and mean execution time, as the router sees them.
 const CAPACITY: u32 = 2;
 const MEAN_EXEC_US: u64 = 1_000;
+/// Kademlia lookups sampled for their cost.
+const LOOKUP_SAMPLES: usize = 200;
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -120,6 +132,8 @@ pub struct RoutingFigures {
     pub estimate_error: Percentiles,
     /// Holders the entry measured because the plan named them, per request (mean).
     pub probed_mean: f64,
+    /// Holders the entry knew of (neighbours' statuses and the directory's answer), mean.
+    pub known_mean: f64,
 }
 
 /// Messages per node per publish.
@@ -154,8 +168,11 @@ pub struct ScaleReport {
     pub propagation_cdf: Vec<(f64, f64)>,
     /// Messages.
     pub messages_per_node: MessageFigures,
-    /// Routing.
+    /// Routing, knowing the holders this version knows (neighbours and the directory).
     pub routing: RoutingFigures,
+    /// Routing over the same requests knowing every holder, as version 1's flooded statuses
+    /// told every node: the baseline.
+    pub routing_every_holder_known: RoutingFigures,
     /// What one node receives per second on the control plane.
     pub control_plane: ControlTraffic,
     /// Wall-clock run time (the only figure that varies between runs of a seed).
@@ -189,6 +206,10 @@ impl ScaleReport {
                  {ihave:.1} IHAVE; {repaired:.1}% repaired by gossip"
             ),
             self.routing.summary(),
+            format!(
+                "baseline, every holder known: {}",
+                self.routing_every_holder_known.summary()
+            ),
             self.control_plane.summary(),
             format!("wall time {wall_ms} ms"),
         ]
@@ -207,8 +228,13 @@ impl RoutingFigures {
             "routing ({requests} requests, {holders} holders): oracle fraction {oracle:.3}; \
              stretch p50 {:.3}, p95 {:.3}, p99 {:.3}; extra round trip p50 {:.1} ms, \
              p95 {:.1} ms; coordinate estimate error p50 {error:.1}%; \
-             {probed:.1} holders probed per entry",
-            s.p50, s.p95, s.p99, x.p50, x.p95
+             {known:.1} holders known and {probed:.1} probed per entry",
+            s.p50,
+            s.p95,
+            s.p99,
+            x.p50,
+            x.p95,
+            known = self.known_mean,
         )
     }
 }
@@ -504,12 +530,21 @@ pub fn run(params: &ScaleParams) -> ScaleReport {
         ihave_mean: round3(ihaves as f64 / total),
         via_gossip_fraction: round3(via_gossip as f64 / received),
     };
+    // Its own generator, so that the routing samples do not depend on it.
+    let mut lookup_rng = Pcg64::seed_from_u64(params.seed.rotate_left(17) ^ 0x6b61_646d);
+    let dht = Dht::new(params.nodes, &mut lookup_rng);
+    let lookup_requests = (0..LOOKUP_SAMPLES)
+        .map(|_| {
+            let from = dht.random_node(&mut lookup_rng);
+            dht.lookup_requests(from, lookup_rng.random(), DIRECTORY_REPLICAS)
+        })
+        .sum::<usize>() as f64
+        / LOOKUP_SAMPLES as f64;
     let control_plane = ControlTraffic::estimate(
         params.nodes,
         params.modules,
-        messages_per_node.copies_mean,
-        messages_per_node.ihave_mean,
         gossip.mean_connections,
+        lookup_requests,
     );
     ScaleReport {
         nodes: params.nodes,
@@ -519,15 +554,30 @@ pub fn run(params: &ScaleParams) -> ScaleReport {
         reached_fraction: round3(1.0 - unreached as f64 / total),
         propagation_cdf,
         messages_per_node,
-        routing: route(&world, params, &mut rng),
+        routing: route(&world, params, &mut rng.clone(), Knowledge::Directory),
+        routing_every_holder_known: route(&world, params, &mut rng, Knowledge::Everything),
         control_plane,
         gossip,
         wall_ms: wall.elapsed().as_millis() as u64,
     }
 }
 
+/// Which holders an entry knows of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Knowledge {
+    /// Those among its neighbours, and the directory's nearest.
+    Directory,
+    /// Every holder.
+    Everything,
+}
+
 /// Samples requests and routes each with the node's policy and with the oracle.
-fn route(world: &World, params: &ScaleParams, rng: &mut Pcg64) -> RoutingFigures {
+fn route(
+    world: &World,
+    params: &ScaleParams,
+    rng: &mut Pcg64,
+    knowledge: Knowledge,
+) -> RoutingFigures {
     let n = params.nodes;
     let mut holders: Vec<u32> = Vec::new();
     while holders.len() < params.holders.min(n) {
@@ -543,11 +593,31 @@ fn route(world: &World, params: &ScaleParams, rng: &mut Pcg64) -> RoutingFigures
     let mut stretch = Vec::with_capacity(params.requests);
     let mut extra = Vec::with_capacity(params.requests);
     let mut probed = 0usize;
+    let mut known_total = 0usize;
     for _ in 0..params.requests {
         let entry = rng.random_range(0..n) as u32;
         let connected = &world.connections[entry as usize];
         let own = &world.coordinates[entry as usize];
-        let mut known: Vec<Holder<u32>> = holders
+        // The neighbours that hold it, and the directory's nearest; each once.
+        let known_ids: Vec<u32> = match knowledge {
+            Knowledge::Everything => holders.clone(),
+            Knowledge::Directory => {
+                let directory = holders.iter().take(MAX_HOLDERS_PER_BLOB).copied();
+                let mut ids: Vec<u32> = holders::nearest(
+                    own,
+                    directory.map(|h| (&world.coordinates[h as usize], h)),
+                    usize::from(HOLDERS_WANTED),
+                );
+                for &h in &holders {
+                    if (h == entry || connected.contains(&h)) && !ids.contains(&h) {
+                        ids.push(h);
+                    }
+                }
+                ids
+            }
+        };
+        known_total += known_ids.len();
+        let mut known: Vec<Holder<u32>> = known_ids
             .iter()
             .map(|&h| Holder {
                 id: h,
@@ -564,12 +634,14 @@ fn route(world: &World, params: &ScaleParams, rng: &mut Pcg64) -> RoutingFigures
         if known.iter().any(|h| h.local || h.measured_rtt_us.is_some()) {
             measured += 1;
         }
-        if let Some(unconnected) = known
+        // The estimate to the first holder that is not a neighbour, whatever the entry knows.
+        if let Some(&unconnected) = holders
             .iter()
-            .find(|h| !h.local && h.measured_rtt_us.is_none())
-            && let Some(estimated) = routing::estimated_rtt_us(own, unconnected.coordinate.as_ref())
+            .find(|&&h| h != entry && !connected.contains(&h))
+            && let Some(estimated) =
+                routing::estimated_rtt_us(own, Some(&world.coordinates[unconnected as usize]))
         {
-            let actual = rtt(entry, unconnected.id).max(1) as f64;
+            let actual = rtt(entry, unconnected).max(1) as f64;
             estimate_errors.push((estimated as f64 - actual).abs() / actual);
         }
         // As the node does over its first requests: plan, measure the holders the plan names
@@ -605,6 +677,7 @@ fn route(world: &World, params: &ScaleParams, rng: &mut Pcg64) -> RoutingFigures
         measured_fraction: round3(measured as f64 / requests),
         estimate_error: Percentiles::of(&estimate_errors),
         probed_mean: round3(probed as f64 / requests),
+        known_mean: round3(known_total as f64 / requests),
     }
 }
 
@@ -635,5 +708,35 @@ mod tests {
             serde_json::to_string(&a).unwrap(),
             serde_json::to_string(&c).unwrap()
         );
+    }
+
+    /// Knowing only the neighbours' holders and the directory's nearest, routing is as good as
+    /// knowing every holder; the control plane grows slowly with the mesh.
+    #[test]
+    fn the_directory_routes_as_well_as_knowing_every_holder() {
+        let params = ScaleParams {
+            requests: 1_000,
+            publishes: 1,
+            holders: 40,
+            ..ScaleParams::new(1_000, 3)
+        };
+        let report = run(&params);
+        let (directory, everything) = (&report.routing, &report.routing_every_holder_known);
+        assert!(directory.known_mean < everything.known_mean / 2.0);
+        assert!(
+            directory.oracle_fraction >= everything.oracle_fraction - 0.05,
+            "{} against {}",
+            directory.oracle_fraction,
+            everything.oracle_fraction
+        );
+        assert!(directory.stretch.p95 <= everything.stretch.p95 * 1.1);
+        let smaller = run(&ScaleParams {
+            nodes: 100,
+            holders: 3,
+            ..params
+        });
+        let (large, small) = (&report.control_plane, &smaller.control_plane);
+        assert!(large.lookup_requests > small.lookup_requests);
+        assert!(large.total_bytes_per_s < small.total_bytes_per_s * 1.5);
     }
 }

@@ -1,7 +1,8 @@
 //! What each node sent and received while a scenario's load ran, per node per second and by
-//! kind: each node's own counts (`wasmesh_node::metrics::Traffic`: gossip per topic with every
-//! copy, sync, blobs, forwarded requests, and libp2p's transport bytes), and the relays' packets
-//! and bytes, which see every UDP datagram between nodes (control and data plane).
+//! kind: each node's own counts (`wasmesh_node::metrics::Traffic`: statuses, manifest gossip
+//! with every copy, sync, holder lookups, blobs, forwarded requests, and libp2p's transport
+//! bytes), and the relays' packets and bytes, which see every UDP datagram between nodes
+//! (control and data plane).
 
 use std::time::Instant;
 

@@ -18,6 +18,7 @@ use wasmesh_protocol::wire::{
 };
 
 use super::codec::{self, LimitedCodec};
+use crate::core::holder_search::DIRECTORY_REPLICAS;
 use crate::metrics::Metrics;
 
 /// The gossipsub heartbeat (mesh upkeep and lazy gossip); other gossipsub parameters are the
@@ -125,6 +126,10 @@ pub(crate) fn build_swarm(
     Ok(swarm)
 }
 
+/// Closest peers a Kademlia lookup waits for: the directory nodes a blob is announced to.
+const LOOKUP_CLOSEST: std::num::NonZeroUsize =
+    std::num::NonZeroUsize::MIN.saturating_add(DIRECTORY_REPLICAS - 1);
+
 /// Kademlia for closest-peer lookups only (directory nodes of a blob): always a server, since
 /// every node is a directory node; it stores no records nor provider records from others
 /// (inbound ones are reported, and ignored).
@@ -132,6 +137,8 @@ fn kademlia(id: libp2p::PeerId) -> kad::Behaviour<kad::store::MemoryStore> {
     let mut config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
     config.set_record_filtering(kad::StoreInserts::FilterBoth);
     config.set_query_timeout(Duration::from_secs(10));
+    // A lookup ends once the closest few have answered: as many as a blob's directory nodes.
+    config.set_replication_factor(LOOKUP_CLOSEST);
     let mut kad = kad::Behaviour::with_config(id, kad::store::MemoryStore::new(id), config);
     kad.set_mode(Some(kad::Mode::Server));
     kad

@@ -2,10 +2,11 @@
 //! the signed records of holders that announced blobs to it, and which blobs each holds. It
 //! answers lookups with the holders nearest to the asker.
 //!
-//! Bounded: at most [`MAX_DIRECTORY_HOLDERS`] holders, [`MAX_DIRECTORY_BLOBS`] blobs and
-//! [`MAX_HOLDERS_PER_BLOB`] holders per blob; what does not fit is refused (a holder that keeps
-//! its place refreshes it), as libp2p-kad's provider store does. An entry lapses
-//! [`HOLDER_TTL`] after its last announcement.
+//! Bounded: at most [`MAX_DIRECTORY_HOLDERS`] holders, [`MAX_DIRECTORY_BLOBS`] blobs,
+//! [`MAX_HOLDERS_PER_BLOB`] holders per blob and [`MAX_DIRECTORY_ENTRIES`] (blob, holder) pairs
+//! in all; what does not fit is refused (a holder that keeps its place refreshes it), as
+//! libp2p-kad's provider store does. An entry lapses [`HOLDER_TTL`] after its last
+//! announcement.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -18,10 +19,12 @@ use wasmesh_protocol::{ContentHash, PublicKey};
 pub const MAX_DIRECTORY_HOLDERS: usize = 4096;
 /// Most blobs a directory keeps holders of.
 pub const MAX_DIRECTORY_BLOBS: usize = 4096;
-/// Most holders kept per blob.
-pub const MAX_HOLDERS_PER_BLOB: usize = 64;
-/// How long an announcement stands.
-pub const HOLDER_TTL: Duration = Duration::from_secs(30 * 60);
+/// Most holders kept per blob: a lookup ranks them all by distance to the asker.
+pub const MAX_HOLDERS_PER_BLOB: usize = 1024;
+/// Most (blob, holder) pairs kept in all.
+pub const MAX_DIRECTORY_ENTRIES: usize = 65_536;
+/// How long an announcement stands (three announcement periods).
+pub const HOLDER_TTL: Duration = Duration::from_secs(90 * 60);
 
 /// Why (part of) an announcement was not kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +41,8 @@ pub struct Directory {
     records: HashMap<PublicKey, SignedHolder>,
     /// Per blob, its holders and when each last announced it.
     blobs: HashMap<ContentHash, HashMap<PublicKey, Instant>>,
+    /// (blob, holder) pairs in `blobs`.
+    entries: usize,
 }
 
 impl Directory {
@@ -68,11 +73,15 @@ impl Directory {
                 continue;
             }
             let holders = self.blobs.entry(*blob).or_default();
-            if !holders.contains_key(&node) && holders.len() >= MAX_HOLDERS_PER_BLOB {
+            let full =
+                holders.len() >= MAX_HOLDERS_PER_BLOB || self.entries >= MAX_DIRECTORY_ENTRIES;
+            if !holders.contains_key(&node) && full {
                 left_out = true;
                 continue;
             }
-            holders.insert(node, now);
+            if holders.insert(node, now).is_none() {
+                self.entries += 1;
+            }
         }
         match left_out {
             true => Err(DirectoryRefusal::BlobsFull),
@@ -109,6 +118,7 @@ impl Directory {
             holders.retain(|_, at| now.saturating_duration_since(*at) < HOLDER_TTL);
         }
         self.blobs.retain(|_, holders| !holders.is_empty());
+        self.entries = self.blobs.values().map(HashMap::len).sum();
         let named: std::collections::HashSet<PublicKey> = self
             .blobs
             .values()
@@ -131,7 +141,13 @@ mod tests {
     use super::*;
 
     fn record(seed: u8, x: f64, issued_ms: u64) -> SignedHolder {
-        let keys = Keypair::from_seed([seed; 32]);
+        record_of(u16::from(seed), x, issued_ms)
+    }
+
+    fn record_of(n: u16, x: f64, issued_ms: u64) -> SignedHolder {
+        let mut seed = [0; 32];
+        seed[..2].copy_from_slice(&n.to_le_bytes());
+        let keys = Keypair::from_seed(seed);
         let mut coordinate = Coordinate::default();
         coordinate.vec[0] = x;
         Holder {
@@ -178,13 +194,13 @@ mod tests {
         directory.announce(record(1, 9.0, 4), &[blob], now).unwrap();
         let found = directory.find(&blob, &Coordinate::default(), 1, now);
         assert_eq!(found[0].holder.coordinate.vec[0], 1.0);
-        for seed in 2..=MAX_HOLDERS_PER_BLOB as u8 {
+        for n in 2..=MAX_HOLDERS_PER_BLOB as u16 {
             directory
-                .announce(record(seed, 1.0, 1), &[blob], now)
+                .announce(record_of(n, 1.0, 1), &[blob], now)
                 .unwrap();
         }
         assert_eq!(
-            directory.announce(record(200, 1.0, 1), &[blob], now),
+            directory.announce(record_of(5000, 1.0, 1), &[blob], now),
             Err(DirectoryRefusal::BlobsFull)
         );
         // One already listed refreshes its place.

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 use wasmesh_protocol::ContentHash;
 
 /// How often a ready blob is announced again.
-pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(10 * 60);
+pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(30 * 60);
 /// The shortest time between two lookups of one blob's holders.
 pub const FIND_AGAIN_AFTER: Duration = Duration::from_secs(5);
 /// How often the holders of a blob wanted lately are looked up again.
-pub const HOLDER_REFRESH: Duration = Duration::from_secs(10 * 60);
+pub const HOLDER_REFRESH: Duration = Duration::from_secs(30 * 60);
 /// Most Kademlia lookups under way at once.
 pub const MAX_LOOKUPS_IN_FLIGHT: usize = 8;
 /// Most blobs whose lookups are remembered.

@@ -78,6 +78,7 @@ impl PeerTable {
         }
         let mut new_provider = false;
         let mut want_ready = false;
+        let carries_list = status.ready.is_some();
         match status.ready {
             Some(ready) => {
                 new_provider = ready.iter().any(|h| !peer.ready.contains(h));
@@ -92,8 +93,13 @@ impl PeerTable {
         peer.in_flight = status.in_flight;
         peer.capacity = status.capacity;
         peer.seq = status.seq;
+        // Dial addresses travel with the ready list; a status without it keeps the last ones.
         let advertised_count = status.p2p_addrs.len();
-        peer.addrs = dialable(&status.p2p_addrs, allow_private_addrs);
+        let addrs = dialable(&status.p2p_addrs, allow_private_addrs);
+        let dropped_addresses = addrs.len() < advertised_count;
+        if carries_list || !addrs.is_empty() {
+            peer.addrs = addrs;
+        }
         peer.last_seen = now;
         peer.coordinate = Some(status.coordinate);
         let theirs = status.manifests;
@@ -106,7 +112,7 @@ impl PeerTable {
         Ok(StatusTaken {
             fresh: true,
             new_provider,
-            dropped_addresses: peer.addrs.len() < advertised_count,
+            dropped_addresses,
             unsynced_digest: unsynced.then_some(theirs),
             want_ready,
         })

@@ -129,8 +129,9 @@ impl PeerTable {
         }
     }
 
-    /// This node's status as `peer` gets it: with the ready list unless the peer was sent this
-    /// version already (then it is marked sent). `None` when the peer is not a connected
+    /// This node's status as `peer` gets it: whole unless the peer was sent this version of the
+    /// ready list already (then it is marked sent); otherwise without the list and the dial
+    /// addresses, which travel with the list. `None` when the peer is not a connected
     /// neighbour.
     pub fn status_for(&mut self, peer: &PeerId, own: &StatusMessage) -> Option<StatusMessage> {
         let info = self
@@ -140,6 +141,7 @@ impl PeerTable {
         if info.ready_sent == Some(own.ready_version) {
             return Some(StatusMessage {
                 ready: None,
+                p2p_addrs: Vec::new(),
                 ..own.clone()
             });
         }
