@@ -49,6 +49,7 @@ pub fn scenario(nodes: usize, seed: u64, module_dir: &std::path::Path) -> Scenar
         late: Vec::new(),
         hedging: true,
         status_interval_ms: None,
+        settle_ms: 0,
         publish: vec![PublishSpec {
             module: "echo.wat".into(),
             name: "echo".into(),

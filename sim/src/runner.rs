@@ -92,6 +92,13 @@ async fn drive(
         let module = publish_and_settle(scenario, spec, publisher, cluster, &ready, say).await?;
         timeline.published.push(module);
     }
+    if scenario.settle_ms > 0 {
+        say(format!(
+            "letting the mesh settle for {} ms",
+            scenario.settle_ms
+        ));
+        tokio::time::sleep(Duration::from_millis(scenario.settle_ms)).await;
+    }
     let epoch = Instant::now();
     timeline.events.push(Event {
         at_ms: -(epoch.duration_since(setup_started).as_secs_f64() * 1000.0).round(),

@@ -40,9 +40,14 @@ pub struct Scenario {
     /// Whether nodes hedge slow forwards (default: true, as a node does).
     #[serde(default = "default_true")]
     pub hedging: bool,
-    /// How often nodes gossip their status when nothing changes, in milliseconds (default: 500,
+    /// How often nodes send their status when nothing changes, in milliseconds (default: 500,
     /// the local pace; `wasmesh node run` uses 2000).
     pub status_interval_ms: Option<u64>,
+    /// How long the mesh runs once its modules are ready before the load starts, in
+    /// milliseconds (default: 0), so that the traffic table shows a mesh past its start-up
+    /// (first syncs, Kademlia filling its tables, announcements).
+    #[serde(default)]
+    pub settle_ms: u64,
     /// Where relative module paths start (the scenario file's folder).
     #[serde(skip)]
     pub base_dir: PathBuf,

@@ -339,6 +339,7 @@ async fn peers(State(node): State<Node>) -> Response {
             json!({
                 "peer_id": p.peer_id.to_string(),
                 "connected": p.connected,
+                "neighbour": p.neighbour,
                 "rtt_us": p.rtt_us,
                 "in_flight": p.in_flight,
                 "capacity": p.capacity,
