@@ -152,6 +152,8 @@ fuzz_target!(|data: &[u8]| {
     let mut peers = PeerTable::default();
     let mut registry = Registry::default();
     let mut now = Instant::now();
+    // A node's address policy is fixed for its life.
+    let allow_private = input.byte() % 2 == 0;
     for _ in 0..64 {
         if input.0.is_empty() {
             break;
@@ -161,12 +163,11 @@ fuzz_target!(|data: &[u8]| {
         match input.byte() % 6 {
             0 => {
                 if let Ok(status) = StatusMessage::decode(input.bytes()) {
-                    let _ = peers.take_status(*from, status, now, false);
+                    let _ = peers.take_status(*from, status, now, allow_private);
                 }
             }
             1 => {
                 let status = status(&mut input, keys);
-                let allow_private = input.byte() % 2 == 0;
                 if let Ok(taken) = peers.take_status(*from, status, now, allow_private) {
                     let peer = peers.get(from).expect("a fresh status is of a known peer");
                     assert!(
@@ -199,7 +200,6 @@ fuzz_target!(|data: &[u8]| {
                         addrs: vec!["/ip4/127.0.0.1/udp/4001/quic-v1".into(), "junk".into()],
                     })
                     .collect();
-                let allow_private = input.byte() % 2 == 0;
                 let known = peers.len();
                 let introduced = peers.take_introductions(&records, *from, now, allow_private);
                 assert!(introduced <= MAX_SYNC_PEERS);

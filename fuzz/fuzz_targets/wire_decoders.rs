@@ -5,8 +5,10 @@
 
 use libfuzzer_sys::fuzz_target;
 use wasmesh_keys::SignedMembershipCert;
+use wasmesh_protocol::holders::{HolderAnswer, HolderRequest};
 use wasmesh_protocol::wire::{
-    BlobHeader, BlobRequest, InvokeReply, InvokeRequest, StatusMessage, SyncRequest, SyncResponse,
+    BlobHeader, BlobRequest, InvokeReply, InvokeRequest, StatusAck, StatusMessage, SyncRequest,
+    SyncResponse,
 };
 use wasmesh_protocol::receipt::SignedReceipt;
 use wasmesh_protocol::{ModuleRef, PublishBundle, SignedManifest, codec};
@@ -40,6 +42,17 @@ fuzz_target!(|data: &[u8]| {
         8 => round_trip(bytes, |b| PublishBundle::decode(b, 1 << 20), PublishBundle::encode),
         9 => round_trip(bytes, SignedMembershipCert::decode, SignedMembershipCert::encode),
         10 => round_trip(bytes, SignedReceipt::decode, SignedReceipt::encode),
+        11 => round_trip(bytes, StatusAck::decode, StatusAck::encode),
+        12 => round_trip(bytes, HolderRequest::decode, HolderRequest::encode),
+        13 => {
+            round_trip(bytes, HolderAnswer::decode, HolderAnswer::encode);
+            // Records a directory names are checked before use; checking never panics.
+            if let Ok(answer) = HolderAnswer::decode(bytes) {
+                for record in &answer.holders {
+                    let _ = record.verify();
+                }
+            }
+        }
         _ => {
             // Module references as users type them: what parses prints as text that parses to
             // the same reference.
