@@ -6,6 +6,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
 scripts/build-guests.sh >/dev/null
-cargo build --release --locked --manifest-path guests/Cargo.toml -p thumbnail
+cargo build --release --locked --manifest-path guests/Cargo.toml --target-dir guests/target \
+  -p thumbnail
 WASMESH_NATIVE_THUMBNAIL="$root/guests/target/release/thumbnail" \
   cargo bench --locked -p wasmesh-node --bench executor

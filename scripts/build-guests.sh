@@ -10,8 +10,9 @@ if ! rustup target list --installed | grep -qx "$target"; then
   rustup target add "$target"
 fi
 
+# The guests' own target folder, whatever CARGO_TARGET_DIR says: they are copied from there.
 cargo build --release --locked --target "$target" --manifest-path "$root/guests/Cargo.toml" \
-  -p echo -p wasi-echo -p thumbnail
+  --target-dir "$root/guests/target" -p echo -p wasi-echo -p thumbnail
 
 mkdir -p "$root/guests/out"
 built="$root/guests/target/$target/release"

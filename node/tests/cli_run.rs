@@ -89,3 +89,15 @@ fn failures_are_one_line_with_their_kind() {
         assert!(out.stdout.is_empty());
     }
 }
+
+#[test]
+fn a_trap_says_what_the_guest_wrote_to_stderr() {
+    let out = wasmesh_run(&[&fixture("wasi_trap_stderr.wat")], b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: trap: ") && last.contains("guest says: bad input"),
+        "{stderr}"
+    );
+}

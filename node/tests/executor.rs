@@ -125,6 +125,18 @@ fn trap_reports_its_code() {
 }
 
 #[test]
+fn a_trapping_guest_keeps_what_it_wrote_to_stderr() {
+    let ex = executor();
+    let error = run(&ex, "wasi_trap_stderr.wat", b"", limits()).unwrap_err();
+    assert_eq!(error.kind().as_str(), "trap");
+    let message = error.to_string();
+    assert!(
+        message.contains("unreachable") && message.contains("guest says: bad input"),
+        "{message}"
+    );
+}
+
+#[test]
 fn memory_growth_stops_at_the_cap() {
     let ex = executor();
     let two_mib = Limits {

@@ -29,7 +29,8 @@ pub enum GuestError {
     /// The guest trapped (unreachable, out-of-bounds access, division by zero, ...).
     #[error("trap: {detail}")]
     Trap {
-        /// The trap code or message.
+        /// The trap code or message, and the start of what a WASI guest wrote to stderr before
+        /// it (a Rust guest's panic message).
         detail: String,
     },
     /// A WASI guest exited with a non-zero status.
@@ -74,6 +75,18 @@ pub enum GuestError {
         /// Which bound was hit.
         detail: String,
     },
+}
+
+/// Most bytes of a guest's stderr an error message carries.
+pub(crate) const STDERR_IN_ERRORS: usize = 512;
+
+/// `detail`, followed by the start of what the guest wrote to stderr, if anything.
+pub(crate) fn with_stderr(detail: String, stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&stderr[..stderr.len().min(STDERR_IN_ERRORS)]);
+    match text.trim_end() {
+        "" => detail,
+        text => format!("{detail}; stderr: {}", text.replace('\n', " | ")),
+    }
 }
 
 fn stderr_suffix(stderr: &str) -> String {

@@ -8,7 +8,7 @@ use wasmer::{Engine, FunctionEnv, Imports, Instance, InstantiationError, Runtime
 use wasmer_middlewares::metering::{MeteringPoints, get_remaining_points, set_remaining_points};
 use wasmesh_protocol::{Abi, Limits};
 
-use super::error::CallFailure;
+use super::error::{CallFailure, STDERR_IN_ERRORS, with_stderr};
 use super::sandbox::InstantiationScope;
 use super::wasi::{self, WasiExit, WasiState};
 use super::watchdog::Watchdog;
@@ -145,7 +145,8 @@ fn classify(
     if let Some(WasiExit(status)) = error.downcast_ref::<WasiExit>() {
         return Err(GuestError::Exit {
             status: *status,
-            stderr: String::from_utf8_lossy(&stderr[..stderr.len().min(512)]).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr[..stderr.len().min(STDERR_IN_ERRORS)])
+                .into_owned(),
         });
     }
     if growth_refused.load(Ordering::Relaxed) {
@@ -162,7 +163,9 @@ fn classify(
         Some(code) => code.to_string(),
         None => error.message(),
     };
-    Err(GuestError::Trap { detail })
+    Err(GuestError::Trap {
+        detail: with_stderr(detail, stderr),
+    })
 }
 
 fn instantiation_failure(error: InstantiationError, growth_refused: &AtomicBool) -> GuestError {

@@ -222,7 +222,10 @@ async fn invoke(
         }
         Err(e @ InvokeError::Busy { .. }) => busy(e),
         Err(InvokeError::Guest(e @ GuestError::Busy { .. })) => busy(e),
-        Err(InvokeError::Guest(e)) => error(status_of_kind(e.kind()), e.kind().as_str(), e),
+        Err(InvokeError::Guest(e)) => {
+            tracing::info!(module = %module_ref, error = %e, "guest failed");
+            error(status_of_kind(e.kind()), e.kind().as_str(), e)
+        }
         Err(InvokeError::RemoteGuest {
             kind,
             message,
