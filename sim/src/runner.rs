@@ -21,6 +21,12 @@ use crate::traffic::{Snapshot, TrafficReport};
 
 /// How long the mesh may take to form, a module to spread, or the mesh to converge at the end.
 const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How long `nodes` nodes may take to form a mesh: [`SETTLE_DEADLINE`], and a second more per
+/// node past 40 (on two cores, a hundred nodes dialing 32 peers each take over a minute).
+fn forming_deadline(nodes: usize) -> Duration {
+    SETTLE_DEADLINE + Duration::from_secs(nodes.saturating_sub(40) as u64)
+}
 /// How often readiness is looked at (the resolution of propagation times).
 const WATCH_EVERY: Duration = Duration::from_millis(5);
 
@@ -180,9 +186,12 @@ async fn start_mesh(
     for &i in &initial {
         cluster.start(i).await?;
     }
-    let took = wait_for("the mesh forms", SETTLE_DEADLINE, WATCH_EVERY, || {
-        cluster.is_meshed()
-    })
+    let took = wait_for(
+        "the mesh forms",
+        forming_deadline(initial.len()),
+        WATCH_EVERY,
+        || cluster.is_meshed(),
+    )
     .await?;
     say(format!("mesh formed in {} ms", took.as_millis()));
     Ok(initial.len())
