@@ -119,9 +119,9 @@ impl PeerTable {
     }
 
     /// Takes a holder of `blob` a directory node named (its record verified by the caller): a
-    /// peer not yet known gets an entry if the table has room; the record's address, key and
-    /// coordinate are taken unless the peer is a neighbour (its statuses are newer news), and
-    /// the blob counts as ready there until its status says otherwise. Returns whether it is a holder of the blob
+    /// peer not yet known gets an entry if the table has room; unless the peer is a neighbour
+    /// (its own statuses say what it holds), the record's address, key and coordinate are taken
+    /// and the blob counts as ready there until a status says otherwise. Returns whether it is a holder of the blob
     /// this node did not know of.
     pub fn take_holder(
         &mut self,
@@ -141,16 +141,17 @@ impl PeerTable {
         let Some(peer) = self.track(id, now) else {
             return false;
         };
-        // A neighbour's own statuses are fresher news than a directory's record.
-        if !peer.neighbour {
-            peer.key = Some(holder.node);
-            peer.quic_addr = Some(quic_addr);
-            peer.coordinate = Some(holder.coordinate);
-            peer.last_seen = now;
-            let addrs = dialable(&holder.p2p_addrs, allow_private_addrs);
-            if !addrs.is_empty() {
-                peer.addrs = addrs;
-            }
+        // A neighbour's own statuses say what it holds: a directory's word adds nothing.
+        if peer.neighbour {
+            return false;
+        }
+        peer.key = Some(holder.node);
+        peer.quic_addr = Some(quic_addr);
+        peer.coordinate = Some(holder.coordinate);
+        peer.last_seen = now;
+        let addrs = dialable(&holder.p2p_addrs, allow_private_addrs);
+        if !addrs.is_empty() {
+            peer.addrs = addrs;
         }
         peer.ready.insert(blob)
     }
@@ -273,6 +274,35 @@ mod tests {
             peers.take_status(id, lying, now, true),
             Err(StatusRefusal::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn a_directory_names_holders_but_not_for_neighbours() {
+        use wasmesh_protocol::holders::Holder;
+        let own = identity::peer_id(&Keypair::from_seed([0; 32]).public()).unwrap();
+        let keys = Keypair::from_seed([1; 32]);
+        let id = identity::peer_id(&keys.public()).unwrap();
+        let record = Holder {
+            node: keys.public(),
+            quic_addr: "127.0.0.1:4433".into(),
+            p2p_addrs: vec!["/ip4/127.0.0.1/udp/4001/quic-v1".into()],
+            coordinate: Coordinate::default(),
+            issued_ms: 1,
+        }
+        .sign(&keys);
+        let blob = ContentHash::of(b"blob");
+        let mut peers = PeerTable::default();
+        let now = Instant::now();
+        assert!(peers.take_holder(&record, blob, own, now, true));
+        let peer = peers.get(&id).unwrap();
+        assert!(peer.ready.contains(&blob) && peer.quic_addr.is_some());
+        assert_eq!(peers.providers_of(&blob).len(), 1);
+        // A neighbour's statuses are its word on what it holds.
+        let other = ContentHash::of(b"other");
+        peers.connected(id, now);
+        peers.make_neighbour(&id);
+        assert!(!peers.take_holder(&record, other, own, now, true));
+        assert!(!peers.get(&id).unwrap().ready.contains(&other));
     }
 
     #[test]
