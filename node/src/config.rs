@@ -235,7 +235,7 @@ impl GatewayFile {
     }
 }
 
-/// How often `wasmesh node run` gossips its status when nothing changes.
+/// How often `wasmesh node run` sends its status to its neighbours when nothing changes.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Everything a node needs to start.

@@ -51,7 +51,7 @@ pub struct NodeSetup {
     pub replicate: Replicate,
     /// Whether it hedges slow forwards.
     pub hedging: bool,
-    /// How often it gossips its status when nothing changes (`None`: the local default, 500
+    /// How often it sends its status when nothing changes (`None`: the local default, 500
     /// ms, which settles meshes in tests faster than the 2 s of `wasmesh node run`).
     pub status_interval: Option<std::time::Duration>,
 }
