@@ -18,18 +18,14 @@ impl request_response::Codec for RawCodec {
     where
         T: futures::AsyncRead + Unpin + Send,
     {
-        let mut bytes = Vec::new();
-        io.read_to_end(&mut bytes).await?;
-        Ok(bytes)
+        read_all(io).await
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Vec<u8>>
     where
         T: futures::AsyncRead + Unpin + Send,
     {
-        let mut bytes = Vec::new();
-        io.read_to_end(&mut bytes).await?;
-        Ok(bytes)
+        read_all(io).await
     }
 
     async fn write_request<T>(
@@ -41,8 +37,7 @@ impl request_response::Codec for RawCodec {
     where
         T: futures::AsyncWrite + Unpin + Send,
     {
-        io.write_all(&bytes).await?;
-        io.close().await
+        write_all(io, &bytes).await
     }
 
     async fn write_response<T>(
@@ -54,7 +49,20 @@ impl request_response::Codec for RawCodec {
     where
         T: futures::AsyncWrite + Unpin + Send,
     {
-        io.write_all(&bytes).await?;
-        io.close().await
+        write_all(io, &bytes).await
     }
+}
+
+async fn read_all<T: futures::AsyncRead + Unpin + Send>(io: &mut T) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    io.read_to_end(&mut bytes).await?;
+    Ok(bytes)
+}
+
+async fn write_all<T: futures::AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    io.write_all(bytes).await?;
+    io.close().await
 }
