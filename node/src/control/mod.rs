@@ -486,6 +486,11 @@ fn apply(
                 node.metrics.count_rejection(reason);
                 tracing::info!(%peer, reason, "peer refused");
             }
+            Effect::Keep { peer } => {
+                if owner.state_mut().peers.make_neighbour(&peer) {
+                    send_status(swarm, node, owner, peer);
+                }
+            }
             Effect::AskSync { peer } => {
                 let request = node.sync_request(None);
                 swarm.behaviour_mut().sync.send_request(&peer, request);

@@ -96,6 +96,11 @@ pub enum Effect {
         /// The reason.
         reason: &'static str,
     },
+    /// Keep connected `peer` as a neighbour: statuses go both ways from now on.
+    Keep {
+        /// The peer.
+        peer: PeerId,
+    },
     /// Ask `peer` for the manifests it holds (the first page), with this node's membership.
     AskSync {
         /// The peer.
@@ -245,6 +250,12 @@ impl NodeState {
         if let Some(peer) = self.exchange.next(connected, now) {
             effects.push(Effect::AskPeers { peer });
         }
+        effects.extend(
+            self.peers
+                .to_keep()
+                .into_iter()
+                .map(|peer| Effect::Keep { peer }),
+        );
         effects.extend(self.dials(connected.len(), now));
         effects
     }

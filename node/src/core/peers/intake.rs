@@ -157,8 +157,8 @@ impl PeerTable {
     }
 
     /// Takes the peers a neighbour introduced (`records`, from its sync response): one not yet
-    /// known gets an entry with its dialable addresses, if the table has room. Returns how many
-    /// were new. `own` is this node's id (a neighbour may introduce it back).
+    /// known gets an entry with its dialable addresses, if the table has room, and a known one
+    /// without addresses gets them. Returns how many were new. `own` is this node's id (a neighbour may introduce it back).
     pub fn take_introductions(
         &mut self,
         records: &[PeerRecord],
@@ -171,11 +171,16 @@ impl PeerTable {
             let Some(id) = identity::peer_id(&record.node).filter(|id| *id != own) else {
                 continue;
             };
-            if self.contains(&id) {
-                continue;
-            }
             let addrs = dialable(&record.addrs, allow_private_addrs);
             if addrs.is_empty() {
+                continue;
+            }
+            if let Some(known) = self.get_mut(&id) {
+                // Connected without known addresses (a Kademlia lookup's connection): now it
+                // can be kept as a neighbour.
+                if known.addrs.is_empty() {
+                    known.addrs = addrs;
+                }
                 continue;
             }
             let Some(peer) = self.track(id, now) else {
@@ -206,6 +211,7 @@ mod tests {
     use wasmesh_protocol::coordinates::Coordinate;
 
     use super::*;
+    use crate::core::peers::MAX_DIALED_PEERS;
 
     fn status(keys: &Keypair, seq: u64, digest: &[u8]) -> StatusMessage {
         StatusMessage {
@@ -354,5 +360,45 @@ mod tests {
             MAX_SYNC_PEERS
         );
         assert_eq!(peers.len(), MAX_SYNC_PEERS);
+    }
+
+    /// A peer connected before anyone introduced it (through a Kademlia lookup's connection) is
+    /// kept as a neighbour once an introduction gives it a dialable address, while there is room
+    /// for neighbours, and not once there is none.
+    #[test]
+    fn connected_peers_are_kept_as_neighbours_once_dialable_and_up_to_the_cap() {
+        let own = identity::peer_id(&Keypair::from_seed([0; 32]).public()).unwrap();
+        let id = |i: u8| identity::peer_id(&Keypair::from_seed([i; 32]).public()).unwrap();
+        let introduction = |i: u8| PeerRecord {
+            node: Keypair::from_seed([i; 32]).public(),
+            addrs: vec!["/ip4/127.0.0.1/udp/4001/quic-v1".into()],
+        };
+        let mut peers = PeerTable::default();
+        let now = Instant::now();
+        assert!(peers.connected(id(1), now));
+        assert!(peers.to_keep().is_empty(), "kept with no dialable address");
+        assert_eq!(
+            peers.take_introductions(&[introduction(1)], own, now, false),
+            0
+        );
+        assert!(peers.to_keep().is_empty(), "kept at a refused address");
+        assert_eq!(
+            peers.take_introductions(&[introduction(1)], own, now, true),
+            0
+        );
+        assert_eq!(peers.to_keep(), vec![id(1)]);
+        assert!(peers.make_neighbour(&id(1)));
+        assert!(peers.to_keep().is_empty(), "a neighbour is kept again");
+
+        for i in 2..=MAX_DIALED_PEERS as u8 {
+            assert!(peers.connected(id(i), now));
+            assert!(peers.make_neighbour(&id(i)));
+        }
+        let last = MAX_DIALED_PEERS as u8 + 1;
+        assert!(peers.connected(id(last), now));
+        peers.take_introductions(&[introduction(last)], own, now, true);
+        assert!(peers.to_keep().is_empty(), "kept past the cap");
+        peers.disconnected(&id(2), now);
+        assert_eq!(peers.to_keep(), vec![id(last)]);
     }
 }

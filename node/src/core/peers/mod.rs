@@ -8,7 +8,8 @@
 //! - Entries come only from connections and from neighbours' introductions ([`intake`]); a
 //!   status, which comes from the peer itself over its connection, updates an entry and never
 //!   makes one.
-//! - Dialing: at most [`MAX_DIALED_PEERS`] connections are sought; a lost peer is dialed again
+//! - Dialing: at most [`MAX_DIALED_PEERS`] connections are sought, and connected peers are kept
+//!   as neighbours up to that many ([`PeerTable::to_keep`]); a lost peer is dialed again
 //!   after [`REDIAL_AFTER`], doubled per failed dial up to 8 s, and not at all after
 //!   [`MAX_DIAL_FAILURES`] failures in a row (it can still connect to this node).
 //! - Statuses out: each connected peer gets this node's ready list once per version
@@ -219,6 +220,25 @@ impl PeerTable {
             })
             .take(MAX_DIALED_PEERS - connected)
             .map(|p| (p.peer_id, p.addrs.clone()))
+            .collect()
+    }
+
+    /// Connected peers that are not neighbours yet (a Kademlia lookup opened their connection,
+    /// say) but that this node would dial (it knows dialable addresses of theirs), to keep as
+    /// neighbours while it has fewer than [`MAX_DIALED_PEERS`]. Without this, a peer connected
+    /// before anyone introduced it would never exchange statuses with this node, since dials
+    /// skip connected peers.
+    pub fn to_keep(&self) -> Vec<PeerId> {
+        let neighbours = self
+            .peers
+            .values()
+            .filter(|p| p.connected && p.neighbour)
+            .count();
+        self.peers
+            .values()
+            .filter(|p| p.connected && !p.neighbour && !p.addrs.is_empty())
+            .take(MAX_DIALED_PEERS.saturating_sub(neighbours))
+            .map(|p| p.peer_id)
             .collect()
     }
 
