@@ -215,6 +215,51 @@ fn clocks_are_coarse() {
     assert_eq!(monotonic % 1_000_000, 0, "{monotonic}");
 }
 
+/// `poll_oneoff` on a clock sleeps for its timeout, reports the clock's event, and never sleeps
+/// past the request's deadline.
+#[test]
+fn a_guest_sleeps_on_a_clock_until_it_is_due_but_not_past_its_deadline() {
+    let ex = executor();
+    let started = std::time::Instant::now();
+    let out = run(&ex, "wasi_sleep.wat", b"", limits()).unwrap();
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(30),
+        "woke after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(u64::from_le_bytes(out[..8].try_into().unwrap()), 0x51EE9);
+    assert_eq!(u16::from_le_bytes([out[8], out[9]]), 0, "errno");
+    assert_eq!(out[10], 0, "event type clock");
+    assert_eq!(u32::from_le_bytes(out[16..20].try_into().unwrap()), 1);
+
+    let short = Limits {
+        timeout_ms: 10,
+        ..limits()
+    };
+    assert_eq!(
+        run(&ex, "wasi_sleep.wat", b"", short).unwrap_err(),
+        GuestError::Timeout { timeout_ms: 10 }
+    );
+}
+
+/// Stdio is always ready: a poll on stdin, stdout and a long clock returns at once with the
+/// two stdio events.
+#[test]
+fn polling_stdio_answers_at_once() {
+    let ex = executor();
+    let out = run(&ex, "wasi_poll_stdio.wat", b"hello", limits()).unwrap();
+    assert_eq!(u32::from_le_bytes(out[..4].try_into().unwrap()), 2);
+    let event = |n: usize| &out[4 + 32 * n..4 + 32 * (n + 1)];
+    let (read, write) = (event(0), event(1));
+    assert_eq!(read[0], 2, "userdata of the stdin subscription");
+    assert_eq!(read[10], 1, "fd_read");
+    assert_eq!(u16::from_le_bytes([read[8], read[9]]), 0, "errno");
+    assert_eq!(u64::from_le_bytes(read[16..24].try_into().unwrap()), 5);
+    assert_eq!(write[0], 3, "userdata of the stdout subscription");
+    assert_eq!(write[10], 2, "fd_write");
+    assert_eq!(u16::from_le_bytes([write[8], write[9]]), 0, "errno");
+}
+
 #[test]
 fn huge_declared_memory_is_refused_before_instantiation() {
     let ex = executor();
@@ -473,6 +518,17 @@ async fn every_request_gets_a_fresh_instance_under_concurrency() {
                 "a request found memory dirty (grown by {grow_pages})"
             );
         }
+    }
+}
+
+/// A guest that sleeps is never run on an async worker: its request moves to a blocking thread
+/// and sleeps there, and concurrent sleepers all answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sleeping_guest_sleeps_on_a_blocking_thread() {
+    let ex = executor();
+    let sleep = prepare(&ex, "wasi_sleep.wat");
+    for answer in run_concurrently(&ex, &sleep, b"", 4, 2).await {
+        assert_eq!(u64::from_le_bytes(answer[..8].try_into().unwrap()), 0x51EE9);
     }
 }
 

@@ -264,7 +264,9 @@ impl Executor {
             &request.input,
             &request.limits,
             deadline,
+            true,
         )
+        .map_err(run::Stop::into_guest_error)
     }
 
     /// Runs one request once a slot is free: first on this thread under a small budget, and on
@@ -306,9 +308,11 @@ impl Executor {
                 &request.input,
                 &limits,
                 inline_deadline,
+                false,
             );
             match ran {
-                Err(error)
+                Err(run::Stop::WaitRefused) => module.inline.overran(now_ms),
+                Err(run::Stop::Guest(error))
                     if inline::overran_budget(
                         &error,
                         &request.limits,
@@ -318,7 +322,7 @@ impl Executor {
                 {
                     module.inline.overran(now_ms);
                 }
-                done => return done,
+                done => return done.map_err(run::Stop::into_guest_error),
             }
         }
         let this = self.inner.clone();
@@ -331,7 +335,9 @@ impl Executor {
                 &request.input,
                 &request.limits,
                 deadline,
+                true,
             )
+            .map_err(run::Stop::into_guest_error)
         });
         match job.await {
             Ok(result) => result,

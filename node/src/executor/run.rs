@@ -10,11 +10,40 @@ use wasmesh_protocol::{Abi, Limits};
 
 use super::error::{CallFailure, STDERR_IN_ERRORS, with_stderr};
 use super::sandbox::InstantiationScope;
-use super::wasi::{self, WasiExit, WasiState};
+use super::wasi::{self, WaitStopped, WasiExit, WasiState};
 use super::watchdog::Watchdog;
 use super::{CompiledModule, GuestError, Output, raw_abi};
 
-/// Runs one request to completion on the calling thread.
+/// How a run did not produce output.
+#[derive(Debug)]
+pub(crate) enum Stop {
+    /// The guest failed, or broke a limit.
+    Guest(GuestError),
+    /// A run that may not wait (an inline one) has a guest that asked to: run it again where it
+    /// may.
+    WaitRefused,
+}
+
+impl From<GuestError> for Stop {
+    fn from(error: GuestError) -> Self {
+        Stop::Guest(error)
+    }
+}
+
+impl Stop {
+    /// The guest's error, for a run that was allowed to wait (so was never refused).
+    pub(crate) fn into_guest_error(self) -> GuestError {
+        match self {
+            Stop::Guest(error) => error,
+            Stop::WaitRefused => GuestError::Trap {
+                detail: WaitStopped::Refused.to_string(),
+            },
+        }
+    }
+}
+
+/// Runs one request to completion on the calling thread; a WASI guest may sleep on it (in
+/// `poll_oneoff`) only if `may_wait`.
 pub(crate) fn execute(
     engine: &Engine,
     watchdog: &Watchdog,
@@ -22,18 +51,20 @@ pub(crate) fn execute(
     input: &[u8],
     limits: &Limits,
     deadline: Instant,
-) -> Result<Output, GuestError> {
+    may_wait: bool,
+) -> Result<Output, Stop> {
     if input.len() > limits.max_input as usize {
         return Err(GuestError::InputTooLarge {
             size: input.len(),
             limit: limits.max_input,
-        });
+        }
+        .into());
     }
     let timeout = GuestError::Timeout {
         timeout_ms: u64::from(limits.timeout_ms),
     };
     if Instant::now() >= deadline {
-        return Err(timeout);
+        return Err(timeout.into());
     }
     if module.info.memory_min_pages > u64::from(limits.memory_pages) {
         return Err(GuestError::MemoryLimit {
@@ -41,7 +72,8 @@ pub(crate) fn execute(
                 "the module declares {} pages of memory; the cap is {}",
                 module.info.memory_min_pages, limits.memory_pages
             ),
-        });
+        }
+        .into());
     }
 
     let started = Instant::now();
@@ -51,7 +83,13 @@ pub(crate) fn execute(
         Abi::Raw => None,
         Abi::Wasi => Some(FunctionEnv::new(
             &mut store,
-            WasiState::new(input.to_vec(), limits.max_output, &module.name),
+            WasiState::new(
+                input.to_vec(),
+                limits.max_output,
+                &module.name,
+                deadline,
+                may_wait,
+            ),
         )),
     };
     let (instance, fuel_cell) = {
@@ -87,7 +125,17 @@ pub(crate) fn execute(
         .unwrap_or_default();
     let outcome = match result {
         Ok(bytes) => Ok(bytes),
+        Err(CallFailure::Runtime(error))
+            if error.downcast_ref::<WaitStopped>() == Some(&WaitStopped::Refused) =>
+        {
+            return Err(Stop::WaitRefused);
+        }
         Err(_) if timed_out => Err(timeout),
+        Err(CallFailure::Runtime(error))
+            if error.downcast_ref::<WaitStopped>() == Some(&WaitStopped::PastDeadline) =>
+        {
+            Err(timeout)
+        }
         Err(CallFailure::Guest(error)) => Err(error),
         Err(CallFailure::Runtime(error)) => {
             classify(error, fuel_left.is_none(), &growth_refused, limits, &stderr)
@@ -181,5 +229,46 @@ fn instantiation_failure(error: InstantiationError, growth_refused: &AtomicBool)
         other => GuestError::InvalidModule {
             detail: other.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use wasmesh_protocol::ContentHash;
+
+    use super::*;
+    use crate::executor::{Executor, ExecutorConfig};
+
+    /// A run that may not wait (an inline one) stops when its guest asks to sleep (before
+    /// sleeping: see `wasi::poll`), so that the request can move to a blocking thread.
+    #[test]
+    fn a_run_that_may_not_wait_stops_at_the_first_sleep() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests/fixtures/wasi_sleep.wat");
+        let wasm = crate::module_file::read_module(&path).unwrap();
+        let executor = Executor::new(ExecutorConfig::default()).unwrap();
+        let (module, _) = executor
+            .prepare(ContentHash::of(&wasm), "sleep", &wasm)
+            .unwrap();
+        let limits = Limits::default();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let inner = &executor.inner;
+        let run = |may_wait| {
+            execute(
+                &inner.engine,
+                &inner.watchdog,
+                &module,
+                b"",
+                &limits,
+                deadline,
+                may_wait,
+            )
+        };
+        let stopped = run(false);
+        assert!(matches!(stopped, Err(Stop::WaitRefused)), "{stopped:?}");
+        let waited = run(true);
+        assert!(waited.is_ok(), "{waited:?}");
     }
 }

@@ -10,9 +10,13 @@
 //! unless switched off, and it adds ~126 crates; this subset costs 18-30 us. Only the functions a
 //! module imports are created for a request. Implemented: `fd_read` (fd 0), `fd_write` (fds 1
 //! and 2), `proc_exit`, `args_sizes_get`, `args_get`, `environ_sizes_get`, `environ_get`,
-//! `clock_time_get`, `random_get`, `fd_fdstat_get`, `fd_close`, `sched_yield`, and
-//! `fd_prestat_get`, which answers BADF (no preopens; wasi-libc aborts on any other error there).
-//! Every other preview1 function answers ENOSYS.
+//! `clock_time_get`, `random_get`, `fd_fdstat_get`, `fd_close`, `sched_yield`, `poll_oneoff`
+//! (clocks and stdio: [`poll`]), and `fd_prestat_get`, which answers BADF (no preopens;
+//! wasi-libc aborts on any other error there). Every other preview1 function answers ENOSYS.
+
+mod poll;
+
+pub(crate) use self::poll::WaitStopped;
 
 use std::sync::OnceLock;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -52,6 +56,10 @@ pub(crate) struct WasiState {
     pub(crate) stderr: Vec<u8>,
     arg0: String,
     memory: Option<Memory>,
+    /// When the request must end: no wait outlasts it.
+    deadline: Instant,
+    /// Whether the guest may sleep on this thread (not on an async worker).
+    may_wait: bool,
 }
 
 impl WasiState {
@@ -60,8 +68,16 @@ impl WasiState {
         self.max_output
     }
 
-    pub(crate) fn new(input: Vec<u8>, max_output: u32, arg0: &str) -> Self {
+    pub(crate) fn new(
+        input: Vec<u8>,
+        max_output: u32,
+        arg0: &str,
+        deadline: Instant,
+        may_wait: bool,
+    ) -> Self {
         Self {
+            deadline,
+            may_wait,
             stdin: input,
             stdin_pos: 0,
             stdout: Vec::new(),
@@ -101,6 +117,7 @@ pub(crate) fn imports(
             "fd_fdstat_get" => Function::new_typed_with_env(store, env, fd_fdstat_get),
             "fd_close" => Function::new_typed(store, fd_close),
             "sched_yield" => Function::new_typed(store, || ERRNO_SUCCESS),
+            "poll_oneoff" => Function::new_typed_with_env(store, env, poll::poll_oneoff),
             "fd_prestat_get" => Function::new_typed(store, |_fd: i32, _buf: i32| ERRNO_BADF),
             other => {
                 let name = other.to_owned();
@@ -297,15 +314,20 @@ fn environ_get(_env: FunctionEnvMut<WasiState>, _environ: i32, _buf: i32) -> i32
 /// clocks make timing side channels between guests harder to use.
 const CLOCK_RESOLUTION_NS: u64 = 1_000_000;
 
-fn clock_time_get(mut env: FunctionEnvMut<WasiState>, id: i32, _precision: i64, time: i32) -> i32 {
+/// Where the guests' monotonic clock starts: the first time any guest reads it.
+fn monotonic_epoch() -> Instant {
     static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+fn clock_time_get(mut env: FunctionEnvMut<WasiState>, id: i32, _precision: i64, time: i32) -> i32 {
     let nanos = match id {
         // realtime
         0 => SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64),
         // monotonic, process and thread CPU time: time since the first clock read
-        1..=3 => START.get_or_init(Instant::now).elapsed().as_nanos() as u64,
+        1..=3 => monotonic_epoch().elapsed().as_nanos() as u64,
         _ => return ERRNO_INVAL,
     };
     let nanos = nanos - nanos % CLOCK_RESOLUTION_NS;
