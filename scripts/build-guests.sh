@@ -10,7 +10,9 @@ if ! rustup target list --installed | grep -qx "$target"; then
   rustup target add "$target"
 fi
 
-# The guests' own target folder, whatever CARGO_TARGET_DIR says: they are copied from there.
+# From guests/, so that guests/.cargo/config.toml applies (SIMD). The guests' own target folder,
+# whatever CARGO_TARGET_DIR says: they are copied from there.
+cd "$root/guests"
 cargo build --release --locked --target "$target" --manifest-path "$root/guests/Cargo.toml" \
   --target-dir "$root/guests/target" -p echo -p wasi-echo -p thumbnail
 

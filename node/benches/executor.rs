@@ -2,7 +2,9 @@
 //! compile, and the thumbnail guest against the same code compiled natively.
 //!
 //! Run: `scripts/bench-executor.sh` (builds the guests and the native thumbnail baseline, then
-//! this). Reports medians and p99 of per-iteration wall time.
+//! this). Reports medians and p99 of per-iteration wall time. Arguments name the sections to run
+//! (`sandbox`, `compile`, `thumbnail`; all when none is named):
+//! `scripts/bench-executor.sh thumbnail`.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -68,8 +70,31 @@ fn native_echo(input: &[u8]) -> Vec<u8> {
     input.to_vec()
 }
 
+/// Whether the section `name` was asked for (every section when none is named).
+fn wanted(name: &str) -> bool {
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    named.is_empty() || named.iter().any(|n| n == name)
+}
+
 fn main() {
     let executor = Executor::new(ExecutorConfig::default()).expect("executor");
+    if wanted("sandbox") {
+        sandbox_section(&executor);
+    }
+    let thumbnail = support::built_guest("thumbnail");
+    let hash = ContentHash::of(&thumbnail);
+    if wanted("compile") {
+        compile_section(hash, &thumbnail);
+    }
+    if wanted("thumbnail") {
+        thumbnail_section(&executor, hash, &thumbnail);
+    }
+}
+
+fn sandbox_section(executor: &Executor) {
     let input = [42u8; 64];
 
     println!("## Per-request sandbox cost (new store + instance + call + drop), 64-byte input\n");
@@ -83,34 +108,29 @@ fn main() {
     );
     row(
         "raw echo, WAT fixture",
-        &sandbox_cost(&executor, "echo-wat", &fixture("echo.wat"), &input),
+        &sandbox_cost(executor, "echo-wat", &fixture("echo.wat"), &input),
     );
     row(
         "raw echo, Rust (wasmesh-guest SDK)",
-        &sandbox_cost(&executor, "echo", &support::built_guest("echo"), &input),
+        &sandbox_cost(executor, "echo", &support::built_guest("echo"), &input),
     );
     row(
         "WASI echo, WAT fixture",
-        &sandbox_cost(
-            &executor,
-            "wasi-echo-wat",
-            &fixture("wasi_echo.wat"),
-            &input,
-        ),
+        &sandbox_cost(executor, "wasi-echo-wat", &fixture("wasi_echo.wat"), &input),
     );
     row(
         "WASI echo, Rust std",
         &sandbox_cost(
-            &executor,
+            executor,
             "wasi-echo",
             &support::built_guest("wasi-echo"),
             &input,
         ),
     );
+}
 
+fn compile_section(hash: ContentHash, thumbnail: &[u8]) {
     println!("\n## thumbnail.wasm: compile vs artifact-cache load\n");
-    let thumbnail = support::built_guest("thumbnail");
-    let hash = ContentHash::of(&thumbnail);
     let dir = tempfile::tempdir().expect("tempdir");
     let with_artifacts = || {
         Executor::new(ExecutorConfig {
@@ -122,16 +142,16 @@ fn main() {
     let compile = measure(5, || {
         let fresh = Executor::new(ExecutorConfig::default()).expect("executor");
         let (_, how) = fresh
-            .prepare(hash, "thumbnail", &thumbnail)
+            .prepare(hash, "thumbnail", thumbnail)
             .expect("compile");
         assert_eq!(how, Prepared::Compiled);
     });
     with_artifacts()
-        .prepare(hash, "thumbnail", &thumbnail)
+        .prepare(hash, "thumbnail", thumbnail)
         .expect("compile");
     let load = measure(20, || {
         let (_, how) = with_artifacts()
-            .prepare(hash, "thumbnail", &thumbnail)
+            .prepare(hash, "thumbnail", thumbnail)
             .expect("load");
         assert_eq!(how, Prepared::Artifact);
     });
@@ -146,77 +166,151 @@ fn main() {
         "\nload is {:.0}x faster than compile",
         compile.median.as_secs_f64() / load.median.as_secs_f64()
     );
+}
 
-    println!("\n## thumbnail: 1-megapixel JPEG to 256 px wide\n");
+fn thumbnail_section(executor: &Executor, hash: ContentHash, thumbnail: &[u8]) {
     let (module, _) = executor
-        .prepare(hash, "thumbnail", &thumbnail)
+        .prepare(hash, "thumbnail", thumbnail)
         .expect("thumbnail");
-    let limits = Limits {
+    let megapixel = to_jpeg(executor, &module, 1000, support::gradient_png(1000, 1000));
+    thumbnail_case(
+        executor,
+        &module,
+        "a 1-megapixel JPEG (1000x1000, noisy) to 256 px wide",
+        &megapixel,
+    );
+    let photo = to_jpeg(executor, &module, 1600, photo_png(1600, 1067));
+    thumbnail_case(
+        executor,
+        &module,
+        "a web photo (1600x1067, smooth with fine texture) to 256 px wide",
+        &photo,
+    );
+}
+
+/// Limits under which the thumbnail runs never stop for fuel or time.
+fn generous() -> Limits {
+    Limits {
         fuel: Limits::MAX_FUEL,
         timeout_ms: 60_000,
         ..Limits::default()
-    };
-    let mut make_jpeg = b"1000\n".to_vec();
-    make_jpeg.extend(support::gradient_png(1000, 1000));
-    let jpeg = executor
+    }
+}
+
+/// A JPEG of `png` at `width`, made by the guest itself.
+fn to_jpeg(
+    executor: &Executor,
+    module: &wasmesh_node::executor::CompiledModule,
+    width: u32,
+    png: Vec<u8>,
+) -> Vec<u8> {
+    let mut request = format!("{width}\n").into_bytes();
+    request.extend(png);
+    executor
         .run_blocking(
-            &module,
+            module,
             &Request {
-                input: make_jpeg,
-                limits,
+                input: request,
+                limits: generous(),
             },
         )
-        .expect("make the 1 MP JPEG")
-        .bytes;
+        .expect("make the JPEG")
+        .bytes
+}
+
+/// An image shaped like a photo: smooth gradients (sky, light) with a fine texture over them.
+fn photo_png(width: u32, height: u32) -> Vec<u8> {
+    support::rgb_png(width, height, |x, y| {
+        let texture = ((x * 7 + y * 13) % 21) as u8;
+        [
+            (x * 200 / width) as u8 + texture,
+            (y * 180 / height) as u8 + texture,
+            (((x + y) * 150) / (width + height)) as u8 + 60,
+        ]
+    })
+}
+
+/// Times the thumbnail of `jpeg` in the sandbox, natively (`WASMESH_NATIVE_THUMBNAIL`) and under
+/// wasmtime (`WASMESH_WASMTIME_BENCH`: the python script that runs it), and prints a table.
+fn thumbnail_case(
+    executor: &Executor,
+    module: &wasmesh_node::executor::CompiledModule,
+    label: &str,
+    jpeg: &[u8],
+) {
+    const RUNS: usize = 15;
+    println!("\n## thumbnail: {label}\n");
     let mut request = b"256\n".to_vec();
-    request.extend(&jpeg);
-    let sandboxed = measure(15, || {
+    request.extend(jpeg);
+    let mut fuel_used = 0;
+    let sandboxed = measure(RUNS, || {
         let out = executor
             .run_blocking(
-                &module,
+                module,
                 &Request {
                     input: request.clone(),
-                    limits,
+                    limits: generous(),
                 },
             )
             .expect("thumbnail");
+        fuel_used = out.fuel_used;
         black_box(out.bytes);
     });
-    println!("input: {} KiB JPEG, 1000x1000\n", jpeg.len() / 1024);
-    println!("| what | median |");
-    println!("| --- | ---: |");
+    let sandboxed_us = sandboxed.median.as_secs_f64() * 1e6;
     println!(
-        "| in the sandbox (wasmer, metered) | {} |",
-        us(sandboxed.median)
+        "input: {} KiB JPEG; fuel charged per request: {fuel_used}\n",
+        jpeg.len() / 1024
     );
-    match std::env::var_os("WASMESH_NATIVE_THUMBNAIL") {
-        Some(native) => {
-            let mut child = Command::new(native)
-                .args(["--bench", "15"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("native thumbnail");
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(&request)
-                .expect("write request");
-            let out = child.wait_with_output().expect("native thumbnail");
-            let native_us: f64 = String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .parse()
-                .expect("native median");
-            println!("| baseline: the same code compiled natively | {native_us:.1} us |");
-            println!(
-                "\nsandbox / native = {:.2}x",
-                sandboxed.median.as_secs_f64() * 1e6 / native_us
-            );
+    println!("| what | median | / native |");
+    println!("| --- | ---: | ---: |");
+    let request_file = tempfile::NamedTempFile::new().expect("request file");
+    std::fs::write(request_file.path(), &request).expect("write the request");
+    let native_us = std::env::var_os("WASMESH_NATIVE_THUMBNAIL").map(|native| {
+        median_us_printed_by(
+            Command::new(native)
+                .args(["--bench", &RUNS.to_string()])
+                .stdin(std::fs::File::open(request_file.path()).expect("request")),
+        )
+    });
+    let ratio = |us: f64| native_us.map_or("".to_owned(), |n| format!("{:.2}x", us / n));
+    println!(
+        "| in the sandbox (wasmer, metered) | {} | {} |",
+        us(sandboxed.median),
+        ratio(sandboxed_us)
+    );
+    if let Some(script) = std::env::var_os("WASMESH_WASMTIME_BENCH") {
+        let wasmtime_us = median_us_printed_by(
+            Command::new("python3")
+                .arg(script)
+                .arg(support::built_guest_path("thumbnail"))
+                .arg(request_file.path())
+                .arg(RUNS.to_string())
+                .stdin(Stdio::null()),
+        );
+        println!(
+            "| peer: wasmtime (Cranelift, no fuel), same module | {wasmtime_us:.1} us | {} |",
+            ratio(wasmtime_us)
+        );
+    }
+    match native_us {
+        Some(native_us) => {
+            println!("| baseline: the same code compiled natively | {native_us:.1} us | 1.00x |")
         }
         None => {
             println!("(set WASMESH_NATIVE_THUMBNAIL to a native thumbnail build for the baseline)")
         }
     }
+}
+
+/// Runs `command` and parses the median in microseconds it prints.
+fn median_us_printed_by(command: &mut Command) -> f64 {
+    let out = command
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run the baseline");
+    assert!(out.status.success(), "{command:?} failed");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a median in microseconds")
 }

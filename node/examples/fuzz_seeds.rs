@@ -198,5 +198,15 @@ fn main() -> anyhow::Result<()> {
     calls.resize(1100, 0);
     calls.extend(b"hi");
     write(&dir, "wasi_host", "four-calls", &calls)?;
+
+    // metered_guests: wasm-smith shapes a module from any bytes; a few fixed streams of
+    // different lengths start it on modules of different sizes.
+    for (n, len) in [(1u8, 256usize), (2, 1024), (3, 4096)] {
+        let mut stream = blake3::Hasher::new();
+        stream.update(&[n]);
+        let mut bytes = vec![0u8; len];
+        stream.finalize_xof().fill(&mut bytes);
+        write(&dir, "metered_guests", &format!("stream-{len}"), &bytes)?;
+    }
     Ok(())
 }

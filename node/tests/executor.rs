@@ -101,6 +101,31 @@ fn fuel_exhausted() {
     assert_eq!(err.kind().as_str(), "fuel_exhausted");
 }
 
+/// The fuel used by a request.
+fn fuel_used(executor: &Executor, name: &str, input: &[u8]) -> u64 {
+    let module = prepare(executor, name);
+    let request = Request {
+        input: input.to_vec(),
+        limits: limits(),
+    };
+    executor.run_blocking(&module, &request).unwrap().fuel_used
+}
+
+/// Fuel counts one point per operator run: exactly, in a loop without branches; never less, and
+/// at most a few points per join of unequal paths more, in branchy code with calls.
+#[test]
+fn fuel_counts_the_operators_run() {
+    let ex = executor();
+    // spin.wat: 4,000,000 iterations of 6 operators, 12 around them, and 7 in wasmesh_alloc.
+    assert_eq!(fuel_used(&ex, "spin.wat", b"x"), 24_000_019);
+    let ran = 24_505;
+    let charged = fuel_used(&ex, "fuel_paths.wat", b"");
+    assert!(
+        (ran..=ran + 8 * 1_000).contains(&charged),
+        "charged {charged} for {ran} operators"
+    );
+}
+
 #[test]
 fn timeout_stops_a_guest_with_plenty_of_fuel() {
     let ex = executor();

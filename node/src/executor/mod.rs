@@ -20,6 +20,7 @@ mod engine;
 mod error;
 mod inline;
 mod memory_pool;
+mod metering;
 mod raw_abi;
 mod run;
 mod sandbox;

@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use wasmer::{Engine, FunctionEnv, Imports, Instance, InstantiationError, RuntimeError, Store};
-use wasmer_middlewares::metering::{MeteringPoints, get_remaining_points, set_remaining_points};
 use wasmesh_protocol::{Abi, Limits};
 
 use super::error::{CallFailure, STDERR_IN_ERRORS, with_stderr};
@@ -105,7 +104,8 @@ pub(crate) fn execute(
     let fuel_cell = fuel_cell.ok_or_else(|| GuestError::InvalidModule {
         detail: "the module was compiled without metering".into(),
     })?;
-    set_remaining_points(&mut store, &instance, limits.fuel);
+    // SAFETY (here and below): `store` lives until the end of this function.
+    unsafe { fuel_cell.set(limits.fuel) };
 
     let watch = watchdog.watch(fuel_cell, deadline);
     let result = match &wasi_env {
@@ -115,10 +115,7 @@ pub(crate) fn execute(
     let timed_out = watch.fired();
     drop(watch);
 
-    let fuel_left = match get_remaining_points(&mut store, &instance) {
-        MeteringPoints::Remaining(left) => Some(left),
-        MeteringPoints::Exhausted => None,
-    };
+    let fuel_left = unsafe { fuel_cell.remaining() };
     let stderr = wasi_env
         .as_ref()
         .map(|env| env.as_ref(&store).stderr.clone())

@@ -24,9 +24,7 @@ use wasmer_types::entity::{EntityRef, PrimaryMap};
 use wasmer_types::{LocalGlobalIndex, ModuleInfo};
 
 use super::memory_pool::MemoryPool;
-
-/// The export name under which wasmer's metering middleware keeps the remaining fuel.
-const REMAINING_POINTS_EXPORT: &str = "wasmer_metering_remaining_points";
+use super::metering::FUEL_EXPORT;
 
 struct ScopeState {
     cap_pages: u32,
@@ -79,18 +77,47 @@ pub(crate) struct FuelCell(NonNull<VMGlobalDefinition>);
 unsafe impl Send for FuelCell {}
 
 impl FuelCell {
-    /// Sets the remaining fuel to zero, so the guest traps at its next metering check.
+    /// A value the watchdog writes to stop a guest: negative, and far enough from `i64::MIN`
+    /// that the charges a guest makes before its next check cannot wrap it around.
+    const STOPPED: i64 = i64::MIN / 2;
+
+    /// The counter.
+    ///
+    /// # Safety
+    /// The store that owns the instance must be alive while the reference is used.
+    unsafe fn atomic(&self) -> &AtomicI64 {
+        // SAFETY: `VMGlobalDefinition` is `repr(C, align(16))` and starts with the raw value,
+        // whose first 8 bytes hold the i64 counter; the caller keeps the owning store alive.
+        // The guest thread reads and writes the same cell with plain aligned 8-byte moves.
+        unsafe { AtomicI64::from_ptr(self.0.as_ptr().cast::<i64>()) }
+    }
+
+    /// Grants `fuel` before a run.
+    ///
+    /// # Safety
+    /// The store that owns the instance must be alive for the duration of the call.
+    pub(crate) unsafe fn set(&self, fuel: u64) {
+        let fuel = i64::try_from(fuel).unwrap_or(i64::MAX);
+        // SAFETY: the caller keeps the store alive.
+        unsafe { self.atomic() }.store(fuel, Ordering::SeqCst);
+    }
+
+    /// The fuel left after a run, `None` if it ran out (the counter went negative).
+    ///
+    /// # Safety
+    /// The store that owns the instance must be alive for the duration of the call.
+    pub(crate) unsafe fn remaining(&self) -> Option<u64> {
+        // SAFETY: the caller keeps the store alive.
+        u64::try_from(unsafe { self.atomic() }.load(Ordering::SeqCst)).ok()
+    }
+
+    /// Makes the counter negative, so the guest traps at its next check.
     ///
     /// # Safety
     /// The store that owns the instance must be alive for the duration of the call.
     pub(crate) unsafe fn exhaust(&self) {
-        // SAFETY: `VMGlobalDefinition` is `repr(C, align(16))` and starts with the raw value,
-        // whose first 8 bytes hold an i64 global; the caller keeps the store alive. The guest
-        // thread reads and writes the same cell with plain aligned 8-byte moves.
-        unsafe {
-            let cell = self.0.as_ptr().cast::<i64>();
-            AtomicI64::from_ptr(cell).store(0, Ordering::SeqCst);
-        }
+        // SAFETY: the caller keeps the store alive.
+        unsafe { self.atomic() }.store(Self::STOPPED, Ordering::SeqCst);
     }
 }
 
@@ -208,7 +235,7 @@ impl Tunables for SandboxTunables {
         module: &ModuleInfo,
     ) -> Result<PrimaryMap<LocalGlobalIndex, InternalStoreHandle<VMGlobal>>, LinkError> {
         let imported = module.num_imported_globals;
-        let fuel_index = match module.exports.get(REMAINING_POINTS_EXPORT) {
+        let fuel_index = match module.exports.get(FUEL_EXPORT) {
             Some(ExportIndex::Global(index)) => Some(index.index()),
             _ => None,
         };
