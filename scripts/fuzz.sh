@@ -18,7 +18,7 @@ case "${1:-}" in
 esac
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(wire_decoders manifest_verify wasm_inspect status_and_sync wasi_host)
+    targets=(wire_decoders manifest_verify wasm_inspect status_and_sync wasi_host metered_guests)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -39,13 +39,14 @@ pub enum KeyFileError {
         /// What is wrong.
         reason: &'static str,
     },
-    /// The operating system refused.
-    #[error("{path}: {source}")]
+    /// The operating system refused. The message carries the cause, so it is not also given as
+    /// a `source` (an error chain would print it twice).
+    #[error("{path}: {cause}")]
     Io {
         /// The path.
         path: PathBuf,
         /// The error.
-        source: io::Error,
+        cause: io::Error,
     },
     /// No secure randomness was available.
     #[error("no secure random source: {0}")]
@@ -56,7 +57,7 @@ impl KeyFileError {
     fn io(path: &Path, source: io::Error) -> Self {
         KeyFileError::Io {
             path: path.to_owned(),
-            source,
+            cause: source,
         }
     }
 }

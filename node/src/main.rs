@@ -10,9 +10,8 @@ fn main() -> ExitCode {
     match wasmesh_node::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            // One line, starting `error:`, with the whole cause chain.
-            let message = format!("{error:#}").replace('\n', " ");
-            eprintln!("error: {message}");
+            // One line, starting `error:`, with each cause of the chain once.
+            eprintln!("error: {}", wasmesh_node::cli::error_line(&error));
             ExitCode::FAILURE
         }
     }

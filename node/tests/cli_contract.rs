@@ -140,6 +140,15 @@ fn keys_show_refuses_a_readable_key_and_says_chmod_600() {
     assert_fails(&ws.run(&["keys", "show", "--key", "node.key"]), "chmod 600");
 }
 
+/// An error line says its cause once.
+#[test]
+fn a_missing_key_file_is_named_with_its_cause_once() {
+    let ws = Workspace::new();
+    let out = ws.run(&["keys", "show", "--key", "missing.key"]);
+    assert_fails(&out, "missing.key: No such file or directory");
+    assert_eq!(stderr(&out).matches("No such file or directory").count(), 1);
+}
+
 #[test]
 fn manifest_create_and_verify_round_trip() {
     let ws = Workspace::new();

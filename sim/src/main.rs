@@ -90,7 +90,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", wasmesh_node::cli::error_line(&error));
             ExitCode::FAILURE
         }
     }

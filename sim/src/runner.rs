@@ -131,7 +131,7 @@ async fn drive(
             "load done; every node had every module {} ms later",
             took.as_millis()
         )),
-        Err(error) => say(format!("{error:#}")),
+        Err(error) => say(wasmesh_node::cli::error_line(error)),
     }
     let mut report = summarize(
         scenario,

@@ -193,13 +193,13 @@ fn random_entry() -> Entry {
 /// Why a scenario cannot run.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
-    /// Unreadable file.
-    #[error("cannot read {path}: {source}")]
+    /// Unreadable file (the message carries the cause; it is not also a `source`).
+    #[error("cannot read {path}: {cause}")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Not valid TOML for a scenario.
     #[error("{path} is not a valid scenario: {message}")]
@@ -217,9 +217,9 @@ pub enum ScenarioError {
 impl Scenario {
     /// Reads and checks a scenario file.
     pub fn load(path: &Path) -> Result<Self, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ScenarioError::Read {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         let base = path.parent().unwrap_or(Path::new(".")).to_owned();
         Self::parse(&text, &base).map_err(|error| match error {

@@ -59,6 +59,24 @@ pub(crate) fn emit(text: &str) -> anyhow::Result<()> {
 }
 
 /// Runs one parsed command line.
+/// The one line an error is shown as: each cause in the chain once. Many errors of this crate
+/// and its dependencies repeat their source in their own message, which a plain `{:#}` would
+/// print again; a cause whose text ends the line so far is left out.
+pub fn error_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Keys(command) => keys::run(command),
@@ -68,5 +86,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Publish(args) => mesh::publish(args),
         Command::Call(args) => mesh::call(args),
         Command::Status(args) => mesh::status(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot open the store: {0}")]
+    struct Repeats(#[from] std::io::Error);
+
+    #[test]
+    fn an_error_line_says_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let error = anyhow::Error::from(Repeats(io)).context("starting the node");
+        assert_eq!(
+            error_line(&error),
+            "starting the node: cannot open the store: no such file"
+        );
     }
 }

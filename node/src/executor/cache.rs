@@ -1,4 +1,11 @@
-//! Compiled modules: compile once per blob, keep in memory (LRU bounded in bytes) and on disk.
+//! Compiled modules: compile once per blob, keep in memory (LRU bounded in bytes and in count)
+//! and on disk; and the engines that hold their code.
+//!
+//! A wasmer 7.1 engine keeps the machine code of every module it compiled or loaded until the
+//! engine itself is dropped, whether or not the module still is. So modules are compiled into
+//! engine generations: after [`MODULES_PER_ENGINE`] modules, the next ones go to a fresh engine,
+//! and an old engine (with its code) is freed once the last of its modules leaves the cache and
+//! its last request ends. Evicting and reloading modules then frees code instead of piling it up.
 //!
 //! Artifacts on disk are `artifacts/<blob hash>-<engine fingerprint>.bin`, each with a
 //! `.digest` file beside it holding the artifact's BLAKE3, written by this node after the
@@ -29,6 +36,12 @@ pub enum Prepared {
     Compiled,
 }
 
+/// Most compiled modules kept in memory. Each holds memory mappings of its own (code, data), and
+/// the kernel allows a process 65,530 (`vm.max_map_count`): many small modules would exhaust them
+/// long before the byte budget, and then every `mprotect` of the process fails (linear memories
+/// could no longer grow). An evicted module reloads from its artifact in milliseconds.
+pub const MAX_MODULES_IN_MEMORY: usize = 1024;
+
 struct Entry {
     module: Arc<CompiledModule>,
     last_used: u64,
@@ -41,11 +54,23 @@ struct Lru {
     tick: u64,
 }
 
-pub(crate) struct ModuleCache {
+/// Modules compiled or loaded into one engine before the next ones go to a fresh engine.
+pub const MODULES_PER_ENGINE: usize = 256;
+
+/// The engine new modules go to, and how many it has taken.
+struct Generation {
     engine: Engine,
+    modules: usize,
+}
+
+pub(crate) struct ModuleCache {
+    /// Makes an engine (all alike: the same fingerprint, so artifacts serve every generation).
+    new_engine: Box<dyn Fn() -> Engine + Send + Sync>,
+    generation: Mutex<Generation>,
     fingerprint: String,
     artifact_dir: Option<PathBuf>,
     budget_bytes: u64,
+    max_modules: usize,
     lru: Mutex<Lru>,
     /// Compilations run one at a time (the metering middleware is handed over per compile).
     compile: Mutex<()>,
@@ -53,19 +78,23 @@ pub(crate) struct ModuleCache {
 
 impl ModuleCache {
     pub(crate) fn new(
-        engine: Engine,
+        new_engine: Box<dyn Fn() -> Engine + Send + Sync>,
         fingerprint: String,
         artifact_dir: Option<PathBuf>,
         budget_bytes: u64,
+        max_modules: usize,
     ) -> std::io::Result<Self> {
         if let Some(dir) = &artifact_dir {
             fs::create_dir_all(dir)?;
         }
+        let engine = new_engine();
         Ok(Self {
-            engine,
+            new_engine,
+            generation: Mutex::new(Generation { engine, modules: 0 }),
             fingerprint,
             artifact_dir,
             budget_bytes,
+            max_modules: max_modules.max(1),
             lru: Mutex::default(),
             compile: Mutex::default(),
         })
@@ -95,13 +124,13 @@ impl ModuleCache {
         if let Some(module) = self.get(&hash) {
             return Ok((module, Prepared::Memory));
         }
-        let (module, size, source) = match self.load_artifact(&hash) {
+        let engine = self.engine_for_next_module();
+        let (module, size, source) = match self.load_artifact(&engine, &hash) {
             Some((module, size)) => (module, size, Prepared::Artifact),
             None => {
-                let module =
-                    Module::new(&self.engine, wasm).map_err(|e| GuestError::InvalidModule {
-                        detail: e.to_string(),
-                    })?;
+                let module = Module::new(&engine, wasm).map_err(|e| GuestError::InvalidModule {
+                    detail: e.to_string(),
+                })?;
                 let size = self
                     .store_artifact(&hash, &module)
                     .unwrap_or(wasm.len() as u64 * 4);
@@ -116,10 +145,25 @@ impl ModuleCache {
             exec_mean: Default::default(),
             info,
             size_bytes: size,
-            _engine: self.engine.clone(),
+            engine,
         });
         self.insert(compiled.clone());
         Ok((compiled, source))
+    }
+
+    /// The engine the next module goes to (a fresh one once the current one took
+    /// [`MODULES_PER_ENGINE`]).
+    fn engine_for_next_module(&self) -> Engine {
+        let mut generation = lock(&self.generation);
+        if generation.modules >= MODULES_PER_ENGINE {
+            *generation = Generation {
+                engine: (self.new_engine)(),
+                modules: 0,
+            };
+            tracing::debug!("compiling into a fresh engine");
+        }
+        generation.modules += 1;
+        generation.engine.clone()
     }
 
     fn insert(&self, module: Arc<CompiledModule>) {
@@ -137,7 +181,9 @@ impl ModuleCache {
         ) {
             lru.bytes -= old.module.size_bytes;
         }
-        while lru.bytes > self.budget_bytes && lru.entries.len() > 1 {
+        while (lru.bytes > self.budget_bytes || lru.entries.len() > self.max_modules)
+            && lru.entries.len() > 1
+        {
             let Some(victim) = lru
                 .entries
                 .iter()
@@ -163,7 +209,7 @@ impl ModuleCache {
         ))
     }
 
-    fn load_artifact(&self, hash: &ContentHash) -> Option<(Module, u64)> {
+    fn load_artifact(&self, engine: &Engine, hash: &ContentHash) -> Option<(Module, u64)> {
         let (artifact_path, digest_path) = self.paths(hash)?;
         let artifact = fs::read(&artifact_path).ok()?;
         let expected = fs::read_to_string(&digest_path).ok();
@@ -180,7 +226,7 @@ impl ModuleCache {
         }
         // SAFETY: the artifact's BLAKE3 equals the digest this node wrote beside it when it
         // serialized the artifact itself with an engine of the same fingerprint.
-        match unsafe { Module::deserialize(&self.engine, artifact.as_slice()) } {
+        match unsafe { Module::deserialize(engine, artifact.as_slice()) } {
             Ok(module) => Some((module, artifact.len() as u64)),
             Err(error) => {
                 tracing::warn!(hash = %hash.short(), %error, "artifact failed to load; recompiling");
@@ -206,4 +252,58 @@ impl ModuleCache {
 
 fn remove_quietly(path: &Path) {
     let _ = fs::remove_file(path);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Past the count cap, the least recently used module leaves memory, whatever the bytes.
+    #[test]
+    fn the_cache_keeps_at_most_its_count_of_modules() {
+        let new_engine = Box::new(|| super::super::engine::build_engine(16, 1));
+        let cache = ModuleCache::new(new_engine, "test".into(), None, u64::MAX, 3).unwrap();
+        let hashes: Vec<ContentHash> = (0..5)
+            .map(|n| {
+                let wasm = wat::parse_str(format!(
+                    r#"(module (memory (export "memory") 1) (func (export "_start")) (global i32 (i32.const {n})))"#
+                ))
+                .unwrap();
+                let hash = ContentHash::of(&wasm);
+                cache.prepare(hash, "m", &wasm).unwrap();
+                hash
+            })
+            .collect();
+        assert!(cache.get(&hashes[0]).is_none() && cache.get(&hashes[1]).is_none());
+        assert!(hashes[2..].iter().all(|h| cache.get(h).is_some()));
+    }
+
+    /// Past MODULES_PER_ENGINE modules, the next go to a fresh engine; modules of the old one
+    /// keep it alive and still run.
+    #[test]
+    fn modules_go_to_a_fresh_engine_after_a_generation() {
+        let executor =
+            super::super::Executor::new(super::super::ExecutorConfig::default()).unwrap();
+        let modules: Vec<Arc<CompiledModule>> = (0..=MODULES_PER_ENGINE)
+            .map(|n| {
+                let wasm = wat::parse_str(format!(
+                    r#"(module (memory (export "memory") 1) (func (export "_start")) (global i32 (i32.const {n})))"#
+                ))
+                .unwrap();
+                executor.prepare(ContentHash::of(&wasm), "m", &wasm).unwrap().0
+            })
+            .collect();
+        let (first, last) = (&modules[0], &modules[MODULES_PER_ENGINE]);
+        assert_eq!(
+            first.engine.id(),
+            modules[MODULES_PER_ENGINE - 1].engine.id()
+        );
+        assert_ne!(first.engine.id(), last.engine.id());
+        let request = super::super::Request {
+            input: Vec::new(),
+            limits: wasmesh_protocol::Limits::default(),
+        };
+        assert!(executor.run_blocking(first, &request).is_ok());
+        assert!(executor.run_blocking(last, &request).is_ok());
+    }
 }

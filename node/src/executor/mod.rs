@@ -55,8 +55,9 @@ pub struct CompiledModule {
     inline: inline::InlineRecord,
     /// How long its runs here take (for routing).
     pub exec_mean: ExecMean,
-    /// Keeps the engine alive as long as the module (wasmer requires it).
-    _engine: wasmer::Engine,
+    /// The engine that holds the module's code (see [`cache`]): its requests run in stores of
+    /// it, which keeps it alive while they run.
+    engine: wasmer::Engine,
 }
 
 /// The smoothed execution time of a module's runs on this node, for routing. It lives beside the
@@ -167,7 +168,6 @@ pub enum ExecutorError {
 }
 
 struct Inner {
-    engine: wasmer::Engine,
     /// The executor's clock origin (for the inline records).
     started: Instant,
     cache: cache::ModuleCache,
@@ -176,7 +176,7 @@ struct Inner {
     config: ExecutorConfig,
 }
 
-/// Runs guests. Cheap to clone; clones share the engine, cache and slots.
+/// Runs guests. Cheap to clone; clones share the engines, cache and slots.
 #[derive(Clone)]
 pub struct Executor {
     inner: Arc<Inner>,
@@ -195,16 +195,16 @@ impl Executor {
     pub fn new(config: ExecutorConfig) -> Result<Self, ExecutorError> {
         // One pooled memory per slot that can run at once, and as many again for instances
         // being torn down while the next ones start.
-        let engine = engine::build_engine(config.caps.memory_pages, config.max_concurrent * 2);
+        let (memory_pages, pooled) = (config.caps.memory_pages, config.max_concurrent * 2);
         let cache = cache::ModuleCache::new(
-            engine.clone(),
+            Box::new(move || engine::build_engine(memory_pages, pooled)),
             engine::fingerprint(),
             config.artifact_dir.clone(),
             config.cache_bytes,
+            cache::MAX_MODULES_IN_MEMORY,
         )?;
         Ok(Self {
             inner: Arc::new(Inner {
-                engine,
                 started: Instant::now(),
                 cache,
                 watchdog: watchdog::Watchdog::start()?,
@@ -259,7 +259,6 @@ impl Executor {
     ) -> Result<Output, GuestError> {
         let deadline = Instant::now() + Duration::from_millis(request.limits.timeout_ms.into());
         run::execute(
-            &self.inner.engine,
             &self.inner.watchdog,
             module,
             &request.input,
@@ -303,7 +302,6 @@ impl Executor {
         if module.inline.allowed(now_ms) {
             let (limits, inline_deadline) = inline::budget(&request.limits, deadline, now);
             let ran = run::execute(
-                &self.inner.engine,
                 &self.inner.watchdog,
                 &module,
                 &request.input,
@@ -330,7 +328,6 @@ impl Executor {
         let job = tokio::task::spawn_blocking(move || {
             let _slot = slot;
             run::execute(
-                &this.engine,
                 &this.watchdog,
                 &module,
                 &request.input,

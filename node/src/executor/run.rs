@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use wasmer::{Engine, FunctionEnv, Imports, Instance, InstantiationError, RuntimeError, Store};
+use wasmer::{FunctionEnv, Imports, Instance, InstantiationError, RuntimeError, Store};
 use wasmesh_protocol::{Abi, Limits};
 
 use super::error::{CallFailure, STDERR_IN_ERRORS, with_stderr};
@@ -44,7 +44,6 @@ impl Stop {
 /// Runs one request to completion on the calling thread; a WASI guest may sleep on it (in
 /// `poll_oneoff`) only if `may_wait`.
 pub(crate) fn execute(
-    engine: &Engine,
     watchdog: &Watchdog,
     module: &CompiledModule,
     input: &[u8],
@@ -76,7 +75,7 @@ pub(crate) fn execute(
     }
 
     let started = Instant::now();
-    let mut store = Store::new(engine.clone());
+    let mut store = Store::new(module.engine.clone());
     let growth_refused = Arc::new(AtomicBool::new(false));
     let wasi_env = match module.info.abi {
         Abi::Raw => None,
@@ -252,17 +251,7 @@ mod tests {
         let limits = Limits::default();
         let deadline = Instant::now() + Duration::from_secs(10);
         let inner = &executor.inner;
-        let run = |may_wait| {
-            execute(
-                &inner.engine,
-                &inner.watchdog,
-                &module,
-                b"",
-                &limits,
-                deadline,
-                may_wait,
-            )
-        };
+        let run = |may_wait| execute(&inner.watchdog, &module, b"", &limits, deadline, may_wait);
         let stopped = run(false);
         assert!(matches!(stopped, Err(Stop::WaitRefused)), "{stopped:?}");
         let waited = run(true);
