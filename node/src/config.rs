@@ -76,6 +76,21 @@ pub struct NodeArgs {
     /// when one of this node's own --listen addresses is such an address].
     #[arg(long, value_name = "BOOL")]
     pub allow_private_addrs: Option<bool>,
+    /// How log lines are written to stderr: `text` for people, `json` (one object per line)
+    /// for log collectors [default: text].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How the node writes its log lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (tracing-subscriber's JSON format).
+    Json,
 }
 
 /// Which modules a node replicates (fetches, compiles and runs itself).
@@ -143,6 +158,7 @@ struct FileConfig {
     min_free_disk_mib: Option<u64>,
     allow_private_addrs: Option<bool>,
     hedging: Option<bool>,
+    log_format: Option<LogFormat>,
     #[serde(default)]
     gateway: GatewayFile,
     #[serde(default)]
@@ -279,6 +295,8 @@ pub struct NodeConfig {
     pub allow_private_addrs: bool,
     /// How often the node publishes its status.
     pub status_interval: Duration,
+    /// How `wasmesh node run` writes its log lines.
+    pub log_format: LogFormat,
 }
 
 impl NodeConfig {
@@ -304,6 +322,7 @@ impl NodeConfig {
             hedging: true,
             allow_private_addrs: true,
             status_interval: Duration::from_millis(500),
+            log_format: LogFormat::Text,
         }
     }
 
@@ -416,6 +435,7 @@ impl NodeConfig {
                 .or(file.allow_private_addrs)
                 .unwrap_or(private_by_default),
             status_interval: STATUS_INTERVAL,
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
             data_dir,
         })
     }

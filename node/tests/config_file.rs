@@ -1,9 +1,10 @@
-//! The committed example config parses, and flags override the file.
+//! The committed example config parses, flags override the file, and a node asked for JSON
+//! logs writes them.
 
 use std::time::Duration;
 
 use clap::Parser;
-use wasmesh_node::config::{GatewayLimits, NodeArgs, NodeConfig};
+use wasmesh_node::config::{GatewayLimits, LogFormat, NodeArgs, NodeConfig};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -82,6 +83,53 @@ fn flags_win_over_the_file() {
     let config = NodeConfig::from_args(args).unwrap();
     assert_eq!(config.http.to_string(), "127.0.0.1:9999");
     assert_eq!(config.trust.len(), 1);
+    assert_eq!(config.log_format, LogFormat::Text);
+}
+
+/// `--log-format json`: every log line of a running node is one JSON object with a level and a
+/// message.
+#[test]
+fn a_node_asked_for_json_logs_writes_json_lines() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Command::new(env!("CARGO_BIN_EXE_wasmesh"))
+        .args(["node", "run", "--data-dir", ".", "--log-format", "json"])
+        .args(["--listen", "/ip4/127.0.0.1/udp/0/quic-v1"])
+        .args(["--quic", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    let stderr = node.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // The node logs its listen addresses at info once it listens.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let logged = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines_rx.recv_timeout(left).expect("a log line within 60 s");
+        if line.starts_with('{') {
+            break line;
+        }
+        // The start-up banner is printed for people, not logged.
+        assert!(line.starts_with("node "), "a line that is not JSON: {line}");
+    };
+    let _ = node.kill();
+    let _ = node.wait();
+    let object: serde_json::Value = serde_json::from_str(&logged).unwrap();
+    assert_eq!(object["level"], "INFO", "{logged}");
+    assert!(object["fields"]["message"].is_string(), "{logged}");
 }
 
 #[test]

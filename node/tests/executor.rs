@@ -126,6 +126,20 @@ fn fuel_counts_the_operators_run() {
     );
 }
 
+/// A module's start function runs metered, with fuel of its own, before the request's.
+#[test]
+fn a_start_function_runs_with_fuel_of_its_own() {
+    let ex = executor();
+    for _ in 0..2 {
+        let out = run(&ex, "start_counts.wat", b"", limits()).unwrap();
+        assert_eq!(out, 1_000i32.to_le_bytes());
+    }
+    assert_eq!(
+        run(&ex, "start_spins.wat", b"", limits()),
+        Err(GuestError::FuelExhausted { fuel: 1_000_000 })
+    );
+}
+
 #[test]
 fn timeout_stops_a_guest_with_plenty_of_fuel() {
     let ex = executor();

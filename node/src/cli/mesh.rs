@@ -9,7 +9,7 @@ use wasmesh_protocol::{ModuleRef, PublishBundle};
 
 use super::http;
 use super::limit_args::LimitArgs;
-use crate::config::{NodeArgs, NodeConfig};
+use crate::config::{LogFormat, NodeArgs, NodeConfig};
 use crate::daemon::Node;
 use crate::module_file::read_module;
 
@@ -71,7 +71,7 @@ pub struct StatusArgs {
 pub(super) fn run_node(command: NodeCommand) -> anyhow::Result<()> {
     let NodeCommand::Run(args) = command;
     let config = NodeConfig::from_args(*args)?;
-    init_logging();
+    init_logging(config.log_format);
     raise_file_limit(config.gateway.max_connections);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
@@ -94,14 +94,16 @@ pub(super) fn run_node(command: NodeCommand) -> anyhow::Result<()> {
     })
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn,quinn=warn"));
-    let _ = tracing_subscriber::fmt()
+    let lines = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => lines.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => lines.json().try_init(),
+    };
 }
 
 /// Lifts the soft limit on open files to the hard one, and warns when even that is below what

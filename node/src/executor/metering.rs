@@ -34,6 +34,10 @@ use wasmer::{ExportIndex, GlobalInit, GlobalType, LocalFunctionIndex, Mutability
 use wasmer_compiler::wasmparser::{BlockType, Operator};
 use wasmer_types::{GlobalIndex, ModuleInfo};
 
+/// Fuel a module's start function may use (it runs while the instance is created, before the
+/// request's fuel is set, and outside the watchdog: this bounds it, to about a millisecond).
+pub(crate) const START_FUEL: u64 = 1_000_000;
+
 /// The export under which a compiled module keeps its remaining fuel.
 pub(crate) const FUEL_EXPORT: &str = "wasmesh_fuel_remaining";
 
@@ -69,10 +73,11 @@ impl ModuleMiddleware for FuelMetering {
         let index = module_info
             .globals
             .push(GlobalType::new(Type::I64, Mutability::Var));
-        // Every request sets its own fuel before running.
+        // What a module's start function may use, as it runs while the instance is created;
+        // every request then sets its own fuel before calling in.
         module_info
             .global_initializers
-            .push(GlobalInit::I64Const(0));
+            .push(GlobalInit::I64Const(START_FUEL as i64));
         module_info
             .exports
             .insert(FUEL_EXPORT.to_owned(), ExportIndex::Global(index));

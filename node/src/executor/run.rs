@@ -8,6 +8,7 @@ use wasmer::{FunctionEnv, Imports, Instance, InstantiationError, RuntimeError, S
 use wasmesh_protocol::{Abi, Limits};
 
 use super::error::{CallFailure, STDERR_IN_ERRORS, with_stderr};
+use super::metering::START_FUEL;
 use super::sandbox::InstantiationScope;
 use super::wasi::{self, WaitStopped, WasiExit, WasiState};
 use super::watchdog::Watchdog;
@@ -96,8 +97,13 @@ pub(crate) fn execute(
             Some(env) => wasi::imports(&mut store, env, &module.module)?,
             None => Imports::new(),
         };
-        let instance = Instance::new(&mut store, &module.module, &imports)
-            .map_err(|e| instantiation_failure(e, &growth_refused))?;
+        let instance = Instance::new(&mut store, &module.module, &imports).map_err(|e| {
+            // SAFETY: `store` is alive.
+            let start_fuel_left = scope
+                .take_fuel_cell()
+                .map(|cell| unsafe { cell.remaining() });
+            instantiation_failure(e, &growth_refused, start_fuel_left)
+        })?;
         (instance, scope.take_fuel_cell())
     };
     let fuel_cell = fuel_cell.ok_or_else(|| GuestError::InvalidModule {
@@ -212,8 +218,17 @@ fn classify(
     })
 }
 
-fn instantiation_failure(error: InstantiationError, growth_refused: &AtomicBool) -> GuestError {
+/// `start_fuel_left`: what the start function left of its fuel, if the counter was created
+/// (`Some(None)`: it ran out).
+fn instantiation_failure(
+    error: InstantiationError,
+    growth_refused: &AtomicBool,
+    start_fuel_left: Option<Option<u64>>,
+) -> GuestError {
     match error {
+        InstantiationError::Start(_) if start_fuel_left == Some(None) => {
+            GuestError::FuelExhausted { fuel: START_FUEL }
+        }
         InstantiationError::Start(trap) if growth_refused.load(Ordering::Relaxed) => {
             GuestError::MemoryLimit {
                 detail: format!("memory growth was refused during start: {}", trap.message()),
