@@ -124,6 +124,12 @@ fn fuel_counts_the_operators_run() {
         (ran..=ran + 8 * 1_000).contains(&charged),
         "charged {charged} for {ran} operators"
     );
+    // A branch out of a function is charged like a return.
+    let charged = fuel_used(&ex, "fuel_early_exit.wat", b"");
+    assert!(
+        charged >= 4_100,
+        "charged {charged} for at least 4,100 operators"
+    );
 }
 
 /// A module's start function runs metered, with fuel of its own, before the request's.

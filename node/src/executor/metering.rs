@@ -129,18 +129,16 @@ enum FrameKind {
 }
 
 impl FunctionMetering {
-    /// The frame a branch of relative depth `depth` targets.
-    fn target(&mut self, depth: u32) -> Option<&mut Frame> {
-        let index = self.frames.len().checked_sub(1 + depth as usize)?;
-        self.frames.get_mut(index)
-    }
-
-    /// Notes a branch to `depth` carrying the current build-up; true if it must be charged first
-    /// (a branch to a loop, or one this reader cannot place).
+    /// Notes a branch to `depth` carrying the current build-up; true if it must be charged first:
+    /// a branch to a loop, one out of the function (its end charges only the path falling into
+    /// it), or one this reader cannot place.
     fn branch_needs_charge(&mut self, depth: u32) -> bool {
         let pending = self.pending;
-        match self.target(depth) {
-            Some(frame) if frame.kind != FrameKind::Loop => {
+        let Some(index) = self.frames.len().checked_sub(1 + depth as usize) else {
+            return true;
+        };
+        match self.frames.get_mut(index) {
+            Some(frame) if index > 0 && frame.kind != FrameKind::Loop => {
                 frame.branched = frame.branched.max(pending);
                 false
             }
