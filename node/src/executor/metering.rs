@@ -145,9 +145,7 @@ impl FunctionMetering {
             _ => true,
         }
     }
-}
 
-impl FunctionMetering {
     /// The build-up after an `end` where the path falling into it (with `self.pending`, the
     /// `end`'s own point included) joins paths carrying at most `others`. The larger is carried
     /// on; but a fall-through far below the others (it was charged inside the frame, at a call
