@@ -120,6 +120,7 @@ fn status(input: &mut Input<'_>, keys: &Keypair) -> StatusMessage {
             .collect(),
         manifests: ContentHash::of(&[input.byte()]),
         coordinate: Coordinate::default(),
+        leaving: input.byte() % 2 == 0,
     }
 }
 

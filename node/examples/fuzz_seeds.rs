@@ -55,6 +55,7 @@ fn main() -> anyhow::Result<()> {
         p2p_addrs: vec!["/ip4/127.0.0.1/udp/4001/quic-v1".into()],
         manifests: ContentHash::of(b"digest"),
         coordinate: Coordinate::default(),
+        leaving: false,
     };
     let admin = Keypair::from_seed([9; 32]);
     let cert = MembershipCert {

@@ -80,6 +80,14 @@ pub struct NodeArgs {
     /// for log collectors [default: text].
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// On SIGTERM, how many seconds requests in flight may take to finish before the node
+    /// stops anyway [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub drain_timeout_s: Option<u64>,
+    /// Export traces over OTLP/HTTP to this collector, e.g. http://127.0.0.1:4318 (spans go to
+    /// its /v1/traces) [default: no export].
+    #[arg(long, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// How the node writes its log lines.
@@ -159,6 +167,8 @@ struct FileConfig {
     allow_private_addrs: Option<bool>,
     hedging: Option<bool>,
     log_format: Option<LogFormat>,
+    drain_timeout_s: Option<u64>,
+    otlp_endpoint: Option<String>,
     #[serde(default)]
     gateway: GatewayFile,
     #[serde(default)]
@@ -297,7 +307,14 @@ pub struct NodeConfig {
     pub status_interval: Duration,
     /// How `wasmesh node run` writes its log lines.
     pub log_format: LogFormat,
+    /// How long a stopping node lets requests in flight finish.
+    pub drain_timeout: Duration,
+    /// Where `wasmesh node run` exports traces (OTLP over HTTP), if anywhere.
+    pub otlp_endpoint: Option<String>,
 }
+
+/// How long a stopping node lets requests in flight finish, unless configured.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl NodeConfig {
     /// A config for a node on 127.0.0.1 with OS-chosen ports, for tests and simulations.
@@ -323,6 +340,8 @@ impl NodeConfig {
             allow_private_addrs: true,
             status_interval: Duration::from_millis(500),
             log_format: LogFormat::Text,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            otlp_endpoint: None,
         }
     }
 
@@ -436,6 +455,11 @@ impl NodeConfig {
                 .unwrap_or(private_by_default),
             status_interval: STATUS_INTERVAL,
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            drain_timeout: args
+                .drain_timeout_s
+                .or(file.drain_timeout_s)
+                .map_or(DEFAULT_DRAIN_TIMEOUT, Duration::from_secs),
+            otlp_endpoint: args.otlp_endpoint.or(file.otlp_endpoint),
             data_dir,
         })
     }

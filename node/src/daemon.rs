@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -35,6 +35,11 @@ use crate::{clock, gateway};
 /// A running node.
 pub struct Node {
     inner: Arc<NodeInner>,
+    /// Turned true when the node starts to stop: the gateway accepts no new connections.
+    stopping: watch::Sender<bool>,
+    /// The gateway's task, which ends once its connections have finished (see `drain`).
+    gateway: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    drain_timeout: Duration,
     shutdown: watch::Sender<bool>,
     http_addr: SocketAddr,
     quic_addr: SocketAddr,
@@ -133,6 +138,7 @@ impl Node {
             crate::store_writer::StoreWriter::spawn(store.clone(), metrics.clone(), &tasks);
         let (control, commands) = NodeHandle::channel(1024);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (stopping_tx, stopping_rx) = watch::channel(false);
         let private_mesh = admission.is_private();
         let inner = Arc::new(NodeInner {
             trust: config.trust.iter().cloned().collect::<TrustList>(),
@@ -158,6 +164,7 @@ impl Node {
             advertised_quic: config.announce_quic.unwrap_or(quic_addr),
             advertised_p2p: p2p_addrs.iter().take(8).map(|a| a.to_string()).collect(),
             shutdown: shutdown_rx.clone(),
+            stopping: AtomicBool::new(false),
             tasks: tasks.clone(),
             started: Instant::now(),
             hedging: config.hedging,
@@ -197,20 +204,23 @@ impl Node {
             .with_context(|| format!("cannot bind the HTTP gateway to {}", config.http))?;
         let http_addr = listener.local_addr()?;
         let router = gateway::router(inner.clone(), config.gateway.body_timeout);
-        tasks.spawn(
+        let gateway = tasks.spawn(
             gateway::server::serve(
                 listener,
                 router,
                 config.gateway,
                 inner.metrics.clone(),
-                shutdown_rx.clone(),
-                HTTP_DRAIN,
+                stopping_rx,
+                config.drain_timeout,
             )
             .instrument(span.clone()),
         );
         span.in_scope(|| tracing::info!(%http_addr, "serving HTTP"));
         Ok(Self {
             inner,
+            stopping: stopping_tx,
+            gateway: std::sync::Mutex::new(Some(gateway)),
+            drain_timeout: config.drain_timeout,
             shutdown: shutdown_tx,
             http_addr,
             quic_addr,
@@ -299,9 +309,62 @@ impl Node {
             .collect()
     }
 
-    /// Stops every task and closes the endpoints; returns once the tasks have ended (or 10 s
-    /// have passed), so that a node restarted in the same process can bind the same ports.
+    /// Stops taking requests and lets those in flight finish, for at most the drain timeout:
+    /// - every neighbour is told that this node is leaving (a status with nothing ready), and
+    ///   the node waits (up to 1 s) until each has answered, so none routes here any more;
+    /// - forwarded requests that still arrive are refused as `Stopping` (the sender tries its
+    ///   next candidate at once);
+    /// - the gateway accepts no new connection and finishes the requests it is serving
+    ///   (forwards to peers included: the data plane stays up until they end);
+    /// - the requests peers forwarded here run to the end.
+    ///
+    /// Returns whether everything in flight finished in time.
+    pub async fn drain(&self) -> bool {
+        if self.inner.stopping.swap(true, Ordering::Relaxed) {
+            return true;
+        }
+        let started = Instant::now();
+        let _ = self.stopping.send(true);
+        let leaving = self.inner.control.leave(self.inner.status_message());
+        let told = tokio::time::timeout(LEAVE_ACK_WAIT.min(self.drain_timeout), leaving)
+            .await
+            .is_ok_and(|answered| answered.is_ok());
+        let gateway = crate::lock::lock(&self.gateway).take();
+        let finished = tokio::time::timeout(
+            self.drain_timeout.saturating_sub(started.elapsed()),
+            async {
+                if let Some(gateway) = gateway {
+                    let _ = gateway.await;
+                }
+                while self.inner.in_flight.load(Ordering::Relaxed) > 0 {
+                    tokio::time::sleep(DRAIN_POLL).await;
+                }
+            },
+        )
+        .await
+        .is_ok();
+        let took_ms = started.elapsed().as_millis() as u64;
+        if finished {
+            tracing::info!(
+                took_ms,
+                neighbours_told = told,
+                "drained: every request in flight finished"
+            );
+        } else {
+            tracing::warn!(
+                took_ms,
+                left = self.inner.in_flight.load(Ordering::Relaxed),
+                "requests still in flight after the drain timeout; stopping anyway"
+            );
+        }
+        finished
+    }
+
+    /// Stops gracefully: drains first (see [`Node::drain`]), then stops every task and closes
+    /// the endpoints; returns once the tasks have ended (or 10 s have passed), so that a node
+    /// restarted in the same process can bind the same ports.
     pub async fn shutdown(&self) {
+        self.drain().await;
         let _ = self.shutdown.send(true);
         let stopped = async {
             // Connection handlers, forwarded requests and fetches end with their connections.
@@ -326,8 +389,11 @@ impl Node {
 /// How long shutdown waits for the node's tasks to end.
 const RELEASE_DEADLINE: Duration = Duration::from_secs(10);
 
-/// How long a stopping node lets HTTP requests in flight finish.
-const HTTP_DRAIN: Duration = Duration::from_secs(5);
+/// How long a leaving node waits for its neighbours to answer the status that says so.
+const LEAVE_ACK_WAIT: Duration = Duration::from_secs(1);
+
+/// How often a draining node looks whether the requests peers forwarded to it have finished.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
 
 /// One peer as a node sees it.
 #[derive(Debug, Clone)]

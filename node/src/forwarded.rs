@@ -3,6 +3,7 @@
 //! a receipt signed by this node (`wasmesh_protocol::receipt`).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use wasmesh_protocol::receipt::Receipt;
@@ -20,6 +21,9 @@ impl NodeInner {
         from: PublicKey,
     ) -> InvokeReply {
         let refused = |reason| InvokeReply::Refused { reason };
+        if self.stopping.load(Ordering::Relaxed) {
+            return refused(InvokeRefusal::Stopping);
+        }
         if request.hops > 1 {
             return refused(InvokeRefusal::TooManyHops);
         }

@@ -129,9 +129,15 @@ impl NodeInner {
                 .map_err(|e| GuestError::InvalidModule {
                     detail: e.to_string(),
                 })?;
+            let started = std::time::Instant::now();
             let (module, how) = node
                 .executor
                 .prepare(manifest.blob, &manifest.name, &wasm)?;
+            if how == crate::executor::Prepared::Compiled {
+                node.metrics
+                    .compile_duration
+                    .observe(started.elapsed().as_secs_f64());
+            }
             if module.info.abi != manifest.abi {
                 return Err(GuestError::InvalidModule {
                     detail: format!(

@@ -1,17 +1,23 @@
 //! The node's metrics (Prometheus text format at `GET /metrics`).
 //!
 //! One struct for the node; every rejection of outside input is counted here with its reason
-//! (and logged where it happens). The node's traffic is counted by kind: libp2p's own metrics
+//! (and logged where it happens). Names follow Prometheus' conventions: every name starts with
+//! `wasmesh_`, counters end in `_total`, durations are histograms in `_seconds`, sizes in
+//! `_bytes`; every label takes a small fixed set of values. The state gauges (slots, queue,
+//! peers and modules by state) are set from the node's view when the page is read
+//! (`NodeInner::refresh_gauges`). The node's traffic is counted by kind: libp2p's own metrics
 //! (the transport's bytes, gossipsub's per topic) are registered in the same registry, and
 //! [`Metrics::traffic`] sums them with the node's own counts (sync, blobs, invokes) per kind.
 
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
 
 /// Label of a rejection: what was refused and why.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -27,6 +33,40 @@ pub struct Outcome {
     pub outcome: String,
     /// `local` or `forwarded`.
     pub route: String,
+}
+
+/// Label of a state gauge (peers or modules by state).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct State {
+    /// One of a fixed set of states.
+    pub state: &'static str,
+}
+
+/// Label of a request's latency: where it ran and how it ended.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteOutcome {
+    /// `local`, `forwarded` or `none` (it ran nowhere).
+    pub route: &'static str,
+    /// `ok` or a failure kind.
+    pub outcome: &'static str,
+}
+
+/// A histogram family whose members share one set of buckets.
+pub type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Buckets for durations of requests and their parts: 50 us to about 26 s, doubling.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+}
+
+/// Buckets for compile and fetch times: 1 ms to about 16 min, doubling.
+fn slow_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 20))
+}
+
+/// Buckets for sizes: 1 KiB to 4 GiB, by fours.
+fn size_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1024.0, 4.0, 12))
 }
 
 /// What moved: one of the node's protocols.
@@ -79,10 +119,30 @@ pub struct Metrics {
     pub modules_compiled: Counter,
     /// Modules loaded from memory or the artifact cache (no compilation).
     pub modules_loaded: Counter,
-    /// Modules ready to run here.
-    pub modules_ready: Gauge,
-    /// Connected libp2p peers.
-    pub peers: Gauge,
+    /// Modules by state here: ready, pending (fetching or compiling), not_runnable, remote.
+    pub modules: Family<State, Gauge>,
+    /// Peers by state: known, connected, neighbour, down (after a failed forward), leaving.
+    pub peers: Family<State, Gauge>,
+    /// Execution slots in use.
+    pub slots_busy: Gauge,
+    /// Requests waiting for a slot.
+    pub queue_length: Gauge,
+    /// Requests through the gateway, end to end, by route and outcome.
+    pub request_duration: HistogramFamily<RouteOutcome>,
+    /// Time requests waited for a slot (here, whoever sent them).
+    pub queue_wait: Histogram,
+    /// Guest execution time (here, whoever sent the request).
+    pub execution_duration: Histogram,
+    /// Compile time of modules compiled here.
+    pub compile_duration: Histogram,
+    /// Time to fetch and verify a blob.
+    pub blob_fetch_duration: Histogram,
+    /// Sizes of the blobs fetched.
+    pub blob_fetch_size: Histogram,
+    /// Forwards answered by a peer: from sending the request to its reply.
+    pub forward_round_trip: Histogram,
+    /// Forwards that got no reply (the peer was then marked down and the next one tried).
+    pub forward_failures: Counter,
     /// Forwards that were slow enough to get a copy sent to the next candidate.
     pub hedges: Counter,
     /// Peer statuses taken (newer than the last one from the same peer).
@@ -109,8 +169,18 @@ impl Default for Metrics {
             invocations: Family::default(),
             modules_compiled: Counter::default(),
             modules_loaded: Counter::default(),
-            modules_ready: Gauge::default(),
-            peers: Gauge::default(),
+            modules: Family::default(),
+            peers: Family::default(),
+            slots_busy: Gauge::default(),
+            queue_length: Gauge::default(),
+            request_duration: Family::new_with_constructor(latency_histogram),
+            queue_wait: latency_histogram(),
+            execution_duration: latency_histogram(),
+            compile_duration: slow_histogram(),
+            blob_fetch_duration: slow_histogram(),
+            blob_fetch_size: size_histogram(),
+            forward_round_trip: latency_histogram(),
+            forward_failures: Counter::default(),
             hedges: Counter::default(),
             statuses: Counter::default(),
             holders_found: Counter::default(),
@@ -201,6 +271,23 @@ impl Metrics {
             .inc();
     }
 
+    /// Observes one request through the gateway.
+    pub fn observe_request(&self, route: &'static str, outcome: &'static str, took: Duration) {
+        self.request_duration
+            .get_or_create(&RouteOutcome { route, outcome })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Sets a state gauge of `family` to `count`.
+    pub fn set_state(family: &Family<State, Gauge>, state: &'static str, count: usize) {
+        family.get_or_create(&State { state }).set(count as i64);
+    }
+
+    /// The value of a state gauge of `family`.
+    pub fn state_of(family: &Family<State, Gauge>, state: &'static str) -> i64 {
+        family.get_or_create(&State { state }).get()
+    }
+
     /// Counts one message of the node's own protocols.
     pub fn count_traffic(&self, kind: TrafficKind, direction: Direction, bytes: usize) {
         let flow = Flow { kind, direction };
@@ -254,11 +341,72 @@ impl Metrics {
             self.modules_loaded.clone(),
         );
         registry.register(
-            "modules_ready",
-            "Modules ready here",
-            self.modules_ready.clone(),
+            "modules",
+            "Modules by state here (ready, pending, not_runnable, remote)",
+            self.modules.clone(),
         );
-        registry.register("peers", "Connected peers", self.peers.clone());
+        registry.register(
+            "peers",
+            "Peers by state (known, connected, neighbour, down, leaving)",
+            self.peers.clone(),
+        );
+        registry.register(
+            "slots_busy",
+            "Execution slots in use",
+            self.slots_busy.clone(),
+        );
+        registry.register(
+            "queue_length",
+            "Requests waiting for an execution slot",
+            self.queue_length.clone(),
+        );
+        registry.register_with_unit(
+            "request_duration",
+            "Requests through the gateway, end to end, by route and outcome",
+            Unit::Seconds,
+            self.request_duration.clone(),
+        );
+        registry.register_with_unit(
+            "queue_wait",
+            "Time requests waited for an execution slot",
+            Unit::Seconds,
+            self.queue_wait.clone(),
+        );
+        registry.register_with_unit(
+            "execution_duration",
+            "Guest execution time",
+            Unit::Seconds,
+            self.execution_duration.clone(),
+        );
+        registry.register_with_unit(
+            "compile_duration",
+            "Compile time of modules compiled here",
+            Unit::Seconds,
+            self.compile_duration.clone(),
+        );
+        registry.register_with_unit(
+            "blob_fetch_duration",
+            "Time to fetch and verify a blob",
+            Unit::Seconds,
+            self.blob_fetch_duration.clone(),
+        );
+        registry.register_with_unit(
+            "blob_fetch_size",
+            "Sizes of the blobs fetched",
+            Unit::Bytes,
+            self.blob_fetch_size.clone(),
+        );
+        registry.register_with_unit(
+            "forward_round_trip",
+            "Forwards answered by a peer, from sending the request to its reply",
+            Unit::Seconds,
+            self.forward_round_trip.clone(),
+        );
+        registry.register(
+            "forward_failures",
+            "Forwards that got no reply (the peer was marked down, the next one tried)",
+            self.forward_failures.clone(),
+        );
         registry.register("statuses", "Peer statuses taken", self.statuses.clone());
         registry.register(
             "holders_found",
@@ -292,6 +440,43 @@ impl Metrics {
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry());
+        text
+    }
+
+    /// The exposition in Prometheus' classic text format (0.0.4), for scrapers and tools that
+    /// do not take OpenMetrics (`curl`, `promtool check metrics`): the same samples, with the
+    /// `HELP` and `TYPE` lines of counters naming the `_total` samples, and without the `UNIT`
+    /// and `EOF` lines.
+    pub fn encode_prometheus_text(&self) -> String {
+        let open_metrics = self.encode();
+        let counters: std::collections::HashSet<&str> = open_metrics
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+            .collect();
+        let mut text = String::with_capacity(open_metrics.len());
+        for line in open_metrics.lines() {
+            if line.starts_with("# UNIT ") || line == "# EOF" {
+                continue;
+            }
+            let described = ["# HELP ", "# TYPE "]
+                .into_iter()
+                .find_map(|prefix| Some((prefix, line.strip_prefix(prefix)?)));
+            match described {
+                Some((prefix, rest)) => {
+                    let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                    let suffix = if counters.contains(name) {
+                        "_total"
+                    } else {
+                        ""
+                    };
+                    text.push_str(&format!("{prefix}{name}{suffix} {tail}\n"));
+                }
+                None => {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+            }
+        }
         text
     }
 

@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use libp2p::PeerId;
@@ -75,6 +75,9 @@ pub(crate) struct NodeInner {
     /// Where peers dial this node (fixed at start; at most 8).
     pub(crate) advertised_p2p: Vec<String>,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Set when the node starts to stop: its statuses say it is leaving and report nothing
+    /// ready, and forwarded requests are refused (`Node::shutdown`).
+    pub(crate) stopping: AtomicBool,
     /// The node's tasks (ingests included); shutdown waits for them.
     pub(crate) tasks: tokio_util::task::TaskTracker,
     pub(crate) started: Instant,
@@ -98,7 +101,12 @@ impl NodeInner {
     pub(crate) fn status_message(&self) -> StatusMessage {
         let quic_addr = self.advertised_quic.to_string();
         let view = self.views.load();
-        let mut ready = view.registry.ready_blobs();
+        let leaving = self.stopping.load(Ordering::Relaxed);
+        let mut ready = if leaving {
+            Vec::new()
+        } else {
+            view.registry.ready_blobs()
+        };
         // Past what peers accept, a status would be refused whole and this node would vanish
         // from routing: it names the first blobs only (the rest is found by sync and fetch).
         ready.truncate(MAX_STATUS_BLOBS);
@@ -113,6 +121,7 @@ impl NodeInner {
             p2p_addrs: self.advertised_p2p.clone(),
             manifests: view.registry.manifest_digest(),
             coordinate: view.coordinate,
+            leaving,
         }
     }
 
@@ -154,6 +163,46 @@ impl NodeInner {
             .check(&cert.cert.node, Some(&cert), crate::clock::now_ms())
             .ok()?;
         Some(cert.cert.expires_at_ms)
+    }
+
+    /// Sets the state gauges (slots, queue, peers and modules by state) from the executor and
+    /// the node's view, before the metrics are read.
+    pub(crate) fn refresh_gauges(&self) {
+        use crate::core::registry::ModuleState;
+        let metrics = &self.metrics;
+        let (running, queued) = self.executor.load();
+        metrics.slots_busy.set(running as i64);
+        metrics.queue_length.set(queued as i64);
+        let view = self.views.load();
+        let now_ms = self.clock_ms(Instant::now());
+        let peers = || view.peers.values();
+        let count_peers = |state, matches: &dyn Fn(&crate::core::peers::PeerInfo) -> bool| {
+            Metrics::set_state(
+                &metrics.peers,
+                state,
+                peers().filter(|p| matches(p)).count(),
+            );
+        };
+        count_peers("known", &|_| true);
+        count_peers("connected", &|p| p.connected);
+        count_peers("neighbour", &|p| p.connected && p.neighbour);
+        count_peers("leaving", &|p| p.leaving);
+        count_peers("down", &|p| {
+            p.feedback
+                .down_until_ms()
+                .is_some_and(|until| until > now_ms)
+        });
+        let modules = || view.registry.entries();
+        let count_modules = |state, matches: &dyn Fn(&ModuleState) -> bool| {
+            let count = modules().filter(|e| matches(&e.state)).count();
+            Metrics::set_state(&metrics.modules, state, count);
+        };
+        count_modules("ready", &|s| matches!(s, ModuleState::Ready(_)));
+        count_modules("pending", &|s| matches!(s, ModuleState::Pending));
+        count_modules("not_runnable", &|s| {
+            matches!(s, ModuleState::NotRunnable(_))
+        });
+        count_modules("remote", &|s| matches!(s, ModuleState::Remote));
     }
 
     /// The node's public key.

@@ -248,8 +248,12 @@ impl NodeInner {
                     }
                     Ok(InvokeReply::Refused { reason }) => {
                         tracing::info!(trace_id, peer = %attempt.peer, %reason, "peer refused; trying the next");
-                        if let InvokeRefusal::Busy(detail) = reason {
-                            busy = Some(detail);
+                        match reason {
+                            InvokeRefusal::Busy(detail) => busy = Some(detail),
+                            // It said so in a status that has not arrived yet: stop routing
+                            // to it now.
+                            InvokeRefusal::Stopping => self.mark_down(&attempt.feedback),
+                            InvokeRefusal::NotReady | InvokeRefusal::TooManyHops => {}
                         }
                     }
                     Err(error) => {
@@ -293,6 +297,12 @@ impl NodeInner {
             .data_plane
             .invoke(peer.addr, &request, left, ack_deadline(peer.rtt_us))
             .await;
+        if reply.is_ok() {
+            let took = sent.elapsed().as_secs_f64();
+            self.metrics.forward_round_trip.observe(took);
+        } else {
+            self.metrics.forward_failures.inc();
+        }
         Attempt {
             peer: peer.peer_id,
             feedback: peer.feedback.clone(),
@@ -308,6 +318,7 @@ impl NodeInner {
         input: Vec<u8>,
         limits: wasmesh_protocol::Limits,
     ) -> Result<Output, GuestError> {
+        let started = Instant::now();
         let in_flight = InFlight::enter(&self.in_flight);
         let result = self
             .executor
@@ -319,6 +330,11 @@ impl NodeInner {
                 module
                     .exec_mean
                     .observe(output.exec_time.as_micros() as u64);
+                let queued = started.elapsed().saturating_sub(output.exec_time);
+                self.metrics.queue_wait.observe(queued.as_secs_f64());
+                self.metrics
+                    .execution_duration
+                    .observe(output.exec_time.as_secs_f64());
                 "ok"
             }
             Err(error) => error.kind().as_str(),
@@ -378,7 +394,7 @@ impl NodeInner {
             let (Some(key), Some(quic)) = (peer.key, peer.quic_addr) else {
                 continue;
             };
-            if !peer.ready.contains(&hash) || peer.peer_id == self.peer_id {
+            if !peer.ready.contains(&hash) || peer.leaving || peer.peer_id == self.peer_id {
                 continue;
             }
             holders.push(Holder {

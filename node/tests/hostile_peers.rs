@@ -65,6 +65,7 @@ fn made_up_status(keys: &Keypair, n: usize) -> Vec<u8> {
         p2p_addrs,
         manifests: ContentHash([0; 32]),
         coordinate: Default::default(),
+        leaving: false,
     }
     .encode()
 }

@@ -94,6 +94,9 @@ pub struct StatusMessage {
     pub manifests: ContentHash,
     /// Its network coordinate: peers that never pinged it estimate their round trip from it.
     pub coordinate: Coordinate,
+    /// It is stopping: it takes no new requests and reports nothing ready, so peers route
+    /// elsewhere at once (it still finishes what it holds).
+    pub leaving: bool,
 }
 
 /// The digest of a set of signed manifests (each given by the hash of its encoding): the XOR of
@@ -500,6 +503,8 @@ pub enum InvokeRefusal {
     TooManyHops,
     /// The peer is at its limit (its slots, or the sender's share of them), with details.
     Busy(String),
+    /// The peer is stopping (it finishes what it holds and takes nothing new).
+    Stopping,
 }
 
 impl std::fmt::Display for InvokeRefusal {
@@ -508,6 +513,7 @@ impl std::fmt::Display for InvokeRefusal {
             InvokeRefusal::NotReady => f.write_str("not ready here"),
             InvokeRefusal::TooManyHops => f.write_str("too many hops"),
             InvokeRefusal::Busy(detail) => write!(f, "busy: {detail}"),
+            InvokeRefusal::Stopping => f.write_str("stopping"),
         }
     }
 }

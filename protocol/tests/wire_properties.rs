@@ -153,6 +153,7 @@ fn status() -> impl Strategy<Value = StatusMessage> {
                     p2p_addrs,
                     manifests: ContentHash(manifests),
                     coordinate: Coordinate { vec, height, error },
+                    leaving: seq % 2 == 0,
                 }
             },
         )
@@ -267,6 +268,7 @@ fn a_status_with_a_coordinate_out_of_range_is_refused() {
                 vec: [bad; 8],
                 ..Coordinate::default()
             },
+            leaving: false,
         };
         assert!(StatusMessage::decode(&status.encode()).is_err(), "{bad}");
     }

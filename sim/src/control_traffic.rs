@@ -166,6 +166,7 @@ fn compact_status() -> StatusMessage {
         p2p_addrs: Vec::new(),
         manifests: ContentHash::of(b"digest"),
         coordinate: Coordinate::default(),
+        leaving: false,
     }
 }
 

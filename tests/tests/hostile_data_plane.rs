@@ -351,6 +351,7 @@ async fn lying_holder(seed: u8, node: &TestNode, hash: ContentHash) -> StatusSen
         p2p_addrs: Vec::new(),
         manifests: ContentHash::of(b"nothing"),
         coordinate: Coordinate::default(),
+        leaving: false,
     };
     let closed = sender
         .send_until("the node takes the liar's status", status, || {

@@ -123,6 +123,7 @@ async fn hostile_gossip_and_sync_are_rejected_and_counted() {
         p2p_addrs: Vec::new(),
         manifests: ContentHash([0; 32]),
         coordinate: Default::default(),
+        leaving: false,
     }
     .encode();
     let mut tampered = SignedManifest::decode(&valid).unwrap();

@@ -47,6 +47,7 @@ async fn a_status_for_another_key_is_refused_and_its_sender_disconnected() {
         p2p_addrs: vec!["/ip4/127.0.0.9/udp/9/quic-v1".into()],
         manifests: ContentHash::of(b"nothing"),
         coordinate: Coordinate::default(),
+        leaving: false,
     };
     let refused = || a.node.metrics().rejections_of("bad_status");
     let closed = stranger

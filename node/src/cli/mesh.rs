@@ -72,6 +72,7 @@ pub(super) fn run_node(command: NodeCommand) -> anyhow::Result<()> {
     let NodeCommand::Run(args) = command;
     let config = NodeConfig::from_args(*args)?;
     init_logging(config.log_format);
+    let drain_timeout = config.drain_timeout;
     raise_file_limit(config.gateway.max_connections);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
@@ -88,8 +89,14 @@ pub(super) fn run_node(command: NodeCommand) -> anyhow::Result<()> {
                 .join(", ")
         );
         wait_for_signal().await?;
-        tracing::info!("shutting down");
-        node.shutdown().await;
+        tracing::info!(
+            drain_timeout_s = drain_timeout.as_secs(),
+            "stopping: telling peers, finishing requests in flight (a second signal stops at once)"
+        );
+        tokio::select! {
+            () = node.shutdown() => tracing::info!("stopped"),
+            _ = wait_for_signal() => tracing::warn!("second signal: stopping without draining"),
+        }
         Ok(())
     })
 }

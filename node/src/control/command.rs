@@ -17,6 +17,14 @@ pub enum ControlCommand {
     PublishManifest(Vec<u8>),
     /// Send this status to every connected peer.
     PublishStatus(Box<StatusMessage>),
+    /// Send this status, which says the node is leaving, to every neighbour; `done` is answered
+    /// once each has answered it or failed to.
+    Leave {
+        /// The leaving status.
+        status: Box<StatusMessage>,
+        /// Answered when every neighbour has answered.
+        done: oneshot::Sender<()>,
+    },
     /// Find holders of this blob beyond the neighbours (its directory nodes).
     FindHolders(ContentHash),
     /// Connect to a known peer (so its round trip gets measured), unless connected or dialing.

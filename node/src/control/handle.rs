@@ -79,6 +79,18 @@ impl NodeHandle {
             .await
     }
 
+    /// Tells every neighbour that this node is leaving (`status` says so); returns once each has
+    /// answered or failed to.
+    pub async fn leave(&self, status: StatusMessage) -> Result<(), Stopped> {
+        let (done, answered) = oneshot::channel();
+        self.send(ControlCommand::Leave {
+            status: Box::new(status),
+            done,
+        })
+        .await?;
+        answered.await.map_err(|_| Stopped)
+    }
+
     /// Asks for holders of `blob` beyond the neighbours (without waiting; they show in a later
     /// view, and wake the tasks waiting for providers).
     pub fn find_holders(&self, blob: ContentHash) {

@@ -20,6 +20,7 @@ pub mod command;
 pub mod handle;
 mod holder_work;
 mod holders;
+mod leave;
 pub(crate) mod owner;
 
 use std::sync::Arc;
@@ -88,6 +89,17 @@ pub(crate) async fn run(
                         send_status(&mut swarm, &node, &mut owner, peer);
                     }
                 }
+                Some(ControlCommand::Leave { status, done }) => {
+                    owner.set_own_status(*status);
+                    let sent = owner
+                        .state()
+                        .peers
+                        .neighbours()
+                        .into_iter()
+                        .filter_map(|peer| send_status(&mut swarm, &node, &mut owner, peer))
+                        .collect();
+                    owner.await_leave_acks(sent, done);
+                }
                 Some(ControlCommand::FindHolders(blob)) => {
                     holders::find(&mut swarm, &node, &mut owner, blob);
                 }
@@ -99,7 +111,7 @@ pub(crate) async fn run(
                     owner.offer_and_reply(&node, *signed, origin, reply);
                 }
                 Some(ControlCommand::Ingested { key, blob, state, done }) => {
-                    owner.ingested(&node, &key, &blob, state, done);
+                    owner.ingested(&key, &blob, state, done);
                 }
                 Some(ControlCommand::ForwardAnswered(answer)) => {
                     owner.handle(Input::ForwardAnswered(answer), Instant::now());
@@ -142,9 +154,6 @@ fn handle_event(
             {
                 send_status(swarm, node, owner, peer_id);
             }
-            node.metrics
-                .peers
-                .set(swarm.connected_peers().count() as i64);
         }
         SwarmEvent::ConnectionClosed {
             peer_id,
@@ -153,9 +162,6 @@ fn handle_event(
         } => {
             let effects = owner.handle(Input::ConnectionClosed { peer: peer_id }, Instant::now());
             apply(swarm, node, owner, effects);
-            node.metrics
-                .peers
-                .set(swarm.connected_peers().count() as i64);
         }
         SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
             propagation_source,
@@ -318,14 +324,18 @@ fn validate(
 }
 
 /// Sends this node's newest status to `peer` (see `Owner::status_for`): connected peers only,
-/// and in a private mesh only admitted ones.
-fn send_status(swarm: &mut Swarm<Behaviour>, node: &NodeInner, owner: &mut Owner, peer: PeerId) {
+/// and in a private mesh only admitted ones. Returns the request, if one was sent.
+fn send_status(
+    swarm: &mut Swarm<Behaviour>,
+    node: &NodeInner,
+    owner: &mut Owner,
+    peer: PeerId,
+) -> Option<request_response::OutboundRequestId> {
     if node.admission.is_private() && !owner.state().admits(&peer) {
-        return;
+        return None;
     }
-    if let Some(status) = owner.status_for(&peer) {
-        swarm.behaviour_mut().status.send_request(&peer, Ok(status));
-    }
+    let status = owner.status_for(&peer)?;
+    Some(swarm.behaviour_mut().status.send_request(&peer, Ok(status)))
 }
 
 /// A status from a peer, the answer to one of this node's, or a failure.
@@ -401,15 +411,26 @@ fn on_status_event(
         }
         request_response::Event::Message {
             peer,
-            message: request_response::Message::Response { response, .. },
+            message:
+                request_response::Message::Response {
+                    response,
+                    request_id,
+                },
             ..
         } => {
+            owner.status_answered(&request_id);
             if response.want_ready {
                 owner.state_mut().peers.resend_ready(&peer);
                 send_status(swarm, node, owner, peer);
             }
         }
-        request_response::Event::OutboundFailure { peer, error, .. } => {
+        request_response::Event::OutboundFailure {
+            peer,
+            error,
+            request_id,
+            ..
+        } => {
+            owner.status_answered(&request_id);
             owner.state_mut().peers.resend_ready(&peer);
             tracing::debug!(%peer, %error, "status not delivered");
         }

@@ -52,6 +52,8 @@ pub(crate) struct Owner {
     /// Dials this node made to keep the peer (bootstrap, the peer table's): their connections
     /// make neighbours. Kademlia's own dials are not here.
     kept_dials: HashSet<ConnectionId>,
+    /// The statuses saying this node is leaving, while it waits for their answers.
+    leave_acks: Option<super::leave::LeaveAcks>,
 }
 
 /// What follows a peer's status.
@@ -87,6 +89,7 @@ impl Owner {
             own_status: None,
             holder_work: HolderWork::default(),
             kept_dials: HashSet::new(),
+            leave_acks: None,
         }
     }
 
@@ -217,7 +220,6 @@ impl Owner {
     /// and answers `done` with the view that shows it.
     pub(crate) fn ingested(
         &mut self,
-        node: &NodeInner,
         key: &ModuleKey,
         blob: &ContentHash,
         state: ModuleState,
@@ -225,9 +227,6 @@ impl Owner {
     ) {
         if self.registry.set_state(key, blob, state) {
             self.changed = true;
-            node.metrics
-                .modules_ready
-                .set(self.registry.ready_blobs().len() as i64);
             self.status_changed = true;
         }
         self.replies.push(Reply::Shown(done));
@@ -283,6 +282,26 @@ impl Owner {
     pub(crate) fn note_new_provider(&mut self) {
         self.changed = true;
         self.providers_changed = true;
+    }
+
+    /// Waits for answers to the leaving statuses sent as `requests`; `done` is answered once
+    /// all have come (or failed).
+    pub(crate) fn await_leave_acks(
+        &mut self,
+        requests: HashSet<libp2p::request_response::OutboundRequestId>,
+        done: tokio::sync::oneshot::Sender<()>,
+    ) {
+        self.leave_acks = Some(super::leave::LeaveAcks::new(requests, done));
+    }
+
+    /// A status this node sent was answered, or failed.
+    pub(crate) fn status_answered(
+        &mut self,
+        request: &libp2p::request_response::OutboundRequestId,
+    ) {
+        if let Some(acks) = &mut self.leave_acks {
+            acks.answered(request);
+        }
     }
 
     /// Remembers a dial made to keep its peer.

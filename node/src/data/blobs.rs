@@ -166,6 +166,7 @@ impl Blobs {
             .acquire()
             .await
             .map_err(|_| FetchError::Protocol("shutting down".into()))?;
+        let started = std::time::Instant::now();
         let connection = connections.connect(provider, BLOB_ALPN).await?;
         let protocol = |e: &dyn std::fmt::Display| FetchError::Protocol(e.to_string());
         let (mut send, mut recv) = connection.open_bi().await.map_err(|e| protocol(&e))?;
@@ -191,6 +192,10 @@ impl Blobs {
         }
         receive_into_store(recv, hash, size, store).await?;
         self.metrics.blobs_fetched.inc();
+        self.metrics
+            .blob_fetch_duration
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.blob_fetch_size.observe(size as f64);
         self.metrics
             .count_traffic(TrafficKind::Blob, Direction::Received, size as usize);
         Ok(())

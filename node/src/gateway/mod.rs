@@ -13,7 +13,7 @@ pub(crate) mod server;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -30,7 +30,7 @@ use crate::core::registry::ModuleState;
 use crate::executor::{FailureKind, GuestError};
 use crate::node::{NodeInner, Refusal};
 use crate::publish::PublishError;
-use crate::request::InvokeError;
+use crate::request::{Invocation, InvokeError};
 
 type Node = Arc<NodeInner>;
 
@@ -179,7 +179,12 @@ async fn invoke(
         Ok(bytes) => bytes.to_vec(),
         Err(e) => return body_failure(&node, &e, limit),
     };
-    match node.invoke(&module_ref, input).await {
+    let started = Instant::now();
+    let result = node.invoke(&module_ref, input).await;
+    let (route, outcome) = route_and_outcome(&result);
+    node.metrics
+        .observe_request(route, outcome, started.elapsed());
+    match result {
         Ok(invocation) => {
             let mut response = Response::new(Body::from(invocation.output.bytes));
             let headers = response.headers_mut();
@@ -238,6 +243,20 @@ async fn invoke(
             response
         }
         Err(e @ InvokeError::Deadline { .. }) => error(StatusCode::GATEWAY_TIMEOUT, "timeout", e),
+    }
+}
+
+/// Where a request ran (`local`, `forwarded`, or `none`) and how it ended, as metric labels.
+fn route_and_outcome(result: &Result<Invocation, InvokeError>) -> (&'static str, &'static str) {
+    match result {
+        Ok(invocation) if invocation.local => ("local", "ok"),
+        Ok(_) => ("forwarded", "ok"),
+        Err(InvokeError::Guest(e)) => ("local", e.kind().as_str()),
+        Err(InvokeError::RemoteGuest { kind, .. }) => ("forwarded", kind.as_str()),
+        Err(InvokeError::UnknownModule(_)) => ("none", "unknown_module"),
+        Err(InvokeError::NoProvider(_)) => ("none", "no_provider"),
+        Err(InvokeError::Busy { .. }) => ("none", "busy"),
+        Err(InvokeError::Deadline { .. }) => ("none", "timeout"),
     }
 }
 
@@ -356,13 +375,32 @@ async fn peers(State(node): State<Node>) -> Response {
     axum::Json(list).into_response()
 }
 
-async fn metrics(State(node): State<Node>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        node.metrics.encode(),
-    )
-        .into_response()
+/// The metrics: OpenMetrics for clients that ask for it (Prometheus does), Prometheus' classic
+/// text format otherwise.
+async fn metrics(State(node): State<Node>, headers: HeaderMap) -> Response {
+    node.refresh_gauges();
+    let open_metrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.contains("application/openmetrics-text"));
+    if open_metrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            node.metrics.encode(),
+        )
+            .into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            node.metrics.encode_prometheus_text(),
+        )
+            .into_response()
+    }
 }

@@ -102,6 +102,11 @@ impl PeerTable {
         }
         peer.last_seen = now;
         peer.coordinate = Some(status.coordinate);
+        peer.leaving = status.leaving;
+        if status.leaving {
+            // Whatever its list says, a leaving peer is no provider.
+            peer.ready.clear();
+        }
         let theirs = status.manifests;
         // Once per digest a peer reports, and not more often than SYNC_EVERY: a peer that changes
         // its digest in every status must not make this node sync with it every time.
@@ -225,6 +230,7 @@ mod tests {
             p2p_addrs: vec!["/ip4/127.0.0.1/udp/4001/quic-v1".into()],
             manifests: ContentHash::of(digest),
             coordinate: Coordinate::default(),
+            leaving: false,
         }
     }
 

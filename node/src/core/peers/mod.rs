@@ -384,6 +384,8 @@ pub struct PeerInfo {
     pub last_seen: Instant,
     /// Its gossipsub score here (below -80 it is graylisted: its messages are ignored).
     pub gossip_score: Option<f64>,
+    /// It said it is stopping: nothing is routed to it.
+    pub leaving: bool,
 }
 
 /// An answered forward: the guest ran `exec_us` on `peer`, and the whole forward took
@@ -487,6 +489,7 @@ impl PeerInfo {
             forward_us: HashMap::new(),
             last_seen: now,
             gossip_score: None,
+            leaving: false,
         }
     }
 }
