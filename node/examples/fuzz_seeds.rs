@@ -106,6 +106,7 @@ fn main() -> anyhow::Result<()> {
                 deadline_ms: 2000,
                 hops: 0,
                 trace_id: 7,
+                trace: None,
             }
             .encode(),
         ),

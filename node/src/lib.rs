@@ -16,7 +16,7 @@
 //!   [`connection_limits`] on what peers hold open;
 //! - [`gateway`]: the HTTP API;
 //! - [`per_peer`]: counts per peer key with a ceiling (connections, forwarded requests);
-//! - [`config`], [`admission`], [`tls`], [`metrics`];
+//! - [`config`], [`admission`], [`tls`], [`metrics`], [`telemetry`] (logs, traces);
 //! - [`store`]: manifests and verified blobs on disk, written for intake by [`store_writer`];
 //! - [`fs_util`]: atomic file writes.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -46,5 +46,6 @@ pub mod publish;
 pub mod request;
 pub mod store;
 pub mod store_writer;
+pub mod telemetry;
 pub mod tls;
 pub mod view;

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use libp2p::PeerId;
+use tracing::Instrument;
 use wasmesh_protocol::receipt::{Receipt, SignedReceipt};
 use wasmesh_protocol::routing::{self, Holder};
 use wasmesh_protocol::wire::{FailureKind, InvokeRefusal, InvokeReply, InvokeRequest};
@@ -105,7 +106,8 @@ impl NodeInner {
         input: Vec<u8>,
     ) -> Result<Invocation, InvokeError> {
         // One view for the whole decision; nothing is locked.
-        let (entry, mut targets) = {
+        let route = tracing::info_span!("route", candidates = tracing::field::Empty);
+        let (entry, mut targets) = route.in_scope(|| {
             let view = self.views.load();
             let entry = view
                 .registry
@@ -113,14 +115,18 @@ impl NodeInner {
                 .cloned()
                 .ok_or_else(|| InvokeError::UnknownModule(module_ref.to_string()))?;
             let targets = self.route_targets(&view, &entry);
-            (entry, targets)
-        };
+            Ok::<_, InvokeError>((entry, targets))
+        })?;
         let manifest = &entry.signed.manifest;
         let limits = manifest.limits;
         if targets.is_empty() {
             let wait = Duration::from_millis(u64::from(limits.timeout_ms)).min(FIND_WAIT);
-            targets = self.find_holders(&entry, wait).await;
+            targets = self
+                .find_holders(&entry, wait)
+                .instrument(route.clone())
+                .await;
         }
+        route.record("candidates", targets.len());
         if input.len() > limits.max_input as usize {
             return Err(GuestError::InputTooLarge {
                 size: input.len(),
@@ -130,8 +136,13 @@ impl NodeInner {
         }
         let timeout_ms = u64::from(limits.timeout_ms);
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-        let trace_id =
-            self.status_seq.load(Ordering::Relaxed) ^ crate::clock::now_ms().rotate_left(20);
+        // The trace's own id when the request is traced, so log lines name it too.
+        let trace_id = match crate::telemetry::wire_context(&tracing::Span::current()) {
+            Some(trace) => u64::from_be_bytes(trace.trace_id[8..].try_into().unwrap_or_default()),
+            None => {
+                self.status_seq.load(Ordering::Relaxed) ^ crate::clock::now_ms().rotate_left(20)
+            }
+        };
         let mut targets = targets.into_iter().peekable();
         if targets.peek().is_none() {
             self.metrics.count_invocation("no_provider", "none");
@@ -155,6 +166,8 @@ impl NodeInner {
             deadline_ms: left.as_millis().min(u128::from(u32::MAX)) as u32,
             hops: 1,
             trace_id,
+            // Set by `forward`, from its own span.
+            trace: None,
         };
         // Why the last candidate that refused for load did so.
         let mut busy = None;
@@ -289,8 +302,25 @@ impl NodeInner {
         Err(InvokeError::NoProvider(module_ref.to_string()))
     }
 
-    /// One forward of a request to a peer, counted in the peer's `forwarding` while it lasts.
-    async fn forward(&self, peer: PeerTarget, request: InvokeRequest, left: Duration) -> Attempt {
+    /// One forward of a request to a peer, counted in the peer's `forwarding` while it lasts,
+    /// in a span of its own that the peer's spans join.
+    fn forward(
+        &self,
+        peer: PeerTarget,
+        request: InvokeRequest,
+        left: Duration,
+    ) -> tracing::instrument::Instrumented<impl Future<Output = Attempt> + '_> {
+        let span = tracing::info_span!("forward", peer = %peer.peer_id);
+        self.forward_in_span(peer, request, left).instrument(span)
+    }
+
+    async fn forward_in_span(
+        &self,
+        peer: PeerTarget,
+        mut request: InvokeRequest,
+        left: Duration,
+    ) -> Attempt {
+        request.trace = crate::telemetry::wire_context(&tracing::Span::current());
         let _forwarding = peer.feedback.enter();
         let sent = Instant::now();
         let reply = self

@@ -375,6 +375,11 @@ mod tests {
             deadline_ms: 1,
             hops: 0,
             trace_id: 0,
+            trace: Some(TraceContext {
+                trace_id: [7; 16],
+                span_id: [9; 8],
+                sampled: true,
+            }),
         };
         assert_eq!(InvokeRequest::decode(&request.encode()), Ok(request));
     }
@@ -398,6 +403,20 @@ pub struct InvokeRequest {
     pub hops: u8,
     /// Correlates the log lines of both nodes.
     pub trace_id: u64,
+    /// The forwarding node's span (W3C trace context), when it traces the request: the
+    /// executing node's spans join the same trace.
+    pub trace: Option<TraceContext>,
+}
+
+/// A span of a distributed trace, as W3C `traceparent` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct TraceContext {
+    /// The trace (16 bytes, not all zero).
+    pub trace_id: [u8; 16],
+    /// The span the receiver's spans are children of (8 bytes, not all zero).
+    pub span_id: [u8; 8],
+    /// Whether the trace is recorded (the `sampled` flag).
+    pub sampled: bool,
 }
 
 /// The answer to an [`InvokeRequest`].

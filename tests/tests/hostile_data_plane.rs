@@ -250,6 +250,7 @@ async fn one_peers_forwards_cannot_fill_the_queue_ahead_of_local_requests() {
                     deadline_ms: 1_000,
                     hops: 1,
                     trace_id: i,
+                    trace: None,
                 };
                 plane
                     .invoke(

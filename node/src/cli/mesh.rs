@@ -9,9 +9,10 @@ use wasmesh_protocol::{ModuleRef, PublishBundle};
 
 use super::http;
 use super::limit_args::LimitArgs;
-use crate::config::{LogFormat, NodeArgs, NodeConfig};
+use crate::config::{NodeArgs, NodeConfig};
 use crate::daemon::Node;
 use crate::module_file::read_module;
+use crate::telemetry::Telemetry;
 
 /// Node commands.
 #[derive(Debug, Subcommand)]
@@ -71,7 +72,21 @@ pub struct StatusArgs {
 pub(super) fn run_node(command: NodeCommand) -> anyhow::Result<()> {
     let NodeCommand::Run(args) = command;
     let config = NodeConfig::from_args(*args)?;
-    init_logging(config.log_format);
+    // The key first: traces name the node that sent them.
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    let (keys, created) = wasmesh_keys::key_file::load_or_generate(&config.key)?;
+    let node_id = wasmesh_keys::identity::libp2p_keypair(&keys)
+        .public()
+        .to_peer_id()
+        .to_string();
+    let telemetry = Telemetry::init(config.log_format, config.otlp_endpoint.as_deref(), &node_id)?;
+    if created {
+        tracing::info!(key = %config.key.display(), "created a new node key (mode 0600)");
+    }
+    if let Some(endpoint) = &config.otlp_endpoint {
+        tracing::info!(%endpoint, "exporting traces over OTLP/HTTP");
+    }
     let drain_timeout = config.drain_timeout;
     raise_file_limit(config.gateway.max_connections);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -97,20 +112,11 @@ pub(super) fn run_node(command: NodeCommand) -> anyhow::Result<()> {
             () = node.shutdown() => tracing::info!("stopped"),
             _ = wait_for_signal() => tracing::warn!("second signal: stopping without draining"),
         }
-        Ok(())
-    })
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn,quinn=warn"));
-    let lines = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => lines.with_ansi(std::io::stderr().is_terminal()).try_init(),
-        LogFormat::Json => lines.json().try_init(),
-    };
+        Ok::<_, anyhow::Error>(())
+    })?;
+    // Spans not yet exported go out now.
+    drop(telemetry);
+    Ok(())
 }
 
 /// Lifts the soft limit on open files to the hard one, and warns when even that is below what

@@ -228,10 +228,12 @@ impl Connections {
         let crypto = QuicClientConfig::try_from(tls).map_err(|e| fail(e.to_string()))?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
         config.transport_config(self.transport.clone());
-        let connecting = self
-            .endpoint
-            .connect_with(config, peer.addr, "wasmesh")
-            .map_err(|e| fail(e.to_string()))?;
+        // quinn's connection driver takes the current span and keeps it while the connection
+        // lives: it is made with no span current (a request's trace must end with the request).
+        let connecting = tracing::dispatcher::with_default(&tracing::Dispatch::none(), || {
+            self.endpoint.connect_with(config, peer.addr, "wasmesh")
+        })
+        .map_err(|e| fail(e.to_string()))?;
         let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
             .map_err(|_| fail("timed out".into()))?

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::Instrument;
 use wasmesh_protocol::PublicKey;
 use wasmesh_protocol::wire::{INVOKE_ALPN, InvokeReply, InvokeRequest, MAX_INVOKE_MESSAGE_SIZE};
 
@@ -79,14 +80,27 @@ pub(crate) async fn serve(
         Direction::Received,
         request.input.len(),
     );
-    let reply = handler.handle(request, from).await.encode();
-    metrics.count_traffic(TrafficKind::Invoke, Direction::Sent, reply.len());
-    write_framed(&mut send, &reply)
+    let span = tracing::info_span!("remote", from = %from.fingerprint());
+    if let Some(trace) = &request.trace {
+        crate::telemetry::continue_from_wire(&span, trace);
+    }
+    let reply = handler
+        .handle(request, from)
+        .instrument(span.clone())
         .await
-        .map_err(|_| ServeInvokeError::PeerGone)?;
-    send.finish().map_err(|_| ServeInvokeError::PeerGone)?;
-    let _ = send.stopped().await;
-    Ok(())
+        .encode();
+    metrics.count_traffic(TrafficKind::Invoke, Direction::Sent, reply.len());
+    let replying = async {
+        write_framed(&mut send, &reply)
+            .await
+            .map_err(|_| ServeInvokeError::PeerGone)?;
+        send.finish().map_err(|_| ServeInvokeError::PeerGone)?;
+        let _ = send.stopped().await;
+        Ok(())
+    };
+    replying
+        .instrument(tracing::info_span!(parent: &span, "reply", bytes = reply.len()))
+        .await
 }
 
 /// Sends a request to `peer` and waits for its reply, for at most `timeout`; the peer must

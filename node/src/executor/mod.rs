@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
 use wasmesh_protocol::wasm::ModuleInfo;
 use wasmesh_protocol::{ContentHash, Limits};
 
@@ -280,7 +281,12 @@ impl Executor {
     ) -> Result<Output, GuestError> {
         let timeout_ms = u64::from(request.limits.timeout_ms);
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-        let slot = match self.inner.slots.acquire(module.hash, deadline).await {
+        let queued = self
+            .inner
+            .slots
+            .acquire(module.hash, deadline)
+            .instrument(tracing::info_span!("queue"));
+        let slot = match queued.await {
             Ok(slot) => slot,
             Err(slots::NoSlot::DeadlinePassed) => return Err(GuestError::Timeout { timeout_ms }),
             Err(slots::NoSlot::QueueFull { running, waiting }) => {
@@ -297,6 +303,21 @@ impl Executor {
                 });
             }
         };
+        let span = tracing::info_span!("execute", module = %module.name);
+        self.execute(module, request, slot, deadline)
+            .instrument(span)
+            .await
+    }
+
+    /// Runs a request that holds its slot: inline on this thread while the module's runs stay
+    /// short, on the blocking pool otherwise (see `inline`).
+    async fn execute(
+        &self,
+        module: Arc<CompiledModule>,
+        request: Request,
+        slot: slots::Slot,
+        deadline: Instant,
+    ) -> Result<Output, GuestError> {
         let now = Instant::now();
         let now_ms = now.duration_since(self.inner.started).as_millis() as u64;
         if module.inline.allowed(now_ms) {

@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 use tower_http::timeout::RequestBodyTimeoutLayer;
+use tracing::Instrument;
 use wasmesh_protocol::bundle::MAX_BUNDLE_SIZE;
 use wasmesh_protocol::{ModuleRef, PublishBundle};
 
@@ -144,12 +145,21 @@ async fn modules(State(node): State<Node>) -> Response {
     axum::Json(list).into_response()
 }
 
+/// `POST /v1/invoke/{module_ref}`, in a span that continues the caller's trace (`traceparent`).
 async fn invoke(
     State(node): State<Node>,
     Path(module_ref): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let span = tracing::info_span!("gateway", module = %module_ref);
+    crate::telemetry::continue_from_headers(&span, &headers);
+    serve_invoke(node, module_ref, headers, body)
+        .instrument(span)
+        .await
+}
+
+async fn serve_invoke(node: Node, module_ref: String, headers: HeaderMap, body: Body) -> Response {
     let module_ref: ModuleRef = match module_ref.parse() {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_module_ref", e),

@@ -63,6 +63,17 @@ impl NodeProcess {
     /// Starts `wasmesh node run` on loopback with OS-chosen ports, trusting `trust`, joining
     /// through `bootstrap`, with `extra` flags. Returns once it serves HTTP.
     pub fn start(dir: &Path, trust: &str, bootstrap: &[&NodeProcess], extra: &[&str]) -> Self {
+        Self::start_with_env(dir, trust, bootstrap, extra, &[])
+    }
+
+    /// As [`NodeProcess::start`], with `env` added to the process's environment.
+    pub fn start_with_env(
+        dir: &Path,
+        trust: &str,
+        bootstrap: &[&NodeProcess],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         std::fs::create_dir_all(dir).expect("node dir");
         let mut args: Vec<String> = [
             "node",
@@ -90,6 +101,7 @@ impl NodeProcess {
             .args(&args)
             .current_dir(dir)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

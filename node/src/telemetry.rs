@@ -1,0 +1,181 @@
+//! What `wasmesh node run` tells its operator besides metrics: log lines on stderr (text or
+//! JSON), and, when a collector is named, its spans exported over OTLP/HTTP (protobuf).
+//!
+//! Also the W3C trace context of a request: read from its `traceparent` header at the gateway,
+//! carried inside a forwarded request (`wasmesh_protocol::wire::TraceContext`) and taken as
+//! the parent of the executing node's spans, so one trace shows every node a request crossed.
+//! The spans are `gateway`, `route`, `forward`, and on the executing node `remote` with its
+//! `queue`, `execute` and `reply`.
+//!
+//! Without a collector no OpenTelemetry layer is installed: spans then carry no trace context
+//! and forwarded requests carry none either.
+
+use std::io::IsTerminal;
+
+use anyhow::Context as _;
+use axum::http::HeaderMap;
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{
+    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+use wasmesh_protocol::wire::TraceContext;
+
+use crate::config::LogFormat;
+
+/// The node's log and trace output; dropping it flushes the spans not yet exported.
+#[derive(Debug)]
+pub struct Telemetry {
+    traces: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Installs the global subscriber: log lines in `format` (filtered by `RUST_LOG`, default
+    /// `info` with libp2p and quinn at `warn`), and the node's spans exported to
+    /// `otlp_endpoint` (its `/v1/traces`) as the service instance `node_id`, if given.
+    /// Call it before starting an async runtime (the exporter's HTTP client has its own).
+    pub fn init(
+        format: LogFormat,
+        otlp_endpoint: Option<&str>,
+        node_id: &str,
+    ) -> anyhow::Result<Self> {
+        let filter = EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new("info,libp2p=warn,quinn=warn"));
+        let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+        let lines = match format {
+            LogFormat::Text => lines.with_ansi(std::io::stderr().is_terminal()).boxed(),
+            LogFormat::Json => lines.json().boxed(),
+        }
+        .with_filter(filter);
+        let traces = otlp_endpoint
+            .map(|endpoint| tracer_provider(endpoint, node_id))
+            .transpose()?;
+        // The node's own spans, whatever RUST_LOG says about log lines.
+        let spans = traces.as_ref().map(|provider| {
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("wasmesh"))
+                .with_filter(Targets::new().with_target("wasmesh_node", LevelFilter::INFO))
+        });
+        // A subscriber installed already (a test harness) keeps its place.
+        let _ = tracing_subscriber::registry()
+            .with(lines)
+            .with(spans)
+            .try_init();
+        Ok(Self { traces })
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(provider) = self.traces.take()
+            && let Err(error) = provider.shutdown()
+        {
+            eprintln!("traces not all exported: {error}");
+        }
+    }
+}
+
+/// The OTLP/HTTP exporter to `endpoint` (a collector's base URL, or its full `/v1/traces`
+/// URL), batching spans on its own thread.
+fn tracer_provider(endpoint: &str, node_id: &str) -> anyhow::Result<SdkTracerProvider> {
+    let base = endpoint.trim_end_matches('/');
+    let url = if base.ends_with("/v1/traces") {
+        base.to_owned()
+    } else {
+        format!("{base}/v1/traces")
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(url.clone())
+        .build()
+        .with_context(|| format!("cannot export traces to {url}"))?;
+    let resource = Resource::builder()
+        .with_service_name("wasmesh")
+        .with_attribute(KeyValue::new("service.instance.id", node_id.to_owned()))
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
+}
+
+/// Reads a request's headers for the OpenTelemetry propagator.
+struct Headers<'a>(&'a HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|name| name.as_str()).collect()
+    }
+}
+
+/// Makes the span of an incoming HTTP request a child of the caller's, if its `traceparent`
+/// header names one.
+pub(crate) fn continue_from_headers(span: &tracing::Span, headers: &HeaderMap) {
+    let parent = TraceContextPropagator::new().extract(&Headers(headers));
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// The trace context a forwarded request carries: `span`'s, when it is traced.
+pub(crate) fn wire_context(span: &tracing::Span) -> Option<TraceContext> {
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    span_context.is_valid().then(|| TraceContext {
+        trace_id: span_context.trace_id().to_bytes(),
+        span_id: span_context.span_id().to_bytes(),
+        sampled: span_context.is_sampled(),
+    })
+}
+
+/// Makes `span` a child of the forwarding node's span that `context` names.
+pub(crate) fn continue_from_wire(span: &tracing::Span, context: &TraceContext) {
+    let flags = if context.sampled {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::default()
+    };
+    let remote = SpanContext::new(
+        TraceId::from_bytes(context.trace_id),
+        SpanId::from_bytes(context.span_id),
+        flags,
+        true,
+        TraceState::default(),
+    );
+    if remote.is_valid() {
+        let _ = span.set_parent(Context::new().with_remote_span_context(remote));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_wire_context_is_not_taken_as_a_parent() {
+        let span = tracing::Span::none();
+        continue_from_wire(
+            &span,
+            &TraceContext {
+                trace_id: [0; 16],
+                span_id: [0; 8],
+                sampled: true,
+            },
+        );
+        assert_eq!(wire_context(&span), None);
+    }
+}
