@@ -9,6 +9,7 @@
 //! (the transport's bytes, gossipsub's per topic) are registered in the same registry, and
 //! [`Metrics::traffic`] sums them with the node's own counts (sync, blobs, invokes) per kind.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -67,6 +68,56 @@ fn slow_histogram() -> Histogram {
 /// Buckets for sizes: 1 KiB to 4 GiB, by fours.
 fn size_histogram() -> Histogram {
     Histogram::new(exponential_buckets(1024.0, 4.0, 12))
+}
+
+/// The routes a request through the gateway can take, as the live page shows them.
+pub const ROUTES: [&str; 3] = ["local", "forwarded", "none"];
+
+/// Requests through the gateway since the node started, per route (see [`ROUTES`]): how many,
+/// how many failed, and their summed latency.
+#[derive(Debug, Default)]
+pub struct RouteTotals {
+    requests: [AtomicU64; 3],
+    failed: [AtomicU64; 3],
+    latency_us: [AtomicU64; 3],
+}
+
+/// One route's totals (see [`RouteTotals`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RouteTotal {
+    /// Requests.
+    pub requests: u64,
+    /// Requests that did not succeed.
+    pub failed: u64,
+    /// Their latencies, summed, in microseconds.
+    pub latency_us: u64,
+}
+
+impl RouteTotals {
+    fn observe(&self, route: &str, ok: bool, took: Duration) {
+        let Some(i) = ROUTES.iter().position(|r| *r == route) else {
+            return;
+        };
+        self.requests[i].fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.failed[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency_us[i].fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Each route with its totals so far.
+    pub fn snapshot(&self) -> [(&'static str, RouteTotal); 3] {
+        std::array::from_fn(|i| {
+            (
+                ROUTES[i],
+                RouteTotal {
+                    requests: self.requests[i].load(Ordering::Relaxed),
+                    failed: self.failed[i].load(Ordering::Relaxed),
+                    latency_us: self.latency_us[i].load(Ordering::Relaxed),
+                },
+            )
+        })
+    }
 }
 
 /// What moved: one of the node's protocols.
@@ -143,6 +194,9 @@ pub struct Metrics {
     pub forward_round_trip: Histogram,
     /// Forwards that got no reply (the peer was then marked down and the next one tried).
     pub forward_failures: Counter,
+    /// Requests through the gateway per route, for the live page (not exported: the
+    /// histogram holds the same).
+    pub routes: RouteTotals,
     /// Forwards that were slow enough to get a copy sent to the next candidate.
     pub hedges: Counter,
     /// Peer statuses taken (newer than the last one from the same peer).
@@ -181,6 +235,7 @@ impl Default for Metrics {
             blob_fetch_size: size_histogram(),
             forward_round_trip: latency_histogram(),
             forward_failures: Counter::default(),
+            routes: RouteTotals::default(),
             hedges: Counter::default(),
             statuses: Counter::default(),
             holders_found: Counter::default(),
@@ -276,6 +331,7 @@ impl Metrics {
         self.request_duration
             .get_or_create(&RouteOutcome { route, outcome })
             .observe(took.as_secs_f64());
+        self.routes.observe(route, outcome == "ok", took);
     }
 
     /// Sets a state gauge of `family` to `count`.

@@ -373,21 +373,25 @@ impl NodeInner {
         result
     }
 
-    /// Asks for holders of `entry`'s blob beyond the neighbours, and waits up to `wait` for
-    /// the views to show one; the route targets then (none if none showed).
+    /// Asks for holders of `entry`'s blob beyond the neighbours, and waits until the views
+    /// show one, the search ends without one, or `wait` has passed; the route targets then
+    /// (none if none showed).
     async fn find_holders(&self, entry: &ModuleEntry, wait: Duration) -> Vec<RouteTarget> {
         let until = tokio::time::Instant::now() + wait;
+        let mut search_ended = false;
+        let mut ended = self.control.search_holders(entry.signed.manifest.blob);
         loop {
             let changed = self.providers_changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            self.control.find_holders(entry.signed.manifest.blob);
             let targets = self.route_targets(&self.views.load(), entry);
-            if !targets.is_empty() {
+            if !targets.is_empty() || search_ended {
                 return targets;
             }
             tokio::select! {
                 _ = &mut changed => {}
+                // The view this answer follows holds whatever the search found.
+                _ = &mut ended => search_ended = true,
                 _ = tokio::time::sleep_until(until) => return Vec::new(),
             }
         }

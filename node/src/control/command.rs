@@ -25,8 +25,14 @@ pub enum ControlCommand {
         /// Answered when every neighbour has answered.
         done: oneshot::Sender<()>,
     },
-    /// Find holders of this blob beyond the neighbours (its directory nodes).
-    FindHolders(ContentHash),
+    /// Find holders of this blob beyond the neighbours (its directory nodes); `done`, if
+    /// given, is answered when the search has ended.
+    FindHolders {
+        /// The blob.
+        blob: ContentHash,
+        /// Answered when the search has ended.
+        done: Option<oneshot::Sender<()>>,
+    },
     /// Connect to a known peer (so its round trip gets measured), unless connected or dialing.
     Probe(PeerId),
     /// Check and, if acceptable, take a manifest; the answer comes once the view holds it.

@@ -94,7 +94,20 @@ impl NodeHandle {
     /// Asks for holders of `blob` beyond the neighbours (without waiting; they show in a later
     /// view, and wake the tasks waiting for providers).
     pub fn find_holders(&self, blob: ContentHash) {
-        let _ = self.0.try_send(ControlCommand::FindHolders(blob));
+        let _ = self
+            .0
+            .try_send(ControlCommand::FindHolders { blob, done: None });
+    }
+
+    /// As [`NodeHandle::find_holders`]; the answer comes when the search has ended (with or
+    /// without new holders), or never if the control task is too busy to take the request.
+    pub fn search_holders(&self, blob: ContentHash) -> oneshot::Receiver<()> {
+        let (done, ended) = oneshot::channel();
+        let _ = self.0.try_send(ControlCommand::FindHolders {
+            blob,
+            done: Some(done),
+        });
+        ended
     }
 
     /// Asks for `peer`'s round trip to be measured (without waiting).

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use libp2p::kad::QueryId;
 use libp2p::request_response::OutboundRequestId;
+use tokio::sync::oneshot;
 use wasmesh_protocol::ContentHash;
 
 use crate::core::directory::Directory;
@@ -24,6 +25,9 @@ pub(crate) struct HolderWork {
     pub(super) lookups: HashMap<QueryId, Lookup>,
     /// Questions to directory nodes awaiting their answers, and the blob each is about.
     pub(super) asked: HashMap<OutboundRequestId, ContentHash>,
+    /// Who waits for the search for a blob's holders to end (its lookup and the questions to
+    /// its directory nodes all answered or failed).
+    waiting: HashMap<ContentHash, Vec<oneshot::Sender<()>>>,
     pub(super) expired_at: Instant,
 }
 
@@ -34,7 +38,41 @@ impl Default for HolderWork {
             search: HolderSearch::default(),
             lookups: HashMap::new(),
             asked: HashMap::new(),
+            waiting: HashMap::new(),
             expired_at: Instant::now(),
+        }
+    }
+}
+
+impl HolderWork {
+    /// Whether holders of `blob` are being searched for now (a lookup or a question under way).
+    fn searching(&self, blob: &ContentHash) -> bool {
+        self.lookups
+            .values()
+            .any(|l| matches!(l, Lookup::Find(b) if b == blob))
+            || self.asked.values().any(|b| b == blob)
+    }
+
+    /// Keeps `done` until the search for `blob` ends; gives it back if none is under way.
+    pub(super) fn wait_for_search(
+        &mut self,
+        blob: ContentHash,
+        done: oneshot::Sender<()>,
+    ) -> Option<oneshot::Sender<()>> {
+        if self.searching(&blob) {
+            self.waiting.entry(blob).or_default().push(done);
+            None
+        } else {
+            Some(done)
+        }
+    }
+
+    /// Part of the search for `blob` ended: its waiters, if nothing is left of it.
+    pub(super) fn search_step_done(&mut self, blob: &ContentHash) -> Vec<oneshot::Sender<()>> {
+        if self.searching(blob) {
+            Vec::new()
+        } else {
+            self.waiting.remove(blob).unwrap_or_default()
         }
     }
 }

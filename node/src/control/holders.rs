@@ -23,12 +23,14 @@ use crate::core::holder_search::{DIRECTORIES_ASKED, DIRECTORY_REPLICAS, HOLDERS_
 use crate::node::NodeInner;
 
 /// Something wants holders of `blob` (a request, an ingest): the directory's own entries are
-/// taken at once, and the blob's directory nodes are asked unless they were lately.
+/// taken at once, and the blob's directory nodes are asked unless they were lately. `done`, if
+/// given, is answered when the search has ended (with or without new holders).
 pub(crate) fn find(
     swarm: &mut Swarm<Behaviour>,
     node: &NodeInner,
     owner: &mut Owner,
     blob: ContentHash,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
 ) {
     let now = Instant::now();
     let coordinate = owner.state().coordinate;
@@ -40,6 +42,11 @@ pub(crate) fn find(
     take_holders(node, owner, blob, &known);
     if owner.holder_work().search.want(blob, now) {
         start_lookup(swarm, owner, Lookup::Find(blob));
+    }
+    if let Some(done) = done
+        && let Some(ended) = owner.holder_work().wait_for_search(blob, done)
+    {
+        owner.answer_when_shown(ended);
     }
 }
 
@@ -128,6 +135,7 @@ pub(crate) fn on_kad_event(
                 let id = swarm.behaviour_mut().holders.send_request(&peer, request);
                 owner.holder_work().asked.insert(id, blob);
             }
+            search_step_done(owner, &blob);
         }
     }
     tracing::debug!(?lookup, peers = peers.len(), "directory nodes found");
@@ -217,6 +225,7 @@ pub(crate) fn on_holders_event(
                 .collect();
             tracing::debug!(%peer, blob = %blob.short(), holders = verified.len(), "holders found");
             take_holders(node, owner, blob, &verified);
+            search_step_done(owner, &blob);
         }
         request_response::Event::OutboundFailure {
             peer,
@@ -224,7 +233,9 @@ pub(crate) fn on_holders_event(
             error,
             ..
         } => {
-            owner.holder_work().asked.remove(&request_id);
+            if let Some(blob) = owner.holder_work().asked.remove(&request_id) {
+                search_step_done(owner, &blob);
+            }
             tracing::debug!(%peer, %error, "holder request failed");
         }
         request_response::Event::InboundFailure { peer, error, .. } => {
@@ -266,6 +277,14 @@ fn take_announcement(
             node.metrics.count_rejection(reason);
             tracing::debug!(%peer, reason, "holder announcement not kept whole");
         }
+    }
+}
+
+/// Part of the search for `blob` ended: if all of it has, its waiters are answered once the
+/// view shows what it found.
+fn search_step_done(owner: &mut Owner, blob: &ContentHash) {
+    for ended in owner.holder_work().search_step_done(blob) {
+        owner.answer_when_shown(ended);
     }
 }
 

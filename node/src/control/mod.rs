@@ -100,8 +100,8 @@ pub(crate) async fn run(
                         .collect();
                     owner.await_leave_acks(sent, done);
                 }
-                Some(ControlCommand::FindHolders(blob)) => {
-                    holders::find(&mut swarm, &node, &mut owner, blob);
+                Some(ControlCommand::FindHolders { blob, done }) => {
+                    holders::find(&mut swarm, &node, &mut owner, blob, done);
                 }
                 Some(ControlCommand::Probe(peer)) => {
                     let effects = owner.handle(Input::ProbeWanted { peer }, Instant::now());
@@ -374,8 +374,14 @@ fn on_status_event(
                 tracing::debug!(%peer, "status from a peer not admitted yet");
                 return;
             }
+            let leaving = request.leaving;
             match owner.on_status(node, peer, request) {
                 Ok(follow_up) => {
+                    if leaving {
+                        // Neither a provider nor a directory node any more: lookups skip it.
+                        swarm.behaviour_mut().kad.remove_peer(&peer);
+                        tracing::info!(%peer, "peer is leaving; no longer routed to");
+                    }
                     let ack = StatusAck {
                         want_ready: follow_up.want_ready,
                     };

@@ -232,6 +232,12 @@ impl Owner {
         self.replies.push(Reply::Shown(done));
     }
 
+    /// Answers `done` once the next view is published (so the caller sees what led to it).
+    pub(crate) fn answer_when_shown(&mut self, done: oneshot::Sender<()>) {
+        self.replies.push(Reply::Shown(done));
+        self.changed = true;
+    }
+
     /// Takes the status `from` sent on its connection. Returns what to do about it: whether to
     /// ask the peer for its ready list, and its manifest digest when it differs from this
     /// node's and this node has not asked the peer for a sync at that digest lately (the caller

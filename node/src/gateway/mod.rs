@@ -7,8 +7,10 @@
 //! slot, 504 the deadline passed. A `503` of kind `busy` carries `Retry-After`: every node that
 //! could run the request is at its limit now, and the same request may succeed a second later.
 //!
-//! How connections are served (limits, timeouts, draining) is [`server`]'s job.
+//! How connections are served (limits, timeouts, draining) is [`server`]'s job; the live mesh
+//! page at `GET /` is [`page`]'s.
 
+mod page;
 pub(crate) mod server;
 
 use std::sync::Arc;
@@ -49,6 +51,8 @@ pub(crate) fn router(node: Node, body_timeout: Duration) -> Router {
         )
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers))
+        .route("/v1/stats", get(stats))
+        .merge(page::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
@@ -357,19 +361,61 @@ async fn status(State(node): State<Node>) -> Response {
         "running": running,
         "queued": queued,
         "private_mesh": node.admission.is_private(),
+        "stopping": node.stopping.load(Ordering::Relaxed),
+        "coordinate": coordinate_json(&view.coordinate),
+    }))
+    .into_response()
+}
+
+/// A network coordinate as JSON (its position, height and error).
+fn coordinate_json(coordinate: &wasmesh_protocol::coordinates::Coordinate) -> serde_json::Value {
+    json!({
+        "vec": coordinate.vec,
+        "height": coordinate.height,
+        "error": coordinate.error,
+    })
+}
+
+/// Requests through this gateway since start, by route: how many, how many failed, and their
+/// summed latency (the live page turns two readings into rates and means).
+async fn stats(State(node): State<Node>) -> Response {
+    let routes: serde_json::Map<String, serde_json::Value> = node
+        .metrics
+        .routes
+        .snapshot()
+        .into_iter()
+        .map(|(route, total)| (route.to_owned(), json!(total)))
+        .collect();
+    axum::Json(json!({
+        "uptime_ms": node.started.elapsed().as_millis() as u64,
+        "routes": routes,
     }))
     .into_response()
 }
 
 async fn peers(State(node): State<Node>) -> Response {
+    let now_ms = node.clock_ms(Instant::now());
     let list: Vec<_> = node
         .views
         .load_full()
         .peers
         .values()
         .map(|p| {
+            let down = p
+                .feedback
+                .down_until_ms()
+                .is_some_and(|until| until > now_ms);
+            let state = match () {
+                () if p.leaving => "leaving",
+                () if down => "down",
+                () if p.connected && p.neighbour => "neighbour",
+                () if p.connected => "connected",
+                () => "known",
+            };
             json!({
                 "peer_id": p.peer_id.to_string(),
+                "state": state,
+                "coordinate": p.coordinate.as_ref().map(coordinate_json),
                 "connected": p.connected,
                 "neighbour": p.neighbour,
                 "rtt_us": p.rtt_us,
