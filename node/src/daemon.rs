@@ -171,6 +171,7 @@ impl Node {
             allow_private_addrs: config.allow_private_addrs,
             hedge_budget: Default::default(),
             forward_shares: crate::per_peer::PerPeer::new(forward_share(&config.executor)),
+            refusal_log: Default::default(),
             keys,
         });
         let mut owner = Owner::new(NodeState::new(peer_id, private_mesh));

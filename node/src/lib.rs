@@ -16,6 +16,7 @@
 //!   [`connection_limits`] on what peers hold open;
 //! - [`gateway`]: the HTTP API;
 //! - [`per_peer`]: counts per peer key with a ceiling (connections, forwarded requests);
+//! - [`refusal_log`]: one log line per peer and interval for refused input;
 //! - [`config`], [`admission`], [`tls`], [`metrics`], [`telemetry`] (logs, traces);
 //! - [`store`]: manifests and verified blobs on disk, written for intake by [`store_writer`];
 //! - [`fs_util`]: atomic file writes.
@@ -43,6 +44,7 @@ pub mod module_file;
 pub mod node;
 pub mod per_peer;
 pub mod publish;
+pub mod refusal_log;
 pub mod request;
 pub mod store;
 pub mod store_writer;

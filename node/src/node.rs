@@ -88,13 +88,27 @@ pub(crate) struct NodeInner {
     pub(crate) hedge_budget: crate::hedge_budget::HedgeBudget,
     /// Forwarded requests each peer has here now (at most half of the slots and queue places).
     pub(crate) forward_shares: crate::per_peer::PerPeer,
+    /// Which peers' refusals are logged now (one line per peer and interval).
+    pub(crate) refusal_log: crate::refusal_log::RefusalLog,
 }
 
 impl NodeInner {
-    /// Counts and logs a refused manifest.
+    /// Counts and logs a refused manifest (a peer's refusals once per interval, with a count).
     pub(crate) fn note_refusal(&self, manifest: &Manifest, origin: Origin, refusal: &Refusal) {
         self.metrics.count_rejection(refusal.kind());
-        tracing::info!(module = %manifest.name, version = manifest.version, ?origin, %refusal, "refused manifest");
+        let suppressed = match origin {
+            Origin::Gossip(peer) | Origin::Sync(peer) => self.peer_refusal_logged(&peer),
+            Origin::Publish | Origin::Store => Some(0),
+        };
+        if let Some(suppressed) = suppressed {
+            tracing::info!(module = %manifest.name, version = manifest.version, ?origin, %refusal, suppressed, "refused manifest");
+        }
+    }
+
+    /// Whether to log a refusal of `peer`'s input now (see `refusal_log`): `Some` with the
+    /// number of its refusals not logged since its last line, `None` to only count it.
+    pub(crate) fn peer_refusal_logged(&self, peer: &PeerId) -> Option<u64> {
+        self.refusal_log.admit(peer, Instant::now())
     }
 
     /// This node's status message.

@@ -1,6 +1,6 @@
 //! The metrics page of a real node that has published and served a module: `promtool check
-//! metrics` (Prometheus' own linter) finds nothing to say about it, and the histograms and state
-//! gauges hold what happened.
+//! metrics` (Prometheus' own linter) finds nothing to say about it, the histograms and state
+//! gauges hold what happened, and every metric the committed Grafana dashboard queries is on it.
 
 mod support;
 
@@ -22,6 +22,12 @@ fn the_metrics_page_passes_promtool_and_counts_what_happened() {
         let answer = process::invoke(&agent, &node.url, "echo", b"hello").unwrap();
         assert_eq!(answer.status, 200);
     }
+    // One refusal, so the rejections family has a member.
+    let refused = agent
+        .post(&format!("{}/v1/publish", node.url))
+        .send(&b"not a bundle"[..])
+        .unwrap();
+    assert_eq!(refused.status(), 400);
     let page = ureq::get(&format!("{}/metrics", node.url))
         .call()
         .unwrap()
@@ -65,4 +71,31 @@ fn the_metrics_page_passes_promtool_and_counts_what_happened() {
     assert_eq!(sample(r#"wasmesh_modules{state="ready"}"#), 1.0);
     assert_eq!(sample("wasmesh_slots_busy"), 0.0);
     assert!(sample("wasmesh_request_duration_seconds_sum{route=\"local\",outcome=\"ok\"}") > 0.0);
+
+    let dashboard = include_str!("../../packaging/grafana-dashboard.json");
+    let typed: Vec<&str> = page
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.split(' ').next())
+        .collect();
+    let queried: std::collections::BTreeSet<&str> = dashboard
+        .match_indices("wasmesh_")
+        .map(|(start, _)| {
+            let rest = &dashboard[start..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect();
+    assert!(queried.len() >= 10, "the dashboard queries {queried:?}");
+    for name in queried {
+        let family = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
+        assert!(
+            typed.contains(&family),
+            "the dashboard queries {name}, which the node does not export"
+        );
+    }
 }

@@ -17,8 +17,11 @@ use crate::telemetry::Telemetry;
 /// Node commands.
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
-    /// Run a node until SIGINT or SIGTERM.
+    /// Run a node until SIGINT or SIGTERM (SIGTERM drains requests in flight first).
     Run(Box<NodeArgs>),
+    /// Write a commented config, a new node key and a systemd unit for a new operator (never
+    /// overwrites).
+    Init(super::init::InitArgs),
 }
 
 /// Arguments of `wasmesh publish`.
@@ -69,9 +72,15 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-pub(super) fn run_node(command: NodeCommand) -> anyhow::Result<()> {
-    let NodeCommand::Run(args) = command;
-    let config = NodeConfig::from_args(*args)?;
+pub(super) fn node(command: NodeCommand) -> anyhow::Result<()> {
+    match command {
+        NodeCommand::Run(args) => run_node(*args),
+        NodeCommand::Init(args) => super::init::init(args),
+    }
+}
+
+fn run_node(args: NodeArgs) -> anyhow::Result<()> {
+    let config = NodeConfig::from_args(args)?;
     // The key first: traces name the node that sent them.
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create {}", config.data_dir.display()))?;

@@ -4,6 +4,7 @@
 //! failure as one `error:` line and exits 1. Usage errors exit 2 (clap).
 
 mod http;
+mod init;
 mod keys;
 mod limit_args;
 mod manifest;
@@ -12,6 +13,7 @@ mod run;
 
 use clap::{Parser, Subcommand};
 
+pub use init::InitArgs;
 pub use keys::KeysCommand;
 pub use manifest::ManifestCommand;
 pub use mesh::{CallArgs, NodeCommand, PublishArgs, StatusArgs};
@@ -82,7 +84,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(command) => keys::run(command),
         Command::Manifest(command) => manifest::run(command),
         Command::Run(args) => run::run(args),
-        Command::Node(command) => mesh::run_node(command),
+        Command::Node(command) => mesh::node(command),
         Command::Publish(args) => mesh::publish(args),
         Command::Call(args) => mesh::call(args),
         Command::Status(args) => mesh::status(args),

@@ -218,7 +218,9 @@ pub(crate) fn on_holders_event(
                     Ok(()) => true,
                     Err(error) => {
                         node.metrics.count_rejection("holder_bad_record");
-                        tracing::info!(%peer, %error, "a directory node named a bad holder record");
+                        if let Some(suppressed) = node.peer_refusal_logged(&peer) {
+                            tracing::info!(%peer, %error, suppressed, "a directory node named a bad holder record");
+                        }
                         false
                     }
                 })
@@ -255,12 +257,16 @@ fn take_announcement(
     let own = wasmesh_keys::identity::peer_id(&holder.holder.node) == Some(peer);
     if let Err(error) = holder.verify() {
         node.metrics.count_rejection("holder_bad_record");
-        tracing::info!(%peer, %error, "refused a holder announcement");
+        if let Some(suppressed) = node.peer_refusal_logged(&peer) {
+            tracing::info!(%peer, %error, suppressed, "refused a holder announcement");
+        }
         return;
     }
     if !own {
         node.metrics.count_rejection("holder_not_own_record");
-        tracing::info!(%peer, "refused a holder announcement for another node");
+        if let Some(suppressed) = node.peer_refusal_logged(&peer) {
+            tracing::info!(%peer, suppressed, "refused a holder announcement for another node");
+        }
         return;
     }
     match owner

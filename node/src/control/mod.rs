@@ -303,7 +303,9 @@ fn validate(
         match SignedManifest::decode(&message.data) {
             Err(error) => {
                 node.metrics.count_rejection("gossip_malformed_manifest");
-                tracing::info!(%source, %error, "malformed manifest gossip");
+                if let Some(suppressed) = node.peer_refusal_logged(&source) {
+                    tracing::info!(%source, %error, suppressed, "malformed manifest gossip");
+                }
                 MessageAcceptance::Reject
             }
             Ok(signed) => match owner.offer_manifest(node, signed, Origin::Gossip(source)) {
@@ -511,7 +513,9 @@ fn apply(
             }
             Effect::Count { peer, reason } => {
                 node.metrics.count_rejection(reason);
-                tracing::info!(%peer, reason, "peer refused");
+                if let Some(suppressed) = node.peer_refusal_logged(&peer) {
+                    tracing::info!(%peer, reason, suppressed, "peer refused");
+                }
             }
             Effect::Keep { peer } => {
                 if owner.state_mut().peers.make_neighbour(&peer) {
