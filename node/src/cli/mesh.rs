@@ -89,7 +89,12 @@ fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         .public()
         .to_peer_id()
         .to_string();
-    let telemetry = Telemetry::init(config.log_format, config.otlp_endpoint.as_deref(), &node_id)?;
+    let telemetry = Telemetry::init(
+        config.log_format,
+        config.otlp_endpoint.as_deref(),
+        config.trace_sample_ratio,
+        &node_id,
+    )?;
     if created {
         tracing::info!(key = %config.key.display(), "created a new node key (mode 0600)");
     }

@@ -80,7 +80,7 @@ pub(crate) async fn serve(
         Direction::Received,
         request.input.len(),
     );
-    let span = tracing::info_span!("remote", from = %from.fingerprint());
+    let span = tracing::debug_span!("remote", from = %from.fingerprint());
     if let Some(trace) = &request.trace {
         crate::telemetry::continue_from_wire(&span, trace);
     }
@@ -99,7 +99,7 @@ pub(crate) async fn serve(
         Ok(())
     };
     replying
-        .instrument(tracing::info_span!(parent: &span, "reply", bytes = reply.len()))
+        .instrument(tracing::debug_span!(parent: &span, "reply", bytes = reply.len()))
         .await
 }
 

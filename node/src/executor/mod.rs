@@ -285,7 +285,7 @@ impl Executor {
             .inner
             .slots
             .acquire(module.hash, deadline)
-            .instrument(tracing::info_span!("queue"));
+            .instrument(tracing::debug_span!("queue"));
         let slot = match queued.await {
             Ok(slot) => slot,
             Err(slots::NoSlot::DeadlinePassed) => return Err(GuestError::Timeout { timeout_ms }),
@@ -303,7 +303,7 @@ impl Executor {
                 });
             }
         };
-        let span = tracing::info_span!("execute", module = %module.name);
+        let span = tracing::debug_span!("execute", module = %module.name);
         self.execute(module, request, slot, deadline)
             .instrument(span)
             .await

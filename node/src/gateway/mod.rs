@@ -156,7 +156,7 @@ async fn invoke(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let span = tracing::info_span!("gateway", module = %module_ref);
+    let span = tracing::debug_span!("gateway", module = %module_ref);
     crate::telemetry::continue_from_headers(&span, &headers);
     serve_invoke(node, module_ref, headers, body)
         .instrument(span)
