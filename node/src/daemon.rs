@@ -317,7 +317,8 @@ impl Node {
     ///   next candidate at once);
     /// - the gateway accepts no new connection and finishes the requests it is serving
     ///   (forwards to peers included: the data plane stays up until they end);
-    /// - the requests peers forwarded here run to the end.
+    /// - the requests peers forwarded here run to the end, and those that were on their way
+    ///   when the neighbours took the news (two round trips) are answered too.
     ///
     /// Returns whether everything in flight finished in time.
     pub async fn drain(&self) -> bool {
@@ -331,13 +332,19 @@ impl Node {
             .await
             .is_ok_and(|answered| answered.is_ok());
         let gateway = crate::lock::lock(&self.gateway).take();
+        // A forward a neighbour sent just before it took the leaving status may still be on
+        // its way (over QUIC, not the connection the status answer took): a few round trips.
+        let on_the_way = self.slowest_neighbour_rtt().saturating_mul(2);
         let finished = tokio::time::timeout(
             self.drain_timeout.saturating_sub(started.elapsed()),
             async {
+                tokio::time::sleep(on_the_way.clamp(MIN_ON_THE_WAY, MAX_ON_THE_WAY)).await;
                 if let Some(gateway) = gateway {
                     let _ = gateway.await;
                 }
-                while self.inner.in_flight.load(Ordering::Relaxed) > 0 {
+                while self.inner.in_flight.load(Ordering::Relaxed) > 0
+                    || self.inner.data_plane.answering() > 0
+                {
                     tokio::time::sleep(DRAIN_POLL).await;
                 }
             },
@@ -359,6 +366,19 @@ impl Node {
             );
         }
         finished
+    }
+
+    /// The largest round trip to a connected peer that was measured.
+    fn slowest_neighbour_rtt(&self) -> Duration {
+        let view = self.inner.views.load();
+        let slowest_us = view
+            .peers
+            .values()
+            .filter(|p| p.connected)
+            .filter_map(|p| p.rtt_us)
+            .max()
+            .unwrap_or(0);
+        Duration::from_micros(slowest_us)
     }
 
     /// Stops gracefully: drains first (see [`Node::drain`]), then stops every task and closes
@@ -395,6 +415,11 @@ const LEAVE_ACK_WAIT: Duration = Duration::from_secs(1);
 
 /// How often a draining node looks whether the requests peers forwarded to it have finished.
 const DRAIN_POLL: Duration = Duration::from_millis(10);
+
+/// How long a leaving node waits, after its neighbours took the news, for forwards they sent
+/// before (two of the slowest round trips, within these bounds).
+const MIN_ON_THE_WAY: Duration = Duration::from_millis(20);
+const MAX_ON_THE_WAY: Duration = Duration::from_secs(1);
 
 /// One peer as a node sees it.
 #[derive(Debug, Clone)]

@@ -30,6 +30,7 @@ pub mod config;
 pub mod connection_limits;
 pub mod control;
 pub mod core;
+mod counted;
 pub mod daemon;
 pub mod data;
 pub mod executor;

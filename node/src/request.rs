@@ -4,7 +4,7 @@
 //!
 //! Everything a request holds is a guard released on drop, so a client that goes away at any
 //! `.await` leaves nothing behind: its execution slot and queue place (the executor's), its
-//! count in `in_flight` (`InFlight`), and its count in a peer's `forwarding`
+//! count in `in_flight` (`crate::counted::Counted`), and its count in a peer's `forwarding`
 //! (`core::peers::ForwardGuard`).
 //!
 //! Routing reads the node's view (`crate::view`) and takes no lock. A failed forward marks its
@@ -16,7 +16,7 @@
 //! nodes (`control::holders`) and waits up to [`FIND_WAIT`] for one.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -349,7 +349,7 @@ impl NodeInner {
         limits: wasmesh_protocol::Limits,
     ) -> Result<Output, GuestError> {
         let started = Instant::now();
-        let in_flight = InFlight::enter(&self.in_flight);
+        let in_flight = crate::counted::Counted::enter(&self.in_flight);
         let result = self
             .executor
             .run(module.clone(), Request { input, limits })
@@ -515,23 +515,6 @@ impl NodeInner {
     /// task, sees it at once (`core::peers::PeerFeedback`).
     fn mark_down(&self, feedback: &PeerFeedback) {
         feedback.mark_down(self.clock_ms(Instant::now()));
-    }
-}
-
-/// A request running here, counted in `in_flight` (reported in the status and used by routing)
-/// until the guard drops, wherever the request's future stops.
-struct InFlight<'a>(&'a AtomicU32);
-
-impl<'a> InFlight<'a> {
-    fn enter(counter: &'a AtomicU32) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        Self(counter)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

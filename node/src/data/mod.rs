@@ -17,6 +17,7 @@ pub mod invoke;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use quinn::{Connection, VarInt};
@@ -46,6 +47,8 @@ struct Inner {
     inbound: ConnectionLimits,
     metrics: Arc<Metrics>,
     tasks: TaskTracker,
+    /// Forwarded requests being answered now (refusals included), until their reply is sent.
+    answering: AtomicU32,
 }
 
 impl std::fmt::Debug for DataPlane {
@@ -74,6 +77,7 @@ impl DataPlane {
                 inbound: ConnectionLimits::default(),
                 metrics,
                 tasks,
+                answering: AtomicU32::new(0),
             }),
         })
     }
@@ -101,6 +105,12 @@ impl DataPlane {
         if let Err(error) = self.inner.connections.release_port().await {
             tracing::warn!(%error, "cannot release the QUIC port; it stays bound while connections drain");
         }
+    }
+
+    /// Forwarded requests being answered now, refusals included (a stopping node waits for
+    /// them before it closes its connections).
+    pub fn answering(&self) -> u32 {
+        self.inner.answering.load(Ordering::Relaxed)
     }
 
     /// How many handles to this data plane exist (its connection tasks hold one each). The
@@ -171,10 +181,12 @@ impl DataPlane {
             }
             (Some(INVOKE_ALPN), Some(handler)) => {
                 while let Ok((send, recv)) = connection.accept_bi().await {
-                    let metrics = self.inner.metrics.clone();
+                    let this = self.clone();
                     let handler = handler.clone();
                     self.inner.tasks.spawn(async move {
-                        if let Err(error) = invoke::serve(send, recv, handler, from, &metrics).await
+                        let _answering = crate::counted::Counted::enter(&this.inner.answering);
+                        let metrics = &this.inner.metrics;
+                        if let Err(error) = invoke::serve(send, recv, handler, from, metrics).await
                         {
                             metrics.count_rejection("invoke_request");
                             tracing::debug!(%error, "refused a forwarded request");
