@@ -28,6 +28,9 @@ fn the_example_config_parses() {
     assert_eq!(config.gateway, GatewayLimits::default());
     assert_eq!(config.executor.max_queued, 256);
     assert!(config.hedging);
+    assert_eq!(config.drain_timeout, Duration::from_secs(10));
+    assert_eq!(config.otlp_endpoint, None);
+    assert_eq!(config.trace_sample_ratio, 1.0);
 }
 
 #[test]
@@ -40,7 +43,8 @@ fn limits_come_from_the_file_and_nonsense_is_refused() {
         NodeConfig::from_args(args)
     };
     let config = write_and_load(
-        "hedging = false\n[gateway]\nheader_read_timeout_ms = 1500\nmax_connections = 7\n\
+        "hedging = false\ndrain_timeout_s = 3\notlp_endpoint = \"http://127.0.0.1:4318\"\n\
+         trace_sample_ratio = 0.25\n[gateway]\nheader_read_timeout_ms = 1500\nmax_connections = 7\n\
          [executor]\nmax_concurrent = 3\nmax_queued = 9\n",
     )
     .unwrap();
@@ -58,7 +62,14 @@ fn limits_come_from_the_file_and_nonsense_is_refused() {
         (3, 9)
     );
     assert!(!config.hedging);
+    assert_eq!(config.drain_timeout, Duration::from_secs(3));
+    assert_eq!(
+        config.otlp_endpoint.as_deref(),
+        Some("http://127.0.0.1:4318")
+    );
+    assert_eq!(config.trace_sample_ratio, 0.25);
     for bad in [
+        "trace_sample_ratio = 1.5\n",
         "[gateway]\nmax_connections = 0\n",
         "[gateway]\nbody_timeout_ms = 0\n",
         "[gateway]\nheader_timeout = 5\n",
