@@ -101,12 +101,14 @@ impl Node {
         let quic_addr = data_plane.local_addr()?;
 
         let mut swarm = control::build_swarm(&keys, !config.announce.is_empty(), metrics.clone())?;
+        let mut listeners = std::collections::HashSet::new();
         for addr in &config.listen {
-            swarm
+            let listener = swarm
                 .listen_on(addr.clone())
                 .with_context(|| format!("cannot listen on {addr}"))?;
+            listeners.insert(listener);
         }
-        let listen_addrs = wait_for_listeners(&mut swarm, config.listen.len()).await?;
+        let listen_addrs = wait_for_listeners(&mut swarm, listeners).await?;
         for addr in &config.announce {
             swarm.add_external_address(addr.clone());
         }
@@ -445,18 +447,23 @@ fn short_peer(peer: &PeerId) -> String {
     text[text.len().saturating_sub(8)..].to_owned()
 }
 
+/// Waits until every one of `listeners` has reported an address (a listener on 0.0.0.0
+/// reports one per interface); the addresses reported by then.
 async fn wait_for_listeners(
     swarm: &mut libp2p::Swarm<control::Behaviour>,
-    count: usize,
+    mut listeners: std::collections::HashSet<libp2p::core::transport::ListenerId>,
 ) -> anyhow::Result<Vec<Multiaddr>> {
     let mut addrs = Vec::new();
     let deadline = tokio::time::sleep(Duration::from_secs(10));
     tokio::pin!(deadline);
-    while addrs.len() < count {
+    while !listeners.is_empty() {
         tokio::select! {
             _ = &mut deadline => anyhow::bail!("listen addresses not ready within 10 s"),
             event = swarm.select_next_some() => match event {
-                SwarmEvent::NewListenAddr { address, .. } => addrs.push(address),
+                SwarmEvent::NewListenAddr { listener_id, address } => {
+                    listeners.remove(&listener_id);
+                    addrs.push(address);
+                }
                 SwarmEvent::ListenerError { error, .. } => anyhow::bail!("listener failed: {error}"),
                 _ => {}
             },
