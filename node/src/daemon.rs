@@ -383,11 +383,18 @@ impl Node {
         Duration::from_micros(slowest_us)
     }
 
-    /// Stops gracefully: drains first (see [`Node::drain`]), then stops every task and closes
-    /// the endpoints; returns once the tasks have ended (or 10 s have passed), so that a node
-    /// restarted in the same process can bind the same ports.
+    /// Stops gracefully: drains first (see [`Node::drain`]), then [`Node::stop`]s.
     pub async fn shutdown(&self) {
         self.drain().await;
+        self.stop().await;
+    }
+
+    /// Stops every task and closes the endpoints at once, requests in flight or not (a
+    /// simulated crash; [`Node::shutdown`] drains first); returns once the tasks have ended (or
+    /// 10 s have passed), so that a node restarted in the same process can bind the same ports.
+    pub async fn stop(&self) {
+        self.inner.stopping.store(true, Ordering::Relaxed);
+        let _ = self.stopping.send(true);
         let _ = self.shutdown.send(true);
         let stopped = async {
             // Connection handlers, forwarded requests and fetches end with their connections.

@@ -173,7 +173,8 @@ impl Cluster {
     pub async fn kill(&mut self, index: usize) {
         self.net.isolate(index, true);
         if let Some(node) = self.members.get_mut(index).and_then(|m| m.node.take()) {
-            node.shutdown().await;
+            // No drain: a crashed node tells nobody and finishes nothing.
+            node.stop().await;
         }
     }
 
