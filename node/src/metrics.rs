@@ -339,11 +339,6 @@ impl Metrics {
         family.get_or_create(&State { state }).set(count as i64);
     }
 
-    /// The value of a state gauge of `family`.
-    pub fn state_of(family: &Family<State, Gauge>, state: &'static str) -> i64 {
-        family.get_or_create(&State { state }).get()
-    }
-
     /// Counts one message of the node's own protocols.
     pub fn count_traffic(&self, kind: TrafficKind, direction: Direction, bytes: usize) {
         let flow = Flow { kind, direction };
