@@ -279,18 +279,21 @@ fn thumbnail_case(
         ratio(sandboxed_us)
     );
     if let Some(script) = std::env::var_os("WASMESH_WASMTIME_BENCH") {
-        let wasmtime_us = median_us_printed_by(
-            Command::new("python3")
-                .arg(script)
-                .arg(support::built_guest_path("thumbnail"))
-                .arg(request_file.path())
-                .arg(RUNS.to_string())
-                .stdin(Stdio::null()),
-        );
-        println!(
-            "| peer: wasmtime (Cranelift, no fuel), same module | {wasmtime_us:.1} us | {} |",
-            ratio(wasmtime_us)
-        );
+        for (metering, flags) in [("no fuel", &[][..]), ("its own fuel", &["--fuel"][..])] {
+            let wasmtime_us = median_us_printed_by(
+                Command::new("python3")
+                    .arg(&script)
+                    .arg(support::built_guest_path("thumbnail"))
+                    .arg(request_file.path())
+                    .arg(RUNS.to_string())
+                    .args(flags)
+                    .stdin(Stdio::null()),
+            );
+            println!(
+                "| peer: wasmtime (Cranelift, {metering}), same module | {wasmtime_us:.1} us | {} |",
+                ratio(wasmtime_us)
+            );
+        }
     }
     match native_us {
         Some(native_us) => {

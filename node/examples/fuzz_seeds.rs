@@ -94,6 +94,8 @@ fn main() -> anyhow::Result<()> {
             3,
             BlobRequest {
                 hash: manifest.manifest.blob,
+                first: 0,
+                groups: 64,
             }
             .encode(),
         ),

@@ -24,6 +24,7 @@
 
 pub mod address_scope;
 pub mod admission;
+pub mod blob_tree;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -43,6 +44,7 @@ mod lock;
 pub mod metrics;
 pub mod module_file;
 pub mod node;
+pub mod partial_blob;
 pub mod per_peer;
 pub mod publish;
 pub mod refusal_log;

@@ -3,18 +3,32 @@
 //! Layout under the data dir:
 //! - `manifests/<publisher hex>/<name>.manifest`: the newest accepted signed manifest of each
 //!   module, written with an atomic rename. Re-verified when loaded.
-//! - `blobs/<blake3 hex>`: verified Wasm blobs. A blob is written to `blobs/tmp/`, hashed while
-//!   written, fsynced, and renamed into place only when its hash and size match; nothing
-//!   unverified is ever at a `blobs/<hex>` path, so nothing unverified is ever served.
+//! - `blobs/<blake3 hex>`: verified Wasm blobs. A published blob is written to `blobs/tmp/`,
+//!   hashed while written, fsynced, and renamed into place only when its hash and size match; a
+//!   fetched one is received in verified ranges under `blobs/partial/` ([`PartialBlob`]) and
+//!   renamed into place once complete. Nothing unverified is ever at a `blobs/<hex>` path, so
+//!   nothing unverified is ever served.
+//! - `blobs/<blake3 hex>.obao`: the blob's outboard (its BLAKE3 tree's inner hashes, see
+//!   [`blob_tree`](crate::blob_tree)), from which any range is served in verified form. Made
+//!   when the blob is stored, or when first served if it is missing.
+//! - `blobs/partial/`: fetches in progress, kept across attempts and restarts so that a fetch
+//!   resumes from what it has; removed after [`PARTIAL_MAX_AGE`] untouched.
 //! - `artifacts/`: the executor's compiled-module cache.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use bao_tree::io::outboard::PreOrderOutboard;
 use wasmesh_protocol::{ContentHash, Manifest, SignedManifest};
 
+use crate::blob_tree;
 use crate::fs_util::{sync_dir, write_atomic};
+use crate::partial_blob::{PartialBlob, PartialPaths};
+
+/// A partial blob untouched for this long is removed when the store is opened.
+pub const PARTIAL_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// Why a blob could not be stored.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +87,19 @@ impl Store {
             fs::remove_dir_all(&tmp)?;
         }
         fs::create_dir_all(&tmp)?;
+        let partial = store.partial_dir();
+        fs::create_dir_all(&partial)?;
+        for entry in fs::read_dir(&partial)?.filter_map(Result::ok) {
+            let stale = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|modified| modified.elapsed().ok())
+                .is_some_and(|age| age > PARTIAL_MAX_AGE);
+            if stale {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
         Ok(store)
     }
 
@@ -85,8 +112,25 @@ impl Store {
         self.root.join("blobs").join("tmp")
     }
 
+    fn partial_dir(&self) -> PathBuf {
+        self.root.join("blobs").join("partial")
+    }
+
     fn blob_path(&self, hash: &ContentHash) -> PathBuf {
         self.root.join("blobs").join(hash.to_string())
+    }
+
+    fn outboard_path(&self, hash: &ContentHash) -> PathBuf {
+        self.root.join("blobs").join(format!("{hash}.obao"))
+    }
+
+    fn partial_paths(&self, hash: &ContentHash) -> PartialPaths {
+        PartialPaths {
+            data: self.partial_dir().join(hash.to_string()),
+            pairs: self.partial_dir().join(format!("{hash}.obao")),
+            blob: self.blob_path(hash),
+            outboard: self.outboard_path(hash),
+        }
     }
 
     fn manifest_path(&self, manifest: &Manifest) -> PathBuf {
@@ -113,6 +157,40 @@ impl Store {
         Ok((file, size))
     }
 
+    /// Opens a stored blob with its outboard, for serving ranges of it. Makes the outboard
+    /// first if it is missing or the wrong size. Blocking.
+    pub fn open_blob_tree(&self, hash: &ContentHash) -> io::Result<(File, PreOrderOutboard<File>)> {
+        let (file, size) = self.open_blob(hash)?;
+        let tree = blob_tree::tree(size);
+        let path = self.outboard_path(hash);
+        let fits = |f: &File| f.metadata().is_ok_and(|m| m.len() == tree.outboard_size());
+        let outboard = match File::open(&path) {
+            Ok(outboard) if fits(&outboard) => outboard,
+            _ => {
+                self.write_outboard(hash, &fs::read(self.blob_path(hash))?)?;
+                File::open(&path)?
+            }
+        };
+        let outboard = PreOrderOutboard {
+            root: blob_tree::root(hash),
+            tree,
+            data: outboard,
+        };
+        Ok((file, outboard))
+    }
+
+    fn write_outboard(&self, hash: &ContentHash, blob: &[u8]) -> io::Result<()> {
+        write_atomic(
+            &self.outboard_path(hash),
+            &blob_tree::outboard_of(blob).data,
+        )
+    }
+
+    /// Opens the partial blob `hash` of `size` bytes, to fetch (the rest of) it. Blocking.
+    pub fn partial_blob(&self, hash: ContentHash, size: u64) -> io::Result<PartialBlob> {
+        PartialBlob::open(self.partial_paths(&hash), hash, size)
+    }
+
     /// Starts writing a blob expected to hash to `hash` and have `size` bytes.
     pub fn blob_writer(&self, hash: ContentHash, size: u64) -> io::Result<BlobWriter> {
         let temp = tempfile::Builder::new()
@@ -135,7 +213,8 @@ impl Store {
         }
         let mut writer = self.blob_writer(hash, bytes.len() as u64)?;
         writer.write(bytes)?;
-        writer.finish()
+        writer.finish()?;
+        Ok(self.write_outboard(&hash, bytes)?)
     }
 
     /// Bytes free for this user on the store's file system.
@@ -165,10 +244,14 @@ impl Store {
 
     /// Deletes a blob (when no manifest uses it any more).
     pub fn remove_blob(&self, hash: &ContentHash) -> io::Result<()> {
-        match fs::remove_file(self.blob_path(hash)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+        let partial = self.partial_paths(hash);
+        for path in [partial.blob, partial.outboard, partial.data, partial.pairs] {
+            match fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
         }
+        Ok(())
     }
 
     /// Saves the newest signed manifest of its module, replacing an older one.

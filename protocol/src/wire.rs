@@ -18,8 +18,14 @@
 //!   of at most [`SYNC_PAGE`] at a time in module-key order, asking for the next page after the
 //!   last key it got while the peer says there are more.
 //! - **Blob fetch** (QUIC, ALPN [`BLOB_ALPN`]): the client opens a bidirectional stream and writes
-//!   a length-prefixed [`BlobRequest`]; the server answers with a [`BlobHeader`] (fixed 9 bytes:
-//!   status, size) followed by exactly `size` bytes of the blob, and finishes the stream.
+//!   a length-prefixed [`BlobRequest`] naming a blob and a range of its chunk groups; the server
+//!   answers with a [`BlobHeader`] (fixed 9 bytes: status, size of the whole blob) followed by
+//!   the range in BLAKE3 verified-streaming form (the bao encoding, as `bao-tree` writes it for
+//!   groups of [`BLOB_GROUP_SIZE`] bytes: in pre-order, each parent's pair of child hashes on
+//!   the path to the range, then the range's groups), and finishes the stream. The client checks
+//!   every pair and group against the blob's hash as it arrives, so a provider that lies is
+//!   caught at the first group it falsifies, and a blob can come in ranges from several
+//!   providers at once.
 //!
 //! Every message has a stated maximum size; decoders refuse anything larger.
 
@@ -43,7 +49,7 @@ pub const KAD_PROTOCOL: &str = "/wasmesh/kad/1";
 /// libp2p protocol of manifest sync (version 2: paged).
 pub const SYNC_PROTOCOL: &str = "/wasmesh/sync/2";
 /// ALPN of the blob protocol on the QUIC data plane.
-pub const BLOB_ALPN: &[u8] = b"wasmesh/blob/1";
+pub const BLOB_ALPN: &[u8] = b"wasmesh/blob/2";
 /// ALPN of the invoke protocol on the QUIC data plane.
 pub const INVOKE_ALPN: &[u8] = b"wasmesh/invoke/2";
 
@@ -68,6 +74,12 @@ pub const MAX_SYNC_RESPONSE_SIZE: usize = 64
     + MAX_SYNC_PEERS * (48 + MAX_PEER_ADDRS * 136);
 /// Largest encoded blob request (without its 4-byte length prefix).
 pub const MAX_BLOB_REQUEST_SIZE: usize = 64;
+/// Blobs are verified in groups of 2^4 BLAKE3 chunks of 1 KiB (bao-tree's block size 4).
+pub const BLOB_GROUP_CHUNK_LOG: u8 = 4;
+/// Bytes of one chunk group: the unit of a range and of verification.
+pub const BLOB_GROUP_SIZE: u64 = 1024 << BLOB_GROUP_CHUNK_LOG;
+/// The most chunk groups one request may ask for (1 MiB).
+pub const MAX_BLOB_REQUEST_GROUPS: u32 = 64;
 
 /// What a node tells the peers it is connected to about itself.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
@@ -252,11 +264,15 @@ impl SyncResponse {
     }
 }
 
-/// Asks for one blob by its hash.
+/// Asks for a range of one blob: `groups` chunk groups from group `first`.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct BlobRequest {
     /// The blob's BLAKE3 hash.
     pub hash: ContentHash,
+    /// The first chunk group (of [`BLOB_GROUP_SIZE`] bytes) asked for.
+    pub first: u64,
+    /// How many groups, 1 to [`MAX_BLOB_REQUEST_GROUPS`]; a range past the end is cut at it.
+    pub groups: u32,
 }
 
 impl BlobRequest {
@@ -283,6 +299,8 @@ pub enum BlobHeader {
     NotFound,
     /// This node is at its transfer limit; ask another provider.
     Busy,
+    /// The range asked for is empty, too long, or starts past the blob's end.
+    BadRange,
 }
 
 impl BlobHeader {
@@ -295,6 +313,7 @@ impl BlobHeader {
             BlobHeader::Found { size } => (0u8, size),
             BlobHeader::NotFound => (1, 0),
             BlobHeader::Busy => (2, 0),
+            BlobHeader::BadRange => (3, 0),
         };
         let mut bytes = [0u8; Self::SIZE];
         bytes[0] = status;
@@ -312,7 +331,8 @@ impl BlobHeader {
             (0, size) => Ok(BlobHeader::Found { size }),
             (1, 0) => Ok(BlobHeader::NotFound),
             (2, 0) => Ok(BlobHeader::Busy),
-            (1 | 2, _) => Err(DecodeError::Malformed(
+            (3, 0) => Ok(BlobHeader::BadRange),
+            (1..=3, _) => Err(DecodeError::Malformed(
                 "a size in an answer without a blob".into(),
             )),
             (other, _) => Err(DecodeError::Malformed(format!("blob status {other}"))),
@@ -330,6 +350,7 @@ mod tests {
             BlobHeader::Found { size: 1 << 40 },
             BlobHeader::NotFound,
             BlobHeader::Busy,
+            BlobHeader::BadRange,
         ] {
             assert_eq!(BlobHeader::decode(&header.encode()), Ok(header));
         }

@@ -178,7 +178,7 @@ proptest! {
         prop_assert_eq!(SyncRequest::decode(&request.encode()).unwrap(), request);
         let response = SyncResponse { manifests: manifests.into_iter().map(|(m, _)| m).collect(), membership, more, peers: Vec::new() };
         prop_assert_eq!(SyncResponse::decode(&response.encode()).unwrap(), response);
-        let blob = BlobRequest { hash: ContentHash(hash) };
+        let blob = BlobRequest { hash: ContentHash(hash), first: size, groups: size as u32 };
         prop_assert_eq!(BlobRequest::decode(&blob.encode()).unwrap(), blob);
         let header = BlobHeader::Found { size };
         prop_assert_eq!(BlobHeader::decode(&header.encode()).unwrap(), header);

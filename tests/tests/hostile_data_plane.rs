@@ -193,7 +193,8 @@ async fn a_trickling_provider_is_dropped_for_the_next_one() {
     )
     .await
     .expect("the fetch ends")
-    .expect("the second provider delivers");
+    .expect("the second provider delivers")
+    .failures;
     assert_eq!(failures.len(), 1, "{failures:?}");
     assert_eq!(failures[0].0.key, trickler_keys.public());
     assert!(

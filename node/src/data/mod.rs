@@ -1,15 +1,17 @@
-//! The QUIC data plane (quinn): one endpoint per node, in three parts.
+//! The QUIC data plane (quinn): one endpoint per node, in four parts.
 //!
 //! - [`endpoint`]: binding, TLS with node-key certificates, one ALPN per protocol, transport
 //!   settings (flow-control windows sized for long links on the connections this node opens,
 //!   small ones on those peers open), and the cache of outgoing connections.
-//! - [`blobs`]: serving and fetching content-addressed blobs.
+//! - [`blobs`]: serving ranges of content-addressed blobs; [`blob_fetch`]: fetching one blob in
+//!   verified ranges from several providers at once.
 //! - [`invoke`]: serving and sending forwarded requests.
 //!
 //! [`DataPlane`] ties them together: it accepts connections (at most 256 in total and 4 per
 //! peer key, see `connection_limits`) and hands each stream to the part its protocol names.
 //! Every task it starts is tracked, and [`DataPlane::shutdown`] waits for them.
 
+pub mod blob_fetch;
 pub mod blobs;
 pub mod endpoint;
 mod framing;
@@ -25,7 +27,7 @@ use tokio_util::task::TaskTracker;
 use wasmesh_protocol::wire::{BLOB_ALPN, INVOKE_ALPN, InvokeReply, InvokeRequest};
 use wasmesh_protocol::{ContentHash, PublicKey};
 
-pub use self::blobs::FetchError;
+pub use self::blob_fetch::{FetchError, FetchReport, MAX_PROVIDERS};
 pub use self::endpoint::{ConnectError, DataPlaneError, PeerAddr, peer_key};
 pub use self::framing::{FrameError, RequestError};
 pub use self::invoke::{ForwardError, InvokeHandler};
@@ -44,6 +46,7 @@ pub struct DataPlane {
 struct Inner {
     connections: endpoint::Connections,
     blobs: blobs::Blobs,
+    fetcher: blob_fetch::BlobFetcher,
     inbound: ConnectionLimits,
     metrics: Arc<Metrics>,
     tasks: TaskTracker,
@@ -74,6 +77,7 @@ impl DataPlane {
             inner: Arc::new(Inner {
                 connections,
                 blobs: blobs::Blobs::new(metrics.clone()),
+                fetcher: blob_fetch::BlobFetcher::new(metrics.clone()),
                 inbound: ConnectionLimits::default(),
                 metrics,
                 tasks,
@@ -225,25 +229,30 @@ impl DataPlane {
         hash: ContentHash,
         size: u64,
         store: &Store,
-    ) -> Result<(), FetchError> {
-        self.inner
-            .blobs
-            .fetch(&self.inner.connections, provider, hash, size, store)
+    ) -> Result<FetchReport, FetchError> {
+        self.fetch_from_any(&[provider], hash, size, store)
             .await
+            .map_err(|failures| {
+                failures.into_iter().next().map_or(
+                    FetchError::Protocol("the blob is already being fetched".into()),
+                    |(_, error)| error,
+                )
+            })
     }
 
-    /// Fetches from the first provider that delivers a verified blob, trying them in order.
-    /// Returns the failures of the providers tried before.
+    /// Fetches the blob from the first [`MAX_PROVIDERS`] of `providers` at once, in verified
+    /// ranges, resuming from what an earlier attempt left (see [`blob_fetch`]). Fails with
+    /// each provider's failure if the blob could not be completed.
     pub async fn fetch_from_any(
         &self,
         providers: &[PeerAddr],
         hash: ContentHash,
         size: u64,
         store: &Store,
-    ) -> Result<Vec<(PeerAddr, FetchError)>, Vec<(PeerAddr, FetchError)>> {
+    ) -> Result<FetchReport, Vec<(PeerAddr, FetchError)>> {
         self.inner
-            .blobs
-            .fetch_from_any(&self.inner.connections, providers, hash, size, store)
+            .fetcher
+            .fetch(&self.inner.connections, providers, hash, size, store)
             .await
     }
 }
