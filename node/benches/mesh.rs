@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use wasmesh_node::admission::Admission;
 use wasmesh_node::config::NodeConfig;
 use wasmesh_node::daemon::Node;
@@ -16,6 +15,9 @@ use wasmesh_node::metrics::Metrics;
 use wasmesh_node::store::Store;
 use wasmesh_node::tls::TlsIdentity;
 use wasmesh_protocol::{ContentHash, Keypair, Limits, PublishBundle};
+
+#[path = "support/raw_quinn.rs"]
+mod raw_quinn;
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort_unstable();
@@ -30,76 +32,11 @@ fn local() -> SocketAddr {
     "127.0.0.1:0".parse().expect("address")
 }
 
-/// The same transport settings as the node's data plane.
-fn transport() -> Arc<quinn::TransportConfig> {
-    let mut t = quinn::TransportConfig::default();
-    t.stream_receive_window(quinn::VarInt::from_u32(16 << 20))
-        .receive_window(quinn::VarInt::from_u32(64 << 20))
-        .send_window(64 << 20);
-    Arc::new(t)
-}
-
 /// Baseline: one raw quinn stream moving `size` bytes from memory to memory, same TLS setup.
 async fn raw_quinn(size: usize, runs: usize) -> Duration {
-    let server_keys = Keypair::from_seed([1; 32]);
-    let client_keys = Keypair::from_seed([2; 32]);
-    let server_id = TlsIdentity::new(&server_keys, None).expect("identity");
-    let client_id = TlsIdentity::new(&client_keys, None).expect("identity");
-    let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(
-        QuicServerConfig::try_from(
-            server_id
-                .server_config(Admission::Open, &[b"raw"])
-                .expect("tls"),
-        )
-        .expect("quic tls"),
-    ));
-    server_config.transport_config(transport());
-    let server = quinn::Endpoint::server(server_config, local()).expect("server");
+    let server = raw_quinn::serve(size);
     let addr = server.local_addr().expect("addr");
-    let payload = Arc::new(vec![7u8; size]);
-    tokio::spawn(async move {
-        while let Some(incoming) = server.accept().await {
-            let payload = payload.clone();
-            tokio::spawn(async move {
-                let Ok(connection) = incoming.await else {
-                    return;
-                };
-                while let Ok((mut send, _recv)) = connection.accept_bi().await {
-                    let _ = send.write_all(&payload).await;
-                    let _ = send.finish();
-                    let _ = send.stopped().await;
-                }
-            });
-        }
-    });
-    let mut client_config = quinn::ClientConfig::new(Arc::new(
-        QuicClientConfig::try_from(
-            client_id
-                .client_config(server_keys.public(), b"raw")
-                .expect("tls"),
-        )
-        .expect("quic tls"),
-    ));
-    client_config.transport_config(transport());
-    let client = quinn::Endpoint::client(local()).expect("client");
-    let connection = client
-        .connect_with(client_config, addr, "wasmesh")
-        .expect("connect")
-        .await
-        .expect("handshake");
-    let mut samples = Vec::new();
-    for _ in 0..runs {
-        let start = Instant::now();
-        let (mut send, mut recv) = connection.open_bi().await.expect("stream");
-        send.write_all(b"go").await.expect("write");
-        let mut received = 0;
-        while let Some(chunk) = recv.read_chunk(256 * 1024, true).await.expect("read") {
-            received += chunk.bytes.len();
-        }
-        assert_eq!(received, size);
-        samples.push(start.elapsed());
-    }
-    median(samples)
+    median(raw_quinn::time_streams(addr, size, runs).await)
 }
 
 /// wasmesh: fetch a blob by hash, verify it while writing, fsync, move it into the store.

@@ -162,7 +162,7 @@ pub struct Metrics {
     pub rejections: Family<Reason, Counter>,
     /// Blobs fetched and verified.
     pub blobs_fetched: Counter,
-    /// Blobs served to peers.
+    /// Blob ranges (of at most 1 MiB) served to peers.
     pub blobs_served: Counter,
     /// Invocations, by outcome and route.
     pub invocations: Family<Outcome, Counter>,
@@ -373,7 +373,7 @@ impl Metrics {
         );
         registry.register(
             "blobs_served",
-            "Blobs served to peers",
+            "Blob ranges (of at most 1 MiB) served to peers",
             self.blobs_served.clone(),
         );
         registry.register(

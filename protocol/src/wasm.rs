@@ -79,6 +79,35 @@ fn allowed_note(abi: Abi) -> &'static str {
     }
 }
 
+/// `bytes` without its custom sections, except `name` (function names for traps): what a
+/// compiler needs. Custom sections (debug info, producers) can be most of a module, and
+/// wasmer hashes every byte it is given. Returns `bytes` unchanged when there is nothing to
+/// drop or it does not parse.
+pub fn without_custom_sections(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let mut kept = Vec::new();
+    let mut section_start = 8;
+    let mut copied_to = 0;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        let Ok(payload) = payload else {
+            return std::borrow::Cow::Borrowed(bytes);
+        };
+        let drop = matches!(&payload, wasmparser::Payload::CustomSection(c) if c.name() != "name");
+        let Some((_, contents)) = payload.as_section() else {
+            continue;
+        };
+        if drop {
+            kept.extend_from_slice(&bytes[copied_to..section_start]);
+            copied_to = contents.end;
+        }
+        section_start = contents.end;
+    }
+    if copied_to == 0 {
+        return std::borrow::Cow::Borrowed(bytes);
+    }
+    kept.extend_from_slice(&bytes[copied_to..]);
+    std::borrow::Cow::Owned(kept)
+}
+
 /// Validates `bytes` and determines its ABI, imports and declared memory.
 pub fn inspect(bytes: &[u8]) -> Result<ModuleInfo, WasmError> {
     if bytes.len() as u64 > MAX_MODULE_SIZE {
@@ -206,6 +235,33 @@ mod tests {
         (memory (export "memory") 1 4)
         (func (export "wasmesh_alloc") (param i32) (result i32) i32.const 1024)
         (func (export "wasmesh_handle") (param i32 i32) (result i64) i64.const 0))"#;
+
+    #[test]
+    fn custom_sections_are_left_out_for_the_compiler_except_names() {
+        let plain = wasm(RAW);
+        assert!(matches!(
+            without_custom_sections(&plain),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        let annotated = wasm(&RAW.replace(
+            "(memory",
+            r#"(@custom "debug" (after func) "0123456789abcdef") (@custom "name" (after func) "\00") (@custom "producers" "xyz") (memory"#,
+        ));
+        let stripped = without_custom_sections(&annotated);
+        assert_eq!(
+            stripped.len(),
+            annotated.len() - (1 + 1 + 6 + 16) - (1 + 1 + 10 + 3)
+        );
+        let names: Vec<String> = wasmparser::Parser::new(0)
+            .parse_all(&stripped)
+            .filter_map(|p| match p.unwrap() {
+                wasmparser::Payload::CustomSection(c) => Some(c.name().to_owned()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(names, ["name"]);
+        assert_eq!(inspect(&stripped).unwrap().abi, Abi::Raw);
+    }
 
     #[test]
     fn detects_raw() {

@@ -128,8 +128,11 @@ impl ModuleCache {
         let (module, size, source) = match self.load_artifact(&engine, &hash) {
             Some((module, size)) => (module, size, Prepared::Artifact),
             None => {
-                let module = Module::new(&engine, wasm).map_err(|e| GuestError::InvalidModule {
-                    detail: e.to_string(),
+                let compiled = wasm::without_custom_sections(wasm);
+                let module = Module::new(&engine, compiled.as_ref()).map_err(|e| {
+                    GuestError::InvalidModule {
+                        detail: e.to_string(),
+                    }
                 })?;
                 let size = self
                     .store_artifact(&hash, &module)

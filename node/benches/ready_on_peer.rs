@@ -1,0 +1,207 @@
+//! Cold start of a large module across two processes: a 16 MiB module is published on one
+//! `wasmesh node run` process (A) and the bench waits until a second (B) has it ready. From
+//! "ready on A" to "ready on B" is gossip, the blob's fetch in verified ranges, the store, the
+//! check before compiling, and the compile; its MiB/s is compared with raw quinn streams of the
+//! same size between two processes (this binary, started again as the server), in the same run.
+//!
+//! Run: `cargo bench -p wasmesh-node --bench ready_on_peer` (it builds the `wasmesh` binary).
+//! Prints a Markdown table of medians of 5.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[allow(dead_code)]
+#[path = "../tests/support/process.rs"]
+mod process;
+#[path = "support/raw_quinn.rs"]
+mod raw_quinn;
+
+use process::{NodeProcess, publisher_key, wait_until, wasmesh};
+
+/// Size of the module.
+const SIZE: usize = 16 << 20;
+/// Publishes (and raw streams) measured.
+const RUNS: usize = 5;
+/// Started with this argument, the binary is the raw quinn server of the baseline.
+const RAW_SERVER: &str = "--raw-quinn-server";
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+fn mib_per_s(time: Duration) -> f64 {
+    SIZE as f64 / (1 << 20) as f64 / time.as_secs_f64()
+}
+
+/// The raw quinn server: serves until its stdin closes.
+fn raw_server() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let server = raw_quinn::serve(SIZE);
+        println!("{}", server.local_addr().expect("addr"));
+        std::io::stdout().flush().expect("stdout");
+        tokio::task::spawn_blocking(|| {
+            let _ = std::io::stdin().lines().count();
+        })
+        .await
+        .expect("stdin");
+    });
+}
+
+/// Raw quinn streams of `SIZE` bytes from a server in another process: the median.
+fn raw_between_processes() -> Duration {
+    let mut server = Command::new(std::env::current_exe().expect("this binary"))
+        .arg(RAW_SERVER)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the raw server starts");
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the server's address");
+    let addr = line.trim().parse().expect("an address");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let samples = runtime.block_on(raw_quinn::time_streams(addr, SIZE, RUNS));
+    drop(server.stdin.take());
+    let _ = server.wait();
+    median(samples)
+}
+
+/// A valid module of exactly `SIZE` bytes: the reverse fixture and a custom section of bytes
+/// that do not repeat (distinct per `seed`, so each publish is a new blob).
+fn large_module(seed: u64) -> Vec<u8> {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests/fixtures/reverse.wat");
+    let mut module = wat::parse_file(fixture).expect("the fixture");
+    let name = b"payload";
+    // Section id, its size (5-byte LEB128), the name's length and the name.
+    let overhead = 1 + 5 + 1 + name.len();
+    let payload = SIZE - module.len() - overhead;
+    let content = 1 + name.len() + payload;
+    module.push(0);
+    for i in 0..5 {
+        let more = if i < 4 { 0x80 } else { 0 };
+        module.push(((content >> (7 * i)) & 0x7f) as u8 | more);
+    }
+    module.push(name.len() as u8);
+    module.extend_from_slice(name);
+    let start = module.len();
+    module.resize(SIZE, 0);
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&seed.to_le_bytes());
+    hasher.finalize_xof().fill(&mut module[start..]);
+    module
+}
+
+/// A histogram's sum in `GET /metrics` of `node`, in seconds.
+fn histogram_sum(node: &NodeProcess, name: &str) -> f64 {
+    let text = ureq::get(&format!("{}/metrics", node.url))
+        .call()
+        .ok()
+        .and_then(|mut response| response.body_mut().read_to_string().ok())
+        .unwrap_or_default();
+    let prefix = format!("{name}_sum");
+    text.lines()
+        .filter_map(|line| line.strip_prefix(&prefix))
+        .filter_map(|rest| rest.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn main() {
+    if std::env::args().any(|arg| arg == RAW_SERVER) {
+        return raw_server();
+    }
+    let raw = raw_between_processes();
+
+    let dir = tempfile::tempdir().expect("dir");
+    let (key, trust) = publisher_key(dir.path());
+    let a = NodeProcess::start(&dir.path().join("a"), &trust, &[], &[]);
+    let b = NodeProcess::start(&dir.path().join("b"), &trust, &[&a], &[]);
+    wait_until("B is connected to A", process::DEADLINE, || {
+        a.status()["peers"].as_u64().unwrap_or(0) >= 1
+    });
+
+    let mut samples = Vec::new();
+    for run in 0..RUNS {
+        let name = format!("large{run}");
+        let path = dir.path().join(format!("{name}.wasm"));
+        std::fs::write(&path, large_module(run as u64)).expect("module file");
+        let publishing = {
+            let (dir, key, url, path, name) = (
+                dir.path().to_owned(),
+                key.clone(),
+                a.url.clone(),
+                path.clone(),
+                name.clone(),
+            );
+            std::thread::spawn(move || {
+                wasmesh(
+                    &dir,
+                    &[
+                        "publish",
+                        path.to_str().expect("utf-8"),
+                        "--name",
+                        &name,
+                        "--version",
+                        "1",
+                        "--key",
+                        key.to_str().expect("utf-8"),
+                        "--node",
+                        &url,
+                    ],
+                )
+            })
+        };
+        let started = Instant::now();
+        let mut ready_on_a = None;
+        let ready_on_b = loop {
+            let now = Instant::now();
+            if ready_on_a.is_none() && a.is_ready(&name) {
+                ready_on_a = Some(now);
+            }
+            if b.is_ready(&name) {
+                break now;
+            }
+            assert!(
+                started.elapsed() < process::DEADLINE,
+                "{name} never became ready on B"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        publishing.join().expect("the publish ends");
+        let ready_on_a = ready_on_a.unwrap_or(ready_on_b);
+        samples.push(ready_on_b - ready_on_a);
+    }
+    let fetch = histogram_sum(&b, "wasmesh_blob_fetch_duration_seconds") / RUNS as f64;
+    let compile = histogram_sum(&b, "wasmesh_compile_duration_seconds") / RUNS as f64;
+    let ready = median(samples);
+
+    println!(
+        "## A 16 MiB module: ready on A to ready on B (two processes, loopback, median of {RUNS})\n"
+    );
+    println!("| what | time | MiB/s | / raw quinn |");
+    println!("| --- | ---: | ---: | ---: |");
+    println!(
+        "| raw quinn stream, two processes | {:.1} ms | {:.0} | 1.00 |",
+        raw.as_secs_f64() * 1e3,
+        mib_per_s(raw)
+    );
+    println!(
+        "| ready on A to ready on B | {:.1} ms | {:.0} | **{:.2}** |",
+        ready.as_secs_f64() * 1e3,
+        mib_per_s(ready),
+        raw.as_secs_f64() / ready.as_secs_f64()
+    );
+    println!(
+        "| of which B's fetch (mean) | {:.1} ms | {:.0} | |",
+        fetch * 1e3,
+        SIZE as f64 / (1 << 20) as f64 / fetch
+    );
+    println!(
+        "| of which B's compile (mean) | {:.1} ms | | |",
+        compile * 1e3
+    );
+}
