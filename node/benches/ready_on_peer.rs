@@ -2,10 +2,11 @@
 //! `wasmesh node run` process (A) and the bench waits until a second (B) has it ready. From
 //! "ready on A" to "ready on B" is gossip, the blob's fetch in verified ranges, the store, the
 //! check before compiling, and the compile; its MiB/s is compared with raw quinn streams of the
-//! same size between two processes (this binary, started again as the server), in the same run.
+//! same size between two processes (this binary, started again as the server), one stream before
+//! each publish, so that both see the same state of a shared machine.
 //!
 //! Run: `cargo bench -p wasmesh-node --bench ready_on_peer` (it builds the `wasmesh` binary).
-//! Prints a Markdown table of medians of 5.
+//! Prints a Markdown table of medians of 9.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -23,7 +24,7 @@ use process::{NodeProcess, publisher_key, wait_until, wasmesh};
 /// Size of the module.
 const SIZE: usize = 16 << 20;
 /// Publishes (and raw streams) measured.
-const RUNS: usize = 5;
+const RUNS: usize = 9;
 /// Started with this argument, the binary is the raw quinn server of the baseline.
 const RAW_SERVER: &str = "--raw-quinn-server";
 
@@ -51,24 +52,45 @@ fn raw_server() {
     });
 }
 
-/// Raw quinn streams of `SIZE` bytes from a server in another process: the median.
-fn raw_between_processes() -> Duration {
-    let mut server = Command::new(std::env::current_exe().expect("this binary"))
-        .arg(RAW_SERVER)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the raw server starts");
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("the server's address");
-    let addr = line.trim().parse().expect("an address");
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let samples = runtime.block_on(raw_quinn::time_streams(addr, SIZE, RUNS));
-    drop(server.stdin.take());
-    let _ = server.wait();
-    median(samples)
+/// Raw quinn streams of `SIZE` bytes from a server in another process.
+struct RawBetweenProcesses {
+    server: std::process::Child,
+    client: raw_quinn::RawClient,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl RawBetweenProcesses {
+    fn start() -> Self {
+        let mut server = Command::new(std::env::current_exe().expect("this binary"))
+            .arg(RAW_SERVER)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the raw server starts");
+        let mut line = String::new();
+        BufReader::new(server.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("the server's address");
+        let addr = line.trim().parse().expect("an address");
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let client = runtime.block_on(raw_quinn::RawClient::connect(addr));
+        Self {
+            server,
+            client,
+            runtime,
+        }
+    }
+
+    fn time_stream(&self) -> Duration {
+        self.runtime.block_on(self.client.time_stream(SIZE))
+    }
+}
+
+impl Drop for RawBetweenProcesses {
+    fn drop(&mut self) {
+        drop(self.server.stdin.take());
+        let _ = self.server.wait();
+    }
 }
 
 /// A valid module of exactly `SIZE` bytes: the reverse fixture and a custom section of bytes
@@ -114,7 +136,10 @@ fn main() {
     if std::env::args().any(|arg| arg == RAW_SERVER) {
         return raw_server();
     }
-    let raw = raw_between_processes();
+    let raw_streams = RawBetweenProcesses::start();
+    // A first stream warms the connection up.
+    raw_streams.time_stream();
+    let mut raw_samples = Vec::new();
 
     let dir = tempfile::tempdir().expect("dir");
     let (key, trust) = publisher_key(dir.path());
@@ -126,6 +151,7 @@ fn main() {
 
     let mut samples = Vec::new();
     for run in 0..RUNS {
+        raw_samples.push(raw_streams.time_stream());
         let name = format!("large{run}");
         let path = dir.path().join(format!("{name}.wasm"));
         std::fs::write(&path, large_module(run as u64)).expect("module file");
@@ -178,6 +204,7 @@ fn main() {
     let fetch = histogram_sum(&b, "wasmesh_blob_fetch_duration_seconds") / RUNS as f64;
     let compile = histogram_sum(&b, "wasmesh_compile_duration_seconds") / RUNS as f64;
     let ready = median(samples);
+    let raw = median(raw_samples);
 
     println!(
         "## A 16 MiB module: ready on A to ready on B (two processes, loopback, median of {RUNS})\n"

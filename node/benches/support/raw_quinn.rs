@@ -63,36 +63,48 @@ pub fn serve(size: usize) -> quinn::Endpoint {
     server
 }
 
-/// Connects to a [`serve`] server at `addr`, and times `runs` streams of `size` bytes from it.
-pub async fn time_streams(addr: SocketAddr, size: usize, runs: usize) -> Vec<Duration> {
-    let client_keys = Keypair::from_seed([2; 32]);
-    let identity = TlsIdentity::new(&client_keys, None).expect("identity");
-    let mut config = quinn::ClientConfig::new(Arc::new(
-        QuicClientConfig::try_from(
-            identity
-                .client_config(server_keys().public(), ALPN)
-                .expect("tls"),
-        )
-        .expect("quic tls"),
-    ));
-    config.transport_config(transport());
-    let client = quinn::Endpoint::client(local()).expect("client");
-    let connection = client
-        .connect_with(config, addr, "wasmesh")
-        .expect("connect")
-        .await
-        .expect("handshake");
-    let mut samples = Vec::new();
-    for _ in 0..runs {
+/// A connection to a [`serve`] server.
+pub struct RawClient {
+    connection: quinn::Connection,
+    _endpoint: quinn::Endpoint,
+}
+
+impl RawClient {
+    /// Connects to the [`serve`] server at `addr`.
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let client_keys = Keypair::from_seed([2; 32]);
+        let identity = TlsIdentity::new(&client_keys, None).expect("identity");
+        let mut config = quinn::ClientConfig::new(Arc::new(
+            QuicClientConfig::try_from(
+                identity
+                    .client_config(server_keys().public(), ALPN)
+                    .expect("tls"),
+            )
+            .expect("quic tls"),
+        ));
+        config.transport_config(transport());
+        let endpoint = quinn::Endpoint::client(local()).expect("client");
+        let connection = endpoint
+            .connect_with(config, addr, "wasmesh")
+            .expect("connect")
+            .await
+            .expect("handshake");
+        Self {
+            connection,
+            _endpoint: endpoint,
+        }
+    }
+
+    /// Times one stream of `size` bytes from the server.
+    pub async fn time_stream(&self, size: usize) -> Duration {
         let start = Instant::now();
-        let (mut send, mut recv) = connection.open_bi().await.expect("stream");
+        let (mut send, mut recv) = self.connection.open_bi().await.expect("stream");
         send.write_all(b"go").await.expect("write");
         let mut received = 0;
         while let Some(chunk) = recv.read_chunk(256 * 1024, true).await.expect("read") {
             received += chunk.bytes.len();
         }
         assert_eq!(received, size);
-        samples.push(start.elapsed());
+        start.elapsed()
     }
-    samples
 }

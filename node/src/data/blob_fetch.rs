@@ -41,8 +41,11 @@ pub const MAX_FETCHING: usize = 8;
 pub const MAX_PROVIDERS: usize = 4;
 /// Pieces asked of one provider at once.
 pub const LANES_PER_PROVIDER: usize = 2;
-/// Verified items waiting for the writer thread, at most (about 1 MiB of groups).
-const WRITE_QUEUE: usize = 64;
+/// Batches of verified items waiting for the writer thread, at most (about 4 MiB of groups).
+const WRITE_QUEUE: usize = 16;
+/// Verified data a lane gathers before handing it to the writer thread in one batch: one
+/// wake-up of the thread per batch rather than per chunk group.
+const WRITE_BATCH: usize = 256 << 10;
 
 /// Why a blob could not be fetched from one provider.
 #[derive(Debug, thiserror::Error)]
@@ -197,16 +200,18 @@ async fn fetch(
         .map_err(io_failure)?;
     let resumed = partial.verified_bytes();
     let pieces = Pieces::missing_from(&partial, providers.len().min(MAX_PROVIDERS));
-    let (writes, mut verified) = mpsc::channel::<Verified>(WRITE_QUEUE);
+    let (writes, mut verified) = mpsc::channel::<Vec<Verified>>(WRITE_QUEUE);
     // The writer hands the partial blob back, with the write error that stopped it if any.
     let writer = tokio::task::spawn_blocking(move || {
         let mut partial = partial;
-        while let Some(item) = verified.blocking_recv() {
-            match item {
-                Verified::Pair(node, pair) => partial.save_pair(node, &pair),
-                Verified::Group { offset, data } => {
-                    if let Err(error) = partial.write_verified(offset, &data) {
-                        return (partial, Some(error));
+        while let Some(batch) = verified.blocking_recv() {
+            for item in batch {
+                match item {
+                    Verified::Pair(node, pair) => partial.save_pair(node, &pair),
+                    Verified::Group { offset, data } => {
+                        if let Err(error) = partial.write_verified(offset, &data) {
+                            return (partial, Some(error));
+                        }
                     }
                 }
             }
@@ -286,7 +291,7 @@ async fn drop_blocking(partial: PartialBlob) {
 struct Target<'a> {
     hash: ContentHash,
     size: u64,
-    writes: mpsc::Sender<Verified>,
+    writes: mpsc::Sender<Vec<Verified>>,
     progress: &'a Mutex<FetchProgress>,
     pieces: &'a Pieces,
 }
@@ -322,7 +327,8 @@ impl Target<'_> {
     }
 
     /// Asks for the groups `piece` and passes on what verifies, counting it in `delivered`;
-    /// `piece` shrinks to the groups still missing as they arrive.
+    /// `piece` shrinks to the groups still missing as they arrive. What verified reaches the
+    /// writer however the piece ends (done, failed, or past its deadline).
     async fn fetch_piece(
         &self,
         connection: &quinn::Connection,
@@ -331,6 +337,7 @@ impl Target<'_> {
     ) -> Result<(), FetchError> {
         let protocol = |e: &dyn std::fmt::Display| FetchError::Protocol(e.to_string());
         let deadline = transfer_deadline(blob_tree::bytes_of(piece, self.size));
+        let mut batch = Batch::default();
         let receiving = async {
             let (mut send, mut recv) = connection.open_bi().await.map_err(|e| protocol(&e))?;
             let request = BlobRequest {
@@ -384,15 +391,48 @@ impl Target<'_> {
                         }
                     }
                 };
-                if self.writes.send(verified).await.is_err() {
-                    // The writer failed; its error is reported by the fetch.
-                    return Err(FetchError::Protocol("the blob cannot be written".into()));
+                if batch.add(verified) {
+                    self.hand_over(&mut batch).await?;
                 }
             }
         };
-        tokio::time::timeout_at(deadline, receiving)
+        let received = tokio::time::timeout_at(deadline, receiving)
             .await
-            .map_err(|_| FetchError::Stalled)?
+            .unwrap_or(Err(FetchError::Stalled));
+        let handed = self.hand_over(&mut batch).await;
+        received.and(handed)
+    }
+
+    /// Hands the batch to the writer thread, leaving it empty.
+    async fn hand_over(&self, batch: &mut Batch) -> Result<(), FetchError> {
+        if batch.items.is_empty() {
+            return Ok(());
+        }
+        let items = std::mem::take(&mut batch.items);
+        batch.bytes = 0;
+        self.writes
+            .send(items)
+            .await
+            // The writer failed; its error is reported by the fetch.
+            .map_err(|_| FetchError::Protocol("the blob cannot be written".into()))
+    }
+}
+
+/// Verified items a lane has not handed to the writer yet.
+#[derive(Default)]
+struct Batch {
+    items: Vec<Verified>,
+    bytes: usize,
+}
+
+impl Batch {
+    /// Adds `item`; true once the batch holds [`WRITE_BATCH`] bytes of groups.
+    fn add(&mut self, item: Verified) -> bool {
+        if let Verified::Group { data, .. } = &item {
+            self.bytes += data.len();
+        }
+        self.items.push(item);
+        self.bytes >= WRITE_BATCH
     }
 }
 

@@ -113,14 +113,16 @@ impl Blobs {
         };
         send.write_all(&header.encode()).await.map_err(gone)?;
         if !body.is_empty() {
-            let deadline = transfer_deadline(body.len() as u64);
-            tokio::time::timeout_at(deadline, send.write_all(&body))
+            let length = body.len();
+            let deadline = transfer_deadline(length as u64);
+            // Handed over whole, not copied into the stream's buffers.
+            tokio::time::timeout_at(deadline, send.write_chunk(body.into()))
                 .await
                 .map_err(|_| ServeBlobError::SlowReader)?
                 .map_err(gone)?;
             self.metrics.blobs_served.inc();
             self.metrics
-                .count_traffic(TrafficKind::Blob, Direction::Sent, body.len());
+                .count_traffic(TrafficKind::Blob, Direction::Sent, length);
         }
         send.finish().map_err(|_| ServeBlobError::PeerGone)?;
         // Wait until the peer has the data (or leaves) before dropping the stream.
