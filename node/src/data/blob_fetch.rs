@@ -408,10 +408,8 @@ impl Target<'_> {
         if batch.items.is_empty() {
             return Ok(());
         }
-        let items = std::mem::take(&mut batch.items);
-        batch.bytes = 0;
         self.writes
-            .send(items)
+            .send(std::mem::take(batch).items)
             .await
             // The writer failed; its error is reported by the fetch.
             .map_err(|_| FetchError::Protocol("the blob cannot be written".into()))
