@@ -232,76 +232,118 @@ fn photo_png(width: u32, height: u32) -> Vec<u8> {
 
 /// Times the thumbnail of `jpeg` in the sandbox, natively (`WASMESH_NATIVE_THUMBNAIL`) and under
 /// wasmtime (`WASMESH_WASMTIME_BENCH`: the python script that runs it), and prints a table.
+///
+/// The runtimes take turns: each round times a few runs of each, and the ratios are taken per
+/// round, so that the machine's drift over the minute this takes falls on all of them alike.
 fn thumbnail_case(
     executor: &Executor,
     module: &wasmesh_node::executor::CompiledModule,
     label: &str,
     jpeg: &[u8],
 ) {
-    const RUNS: usize = 15;
+    const ROUNDS: usize = 9;
+    const RUNS: usize = 5;
     println!("\n## thumbnail: {label}\n");
     let mut request = b"256\n".to_vec();
     request.extend(jpeg);
-    let mut fuel_used = 0;
-    let sandboxed = measure(RUNS, || {
-        let out = executor
-            .run_blocking(
-                module,
-                &Request {
-                    input: request.clone(),
-                    limits: generous(),
-                },
-            )
-            .expect("thumbnail");
-        fuel_used = out.fuel_used;
-        black_box(out.bytes);
-    });
-    let sandboxed_us = sandboxed.median.as_secs_f64() * 1e6;
-    println!(
-        "input: {} KiB JPEG; fuel charged per request: {fuel_used}\n",
-        jpeg.len() / 1024
-    );
-    println!("| what | median | / native |");
-    println!("| --- | ---: | ---: |");
     let request_file = tempfile::NamedTempFile::new().expect("request file");
     std::fs::write(request_file.path(), &request).expect("write the request");
-    let native_us = std::env::var_os("WASMESH_NATIVE_THUMBNAIL").map(|native| {
-        median_us_printed_by(
-            Command::new(native)
-                .args(["--bench", &RUNS.to_string()])
-                .stdin(std::fs::File::open(request_file.path()).expect("request")),
-        )
-    });
-    let ratio = |us: f64| native_us.map_or("".to_owned(), |n| format!("{:.2}x", us / n));
+    let native = std::env::var_os("WASMESH_NATIVE_THUMBNAIL");
+    let wasmtime = std::env::var_os("WASMESH_WASMTIME_BENCH");
+    let mut fuel_used = 0;
+    // Per round, in microseconds: sandbox, native, wasmtime without fuel, wasmtime with its fuel.
+    let mut rounds: Vec<[Option<f64>; 4]> = Vec::new();
+    for _ in 0..ROUNDS {
+        let sandboxed = measure(RUNS, || {
+            let out = executor
+                .run_blocking(
+                    module,
+                    &Request {
+                        input: request.clone(),
+                        limits: generous(),
+                    },
+                )
+                .expect("thumbnail");
+            fuel_used = out.fuel_used;
+            black_box(out.bytes);
+        });
+        let native_us = native.as_ref().map(|native| {
+            median_us_printed_by(
+                Command::new(native)
+                    .args(["--bench", &RUNS.to_string()])
+                    .stdin(std::fs::File::open(request_file.path()).expect("request")),
+            )
+        });
+        let wasmtime_us = |flags: &[&str]| {
+            wasmtime.as_ref().map(|script| {
+                median_us_printed_by(
+                    Command::new("python3")
+                        .arg(script)
+                        .arg(support::built_guest_path("thumbnail"))
+                        .arg(request_file.path())
+                        .arg(RUNS.to_string())
+                        .args(flags)
+                        .stdin(Stdio::null()),
+                )
+            })
+        };
+        rounds.push([
+            Some(sandboxed.median.as_secs_f64() * 1e6),
+            native_us,
+            wasmtime_us(&[]),
+            wasmtime_us(&["--fuel"]),
+        ]);
+    }
     println!(
-        "| in the sandbox (wasmer, metered) | {} | {} |",
-        us(sandboxed.median),
-        ratio(sandboxed_us)
+        "input: {} KiB JPEG; fuel charged per request: {fuel_used}; {ROUNDS} rounds of {RUNS} runs \
+         each, medians\n",
+        jpeg.len() / 1024
     );
-    if let Some(script) = std::env::var_os("WASMESH_WASMTIME_BENCH") {
-        for (metering, flags) in [("no fuel", &[][..]), ("its own fuel", &["--fuel"][..])] {
-            let wasmtime_us = median_us_printed_by(
-                Command::new("python3")
-                    .arg(&script)
-                    .arg(support::built_guest_path("thumbnail"))
-                    .arg(request_file.path())
-                    .arg(RUNS.to_string())
-                    .args(flags)
-                    .stdin(Stdio::null()),
-            );
+    // The median over rounds of `column`, and of its per-round ratio to `base`.
+    let median_of = |values: Vec<f64>| {
+        let mut values = values;
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied()
+    };
+    let column = |c: usize| median_of(rounds.iter().filter_map(|r| r[c]).collect());
+    let ratio = |c: usize, base: usize| {
+        median_of(
+            rounds
+                .iter()
+                .filter_map(|r| Some(r[c]? / r[base]?))
+                .collect(),
+        )
+        .map_or(String::new(), |ratio| format!("{ratio:.2}"))
+    };
+    println!("| what | median | / native | wasmesh / this |");
+    println!("| --- | ---: | ---: | ---: |");
+    let names = [
+        "in the sandbox (wasmer, metered)",
+        "baseline: the same code compiled natively",
+        "peer: wasmtime (Cranelift, no fuel), same module",
+        "peer: wasmtime (Cranelift, its own fuel), same module",
+    ];
+    for (c, name) in names.iter().enumerate() {
+        if let Some(median) = column(c) {
             println!(
-                "| peer: wasmtime (Cranelift, {metering}), same module | {wasmtime_us:.1} us | {} |",
-                ratio(wasmtime_us)
+                "| {name} | {median:.1} us | {} | {} |",
+                ratio(c, 1),
+                ratio(0, c)
             );
         }
     }
-    match native_us {
-        Some(native_us) => {
-            println!("| baseline: the same code compiled natively | {native_us:.1} us | 1.00x |")
-        }
-        None => {
-            println!("(set WASMESH_NATIVE_THUMBNAIL to a native thumbnail build for the baseline)")
-        }
+    let spread: Vec<String> = rounds
+        .iter()
+        .filter_map(|r| Some(format!("{:.2}", r[0]? / r[2]?)))
+        .collect();
+    if !spread.is_empty() {
+        println!(
+            "\nwasmesh / wasmtime without fuel, round by round: {}",
+            spread.join(" ")
+        );
+    }
+    if native.is_none() {
+        println!("(set WASMESH_NATIVE_THUMBNAIL to a native thumbnail build for the baseline)");
     }
 }
 

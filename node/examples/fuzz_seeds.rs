@@ -96,6 +96,7 @@ fn main() -> anyhow::Result<()> {
                 hash: manifest.manifest.blob,
                 first: 0,
                 groups: 64,
+                zstd: true,
             }
             .encode(),
         ),

@@ -32,6 +32,14 @@ pub fn bytes_of(groups: &Range<u64>, size: u64) -> u64 {
     end.saturating_sub(groups.start * BLOB_GROUP_SIZE)
 }
 
+/// The most bytes the verified form of the groups `groups` takes: their data, a pair of 32-byte
+/// hashes for each parent among them (one fewer than the groups), and one for each level of the
+/// tree above them (64 at most).
+pub fn encoded_len_bound(groups: &Range<u64>, size: u64) -> u64 {
+    const PAIR: u64 = 64;
+    bytes_of(groups, size) + PAIR * (groups.end.saturating_sub(groups.start) + 64)
+}
+
 /// The chunk ranges that cover the groups `groups`.
 pub fn chunks_of(groups: &Range<u64>) -> ChunkRanges {
     let per_group = 1u64 << BLOB_GROUP_CHUNK_LOG;

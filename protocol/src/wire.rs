@@ -21,11 +21,12 @@
 //!   a length-prefixed [`BlobRequest`] naming a blob and a range of its chunk groups; the server
 //!   answers with a [`BlobHeader`] (fixed 9 bytes: status, size of the whole blob) followed by
 //!   the range in BLAKE3 verified-streaming form (the bao encoding, as `bao-tree` writes it for
-//!   groups of [`BLOB_GROUP_SIZE`] bytes: in pre-order, each parent's pair of child hashes on
-//!   the path to the range, then the range's groups), and finishes the stream. The client checks
+//!   groups of [`BLOB_GROUP_SIZE`] bytes: in pre-order, the pair of child hashes of each parent
+//!   on the path to the range and within it, and the range's groups), and finishes the stream. The client checks
 //!   every pair and group against the blob's hash as it arrives, so a provider that lies is
 //!   caught at the first group it falsifies, and a blob can come in ranges from several
-//!   providers at once.
+//!   providers at once. A client that sets [`BlobRequest::zstd`] may get the range as one zstd
+//!   frame instead ([`BlobHeader::FoundZstd`]), when the server finds that it compresses.
 //!
 //! Every message has a stated maximum size; decoders refuse anything larger.
 
@@ -49,7 +50,8 @@ pub const KAD_PROTOCOL: &str = "/wasmesh/kad/1";
 /// libp2p protocol of manifest sync (version 2: paged).
 pub const SYNC_PROTOCOL: &str = "/wasmesh/sync/2";
 /// ALPN of the blob protocol on the QUIC data plane.
-pub const BLOB_ALPN: &[u8] = b"wasmesh/blob/2";
+/// (version 3: ranges may come compressed).
+pub const BLOB_ALPN: &[u8] = b"wasmesh/blob/3";
 /// ALPN of the invoke protocol on the QUIC data plane.
 pub const INVOKE_ALPN: &[u8] = b"wasmesh/invoke/2";
 
@@ -273,6 +275,8 @@ pub struct BlobRequest {
     pub first: u64,
     /// How many groups, 1 to [`MAX_BLOB_REQUEST_GROUPS`]; a range past the end is cut at it.
     pub groups: u32,
+    /// Whether the client takes the range compressed with zstd ([`BlobHeader::FoundZstd`]).
+    pub zstd: bool,
 }
 
 impl BlobRequest {
@@ -301,6 +305,12 @@ pub enum BlobHeader {
     Busy,
     /// The range asked for is empty, too long, or starts past the blob's end.
     BadRange,
+    /// The blob is this many bytes; the range follows as one zstd frame, which decompresses to
+    /// the range's verified form. Only sent to a client that asked for it.
+    FoundZstd {
+        /// Size in bytes.
+        size: u64,
+    },
 }
 
 impl BlobHeader {
@@ -314,6 +324,7 @@ impl BlobHeader {
             BlobHeader::NotFound => (1, 0),
             BlobHeader::Busy => (2, 0),
             BlobHeader::BadRange => (3, 0),
+            BlobHeader::FoundZstd { size } => (4, size),
         };
         let mut bytes = [0u8; Self::SIZE];
         bytes[0] = status;
@@ -332,6 +343,7 @@ impl BlobHeader {
             (1, 0) => Ok(BlobHeader::NotFound),
             (2, 0) => Ok(BlobHeader::Busy),
             (3, 0) => Ok(BlobHeader::BadRange),
+            (4, size) => Ok(BlobHeader::FoundZstd { size }),
             (1..=3, _) => Err(DecodeError::Malformed(
                 "a size in an answer without a blob".into(),
             )),
@@ -351,6 +363,7 @@ mod tests {
             BlobHeader::NotFound,
             BlobHeader::Busy,
             BlobHeader::BadRange,
+            BlobHeader::FoundZstd { size: 3 },
         ] {
             assert_eq!(BlobHeader::decode(&header.encode()), Ok(header));
         }

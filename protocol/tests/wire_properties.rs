@@ -178,10 +178,11 @@ proptest! {
         prop_assert_eq!(SyncRequest::decode(&request.encode()).unwrap(), request);
         let response = SyncResponse { manifests: manifests.into_iter().map(|(m, _)| m).collect(), membership, more, peers: Vec::new() };
         prop_assert_eq!(SyncResponse::decode(&response.encode()).unwrap(), response);
-        let blob = BlobRequest { hash: ContentHash(hash), first: size, groups: size as u32 };
+        let blob = BlobRequest { hash: ContentHash(hash), first: size, groups: size as u32, zstd: size % 2 == 0 };
         prop_assert_eq!(BlobRequest::decode(&blob.encode()).unwrap(), blob);
-        let header = BlobHeader::Found { size };
-        prop_assert_eq!(BlobHeader::decode(&header.encode()).unwrap(), header);
+        for header in [BlobHeader::Found { size }, BlobHeader::FoundZstd { size }] {
+            prop_assert_eq!(BlobHeader::decode(&header.encode()).unwrap(), header);
+        }
     }
 
     #[test]

@@ -255,3 +255,43 @@ pub fn wasmesh_bin() -> PathBuf {
     );
     bin
 }
+
+/// `len` bytes that do not compress (a BLAKE3 stream).
+pub fn incompressible_bytes(len: usize) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(len + 32);
+    let mut counter = 0u64;
+    while bytes.len() < len {
+        bytes.extend_from_slice(&ContentHash::of(&counter.to_le_bytes()).0);
+        counter += 1;
+    }
+    bytes.truncate(len);
+    bytes
+}
+
+/// `len` bytes shaped like code: opcodes and small operands drawn from a BLAKE3 stream, which
+/// zstd's fastest level shrinks to about 36%, as it does a compiled Rust guest (`thumbnail.wasm`,
+/// 38%).
+pub fn code_like_bytes(len: usize) -> Vec<u8> {
+    const OPCODES: [&[u8]; 8] = [
+        &[0x20],
+        &[0x21],
+        &[0x41],
+        &[0x6a],
+        &[0x28, 0x02],
+        &[0x36, 0x02],
+        &[0x10],
+        &[0x0d],
+    ];
+    let mut bytes = Vec::with_capacity(len + 64);
+    let mut counter = 0u64;
+    while bytes.len() < len {
+        let draw = ContentHash::of(&counter.to_le_bytes()).0;
+        for byte in &draw[..8] {
+            bytes.extend_from_slice(OPCODES[usize::from(byte % 8)]);
+            bytes.push(byte % 16);
+        }
+        counter += 1;
+    }
+    bytes.truncate(len);
+    bytes
+}

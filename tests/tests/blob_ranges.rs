@@ -1,8 +1,12 @@
 //! Blobs in verified ranges, from several real providers at once (real quinn data planes and
 //! real stores on 127.0.0.1): a provider that lies at a chunk group in the middle of every range
-//! it serves is caught at that group and dropped while the others complete the blob, and a fetch
-//! that failed midway resumes from the groups on disk that still verify.
+//! it serves is caught at that group and dropped while the others complete the blob, a fetch
+//! that failed midway resumes from the groups on disk that still verify, and a blob that
+//! compresses crosses the wire compressed from providers a few milliseconds away (through the
+//! simulator's delaying UDP relays), plain from one on the same host, and is checked all the
+//! same.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -14,7 +18,8 @@ use wasmesh_node::store::Store;
 use wasmesh_node::tls::TlsIdentity;
 use wasmesh_protocol::wire::{BLOB_GROUP_SIZE, MAX_BLOB_REQUEST_GROUPS};
 use wasmesh_protocol::{ContentHash, Keypair};
-use wasmesh_tests::MESH_DEADLINE;
+use wasmesh_sim::relay::{LatencyNet, node_ip};
+use wasmesh_tests::{MESH_DEADLINE, code_like_bytes, incompressible_bytes};
 
 /// Bytes of one request's range (64 groups).
 const PIECE: u64 = MAX_BLOB_REQUEST_GROUPS as u64 * BLOB_GROUP_SIZE;
@@ -30,12 +35,17 @@ struct Peer {
 
 impl Peer {
     fn start(seed: u8) -> Self {
+        Self::start_at(seed, Ipv4Addr::LOCALHOST)
+    }
+
+    /// A peer whose sockets are bound to `ip` (for a [`LatencyNet`], which knows senders by it).
+    fn start_at(seed: u8, ip: Ipv4Addr) -> Self {
         let keys = Keypair::from_seed([seed; 32]);
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let metrics = Arc::new(Metrics::default());
         let plane = DataPlane::bind(
-            "127.0.0.1:0".parse().unwrap(),
+            SocketAddr::from((ip, 0)),
             TlsIdentity::new(&keys, None).unwrap(),
             Admission::Open,
             metrics.clone(),
@@ -67,16 +77,14 @@ impl Peer {
     }
 }
 
-/// `pieces` requests' worth of bytes that do not repeat, and a short tail.
+/// `pieces` requests' worth of bytes that do not compress, and a short tail.
 fn blob(pieces: u64) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity((pieces * PIECE + 1000) as usize);
-    let mut counter = 0u64;
-    while bytes.len() < (pieces * PIECE + 1000) as usize {
-        bytes.extend_from_slice(&ContentHash::of(&counter.to_le_bytes()).0);
-        counter += 1;
-    }
-    bytes.truncate((pieces * PIECE + 1000) as usize);
-    bytes
+    incompressible_bytes((pieces * PIECE + 1000) as usize)
+}
+
+/// `pieces` requests' worth of bytes shaped like code, and a short tail.
+fn code_like_blob(pieces: u64) -> Vec<u8> {
+    code_like_bytes((pieces * PIECE + 1000) as usize)
 }
 
 /// Overwrites one byte of the stored file at `offset`: the peer keeps serving it, with the
@@ -207,4 +215,67 @@ async fn a_fetch_resumes_from_the_groups_that_still_verify() {
     assert_eq!(report.received, size - report.resumed);
     assert!(honest.blob_bytes_sent() >= report.received);
     assert_eq!(receiver.store.read_blob(&hash).unwrap(), data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_blob_that_compresses_crosses_the_wire_compressed_from_afar_and_a_liar_is_still_caught() {
+    let data = code_like_blob(4);
+    let hash = ContentHash::of(&data);
+    let size = data.len() as u64;
+    // Nodes 0 and 1 provide, node 2 fetches; every link is 2 ms each way.
+    let net = LatencyNet::start(&vec![vec![2.0; 3]; 3]).unwrap();
+    let honest = Peer::start_at(1, node_ip(0));
+    let liar = Peer::start_at(2, node_ip(1));
+    for provider in [&honest, &liar] {
+        provider.store.put_blob(hash, &data).unwrap();
+    }
+    for piece in 0..4 {
+        corrupt(&liar.blob_path(&hash), piece * PIECE + PIECE / 2 + 7);
+    }
+    let far = |index: usize, peer: &Peer| PeerAddr {
+        addr: net.relay(index, peer.addr().addr).unwrap(),
+        ..peer.addr()
+    };
+
+    let receiver = Peer::start_at(9, node_ip(2));
+    let report = tokio::time::timeout(
+        MESH_DEADLINE,
+        receiver.plane.fetch_from_any(
+            &[far(0, &honest), far(1, &liar)],
+            hash,
+            size,
+            &receiver.store,
+        ),
+    )
+    .await
+    .expect("the fetch ends")
+    .expect("the honest provider completes the blob");
+
+    // The liar's ranges came compressed too: its falsified group was caught once inflated.
+    assert!(
+        matches!(
+            report.failures[..],
+            [(_, FetchError::Lied { group: Some(_) })]
+        ),
+        "{:?}",
+        report.failures
+    );
+    assert_eq!(receiver.metrics.rejections_of("blob_hash_mismatch"), 1);
+    assert_eq!(receiver.store.read_blob(&hash).unwrap(), data);
+    assert_eq!(report.received, size);
+    // What crossed the wire was well under the blob (36% of it, compressed).
+    let sent = honest.blob_bytes_sent() + liar.blob_bytes_sent();
+    assert!(sent > 0 && sent < size / 2, "{sent} bytes sent for {size}");
+
+    // From a provider on the same host, the same blob comes plain.
+    let near = Peer::start(3);
+    near.store.put_blob(hash, &data).unwrap();
+    let downstream = Peer::start(10);
+    downstream
+        .plane
+        .fetch_blob(near.addr(), hash, size, &downstream.store)
+        .await
+        .expect("the near provider serves the blob");
+    assert_eq!(downstream.store.read_blob(&hash).unwrap(), data);
+    assert!(near.blob_bytes_sent() >= size);
 }

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use bao_tree::io::BaoContentItem;
 use bao_tree::io::fsm::{ResponseDecoder, ResponseDecoderNext};
 use bytes::Bytes;
-use iroh_io::TokioStreamReader;
+use iroh_io::{AsyncStreamReader, TokioStreamReader};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use wasmesh_protocol::ContentHash;
 use wasmesh_protocol::wire::{
@@ -29,6 +29,7 @@ use wasmesh_protocol::wire::{
 use super::blobs::transfer_deadline;
 use super::endpoint::{ConnectError, Connections, PeerAddr};
 use super::framing::write_framed;
+use super::range_compression::{decompress, max_frame_len, worth_asking};
 use crate::blob_tree;
 use crate::lock::lock;
 use crate::metrics::{Direction, Metrics, TrafficKind};
@@ -344,6 +345,7 @@ impl Target<'_> {
                 hash: self.hash,
                 first: piece.start,
                 groups: (piece.end - piece.start) as u32,
+                zstd: worth_asking(connection.rtt()),
             };
             write_framed(&mut send, &request.encode())
                 .await
@@ -353,9 +355,10 @@ impl Target<'_> {
             recv.read_exact(&mut header)
                 .await
                 .map_err(|e| protocol(&e))?;
-            match BlobHeader::decode(&header).map_err(|e| protocol(&e))? {
-                BlobHeader::Found { size } if size == self.size => {}
-                BlobHeader::Found { size } => {
+            let compressed = match BlobHeader::decode(&header).map_err(|e| protocol(&e))? {
+                BlobHeader::Found { size } if size == self.size => false,
+                BlobHeader::FoundZstd { size } if size == self.size => true,
+                BlobHeader::Found { size } | BlobHeader::FoundZstd { size } => {
                     return Err(protocol(&format!(
                         "offered {size} bytes, expected {}",
                         self.size
@@ -364,43 +367,75 @@ impl Target<'_> {
                 BlobHeader::NotFound => return Err(FetchError::NotFound),
                 BlobHeader::Busy => return Err(FetchError::Busy),
                 BlobHeader::BadRange => return Err(protocol(&"the range was refused")),
+            };
+            if !compressed {
+                return self
+                    .verify(TokioStreamReader::new(recv), piece, delivered, &mut batch)
+                    .await;
             }
-            let mut decoder = ResponseDecoder::new(
-                blob_tree::root(&self.hash),
-                blob_tree::chunks_of(piece),
-                blob_tree::tree(self.size),
-                TokioStreamReader::new(recv),
-            );
-            loop {
-                let item = match decoder.next().await {
-                    ResponseDecoderNext::Done(_) => return Ok(()),
-                    ResponseDecoderNext::More((next, item)) => {
-                        decoder = next;
-                        item.map_err(decode_error)?
-                    }
-                };
-                let verified = match item {
-                    BaoContentItem::Parent(parent) => Verified::Pair(parent.node, parent.pair),
-                    BaoContentItem::Leaf(leaf) => {
-                        piece.start = leaf.offset / BLOB_GROUP_SIZE + 1;
-                        *delivered += leaf.data.len() as u64;
-                        lock(self.progress).advance(leaf.data.len());
-                        Verified::Group {
-                            offset: leaf.offset,
-                            data: leaf.data,
-                        }
-                    }
-                };
-                if batch.add(verified) {
-                    self.hand_over(&mut batch).await?;
-                }
-            }
+            // One frame, read whole and inflated to at most the range's size: its groups are
+            // then checked as if they had come plain.
+            let bound = blob_tree::encoded_len_bound(piece, self.size) as usize;
+            let frame = recv
+                .read_to_end(max_frame_len(bound))
+                .await
+                .map_err(|e| protocol(&e))?;
+            let encoded = decompress(&frame, bound)
+                .map_err(|e| protocol(&format!("the compressed range: {e}")))?;
+            self.verify(
+                TokioStreamReader::new(&encoded[..]),
+                piece,
+                delivered,
+                &mut batch,
+            )
+            .await
         };
         let received = tokio::time::timeout_at(deadline, receiving)
             .await
             .unwrap_or(Err(FetchError::Stalled));
         let handed = self.hand_over(&mut batch).await;
         received.and(handed)
+    }
+
+    /// Checks the verified form of `piece` read from `reader` against the blob's hash, passing
+    /// on what verifies (through `batch`) and shrinking `piece` to the groups still missing.
+    async fn verify<R: AsyncStreamReader>(
+        &self,
+        reader: R,
+        piece: &mut Range<u64>,
+        delivered: &mut u64,
+        batch: &mut Batch,
+    ) -> Result<(), FetchError> {
+        let mut decoder = ResponseDecoder::new(
+            blob_tree::root(&self.hash),
+            blob_tree::chunks_of(piece),
+            blob_tree::tree(self.size),
+            reader,
+        );
+        loop {
+            let item = match decoder.next().await {
+                ResponseDecoderNext::Done(_) => return Ok(()),
+                ResponseDecoderNext::More((next, item)) => {
+                    decoder = next;
+                    item.map_err(decode_error)?
+                }
+            };
+            let verified = match item {
+                BaoContentItem::Parent(parent) => Verified::Pair(parent.node, parent.pair),
+                BaoContentItem::Leaf(leaf) => {
+                    piece.start = leaf.offset / BLOB_GROUP_SIZE + 1;
+                    *delivered += leaf.data.len() as u64;
+                    lock(self.progress).advance(leaf.data.len());
+                    Verified::Group {
+                        offset: leaf.offset,
+                        data: leaf.data,
+                    }
+                }
+            };
+            if batch.add(verified) {
+                self.hand_over(batch).await?;
+            }
+        }
     }
 
     /// Hands the batch to the writer thread, leaving it empty.

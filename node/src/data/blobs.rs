@@ -1,8 +1,9 @@
-//! Blobs over QUIC, protocol `wasmesh/blob/2` (see `wasmesh_protocol::wire`): per stream, the
+//! Blobs over QUIC, protocol `wasmesh/blob/3` (see `wasmesh_protocol::wire`): per stream, the
 //! client writes a framed `BlobRequest` for a range of chunk groups and finishes its side; the
 //! server answers with a 9-byte `BlobHeader` and, when found, the range in verified form
-//! (`encode_range`). Fetching, from several providers at once, is `blob_fetch`'s; the deadlines
-//! here bound both sides.
+//! (`encode_range`), compressed when the client takes that and it pays (`range_compression`).
+//! Fetching, from several providers at once, is `blob_fetch`'s; the deadlines here bound both
+//! sides.
 //!
 //! Bounds: the node serves at most [`MAX_SERVING`] ranges at once (more get `Busy`), each at
 //! most 1 MiB; a request must arrive within
@@ -19,6 +20,7 @@ use wasmesh_protocol::wire::{
 };
 
 use super::framing::{RequestError, read_request};
+use super::range_compression::compress_if_worth;
 use crate::blob_tree;
 use crate::metrics::{Direction, Metrics, TrafficKind};
 use crate::store::Store;
@@ -101,7 +103,8 @@ impl Blobs {
             .await
             .map_err(|e| ServeBlobError::Encode(e.to_string()))?;
         let (header, body) = match encoded {
-            Ok(Some((size, body))) => (BlobHeader::Found { size }, body),
+            Ok(Some((size, Range::Compressed(body)))) => (BlobHeader::FoundZstd { size }, body),
+            Ok(Some((size, Range::Plain(body)))) => (BlobHeader::Found { size }, body),
             Ok(None) => (BlobHeader::BadRange, Vec::new()),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 (BlobHeader::NotFound, Vec::new())
@@ -131,10 +134,19 @@ impl Blobs {
     }
 }
 
+/// A range ready to send.
+enum Range {
+    /// In verified form.
+    Plain(Vec<u8>),
+    /// In verified form, compressed into one zstd frame.
+    Compressed(Vec<u8>),
+}
+
 /// Encodes the range `request` asks for, from the stored blob and its outboard: its size and
-/// the range in verified form, or `None` for a range that is empty, too long or past the end.
-/// Blocking. The data is not hashed again here: the receiver verifies every group.
-fn encode_range(store: &Store, request: &BlobRequest) -> std::io::Result<Option<(u64, Vec<u8>)>> {
+/// the range in verified form (compressed, if the client takes that and it shrinks), or `None`
+/// for a range that is empty, too long or past the end. Blocking. The data is not hashed again
+/// here: the receiver verifies every group.
+fn encode_range(store: &Store, request: &BlobRequest) -> std::io::Result<Option<(u64, Range)>> {
     let (file, outboard) = store.open_blob_tree(&request.hash)?;
     let size = outboard.tree.size();
     let total = blob_tree::groups(size);
@@ -142,9 +154,12 @@ fn encode_range(store: &Store, request: &BlobRequest) -> std::io::Result<Option<
         return Ok(None);
     }
     let groups = request.first..(request.first + u64::from(request.groups)).min(total);
-    // The data, and at most one hash pair per level of the tree above it.
-    let mut body = Vec::with_capacity(blob_tree::bytes_of(&groups, size) as usize + 64 * 64);
+    let mut body = Vec::with_capacity(blob_tree::encoded_len_bound(&groups, size) as usize);
     bao_tree::io::sync::encode_ranges(file, &outboard, &blob_tree::chunks_of(&groups), &mut body)
         .map_err(std::io::Error::other)?;
-    Ok(Some((size, body)))
+    let range = match request.zstd.then(|| compress_if_worth(&body)).flatten() {
+        Some(frame) => Range::Compressed(frame),
+        None => Range::Plain(body),
+    };
+    Ok(Some((size, range)))
 }

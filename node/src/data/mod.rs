@@ -16,6 +16,7 @@ pub mod blobs;
 pub mod endpoint;
 mod framing;
 pub mod invoke;
+mod range_compression;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
