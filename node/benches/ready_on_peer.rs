@@ -6,7 +6,9 @@
 //! each publish, so that both see the same state of a shared machine.
 //!
 //! Run: `cargo bench -p wasmesh-node --bench ready_on_peer` (it builds the `wasmesh` binary).
-//! Prints a Markdown table of medians of 9.
+//! Prints a Markdown table of medians of 9. With `WASMESH_BENCH_PIN=1`, each end gets a core of
+//! its own (`taskset`): A and the raw server on CPU 0, B and this process (the raw client) on
+//! CPU 1, as two machines would have.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -132,6 +134,18 @@ fn histogram_sum(node: &NodeProcess, name: &str) -> f64 {
         .sum()
 }
 
+/// Moves every thread of process `pid` to CPU `cpu`.
+fn pin(pid: u32, cpu: u32) {
+    let status = Command::new("taskset")
+        .args(["--all-tasks", "--pid", "--cpu-list"])
+        .arg(cpu.to_string())
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .status()
+        .expect("taskset runs");
+    assert!(status.success(), "taskset could not pin {pid} to CPU {cpu}");
+}
+
 fn main() {
     if std::env::args().any(|arg| arg == RAW_SERVER) {
         return raw_server();
@@ -149,6 +163,16 @@ fn main() {
         a.status()["peers"].as_u64().unwrap_or(0) >= 1
     });
 
+    if std::env::var_os("WASMESH_BENCH_PIN").is_some() {
+        for (pid, cpu) in [
+            (a.pid(), 0),
+            (raw_streams.server.id(), 0),
+            (b.pid(), 1),
+            (std::process::id(), 1),
+        ] {
+            pin(pid, cpu);
+        }
+    }
     let mut samples = Vec::new();
     for run in 0..RUNS {
         raw_samples.push(raw_streams.time_stream());

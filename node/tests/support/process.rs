@@ -191,6 +191,11 @@ impl NodeProcess {
     }
 
     /// `GET /v1/status` as JSON.
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn status(&self) -> serde_json::Value {
         get_json(&format!("{}/v1/status", self.url))
     }
