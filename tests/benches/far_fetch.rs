@@ -4,6 +4,7 @@
 //! thread, so it is also a link slower than loopback, as a link between sites is.
 //!
 //! Run: `cargo bench -p wasmesh-tests --bench far_fetch`. Prints a Markdown table of medians.
+//! `FAR_FETCH_ONE_WAY_MS` and `FAR_FETCH_MIB` change the delay (2 ms) and the size (16 MiB).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,9 +19,15 @@ use wasmesh_protocol::{ContentHash, Keypair};
 use wasmesh_sim::relay::{LatencyNet, node_ip};
 use wasmesh_tests::{code_like_bytes, incompressible_bytes};
 
-const SIZE: usize = 16 << 20;
 const RUNS: usize = 7;
-const ONE_WAY_MS: f64 = 2.0;
+
+/// A setting from the environment, or its default.
+fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
 
 /// A data plane on node `index`'s address, its metrics and a store in `dir`.
 fn plane(index: usize, dir: &tempfile::TempDir) -> (DataPlane, Arc<Metrics>, Store, Keypair) {
@@ -42,8 +49,8 @@ fn plane(index: usize, dir: &tempfile::TempDir) -> (DataPlane, Arc<Metrics>, Sto
 }
 
 /// The median time of fetching `blob` from the far provider, and the bytes it sent per fetch.
-async fn far_fetch(blob: &[u8]) -> (Duration, u64) {
-    let net = LatencyNet::start(&vec![vec![ONE_WAY_MS; 2]; 2]).expect("relays");
+async fn far_fetch(blob: &[u8], one_way_ms: f64) -> (Duration, u64) {
+    let net = LatencyNet::start(&vec![vec![one_way_ms; 2]; 2]).expect("relays");
     let dirs = (
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
@@ -82,26 +89,28 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    let one_way_ms: f64 = setting("FAR_FETCH_ONE_WAY_MS", 2.0);
+    let size: usize = setting("FAR_FETCH_MIB", 16) << 20;
     runtime.block_on(async {
         println!(
-            "## Blob fetch from a provider {ONE_WAY_MS} ms away, {} MiB (median of {RUNS})\n",
-            SIZE >> 20
+            "## Blob fetch from a provider {one_way_ms} ms away, {} MiB (median of {RUNS})\n",
+            size >> 20
         );
         println!("| content | fetch | MiB/s | bytes on the wire |");
         println!("| --- | ---: | ---: | ---: |");
         for (name, blob) in [
             (
                 "does not compress: sent as it is",
-                incompressible_bytes(SIZE),
+                incompressible_bytes(size),
             ),
-            ("shaped like code: sent compressed", code_like_bytes(SIZE)),
+            ("shaped like code: sent compressed", code_like_bytes(size)),
         ] {
-            let (time, sent) = far_fetch(&blob).await;
+            let (time, sent) = far_fetch(&blob, one_way_ms).await;
             println!(
                 "| {name} | {:.0} ms | {:.0} | {:.0}% |",
                 time.as_secs_f64() * 1e3,
-                SIZE as f64 / (1 << 20) as f64 / time.as_secs_f64(),
-                100.0 * sent as f64 / SIZE as f64
+                size as f64 / (1 << 20) as f64 / time.as_secs_f64(),
+                100.0 * sent as f64 / size as f64
             );
         }
     });

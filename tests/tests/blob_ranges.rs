@@ -2,9 +2,9 @@
 //! real stores on 127.0.0.1): a provider that lies at a chunk group in the middle of every range
 //! it serves is caught at that group and dropped while the others complete the blob, a fetch
 //! that failed midway resumes from the groups on disk that still verify, and a blob that
-//! compresses crosses the wire compressed from providers a few milliseconds away (through the
-//! simulator's delaying UDP relays), plain from one on the same host, and is checked all the
-//! same.
+//! compresses crosses the wire compressed from providers tens of milliseconds away (through the
+//! simulator's delaying UDP relays, and with more requests in flight to each), plain from one
+//! on the same host, and is checked all the same.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::FileExt;
@@ -222,8 +222,9 @@ async fn a_blob_that_compresses_crosses_the_wire_compressed_from_afar_and_a_liar
     let data = code_like_blob(4);
     let hash = ContentHash::of(&data);
     let size = data.len() as u64;
-    // Nodes 0 and 1 provide, node 2 fetches; every link is 2 ms each way.
-    let net = LatencyNet::start(&vec![vec![2.0; 3]; 3]).unwrap();
+    // Nodes 0 and 1 provide, node 2 fetches; every link is 20 ms each way, far enough for a
+    // third lane per provider.
+    let net = LatencyNet::start(&vec![vec![20.0; 3]; 3]).unwrap();
     let honest = Peer::start_at(1, node_ip(0));
     let liar = Peer::start_at(2, node_ip(1));
     for provider in [&honest, &liar] {

@@ -3,7 +3,8 @@
 //! The groups the node does not have yet (a resumed fetch starts from what
 //! [`PartialBlob`] still verifies) are cut into pieces of at most
 //! [`MAX_BLOB_REQUEST_GROUPS`]. Each provider (the first [`MAX_PROVIDERS`], in the order given)
-//! gets [`LANES_PER_PROVIDER`] lanes; a lane takes the next piece, asks its provider for it on a
+//! gets two lanes, and more the farther it is (up to [`LANES_PER_PROVIDER`], see [`lanes_for`]);
+//! a lane takes the next piece, asks its provider for it on a
 //! stream of their shared connection, and checks every hash pair and chunk group against the
 //! blob's hash as it arrives. A provider whose data does not verify, or that fails otherwise, is
 //! dropped at once: the rest of its piece goes back for the others. What is verified goes to one
@@ -40,8 +41,15 @@ use crate::store::{Store, StoreError};
 pub const MAX_FETCHING: usize = 8;
 /// Providers fetched from at once.
 pub const MAX_PROVIDERS: usize = 4;
-/// Pieces asked of one provider at once.
-pub const LANES_PER_PROVIDER: usize = 2;
+/// Pieces asked of one provider at once, at most: [`NEAR_LANES`], and one more for every
+/// [`RTT_PER_LANE`] of its round trip, so that a far provider has enough requests in flight to
+/// cover the round trip a lane waits between two pieces.
+pub const LANES_PER_PROVIDER: usize = 6;
+/// Lanes of a provider on the same host or LAN: two keep data moving while the previous piece
+/// is verified (three measured no better on loopback).
+const NEAR_LANES: usize = 2;
+/// Round trip that earns a provider one more lane.
+const RTT_PER_LANE: std::time::Duration = std::time::Duration::from_millis(30);
 /// Batches of verified items waiting for the writer thread, at most (about 4 MiB of groups).
 const WRITE_QUEUE: usize = 16;
 /// Verified data a lane gathers before handing it to the writer thread in one batch: one
@@ -232,8 +240,8 @@ async fn fetch(
         .iter()
         .take(MAX_PROVIDERS)
         .enumerate()
-        .flat_map(|lane| std::iter::repeat_n(lane, LANES_PER_PROVIDER))
-        .map(|(index, provider)| target.run_lane(connections, index, *provider));
+        .flat_map(|provider| (0..LANES_PER_PROVIDER).map(move |lane| (provider, lane)))
+        .map(|((index, provider), lane)| target.run_lane(connections, index, lane, *provider));
     let outcomes = futures::future::join_all(lanes).await;
     drop(target);
 
@@ -298,16 +306,25 @@ struct Target<'a> {
 }
 
 impl Target<'_> {
-    /// Fetches pieces from `provider` until none are left or it fails; returns the verified
-    /// bytes it delivered, and its failure.
+    /// Lane `lane` of `provider`: fetches pieces from it until none are left or it fails;
+    /// returns the verified bytes it delivered, and its failure.
     async fn run_lane(
         &self,
         connections: &Connections,
         provider_index: usize,
+        lane: usize,
         provider: PeerAddr,
     ) -> (u64, Result<(), FetchError>) {
         let mut delivered = 0;
         let mut connection = None;
+        if lane >= NEAR_LANES {
+            // A lane beyond the near ones runs only for a provider far enough: it connects
+            // first to know (the first lanes report a failure to connect).
+            match connections.connect(provider, BLOB_ALPN).await {
+                Ok(connected) if lane < lanes_for(connected.rtt()) => connection = Some(connected),
+                _ => return (0, Ok(())),
+            }
+        }
         while let Some(mut piece) = self.pieces.take(provider_index).await {
             let outcome = async {
                 let connection = match &connection {
@@ -319,7 +336,13 @@ impl Target<'_> {
             }
             .await;
             if let Err(error) = outcome {
-                self.pieces.give_back(piece, provider_index);
+                if matches!(error, FetchError::Busy) && lane >= NEAR_LANES {
+                    // The provider is at its serving limit: this extra lane yields its piece to
+                    // the others, and the provider stays.
+                    self.pieces.give_back(piece, None);
+                    return (delivered, Ok(()));
+                }
+                self.pieces.give_back(piece, Some(provider_index));
                 return (delivered, Err(error));
             }
             self.pieces.done();
@@ -451,6 +474,12 @@ impl Target<'_> {
     }
 }
 
+/// Lanes for a provider `rtt` away.
+fn lanes_for(rtt: std::time::Duration) -> usize {
+    let extra = (rtt.as_micros() / RTT_PER_LANE.as_micros()) as usize;
+    (NEAR_LANES + extra).min(LANES_PER_PROVIDER)
+}
+
 /// Verified items a lane has not handed to the writer yet.
 #[derive(Default)]
 struct Batch {
@@ -556,11 +585,13 @@ impl Pieces {
         self.changed.notify_waiters();
     }
 
-    /// A piece failed with `rest` of it missing; its provider is dropped.
-    fn give_back(&self, rest: Range<u64>, provider: usize) {
+    /// A piece failed with `rest` of it missing; its provider is dropped if `dropping` names it.
+    fn give_back(&self, rest: Range<u64>, dropping: Option<usize>) {
         let mut state = lock(&self.state);
         state.in_flight -= 1;
-        state.dropped[provider] = true;
+        if let Some(provider) = dropping {
+            state.dropped[provider] = true;
+        }
         if !rest.is_empty() {
             state.waiting.push_front(rest);
         }
@@ -609,5 +640,21 @@ impl FetchProgress {
             );
             self.next_quarter += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn far_providers_get_more_lanes_up_to_the_cap() {
+        assert_eq!(lanes_for(Duration::ZERO), NEAR_LANES);
+        assert_eq!(lanes_for(Duration::from_millis(29)), NEAR_LANES);
+        assert_eq!(lanes_for(Duration::from_millis(40)), NEAR_LANES + 1);
+        assert_eq!(lanes_for(Duration::from_millis(158)), LANES_PER_PROVIDER);
+        assert_eq!(lanes_for(Duration::from_secs(10)), LANES_PER_PROVIDER);
     }
 }
