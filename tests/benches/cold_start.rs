@@ -153,7 +153,7 @@ async fn cold_start(
     .await
     .expect("metrics");
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let rest = ms(gossip + ready) - ms(gossip) - fetch * 1e3 - compile * 1e3;
+    let rest = ms(ready) - fetch * 1e3 - compile * 1e3;
     Parts([
         ms(gossip),
         fetch * 1e3,

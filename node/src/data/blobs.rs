@@ -103,8 +103,10 @@ impl Blobs {
             .await
             .map_err(|e| ServeBlobError::Encode(e.to_string()))?;
         let (header, body) = match encoded {
-            Ok(Some((size, Range::Compressed(body)))) => (BlobHeader::FoundZstd { size }, body),
-            Ok(Some((size, Range::Plain(body)))) => (BlobHeader::Found { size }, body),
+            Ok(Some((size, EncodedRange::Compressed(body)))) => {
+                (BlobHeader::FoundZstd { size }, body)
+            }
+            Ok(Some((size, EncodedRange::Plain(body)))) => (BlobHeader::Found { size }, body),
             Ok(None) => (BlobHeader::BadRange, Vec::new()),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 (BlobHeader::NotFound, Vec::new())
@@ -135,7 +137,7 @@ impl Blobs {
 }
 
 /// A range ready to send.
-enum Range {
+enum EncodedRange {
     /// In verified form.
     Plain(Vec<u8>),
     /// In verified form, compressed into one zstd frame.
@@ -146,7 +148,10 @@ enum Range {
 /// the range in verified form (compressed, if the client takes that and it shrinks), or `None`
 /// for a range that is empty, too long or past the end. Blocking. The data is not hashed again
 /// here: the receiver verifies every group.
-fn encode_range(store: &Store, request: &BlobRequest) -> std::io::Result<Option<(u64, Range)>> {
+fn encode_range(
+    store: &Store,
+    request: &BlobRequest,
+) -> std::io::Result<Option<(u64, EncodedRange)>> {
     let (file, outboard) = store.open_blob_tree(&request.hash)?;
     let size = outboard.tree.size();
     let total = blob_tree::groups(size);
@@ -158,8 +163,8 @@ fn encode_range(store: &Store, request: &BlobRequest) -> std::io::Result<Option<
     bao_tree::io::sync::encode_ranges(file, &outboard, &blob_tree::chunks_of(&groups), &mut body)
         .map_err(std::io::Error::other)?;
     let range = match request.zstd.then(|| compress_if_worth(&body)).flatten() {
-        Some(frame) => Range::Compressed(frame),
-        None => Range::Plain(body),
+        Some(frame) => EncodedRange::Compressed(frame),
+        None => EncodedRange::Plain(body),
     };
     Ok(Some((size, range)))
 }
