@@ -9,9 +9,18 @@
 //!   wasmer with wasmer's own metering middleware (one point per operator, exactly) is the
 //!   reference.
 //! - Nothing panics.
+//!
+//! The same input also makes a straight-line run of bulk operations (`memory.fill`,
+//! `memory.copy`, `memory.init`, the `table.*` operations, `memory.grow`) of arbitrary sizes,
+//! with no loop or call between them (`node/tests/support/bulk.rs`):
+//! - run once with the small fuel grant, an answer means it was charged at least what the
+//!   operations touched (one point per 16 bytes, one per table element);
+//! - repeated 200 times with all the fuel it could want and a 20 ms deadline, it ends within
+//!   250 ms of the deadline.
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use arbitrary::Unstructured;
 use libfuzzer_sys::fuzz_target;
@@ -64,6 +73,93 @@ fn config() -> wasm_smith::Config {
     }
 }
 
+#[path = "../../node/tests/support/bulk.rs"]
+mod bulk;
+
+use bulk::Bulk;
+
+/// A straight-line run of bulk operations from the fuzz input.
+fn bulk_run(u: &mut Unstructured) -> arbitrary::Result<Vec<Bulk>> {
+    let bytes = bulk::PAGES * 65_536;
+    let count = u.int_in_range(1..=16)?;
+    (0..count)
+        .map(|_| {
+            Ok(match u.int_in_range(0..=7)? {
+                0 => Bulk::Fill {
+                    at: u.int_in_range(0..=bytes)?,
+                    len: u.int_in_range(0..=bytes)?,
+                },
+                1 => Bulk::Copy {
+                    to: u.int_in_range(0..=bytes)?,
+                    from: u.int_in_range(0..=bytes)?,
+                    len: u.int_in_range(0..=bytes)?,
+                },
+                2 => Bulk::Init {
+                    at: u.int_in_range(0..=bytes)?,
+                    offset: u.int_in_range(0..=bulk::SEGMENT)?,
+                    len: u.int_in_range(0..=bulk::SEGMENT)?,
+                },
+                3 => Bulk::TableFill {
+                    at: u.int_in_range(0..=bulk::TABLE)?,
+                    len: u.int_in_range(0..=bulk::TABLE)?,
+                },
+                4 => Bulk::TableCopy {
+                    to: u.int_in_range(0..=bulk::TABLE)?,
+                    from: u.int_in_range(0..=bulk::TABLE)?,
+                    len: u.int_in_range(0..=bulk::TABLE)?,
+                },
+                5 => Bulk::TableInit {
+                    at: u.int_in_range(0..=bulk::TABLE)?,
+                    len: u.int_in_range(0..=4_096)?,
+                },
+                6 => Bulk::TableGrow {
+                    len: u.int_in_range(0..=bulk::TABLE)?,
+                },
+                _ => Bulk::MemoryGrow {
+                    pages: u.int_in_range(0..=64)?,
+                },
+            })
+        })
+        .collect()
+}
+
+/// Checks the bulk-operation properties on the run `ops`.
+fn check_bulk_run(executor: &Executor, ops: &[Bulk]) {
+    let run = |repeat: usize, limits: Limits| {
+        let wasm = bulk::module(ops, repeat);
+        let (compiled, _) = executor
+            .prepare(ContentHash::of(&wasm), "bulk", &wasm)
+            .expect("a bulk run compiles");
+        let request = Request {
+            input: Vec::new(),
+            limits,
+        };
+        let started = Instant::now();
+        let result = executor.run_blocking(&compiled, &request);
+        (result, started.elapsed())
+    };
+    let least: u64 = ops.iter().map(Bulk::cost).sum();
+    let small = Limits {
+        fuel: FUEL,
+        memory_pages: 256,
+        ..Limits::default()
+    };
+    if let (Ok(output), _) = run(1, small) {
+        assert!(output.fuel_used >= least, "charged {} for {least}", output.fuel_used);
+    }
+    let unbounded = Limits {
+        fuel: Limits::MAX_FUEL,
+        timeout_ms: 20,
+        memory_pages: 256,
+        ..Limits::default()
+    };
+    let (result, took) = run(200, unbounded);
+    assert!(
+        took < Duration::from_millis(270),
+        "a bulk run took {took:?} under a 20 ms deadline: {result:?}"
+    );
+}
+
 /// The operators `_start` runs, counted by wasmer's metering middleware; `None` unless it ends
 /// well within `FUEL`.
 fn operators_run(wasm: &[u8]) -> Option<u64> {
@@ -83,6 +179,9 @@ fn operators_run(wasm: &[u8]) -> Option<u64> {
 }
 
 fuzz_target!(|data: &[u8]| {
+    if let Ok(ops) = bulk_run(&mut Unstructured::new(data)) {
+        check_bulk_run(executor(), &ops);
+    }
     let Ok(module) = wasm_smith::Module::new(config(), &mut Unstructured::new(data)) else {
         return;
     };

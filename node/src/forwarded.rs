@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wasmesh_protocol::receipt::Receipt;
 use wasmesh_protocol::wire::{InvokeRefusal, InvokeReply, InvokeRequest};
@@ -49,6 +49,7 @@ impl NodeInner {
         let mut limits = signed.manifest.limits;
         limits.timeout_ms = limits.timeout_ms.min(request.deadline_ms.max(1));
         let started = Instant::now();
+        let deadline = started + Duration::from_millis(u64::from(limits.timeout_ms));
         let input = ContentHash::of(&request.input);
         let receipt = |outcome| {
             Receipt {
@@ -61,7 +62,9 @@ impl NodeInner {
             .sign(&self.keys)
             .signature
         };
-        let outcome = self.run_local(module, request.input, limits).await;
+        let outcome = self
+            .run_local(module, request.input, limits, deadline)
+            .await;
         drop(share);
         match outcome {
             Ok(output) => {

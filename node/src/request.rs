@@ -184,7 +184,10 @@ impl NodeInner {
                     None => break,
                     Some(RouteTarget::Local(module)) => {
                         let started = Instant::now();
-                        match self.run_local(module, input.clone(), limits).await {
+                        match self
+                            .run_local(module, input.clone(), limits, deadline)
+                            .await
+                        {
                             Err(GuestError::Busy { detail }) => busy = Some(detail),
                             result => {
                                 let output = result?;
@@ -342,17 +345,19 @@ impl NodeInner {
         }
     }
 
+    /// Runs a request here; an answer after `deadline` is a timeout.
     pub(crate) async fn run_local(
         &self,
         module: Arc<crate::executor::CompiledModule>,
         input: Vec<u8>,
         limits: wasmesh_protocol::Limits,
+        deadline: Instant,
     ) -> Result<Output, GuestError> {
         let started = Instant::now();
         let in_flight = crate::counted::Counted::enter(&self.in_flight);
         let result = self
             .executor
-            .run(module.clone(), Request { input, limits })
+            .run_until(module.clone(), Request { input, limits }, deadline)
             .await;
         drop(in_flight);
         let outcome = match &result {

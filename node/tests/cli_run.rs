@@ -101,3 +101,26 @@ fn a_trap_says_what_the_guest_wrote_to_stderr() {
         "{stderr}"
     );
 }
+
+/// A guest that straight-line fills its whole memory 600 times, run with a 100 ms deadline,
+/// fails with a timeout (its output is discarded), as it would through a node.
+#[test]
+fn a_guest_past_its_deadline_fails_with_a_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("fill.wat");
+    std::fs::write(&module, support::hostile::fill_bomb(1024, 600)).unwrap();
+    let out = wasmesh_run(
+        &[
+            module.to_str().unwrap(),
+            "--memory-mib",
+            "64",
+            "--timeout-ms",
+            "100",
+        ],
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("error: timeout: "), "{stderr}");
+    assert!(out.stdout.is_empty());
+}

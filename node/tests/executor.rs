@@ -10,6 +10,10 @@ use wasmesh_node::executor::{
 };
 use wasmesh_protocol::{ContentHash, Limits};
 
+mod support;
+
+use support::hostile;
+
 fn fixture(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../guests/fixtures")
@@ -31,6 +35,31 @@ fn prepare(executor: &Executor, name: &str) -> Arc<CompiledModule> {
 
 fn limits() -> Limits {
     Limits::default()
+}
+
+/// Compiles WAT text made by a test.
+fn prepare_wat(executor: &Executor, name: &str, wat: &str) -> Arc<CompiledModule> {
+    let wasm = wat::parse_str(wat).unwrap();
+    executor
+        .prepare(ContentHash::of(&wasm), name, &wasm)
+        .unwrap()
+        .0
+}
+
+/// Runs WAT text made by a test with `limits`; the output and what it cost.
+fn run_wat(
+    executor: &Executor,
+    wat: &str,
+    limits: Limits,
+) -> Result<wasmesh_node::executor::Output, GuestError> {
+    let module = prepare_wat(executor, "made", wat);
+    executor.run_blocking(
+        &module,
+        &Request {
+            input: Vec::new(),
+            limits,
+        },
+    )
 }
 
 fn run(
@@ -144,6 +173,141 @@ fn a_start_function_runs_with_fuel_of_its_own() {
         run(&ex, "start_spins.wat", b"", limits()),
         Err(GuestError::FuelExhausted { fuel: 1_000_000 })
     );
+}
+
+/// Bulk operations cost what they touch: one point per 16 bytes of memory and one per table
+/// element, charged before they run, so a run of them stops at its fuel.
+#[test]
+fn bulk_operations_are_charged_for_what_they_touch() {
+    let ex = executor();
+    let one_fill = run_wat(&ex, &hostile::fill_bomb(16, 1), limits()).unwrap();
+    let bytes = 16 * 65_536 / 16;
+    assert!(
+        (bytes..bytes + 100).contains(&one_fill.fuel_used),
+        "{}",
+        one_fill.fuel_used
+    );
+    let one_table_fill = run_wat(&ex, &hostile::table_fill_bomb(100_000, 1), limits()).unwrap();
+    assert!(one_table_fill.fuel_used >= 100_000);
+    let grows = run_wat(&ex, &hostile::grow_steps(1), limits()).unwrap();
+    assert!(grows.fuel_used >= 1_000, "{}", grows.fuel_used);
+    // 64 MiB fills cost 4M points each: 10M points of fuel stop the third.
+    let ten_million = Limits {
+        fuel: 10_000_000,
+        ..limits()
+    };
+    for bomb in [
+        hostile::fill_bomb(1024, 3_000),
+        hostile::copy_bomb(1024, 3_000),
+        hostile::init_bomb(64, 1 << 20, 3_000),
+        hostile::table_fill_bomb(1 << 20, 3_000),
+    ] {
+        assert_eq!(
+            run_wat(&ex, &bomb, ten_million).map(|o| o.fuel_used),
+            Err(GuestError::FuelExhausted { fuel: 10_000_000 })
+        );
+    }
+}
+
+/// Host calls pay for the bytes they fill or copy, chunk by chunk: 1 MiB of randomness costs
+/// 4M points, and a guest without them stops part way through.
+#[test]
+fn host_calls_pay_for_their_work() {
+    let ex = executor();
+    let once = run_wat(&ex, &hostile::random_bomb(16, 1), limits()).unwrap();
+    assert!(once.fuel_used >= 4 << 20, "{}", once.fuel_used);
+    let little = Limits {
+        fuel: 1_000_000,
+        ..limits()
+    };
+    assert_eq!(
+        run_wat(&ex, &hostile::random_bomb(16, 1), little).map(|o| o.fuel_used),
+        Err(GuestError::FuelExhausted { fuel: 1_000_000 })
+    );
+}
+
+/// Whatever the shape of the code, a guest with all the fuel it could want stops at its
+/// deadline: straight-line bulk operations, host calls over the whole memory, call chains
+/// without loops, straight-line code.
+#[test]
+fn every_code_shape_stops_at_its_deadline() {
+    let ex = executor();
+    let tight = Limits {
+        fuel: Limits::MAX_FUEL,
+        timeout_ms: 100,
+        ..limits()
+    };
+    for guest in hostile::suite() {
+        let started = std::time::Instant::now();
+        let result = run_wat(&ex, &guest.wat, tight).map(|o| o.fuel_used);
+        println!("{}: {result:?} after {:?}", guest.what, started.elapsed());
+        assert!(result.is_err(), "{}: {result:?}", guest.what);
+        if !guest.name.starts_with("start") && !matches!(guest.name, "write-bomb" | "grow-steps") {
+            assert_eq!(
+                result,
+                Err(GuestError::Timeout { timeout_ms: 100 }),
+                "{}",
+                guest.what
+            );
+        }
+    }
+}
+
+/// A start function runs under the request's deadline: one that touches a fresh page of its
+/// 64 MiB memory at every step, slow for the fuel it has of its own, is stopped at a 2 ms
+/// deadline, and the request fails with a timeout rather than running its handler late.
+#[test]
+fn a_start_function_runs_under_the_deadline() {
+    let ex = executor();
+    let wat = r#"(module
+      (memory (export "memory") 1024)
+      (func $touch (local $at i32)
+        (loop $pages
+          (i32.store8 (local.get $at) (i32.const 1))
+          (local.set $at (i32.and (i32.add (local.get $at) (i32.const 4160)) (i32.const 0x3ffffff)))
+          (br $pages)))
+      (start $touch)
+      (func (export "wasmesh_alloc") (param i32) (result i32) (i32.const 0))
+      (func (export "wasmesh_handle") (param i32 i32) (result i64) (i64.const 0)))"#;
+    let two_ms = Limits {
+        timeout_ms: 2,
+        ..limits()
+    };
+    assert_eq!(
+        run_wat(&ex, wat, two_ms).map(|o| o.fuel_used),
+        Err(GuestError::Timeout { timeout_ms: 2 })
+    );
+}
+
+/// Linear memory and tables share one cap: a table reserves its share of it up front, so the
+/// memory cannot take all of the cap too.
+#[test]
+fn memory_and_tables_share_one_cap() {
+    let ex = executor();
+    // A table of 1M elements (8 MiB) and a memory that declares 60 of a 64 MiB cap.
+    let both = r#"(module
+      (memory (export "memory") 960)
+      (table 1048576 1048576 funcref)
+      (func (export "wasmesh_alloc") (param i32) (result i32) (i32.const 0))
+      (func (export "wasmesh_handle") (param i32 i32) (result i64) (i64.const 0)))"#;
+    match run_wat(&ex, both, limits()) {
+        Err(GuestError::MemoryLimit { detail }) => {
+            assert!(detail.contains("tables take 128"), "{detail}");
+        }
+        other => panic!("expected memory_limit, got {other:?}"),
+    }
+    // With the table within the cap, the memory may grow only to what is left.
+    let grows = r#"(module
+      (memory (export "memory") 1)
+      (table 1048576 1048576 funcref)
+      (func (export "wasmesh_alloc") (param i32) (result i32) (i32.const 0))
+      (func (export "wasmesh_handle") (param i32 i32) (result i64)
+        (i32.store (i32.const 0) (memory.grow (i32.const 895)))
+        (i32.store (i32.const 4) (memory.grow (i32.const 1)))
+        (i64.const 8)))"#;
+    let out = run_wat(&ex, grows, limits()).unwrap().bytes;
+    assert_eq!(out[..4], 1i32.to_le_bytes(), "the first growth fits");
+    assert_eq!(out[4..], (-1i32).to_le_bytes(), "the next is past the cap");
 }
 
 #[test]
@@ -566,10 +730,10 @@ async fn every_request_gets_a_fresh_instance_under_concurrency() {
     }
 }
 
-/// A guest that sleeps is never run on an async worker: its request moves to a blocking thread
+/// A guest that sleeps is never run on an async worker: its request moves to a guest thread
 /// and sleeps there, and concurrent sleepers all answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sleeping_guest_sleeps_on_a_blocking_thread() {
+async fn a_sleeping_guest_sleeps_on_a_guest_thread() {
     let ex = executor();
     let sleep = prepare(&ex, "wasi_sleep.wat");
     for answer in run_concurrently(&ex, &sleep, b"", 4, 2).await {
@@ -578,7 +742,7 @@ async fn a_sleeping_guest_sleeps_on_a_blocking_thread() {
 }
 
 /// A request over the inline budget (about a millisecond of guest code) runs again on a
-/// blocking thread with its own limits, and answers as if it had run there from the start.
+/// guest thread with its own limits, and answers as if it had run there from the start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_over_the_inline_budget_runs_with_its_own_limits() {
     let ex = executor();

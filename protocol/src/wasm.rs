@@ -32,6 +32,9 @@ pub struct ModuleInfo {
     pub memory_min_pages: u64,
     /// The declared maximum, if any.
     pub memory_max_pages: Option<u64>,
+    /// Bytes that creating an instance writes before any guest code runs: active data segments
+    /// and the tables' initial elements (8 bytes each).
+    pub init_bytes: u64,
 }
 
 /// Why a module cannot be published or run.
@@ -126,12 +129,33 @@ pub fn inspect(bytes: &[u8]) -> Result<ModuleInfo, WasmError> {
             (memory.initial, memory.maximum)
         }
     };
+    let tables = types.as_ref().table_count();
+    let table_bytes: u64 = (0..tables)
+        .map(|index| types.as_ref().table_at(index).initial.saturating_mul(8))
+        .sum();
     Ok(ModuleInfo {
         abi,
         imports,
         memory_min_pages,
         memory_max_pages,
+        init_bytes: active_data_bytes(bytes).saturating_add(table_bytes),
     })
+}
+
+/// The bytes of a valid module's active data segments.
+fn active_data_bytes(bytes: &[u8]) -> u64 {
+    let mut total = 0u64;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        let Ok(wasmparser::Payload::DataSection(reader)) = payload else {
+            continue;
+        };
+        for data in reader.into_iter().flatten() {
+            if matches!(data.kind, wasmparser::DataKind::Active { .. }) {
+                total += data.data.len() as u64;
+            }
+        }
+    }
+    total
 }
 
 fn exported_entities(types: &Types) -> HashMap<String, EntityType> {

@@ -144,7 +144,7 @@ impl ModuleCache {
             hash,
             name: name.to_owned(),
             module,
-            inline: Default::default(),
+            inline: super::inline::InlineRecord::for_module(info.init_bytes),
             exec_mean: Default::default(),
             info,
             size_bytes: size,

@@ -10,7 +10,7 @@ use super::metering::FuelMetering;
 use super::sandbox::SandboxTunables;
 
 /// Bumped whenever the metering or anything else that changes compiled code changes.
-const CODEGEN_REVISION: u32 = 3;
+const CODEGEN_REVISION: u32 = 4;
 
 /// Builds the engine: cranelift with metering, and tunables that cap memories per request.
 pub(crate) fn build_engine(default_memory_cap_pages: u32, pooled_memories: usize) -> Engine {
@@ -31,7 +31,7 @@ pub(crate) fn build_engine(default_memory_cap_pages: u32, pooled_memories: usize
 pub(crate) fn fingerprint() -> String {
     let target = Target::default();
     let description = format!(
-        "wasmer {} | cranelift | {:?} | {:?} | fuel 1/op, checked at loops and calls | rev {CODEGEN_REVISION}",
+        "wasmer {} | cranelift | {:?} | {:?} | fuel metering (metering.rs) | rev {CODEGEN_REVISION}",
         wasmer_types::VERSION,
         target.triple(),
         target.cpu_features(),

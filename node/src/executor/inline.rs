@@ -1,13 +1,22 @@
-//! Running short requests on the calling thread, and long ones on a blocking thread.
+//! Running short requests on the calling thread, and long ones on a guest thread.
 //!
-//! Handing a request to a blocking thread and back costs two thread wake-ups, more than a small
+//! Handing a request to a guest thread and back costs two thread wake-ups, more than a small
 //! guest's whole run. So a request first runs where it is, on the async runtime's worker, under a
 //! small budget: [`INLINE_FUEL`] and [`INLINE_TIME`] (or its own limits when they are lower).
 //! Guests are pure and every run gets a fresh instance, so a run that overruns the budget is
-//! simply thrown away and the request runs again on a blocking thread with its full limits. The
+//! simply thrown away and the request runs again on a guest thread with its full limits. The
 //! module is then kept off the inline path for [`OFF_INLINE_FOR`], so a slow or hostile guest
-//! costs a worker at most one budget (about a millisecond of guest code) now and then, and
-//! never holds it for its deadline.
+//! costs a worker at most one budget now and then, and never holds it for its deadline.
+//!
+//! Why the budget holds whatever the guest does: every shape of guest code meets a fuel check
+//! within [`super::metering::STRAIGHT_LINE_POINTS`] operators or one bulk operation, which is
+//! charged for its length before it runs, so a bulk operation larger than the inline fuel traps
+//! before it starts; host calls pay for their work in chunks; a guest that asks to sleep is
+//! moved off at once. So an inline run ends within its fuel (about a millisecond of plain
+//! code), or at the latest when the watchdog stops it at [`INLINE_TIME`] (memory-bound code that
+//! misses the caches can be slower per point). What runs before guest code, creating the
+//! instance, is bounded by the module itself: a module whose instantiation writes more than
+//! [`INLINE_INIT_BYTES`] (data segments, initial tables) never runs inline.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -24,17 +33,31 @@ pub(crate) const INLINE_FUEL: u64 = 1_000_000;
 /// milliseconds: a preempted run that overran only this would be run twice for nothing.
 pub(crate) const INLINE_TIME: Duration = Duration::from_millis(20);
 
-/// How long a module that overran the inline budget runs on blocking threads only.
+/// How long a module that overran the inline budget runs on guest threads only.
 pub(crate) const OFF_INLINE_FOR: Duration = Duration::from_secs(30);
 
-/// Per module: until when it runs on blocking threads only.
+/// A module whose instantiation writes more than this (active data segments, initial table
+/// elements) never runs inline: creating its instance alone could hold a worker for
+/// milliseconds.
+pub(crate) const INLINE_INIT_BYTES: u64 = 1 << 20;
+
+/// Per module: until when it runs on guest threads only.
 #[derive(Debug, Default)]
 pub(crate) struct InlineRecord {
-    /// Milliseconds since the executor started; 0: never overran.
+    /// Milliseconds since the executor started; 0: never overran; `u64::MAX`: never inline.
     off_until_ms: AtomicU64,
 }
 
 impl InlineRecord {
+    /// The record of a module whose instantiation writes `init_bytes`.
+    pub(crate) fn for_module(init_bytes: u64) -> Self {
+        let record = Self::default();
+        if init_bytes > INLINE_INIT_BYTES {
+            record.off_until_ms.store(u64::MAX, Ordering::Relaxed);
+        }
+        record
+    }
+
     /// Whether the module may try a run inline at `now_ms`.
     pub(crate) fn allowed(&self, now_ms: u64) -> bool {
         self.off_until_ms.load(Ordering::Relaxed) <= now_ms
@@ -43,7 +66,7 @@ impl InlineRecord {
     /// Takes the module off the inline path for a while.
     pub(crate) fn overran(&self, now_ms: u64) {
         let until = now_ms.saturating_add(OFF_INLINE_FOR.as_millis() as u64);
-        self.off_until_ms.store(until, Ordering::Relaxed);
+        self.off_until_ms.fetch_max(until, Ordering::Relaxed);
     }
 }
 
@@ -127,6 +150,15 @@ mod tests {
             deadline,
             inline_deadline
         ));
+    }
+
+    #[test]
+    fn a_module_with_a_large_instantiation_never_runs_inline() {
+        let record = InlineRecord::for_module(INLINE_INIT_BYTES + 1);
+        assert!(!record.allowed(u64::MAX - 1));
+        record.overran(1_000);
+        assert!(!record.allowed(u64::MAX - 1));
+        assert!(InlineRecord::for_module(INLINE_INIT_BYTES).allowed(0));
     }
 
     #[test]

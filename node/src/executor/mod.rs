@@ -10,14 +10,22 @@
 //! - **Store + Instance**: fresh per request and dropped after it, so nothing a request leaves
 //!   in memory or globals reaches the next one.
 //!
-//! Per request: the input and output limits, fuel from the manifest (capped by the operator), a
-//! memory cap ([`sandbox`]) and a wall-clock deadline ([`watchdog`]). Guest code runs on
-//! blocking threads, at most `max_concurrent` at a time; up to `max_queued` more wait, and
-//! beyond that requests fail at once with `busy`. Failures are typed ([`GuestError`]).
+//! Per request: the input and output limits, fuel from the manifest (capped by the operator), one
+//! memory cap for linear memory and tables ([`sandbox`]) and a wall-clock deadline
+//! ([`watchdog`]), which covers the module's start function and after which nothing the guest
+//! produced counts. Every code shape meets a fuel check within a bounded amount of work
+//! ([`metering`]), host calls pay for their work in chunks ([`wasi`]), so the watchdog stops
+//! any guest within about a millisecond of its deadline.
+//!
+//! At most `max_concurrent` guests run at a time; up to `max_queued` more wait, and beyond that
+//! requests fail at once with `busy`. A short request runs on the thread that asked, under a
+//! small budget ([`inline`]); any other runs on the executor's own guest threads, at a lower
+//! priority than the node's ([`guest_threads`]). Failures are typed ([`GuestError`]).
 
 pub mod cache;
 mod engine;
 mod error;
+mod guest_threads;
 mod inline;
 mod memory_pool;
 mod metering;
@@ -163,7 +171,7 @@ pub struct Output {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ExecutorError {
-    /// The artifact folder or the watchdog thread could not be created.
+    /// The artifact folder, the watchdog thread or the guest threads could not be created.
     #[error("executor setup failed: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -172,7 +180,10 @@ struct Inner {
     /// The executor's clock origin (for the inline records).
     started: Instant,
     cache: cache::ModuleCache,
-    watchdog: watchdog::Watchdog,
+    /// Owns the watchdog thread.
+    _watchdog: watchdog::Watchdog,
+    watcher: watchdog::Watcher,
+    threads: guest_threads::GuestThreads,
     slots: Arc<slots::Slots>,
     config: ExecutorConfig,
 }
@@ -204,11 +215,14 @@ impl Executor {
             config.cache_bytes,
             cache::MAX_MODULES_IN_MEMORY,
         )?;
+        let watchdog = watchdog::Watchdog::start()?;
         Ok(Self {
             inner: Arc::new(Inner {
                 started: Instant::now(),
                 cache,
-                watchdog: watchdog::Watchdog::start()?,
+                watcher: watchdog.watcher(),
+                _watchdog: watchdog,
+                threads: guest_threads::GuestThreads::start(config.max_concurrent)?,
                 slots: slots::Slots::new(config.max_concurrent, config.max_queued),
                 config,
             }),
@@ -260,7 +274,7 @@ impl Executor {
     ) -> Result<Output, GuestError> {
         let deadline = Instant::now() + Duration::from_millis(request.limits.timeout_ms.into());
         run::execute(
-            &self.inner.watchdog,
+            &self.inner.watcher,
             module,
             &request.input,
             &request.limits,
@@ -271,7 +285,7 @@ impl Executor {
     }
 
     /// Runs one request once a slot is free: first on this thread under a small budget, and on
-    /// a blocking thread when it needs more ([`inline`]). Slots are shared fairly between
+    /// a guest thread when it needs more ([`inline`]). Slots are shared fairly between
     /// modules (round-robin, at most half of them per module). The deadline starts now and
     /// covers the wait for a slot.
     pub async fn run(
@@ -279,8 +293,21 @@ impl Executor {
         module: Arc<CompiledModule>,
         request: Request,
     ) -> Result<Output, GuestError> {
+        let timeout = Duration::from_millis(u64::from(request.limits.timeout_ms));
+        self.run_until(module, request, Instant::now() + timeout)
+            .await
+    }
+
+    /// As [`Executor::run`], with the request's deadline set by the caller (no later than its
+    /// timeout from now): an answer after it is a timeout.
+    pub async fn run_until(
+        &self,
+        module: Arc<CompiledModule>,
+        request: Request,
+        deadline: Instant,
+    ) -> Result<Output, GuestError> {
         let timeout_ms = u64::from(request.limits.timeout_ms);
-        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        let deadline = deadline.min(Instant::now() + Duration::from_millis(timeout_ms));
         let queued = self
             .inner
             .slots
@@ -310,7 +337,7 @@ impl Executor {
     }
 
     /// Runs a request that holds its slot: inline on this thread while the module's runs stay
-    /// short, on the blocking pool otherwise (see `inline`).
+    /// short, on a guest thread otherwise (see `inline`).
     async fn execute(
         &self,
         module: Arc<CompiledModule>,
@@ -323,7 +350,7 @@ impl Executor {
         if module.inline.allowed(now_ms) {
             let (limits, inline_deadline) = inline::budget(&request.limits, deadline, now);
             let ran = run::execute(
-                &self.inner.watchdog,
+                &self.inner.watcher,
                 &module,
                 &request.input,
                 &limits,
@@ -346,23 +373,25 @@ impl Executor {
             }
         }
         let this = self.inner.clone();
-        let job = tokio::task::spawn_blocking(move || {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.inner.threads.run(move || {
             let _slot = slot;
-            run::execute(
-                &this.watchdog,
+            let result = run::execute(
+                &this.watcher,
                 &module,
                 &request.input,
                 &request.limits,
                 deadline,
                 true,
             )
-            .map_err(run::Stop::into_guest_error)
+            .map_err(run::Stop::into_guest_error);
+            // The caller may have gone (a client that vanished): the run still ended on time.
+            let _ = reply.send(result);
         });
-        match job.await {
-            Ok(result) => result,
-            Err(join_error) => Err(GuestError::Trap {
-                detail: format!("executor thread failed: {join_error}"),
-            }),
-        }
+        answer.await.unwrap_or_else(|_| {
+            Err(GuestError::Trap {
+                detail: "the guest thread failed".into(),
+            })
+        })
     }
 }

@@ -9,9 +9,9 @@ use wasmesh_protocol::{Abi, Limits};
 
 use super::error::{CallFailure, STDERR_IN_ERRORS, with_stderr};
 use super::metering::START_FUEL;
-use super::sandbox::InstantiationScope;
+use super::sandbox::{FuelCell, InstantiationScope, MemoryBudget};
 use super::wasi::{self, WaitStopped, WasiExit, WasiState};
-use super::watchdog::Watchdog;
+use super::watchdog::{Watch, Watcher};
 use super::{CompiledModule, GuestError, Output, raw_abi};
 
 /// How a run did not produce output.
@@ -43,9 +43,10 @@ impl Stop {
 }
 
 /// Runs one request to completion on the calling thread; a WASI guest may sleep on it (in
-/// `poll_oneoff`) only if `may_wait`.
+/// `poll_oneoff`) only if `may_wait`. Whatever the guest does, a run that ends after `deadline`
+/// is a timeout: its output is discarded.
 pub(crate) fn execute(
-    watchdog: &Watchdog,
+    watcher: &Watcher,
     module: &CompiledModule,
     input: &[u8],
     limits: &Limits,
@@ -59,21 +60,13 @@ pub(crate) fn execute(
         }
         .into());
     }
-    let timeout = GuestError::Timeout {
-        timeout_ms: u64::from(limits.timeout_ms),
-    };
     if Instant::now() >= deadline {
-        return Err(timeout.into());
-    }
-    if module.info.memory_min_pages > u64::from(limits.memory_pages) {
-        return Err(GuestError::MemoryLimit {
-            detail: format!(
-                "the module declares {} pages of memory; the cap is {}",
-                module.info.memory_min_pages, limits.memory_pages
-            ),
+        return Err(GuestError::Timeout {
+            timeout_ms: u64::from(limits.timeout_ms),
         }
         .into());
     }
+    let budget = memory_budget(module, limits)?;
 
     let started = Instant::now();
     let mut store = Store::new(module.engine.clone());
@@ -91,33 +84,24 @@ pub(crate) fn execute(
             ),
         )),
     };
-    let (instance, fuel_cell) = {
-        let scope = InstantiationScope::enter(limits.memory_pages, growth_refused.clone());
-        let imports = match &wasi_env {
-            Some(env) => wasi::imports(&mut store, env, &module.module)?,
-            None => Imports::new(),
-        };
-        let instance = Instance::new(&mut store, &module.module, &imports).map_err(|e| {
-            // SAFETY: `store` is alive.
-            let start_fuel_left = scope
-                .take_fuel_cell()
-                .map(|cell| unsafe { cell.remaining() });
-            instantiation_failure(e, &growth_refused, start_fuel_left)
-        })?;
-        (instance, scope.take_fuel_cell())
+    let setup = Setup {
+        module,
+        budget,
+        growth_refused: &growth_refused,
+        watcher,
+        deadline,
+        timeout_ms: limits.timeout_ms,
     };
-    let fuel_cell = fuel_cell.ok_or_else(|| GuestError::InvalidModule {
-        detail: "the module was compiled without metering".into(),
-    })?;
-    // SAFETY (here and below): `store` lives until the end of this function.
+    let (instance, fuel_cell, watch) = setup.instantiate(&mut store, wasi_env.as_ref())?;
+    // SAFETY (here and below): `store` lives until the end of this function, after `watch`.
     unsafe { fuel_cell.set(limits.fuel) };
 
-    let watch = watchdog.watch(fuel_cell, deadline);
     let result = match &wasi_env {
         None => raw_abi::call(&mut store, &instance, input, limits.max_output),
-        Some(env) => run_wasi(&mut store, env, &instance),
+        Some(env) => run_wasi(&mut store, env, &instance, fuel_cell),
     };
-    let timed_out = watch.fired();
+    // Past the deadline nothing the guest made counts, however it ended.
+    let timed_out = watch.fired() || Instant::now() >= deadline;
     drop(watch);
 
     let fuel_left = unsafe { fuel_cell.remaining() };
@@ -125,39 +109,155 @@ pub(crate) fn execute(
         .as_ref()
         .map(|env| env.as_ref(&store).stderr.clone())
         .unwrap_or_default();
-    let outcome = match result {
-        Ok(bytes) => Ok(bytes),
-        Err(CallFailure::Runtime(error))
-            if error.downcast_ref::<WaitStopped>() == Some(&WaitStopped::Refused) =>
-        {
-            return Err(Stop::WaitRefused);
-        }
-        Err(_) if timed_out => Err(timeout),
-        Err(CallFailure::Runtime(error))
-            if error.downcast_ref::<WaitStopped>() == Some(&WaitStopped::PastDeadline) =>
-        {
-            Err(timeout)
-        }
-        Err(CallFailure::Guest(error)) => Err(error),
-        Err(CallFailure::Runtime(error)) => {
-            classify(error, fuel_left.is_none(), &growth_refused, limits, &stderr)
-        }
+    let ended = Ended {
+        timed_out,
+        fuel_exhausted: fuel_left.is_none(),
+        growth_refused: growth_refused.load(Ordering::Relaxed),
     };
-    let output = outcome?;
+    let bytes = ended.outcome(result, limits, &stderr)?;
     Ok(Output {
-        bytes: output,
+        bytes,
         stderr,
         fuel_used: limits.fuel - fuel_left.unwrap_or(0),
         exec_time: started.elapsed(),
     })
 }
 
+/// How a run's call ended, beside its result.
+struct Ended {
+    /// The deadline passed (the watchdog fired, or the call returned after it).
+    timed_out: bool,
+    /// The fuel counter went negative.
+    fuel_exhausted: bool,
+    /// The guest's memory growth was refused at the cap.
+    growth_refused: bool,
+}
+
+impl Ended {
+    /// The answer, or what stopped the guest; past the deadline nothing the guest made counts,
+    /// however it ended.
+    fn outcome(
+        &self,
+        result: Result<Vec<u8>, CallFailure>,
+        limits: &Limits,
+        stderr: &[u8],
+    ) -> Result<Vec<u8>, Stop> {
+        let timeout = || GuestError::Timeout {
+            timeout_ms: u64::from(limits.timeout_ms),
+        };
+        let stopped = |error: &RuntimeError| error.downcast_ref::<WaitStopped>().copied();
+        match result {
+            Err(CallFailure::Runtime(error)) if stopped(&error) == Some(WaitStopped::Refused) => {
+                Err(Stop::WaitRefused)
+            }
+            _ if self.timed_out => Err(timeout().into()),
+            Ok(bytes) => Ok(bytes),
+            Err(CallFailure::Runtime(error))
+                if stopped(&error) == Some(WaitStopped::PastDeadline) =>
+            {
+                Err(timeout().into())
+            }
+            Err(CallFailure::Guest(error)) => Err(error.into()),
+            Err(CallFailure::Runtime(error)) => Err(classify(
+                error,
+                self.fuel_exhausted,
+                self.growth_refused,
+                limits,
+                stderr,
+            )
+            .into()),
+        }
+    }
+}
+
+/// How the request's memory cap is shared between the module's tables and its memory; refused
+/// before anything is created if the declared minimums do not fit.
+fn memory_budget(module: &CompiledModule, limits: &Limits) -> Result<MemoryBudget, GuestError> {
+    let budget =
+        MemoryBudget::for_tables(limits.memory_pages, module.module.info().tables.values())
+            .map_err(|detail| GuestError::MemoryLimit { detail })?;
+    if module.info.memory_min_pages > u64::from(budget.memory_pages) {
+        let tables = limits.memory_pages - budget.memory_pages;
+        return Err(GuestError::MemoryLimit {
+            detail: format!(
+                "the module declares {} pages of memory; the cap is {}{}",
+                module.info.memory_min_pages,
+                limits.memory_pages,
+                match tables {
+                    0 => String::new(),
+                    pages => format!(", of which its tables take {pages}"),
+                }
+            ),
+        });
+    }
+    Ok(budget)
+}
+
+/// What creating one request's instance needs.
+struct Setup<'a> {
+    module: &'a CompiledModule,
+    budget: MemoryBudget,
+    growth_refused: &'a Arc<AtomicBool>,
+    watcher: &'a Watcher,
+    deadline: Instant,
+    timeout_ms: u32,
+}
+
+impl Setup<'_> {
+    /// Creates the instance (running the module's start function, under the request's
+    /// deadline): the instance, its fuel counter, and its watchdog registration, which must be
+    /// dropped before `store`.
+    fn instantiate(
+        &self,
+        store: &mut Store,
+        wasi_env: Option<&FunctionEnv<WasiState>>,
+    ) -> Result<(Instance, FuelCell, Watch), GuestError> {
+        let scope = InstantiationScope::enter(
+            self.budget,
+            self.growth_refused.clone(),
+            self.watcher.clone(),
+            self.deadline,
+        );
+        let imports = match wasi_env {
+            Some(env) => wasi::imports(store, env, &self.module.module)?,
+            None => Imports::new(),
+        };
+        let instance = match Instance::new(store, &self.module.module, &imports) {
+            Ok(instance) => instance,
+            Err(_) if scope.timed_out() => {
+                return Err(GuestError::Timeout {
+                    timeout_ms: u64::from(self.timeout_ms),
+                });
+            }
+            Err(error) => {
+                // SAFETY: `store` is alive.
+                let start_fuel_left = scope
+                    .take_fuel_cell()
+                    .map(|(cell, _watch)| unsafe { cell.remaining() });
+                return Err(instantiation_failure(
+                    error,
+                    self.growth_refused,
+                    start_fuel_left,
+                ));
+            }
+        };
+        let (fuel_cell, watch) =
+            scope
+                .take_fuel_cell()
+                .ok_or_else(|| GuestError::InvalidModule {
+                    detail: "the module was compiled without metering".into(),
+                })?;
+        Ok((instance, fuel_cell, watch))
+    }
+}
+
 fn run_wasi(
     store: &mut Store,
     env: &FunctionEnv<WasiState>,
     instance: &Instance,
+    fuel_cell: FuelCell,
 ) -> Result<Vec<u8>, CallFailure> {
-    wasi::attach_memory(store, env, instance)?;
+    wasi::attach_instance(store, env, instance, fuel_cell)?;
     let start = instance
         .exports
         .get_typed_function::<(), ()>(store, "_start")
@@ -185,37 +285,37 @@ fn run_wasi(
 fn classify(
     error: RuntimeError,
     fuel_exhausted: bool,
-    growth_refused: &AtomicBool,
+    growth_refused: bool,
     limits: &Limits,
     stderr: &[u8],
-) -> Result<Vec<u8>, GuestError> {
+) -> GuestError {
     if fuel_exhausted {
-        return Err(GuestError::FuelExhausted { fuel: limits.fuel });
+        return GuestError::FuelExhausted { fuel: limits.fuel };
     }
     if let Some(WasiExit(status)) = error.downcast_ref::<WasiExit>() {
-        return Err(GuestError::Exit {
+        return GuestError::Exit {
             status: *status,
             stderr: String::from_utf8_lossy(&stderr[..stderr.len().min(STDERR_IN_ERRORS)])
                 .into_owned(),
-        });
+        };
     }
-    if growth_refused.load(Ordering::Relaxed) {
-        return Err(GuestError::MemoryLimit {
+    if growth_refused {
+        return GuestError::MemoryLimit {
             detail: format!(
                 "memory growth was refused at the cap of {} pages ({} MiB); then: {}",
                 limits.memory_pages,
                 limits.memory_bytes() >> 20,
                 error.message()
             ),
-        });
+        };
     }
     let detail = match error.clone().to_trap() {
         Some(code) => code.to_string(),
         None => error.message(),
     };
-    Err(GuestError::Trap {
+    GuestError::Trap {
         detail: with_stderr(detail, stderr),
-    })
+    }
 }
 
 /// `start_fuel_left`: what the start function left of its fuel, if the counter was created
@@ -254,7 +354,7 @@ mod tests {
     use crate::executor::{Executor, ExecutorConfig};
 
     /// A run that may not wait (an inline one) stops when its guest asks to sleep (before
-    /// sleeping: see `wasi::poll`), so that the request can move to a blocking thread.
+    /// sleeping: see `wasi::poll`), so that the request can move to a guest thread.
     #[test]
     fn a_run_that_may_not_wait_stops_at_the_first_sleep() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests/fixtures/wasi_sleep.wat");
@@ -265,8 +365,8 @@ mod tests {
             .unwrap();
         let limits = Limits::default();
         let deadline = Instant::now() + Duration::from_secs(10);
-        let inner = &executor.inner;
-        let run = |may_wait| execute(&inner.watchdog, &module, b"", &limits, deadline, may_wait);
+        let watcher = executor.inner.watcher.clone();
+        let run = |may_wait| execute(&watcher, &module, b"", &limits, deadline, may_wait);
         let stopped = run(false);
         assert!(matches!(stopped, Err(Stop::WaitRefused)), "{stopped:?}");
         let waited = run(true);

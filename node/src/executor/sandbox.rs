@@ -1,17 +1,23 @@
-//! Per-request sandbox resources the engine's tunables hand out: capped linear memories, tables
-//! capped by the same budget, and the fuel counter the watchdog may zero.
+//! Per-request sandbox resources the engine's tunables hand out: linear memories and tables that
+//! share one memory cap, and the fuel counter the watchdog may zero.
 //!
 //! wasmer's tunables belong to the engine, but caps belong to a request. The executor therefore
 //! opens an [`InstantiationScope`] on its thread around `Instance::new`; the tunables read the
-//! request's memory cap from it and leave behind what the executor needs afterwards: a flag set
-//! when the guest's memory growth was refused, and a [`FuelCell`] pointing at the instance's
-//! metering counter.
+//! request's caps from it and leave behind what the executor needs afterwards: a flag set when
+//! the guest's memory growth was refused, a [`FuelCell`] pointing at the instance's metering
+//! counter, and the watchdog's registration of the instance, made as soon as the counter exists
+//! so that the start function runs under the request's deadline.
+//!
+//! One cap for the whole request ([`MemoryBudget`]): each table reserves its share up front (it
+//! may grow to its declared maximum, to an eighth of the cap if it declares none, never past
+//! what is left), counted in whole 64 KiB pages, and the linear memory may grow to the rest.
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Instant;
 
 use wasmer::sys::vm::{
     InternalStoreHandle, LinearMemory, MemoryError, MemoryStyle, StoreObjects, TableStyle,
@@ -25,11 +31,16 @@ use wasmer_types::{LocalGlobalIndex, ModuleInfo};
 
 use super::memory_pool::MemoryPool;
 use super::metering::FUEL_EXPORT;
+use super::watchdog::{Watch, Watcher};
 
 struct ScopeState {
-    cap_pages: u32,
+    budget: MemoryBudget,
     growth_refused: Arc<AtomicBool>,
     fuel_cell: Option<FuelCell>,
+    /// Who watches the instance and until when, until its counter exists.
+    watch_with: Option<(Watcher, Instant)>,
+    /// The instance's registration, once its counter exists.
+    watch: Option<Watch>,
 }
 
 thread_local! {
@@ -43,12 +54,21 @@ pub(crate) struct InstantiationScope {
 }
 
 impl InstantiationScope {
-    pub(crate) fn enter(cap_pages: u32, growth_refused: Arc<AtomicBool>) -> Self {
+    /// Instances created on this thread until the scope drops get `budget`, and are watched by
+    /// `watcher` until `deadline` from the moment their fuel counter exists.
+    pub(crate) fn enter(
+        budget: MemoryBudget,
+        growth_refused: Arc<AtomicBool>,
+        watcher: Watcher,
+        deadline: Instant,
+    ) -> Self {
         SCOPE.with(|scope| {
             *scope.borrow_mut() = Some(ScopeState {
-                cap_pages,
+                budget,
                 growth_refused,
                 fuel_cell: None,
+                watch_with: Some((watcher, deadline)),
+                watch: None,
             })
         });
         Self {
@@ -56,9 +76,25 @@ impl InstantiationScope {
         }
     }
 
-    /// The metering counter of the instance created in this scope.
-    pub(crate) fn take_fuel_cell(&self) -> Option<FuelCell> {
-        SCOPE.with(|scope| scope.borrow_mut().as_mut().and_then(|s| s.fuel_cell.take()))
+    /// The metering counter of the instance created in this scope, and its watchdog
+    /// registration (drop that before the store).
+    pub(crate) fn take_fuel_cell(&self) -> Option<(FuelCell, Watch)> {
+        SCOPE.with(|scope| {
+            let mut scope = scope.borrow_mut();
+            let state = scope.as_mut()?;
+            Some((state.fuel_cell.take()?, state.watch.take()?))
+        })
+    }
+
+    /// Whether the deadline passed while the instance was being created.
+    pub(crate) fn timed_out(&self) -> bool {
+        SCOPE.with(|scope| {
+            scope
+                .borrow()
+                .as_ref()
+                .and_then(|state| state.watch.as_ref())
+                .is_some_and(Watch::fired)
+        })
     }
 }
 
@@ -111,6 +147,19 @@ impl FuelCell {
         u64::try_from(unsafe { self.atomic() }.load(Ordering::SeqCst)).ok()
     }
 
+    /// Charges `points` of work a host call did for the guest; false if the counter is now
+    /// negative (out of fuel, or stopped by the watchdog).
+    ///
+    /// # Safety
+    /// The store that owns the instance must be alive for the duration of the call.
+    pub(crate) unsafe fn charge(&self, points: u64) -> bool {
+        // At most 2^40 at a time, so that even from `STOPPED` the counter cannot wrap around.
+        let points = points.min(1 << 40) as i64;
+        // SAFETY: the caller keeps the store alive.
+        let before = unsafe { self.atomic() }.fetch_sub(points, Ordering::SeqCst);
+        before - points >= 0
+    }
+
     /// Makes the counter negative, so the guest traps at its next check.
     ///
     /// # Safety
@@ -138,29 +187,22 @@ impl SandboxTunables {
         }
     }
 
-    /// The table type with its maximum lowered to the request's cap: a table may hold at most
-    /// as many bytes of elements as the request's memory cap, so `table.grow` past it fails
-    /// (returns -1) and the host's memory stays bounded. A declared minimum over it is refused.
+    /// The table type with its maximum lowered to its share of the request's cap
+    /// ([`MemoryBudget`]), so `table.grow` past it fails (returns -1) and the host's memory stays
+    /// bounded. A declared minimum over the cap is refused.
     fn capped_table(&self, ty: &TableType) -> Result<TableType, String> {
-        let (cap_pages, _) = self.scope_cap_and_flag();
-        let cap = table_cap_elements(cap_pages);
-        if ty.minimum > cap {
-            return Err(format!(
-                "the module declares a table of {} elements; the cap is {cap}",
-                ty.minimum
-            ));
-        }
-        let maximum = ty.maximum.map_or(cap, |declared| declared.min(cap));
+        let (budget, _) = self.scope_budget_and_flag();
+        let maximum = table_reserve(ty, budget.cap_pages)?;
         Ok(TableType {
             maximum: Some(maximum),
             ..*ty
         })
     }
 
-    fn scope_cap_and_flag(&self) -> (u32, Option<Arc<AtomicBool>>) {
+    fn scope_budget_and_flag(&self) -> (MemoryBudget, Option<Arc<AtomicBool>>) {
         SCOPE.with(|scope| match scope.borrow().as_ref() {
-            Some(state) => (state.cap_pages, Some(state.growth_refused.clone())),
-            None => (self.default_cap_pages, None),
+            Some(state) => (state.budget, Some(state.growth_refused.clone())),
+            None => (MemoryBudget::whole(self.default_cap_pages), None),
         })
     }
 }
@@ -188,8 +230,8 @@ impl Tunables for SandboxTunables {
         style: &MemoryStyle,
         vm_definition_location: NonNull<VMMemoryDefinition>,
     ) -> Result<VMMemory, MemoryError> {
-        let (cap_pages, growth_refused) = self.scope_cap_and_flag();
-        let cap = Pages(cap_pages);
+        let (budget, growth_refused) = self.scope_budget_and_flag();
+        let cap = Pages(budget.memory_pages);
         if ty.minimum > cap {
             return Err(MemoryError::MinimumMemoryTooLarge {
                 min_requested: ty.minimum,
@@ -249,6 +291,11 @@ impl Tunables for SandboxTunables {
                 SCOPE.with(|scope| {
                     if let Some(state) = scope.borrow_mut().as_mut() {
                         state.fuel_cell = Some(cell);
+                        // From here on the store holds the counter, until after the scope (and
+                        // with it this registration) is dropped.
+                        if let Some((watcher, deadline)) = state.watch_with.take() {
+                            state.watch = Some(watcher.watch(cell, deadline));
+                        }
                     }
                 });
             }
@@ -261,10 +308,69 @@ impl Tunables for SandboxTunables {
 /// Bytes of host memory one table element takes (a function or extern reference).
 const TABLE_ELEMENT_BYTES: u64 = 8;
 
-/// The most elements a table may hold under a memory cap of `cap_pages` wasm pages.
-pub(crate) fn table_cap_elements(cap_pages: u32) -> u32 {
-    let bytes = u64::from(cap_pages) * wasmer::WASM_PAGE_SIZE as u64;
-    u32::try_from(bytes / TABLE_ELEMENT_BYTES).unwrap_or(u32::MAX)
+/// A table that declares no maximum may grow to this fraction of the request's cap.
+const UNBOUNDED_TABLE_SHARE: u64 = 8;
+
+/// How one request's memory cap is shared: tables first, each its reserve, in whole pages; the
+/// linear memory gets the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MemoryBudget {
+    /// The request's whole cap, in pages.
+    pub(crate) cap_pages: u32,
+    /// What the linear memory may grow to, in pages.
+    pub(crate) memory_pages: u32,
+}
+
+impl MemoryBudget {
+    /// A budget with no tables: all of it for the memory.
+    fn whole(cap_pages: u32) -> Self {
+        Self {
+            cap_pages,
+            memory_pages: cap_pages,
+        }
+    }
+
+    /// The budget of an instance with `tables` under a cap of `cap_pages`; an error naming what
+    /// does not fit when the tables' minimums alone take more than the cap.
+    pub(crate) fn for_tables<'a>(
+        cap_pages: u32,
+        tables: impl IntoIterator<Item = &'a TableType>,
+    ) -> Result<Self, String> {
+        let mut table_bytes = 0u64;
+        for table in tables {
+            table_bytes += u64::from(table_reserve(table, cap_pages)?) * TABLE_ELEMENT_BYTES;
+        }
+        let table_pages = table_bytes.div_ceil(wasmer::WASM_PAGE_SIZE as u64);
+        let memory_pages = u64::from(cap_pages)
+            .checked_sub(table_pages)
+            .ok_or_else(|| {
+                format!(
+                    "the module's tables take {table_pages} pages of memory; the cap is {cap_pages}"
+                )
+            })?;
+        Ok(Self {
+            cap_pages,
+            memory_pages: memory_pages as u32,
+        })
+    }
+}
+
+/// The elements a table may grow to under a cap of `cap_pages` (its reserve): its declared
+/// maximum, or an eighth of the cap when it declares none, and at most the whole cap; a declared
+/// minimum over the cap is refused.
+fn table_reserve(ty: &TableType, cap_pages: u32) -> Result<u32, String> {
+    let cap_bytes = u64::from(cap_pages) * wasmer::WASM_PAGE_SIZE as u64;
+    let cap = u32::try_from(cap_bytes / TABLE_ELEMENT_BYTES).unwrap_or(u32::MAX);
+    if ty.minimum > cap {
+        return Err(format!(
+            "the module declares a table of {} elements; the cap is {cap}",
+            ty.minimum
+        ));
+    }
+    let share =
+        u32::try_from(cap_bytes / UNBOUNDED_TABLE_SHARE / TABLE_ELEMENT_BYTES).unwrap_or(u32::MAX);
+    let reserve = ty.maximum.unwrap_or(share).min(cap);
+    Ok(reserve.max(ty.minimum))
 }
 
 /// A linear memory that refuses to grow past a cap and remembers that it did.

@@ -7,6 +7,10 @@
 //! thread may overwrite the zero with a value it had just loaded, so the watchdog repeats the
 //! write every millisecond until the execution ends.
 //!
+//! An execution is registered as soon as its instance's counter exists, while the instance is
+//! being created (`sandbox::InstantiationScope`), so a module's start function runs under the
+//! request's deadline as its handler does.
+//!
 //! Soundness: the counter lives in the instance's store. An execution unregisters (under the
 //! watchdog's lock) before its store is dropped, and the watchdog writes only to registered
 //! executions while holding that lock.
@@ -79,8 +83,36 @@ impl Watchdog {
         Ok(Self { shared })
     }
 
+    /// A handle that registers executions with this watchdog.
+    pub(crate) fn watcher(&self) -> Watcher {
+        Watcher {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.shared.lock().shutdown = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+/// Registers executions with a watchdog; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Watcher {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watcher").finish_non_exhaustive()
+    }
+}
+
+impl Watcher {
     /// Watches an execution whose fuel counter is `cell` until the returned guard is dropped.
-    pub(crate) fn watch(&self, cell: FuelCell, deadline: Instant) -> Watch<'_> {
+    pub(crate) fn watch(&self, cell: FuelCell, deadline: Instant) -> Watch {
         let fired = Arc::new(AtomicBool::new(false));
         let mut state = self.shared.lock();
         let key = (deadline, state.next_id);
@@ -101,38 +133,39 @@ impl Watchdog {
             self.shared.wake.notify_one();
         }
         Watch {
-            watchdog: self,
+            shared: self.shared.clone(),
             key,
             fired,
         }
     }
 }
 
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        self.shared.lock().shutdown = true;
-        self.shared.wake.notify_one();
-    }
-}
-
 /// A registered execution. Drop it before the store of the watched instance.
-pub(crate) struct Watch<'a> {
-    watchdog: &'a Watchdog,
+pub(crate) struct Watch {
+    shared: Arc<Shared>,
     /// Its entry in the table (a fired deadline repeats under a later key).
     key: (Instant, u64),
     fired: Arc<AtomicBool>,
 }
 
-impl Watch<'_> {
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch")
+            .field("fired", &self.fired())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Watch {
     /// Whether the deadline passed and the guest was stopped.
     pub(crate) fn fired(&self) -> bool {
         self.fired.load(Ordering::SeqCst)
     }
 }
 
-impl Drop for Watch<'_> {
+impl Drop for Watch {
     fn drop(&mut self) {
-        let mut state = self.watchdog.shared.lock();
+        let mut state = self.shared.lock();
         if state.running.remove(&self.key).is_none() {
             // It fired, and the repeat moved it: find it by id.
             let id = self.key.1;

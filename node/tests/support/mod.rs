@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod hostile;
 pub mod load;
 pub mod process;
 #[path = "../../../tests/src/raw_codec.rs"]

@@ -13,6 +13,11 @@
 //! `clock_time_get`, `random_get`, `fd_fdstat_get`, `fd_close`, `sched_yield`, `poll_oneoff`
 //! (clocks and stdio: [`poll`]), and `fd_prestat_get`, which answers BADF (no preopens;
 //! wasi-libc aborts on any other error there). Every other preview1 function answers ENOSYS.
+//!
+//! A host call that touches guest memory works in chunks of [`HOST_CHUNK`] bytes and pays for
+//! each chunk from the guest's fuel before doing it ([`WasiState::pay`]), checking the deadline
+//! too: a call asked to fill or copy the whole memory stops within a chunk of running out of
+//! either, as guest code stops at its next check.
 
 mod poll;
 
@@ -28,6 +33,8 @@ use wasmer::{
 use wasmesh_protocol::wasm::WASI_NAMESPACE;
 
 use super::GuestError;
+use super::metering::BULK_BYTES_PER_POINT;
+use super::sandbox::FuelCell;
 
 const ERRNO_SUCCESS: i32 = 0;
 const ERRNO_BADF: i32 = 8;
@@ -40,6 +47,23 @@ const ERRNO_NOSYS: i32 = 52;
 pub const STDERR_CAP: usize = 8 * 1024;
 /// Most iovecs accepted in one read or write (POSIX IOV_MAX).
 const IOV_MAX: u32 = 1024;
+
+/// Bytes a host call copies or fills between two payments (and deadline checks).
+const HOST_CHUNK: usize = 64 * 1024;
+
+/// Points per byte of randomness (`random_get` costs the kernel's generator about 4 ns a byte).
+const RANDOM_POINTS_PER_BYTE: u64 = 4;
+
+/// Why a host call stopped its guest part way through the work it was asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum HostStop {
+    /// The guest's fuel ran out (or the watchdog stopped it).
+    #[error("the guest ran out of fuel in a host call")]
+    OutOfFuel,
+    /// The request's deadline passed.
+    #[error("the guest's deadline passed in a host call")]
+    PastDeadline,
+}
 
 /// How a guest ended by calling `proc_exit`.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -56,6 +80,8 @@ pub(crate) struct WasiState {
     pub(crate) stderr: Vec<u8>,
     arg0: String,
     memory: Option<Memory>,
+    /// The instance's fuel counter, which host calls pay their work from.
+    fuel: Option<FuelCell>,
     /// When the request must end: no wait outlasts it.
     deadline: Instant,
     /// Whether the guest may sleep on this thread (not on an async worker).
@@ -86,7 +112,27 @@ impl WasiState {
             stderr: Vec::new(),
             arg0: arg0.to_owned(),
             memory: None,
+            fuel: None,
         }
+    }
+
+    /// Pays for `points` of host work before doing it: an error once the deadline passed or the
+    /// fuel ran out.
+    fn pay(&self, points: u64) -> Result<(), HostStop> {
+        if Instant::now() >= self.deadline {
+            return Err(HostStop::PastDeadline);
+        }
+        // SAFETY: the state lives in the instance's store, so the store is alive while a host
+        // function of it runs.
+        match self.fuel {
+            Some(cell) if !unsafe { cell.charge(points) } => Err(HostStop::OutOfFuel),
+            _ => Ok(()),
+        }
+    }
+
+    /// Pays for copying `bytes`.
+    fn pay_copy(&self, bytes: usize) -> Result<(), HostStop> {
+        self.pay(bytes as u64 / BULK_BYTES_PER_POINT)
     }
 }
 
@@ -145,11 +191,13 @@ fn unsupported(module: &str, field: &str) -> GuestError {
     }
 }
 
-/// Gives the host functions access to the instance's memory (call after instantiation).
-pub(crate) fn attach_memory(
+/// Gives the host functions access to the instance's memory and fuel counter (call after
+/// instantiation).
+pub(crate) fn attach_instance(
     store: &mut Store,
     env: &FunctionEnv<WasiState>,
     instance: &Instance,
+    fuel: FuelCell,
 ) -> Result<(), GuestError> {
     let memory = instance
         .exports
@@ -158,7 +206,9 @@ pub(crate) fn attach_memory(
             detail: e.to_string(),
         })?
         .clone();
-    env.as_mut(store).memory = Some(memory);
+    let state = env.as_mut(store);
+    state.memory = Some(memory);
+    state.fuel = Some(fuel);
     Ok(())
 }
 
@@ -173,6 +223,19 @@ fn with_memory(
     };
     let view = memory.view(&store);
     f(state, &view).err().unwrap_or(ERRNO_SUCCESS)
+}
+
+/// As [`with_memory`], for host calls whose work is paid in chunks: a [`HostStop`] traps.
+fn with_memory_paid(
+    env: &mut FunctionEnvMut<WasiState>,
+    f: impl FnOnce(&mut WasiState, &MemoryView<'_>) -> Result<Result<(), i32>, HostStop>,
+) -> Result<i32, HostStop> {
+    let (state, store) = env.data_and_store_mut();
+    let Some(memory) = state.memory.clone() else {
+        return Ok(ERRNO_FAULT);
+    };
+    let view = memory.view(&store);
+    Ok(f(state, &view)?.err().unwrap_or(ERRNO_SUCCESS))
 }
 
 fn read_u32(view: &MemoryView<'_>, offset: u32) -> Result<u32, i32> {
@@ -201,24 +264,44 @@ fn iovecs(view: &MemoryView<'_>, iovs: i32, count: i32) -> Result<Vec<(u32, u32)
         .collect()
 }
 
-fn fd_read(mut env: FunctionEnvMut<WasiState>, fd: i32, iovs: i32, count: i32, nread: i32) -> i32 {
+fn fd_read(
+    mut env: FunctionEnvMut<WasiState>,
+    fd: i32,
+    iovs: i32,
+    count: i32,
+    nread: i32,
+) -> Result<i32, HostStop> {
     if fd != 0 {
-        return ERRNO_BADF;
+        return Ok(ERRNO_BADF);
     }
-    with_memory(&mut env, |state, view| {
+    with_memory_paid(&mut env, |state, view| {
+        let iovecs = match iovecs(view, iovs, count) {
+            Ok(iovecs) => iovecs,
+            Err(errno) => return Ok(Err(errno)),
+        };
         let mut total = 0u32;
-        for (buf, len) in iovecs(view, iovs, count)? {
-            let rest = &state.stdin[state.stdin_pos..];
-            let n = rest.len().min(len as usize);
-            write_bytes(view, buf, &rest[..n])?;
-            state.stdin_pos += n;
+        for (buf, len) in iovecs {
+            let rest = state.stdin.len() - state.stdin_pos;
+            let n = rest.min(len as usize);
+            let mut done = 0;
+            while done < n {
+                let chunk = (n - done).min(HOST_CHUNK);
+                state.pay_copy(chunk)?;
+                let from = state.stdin_pos;
+                let to = buf.wrapping_add(done as u32);
+                if let Err(errno) = write_bytes(view, to, &state.stdin[from..from + chunk]) {
+                    return Ok(Err(errno));
+                }
+                state.stdin_pos += chunk;
+                done += chunk;
+            }
             // At most the input's length in all: fits (inputs are far below 4 GiB).
             total = total.saturating_add(n as u32);
             if n < len as usize {
                 break;
             }
         }
-        write_bytes(view, nread as u32, &total.to_le_bytes())
+        Ok(write_bytes(view, nread as u32, &total.to_le_bytes()))
     })
 }
 
@@ -228,37 +311,53 @@ fn fd_write(
     iovs: i32,
     count: i32,
     nwritten: i32,
-) -> i32 {
+) -> Result<i32, HostStop> {
     if fd != 1 && fd != 2 {
-        return ERRNO_BADF;
+        return Ok(ERRNO_BADF);
     }
     // The work of one call is bounded by what the request may still keep: the room left under
     // the output limit (more is an error), and the stderr cap (more is dropped unread). Lengths
-    // are checked against the guest's memory before anything is allocated or copied.
-    with_memory(&mut env, |state, view| {
+    // are checked against the guest's memory before anything is allocated or copied, and what
+    // is copied is paid for chunk by chunk.
+    with_memory_paid(&mut env, |state, view| {
+        let iovecs = match iovecs(view, iovs, count) {
+            Ok(iovecs) => iovecs,
+            Err(errno) => return Ok(Err(errno)),
+        };
         let mut total = 0u32;
-        for (buf, len) in iovecs(view, iovs, count)? {
+        for (buf, len) in iovecs {
             if u64::from(buf) + u64::from(len) > view.data_size() {
-                return Err(ERRNO_FAULT);
+                return Ok(Err(ERRNO_FAULT));
             }
-            let sink = if fd == 1 {
+            let keep = if fd == 1 {
                 if len as usize > state.max_output.saturating_sub(state.stdout.len()) {
                     state.stdout_overflow = true;
-                    return Err(ERRNO_FBIG);
+                    return Ok(Err(ERRNO_FBIG));
                 }
-                &mut state.stdout
-            } else {
-                &mut state.stderr
-            };
-            let keep = if fd == 1 {
                 len as usize
             } else {
-                (len as usize).min(STDERR_CAP.saturating_sub(sink.len()))
+                (len as usize).min(STDERR_CAP.saturating_sub(state.stderr.len()))
             };
-            append_from(view, buf, keep, sink)?;
-            total = total.checked_add(len).ok_or(ERRNO_INVAL)?;
+            let mut done = 0;
+            while done < keep {
+                let chunk = (keep - done).min(HOST_CHUNK);
+                state.pay_copy(chunk)?;
+                let sink = if fd == 1 {
+                    &mut state.stdout
+                } else {
+                    &mut state.stderr
+                };
+                if let Err(errno) = append_from(view, buf.wrapping_add(done as u32), chunk, sink) {
+                    return Ok(Err(errno));
+                }
+                done += chunk;
+            }
+            total = match total.checked_add(len) {
+                Some(total) => total,
+                None => return Ok(Err(ERRNO_INVAL)),
+            };
         }
-        write_bytes(view, nwritten as u32, &total.to_le_bytes())
+        Ok(write_bytes(view, nwritten as u32, &total.to_le_bytes()))
     })
 }
 
@@ -336,21 +435,29 @@ fn clock_time_get(mut env: FunctionEnvMut<WasiState>, id: i32, _precision: i64, 
     })
 }
 
-fn random_get(mut env: FunctionEnvMut<WasiState>, buf: i32, len: i32) -> i32 {
-    with_memory(&mut env, |_, view| {
+fn random_get(mut env: FunctionEnvMut<WasiState>, buf: i32, len: i32) -> Result<i32, HostStop> {
+    with_memory_paid(&mut env, |state, view| {
         let len = len as u32;
         if u64::from(buf as u32) + u64::from(len) > view.data_size() {
-            return Err(ERRNO_FAULT);
+            return Ok(Err(ERRNO_FAULT));
         }
         let mut chunk = [0u8; 4096];
         let mut done = 0u32;
         while done < len {
+            if (done as usize).is_multiple_of(HOST_CHUNK) {
+                let next = (len - done).min(HOST_CHUNK as u32);
+                state.pay(u64::from(next) * RANDOM_POINTS_PER_BYTE)?;
+            }
             let n = (len - done).min(chunk.len() as u32) as usize;
-            getrandom::fill(&mut chunk[..n]).map_err(|_| ERRNO_NOSYS)?;
-            write_bytes(view, (buf as u32).wrapping_add(done), &chunk[..n])?;
+            if getrandom::fill(&mut chunk[..n]).is_err() {
+                return Ok(Err(ERRNO_NOSYS));
+            }
+            if let Err(errno) = write_bytes(view, (buf as u32).wrapping_add(done), &chunk[..n]) {
+                return Ok(Err(errno));
+            }
             done += n as u32;
         }
-        Ok(())
+        Ok(Ok(()))
     })
 }
 

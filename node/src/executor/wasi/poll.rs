@@ -8,7 +8,7 @@
 //! - A sleep never outlasts the request: one that would end past the deadline sleeps until the
 //!   deadline and stops the guest with [`WaitStopped::PastDeadline`] (a timeout).
 //! - A run on an async worker ([`super::super::inline`]) must not sleep there: it stops with
-//!   [`WaitStopped::Refused`], and the request runs again on a blocking thread.
+//!   [`WaitStopped::Refused`], and the request runs again on a guest thread.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -37,7 +37,7 @@ const CLOCKID_MONOTONIC: u32 = 1;
 /// Why a guest's wait stopped it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum WaitStopped {
-    /// The run may not sleep where it is (an inline run): it moves to a blocking thread.
+    /// The run may not sleep where it is (an inline run): it moves to a guest thread.
     #[error("the guest waits, which it may not do on an async worker")]
     Refused,
     /// The wait would end past the request's deadline.
