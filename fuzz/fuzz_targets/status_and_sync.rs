@@ -12,7 +12,7 @@ use libfuzzer_sys::fuzz_target;
 use libp2p_identity::PeerId;
 use wasmesh_keys::{TrustList, identity};
 use wasmesh_node::core::manifests::check_offer;
-use wasmesh_node::core::peers::{MAX_TRACKED_PEERS, PeerTable};
+use wasmesh_node::core::peers::{MAX_STRANGERS, MAX_TRACKED_PEERS, PeerTable};
 use wasmesh_node::core::registry::{ModuleEntry, ModuleState, Registry};
 use wasmesh_protocol::coordinates::Coordinate;
 use wasmesh_protocol::wire::{MAX_SYNC_PEERS, PeerRecord, StatusMessage, SyncResponse};
@@ -164,12 +164,12 @@ fuzz_target!(|data: &[u8]| {
         match input.byte() % 6 {
             0 => {
                 if let Ok(status) = StatusMessage::decode(input.bytes()) {
-                    let _ = peers.take_status(*from, status, now, allow_private);
+                    let _ = peers.take_status(*from, status, now, allow_private, |_| false);
                 }
             }
             1 => {
                 let status = status(&mut input, keys);
-                if let Ok(taken) = peers.take_status(*from, status, now, allow_private) {
+                if let Ok(taken) = peers.take_status(*from, status, now, allow_private, |_| false) {
                     let peer = peers.get(from).expect("a fresh status is of a known peer");
                     assert!(
                         !taken.fresh || allow_private || peer.addrs.is_empty(),
@@ -184,14 +184,17 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             2 => {
-                // A connection opens or closes: connected peers are never evicted.
-                let open = input.byte() % 2 == 0;
-                match open {
+                // A connection opens (dialed by this node or not) or closes; strangers stay
+                // within their share of the table.
+                let byte = input.byte();
+                match byte % 2 == 0 {
                     true => {
-                        peers.connected(*from, now);
+                        peers.connected(*from, byte % 4 == 0, now);
                     }
                     false => peers.disconnected(from, now),
                 }
+                let strangers = peers.values().filter(|p| p.is_stranger(now)).count();
+                assert!(strangers <= MAX_STRANGERS, "strangers outgrew their share");
             }
             5 => {
                 // A neighbour introduces peers; relayed statuses alone never add one.

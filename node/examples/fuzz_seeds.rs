@@ -110,6 +110,7 @@ fn main() -> anyhow::Result<()> {
                 hops: 0,
                 trace_id: 7,
                 trace: None,
+                nonce: 9,
             }
             .encode(),
         ),

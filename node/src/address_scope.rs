@@ -6,8 +6,12 @@
 //! made of: its own explicit listen addresses are private or loopback (a LAN or a local test
 //! mesh), or the operator says so (`allow_private_addrs`). A name (`/dns/...`) cannot be
 //! judged without resolving it and is kept.
+//!
+//! The same rule holds for every address the node sends packets to: libp2p dial addresses from
+//! statuses, introductions, holder records and Kademlia answers (`control::gate`), and the
+//! QUIC data-plane addresses peers advertise ([`socket_is_dialable`]).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
@@ -50,6 +54,15 @@ pub fn is_global(addr: &Multiaddr) -> bool {
         Some(IpAddr::V6(ip)) => is_global_v6(ip),
         None => true,
     }
+}
+
+/// Whether a data-plane address a peer advertised may be sent packets to.
+pub fn socket_is_dialable(addr: &SocketAddr, allow_private_addrs: bool) -> bool {
+    allow_private_addrs
+        || match addr.ip() {
+            IpAddr::V4(ip) => is_global_v4(ip),
+            IpAddr::V6(ip) => is_global_v6(ip),
+        }
 }
 
 /// Whether a node listening on `listen` dials private addresses by default: when one of its

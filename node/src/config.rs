@@ -76,6 +76,13 @@ pub struct NodeArgs {
     /// when one of this node's own --listen addresses is such an address].
     #[arg(long, value_name = "BOOL")]
     pub allow_private_addrs: Option<bool>,
+    /// Inbound libp2p connections accepted from one IP address at a time [default: 16].
+    #[arg(long, value_name = "N")]
+    pub max_inbound_per_address: Option<usize>,
+    /// The share of forwarded answers of raw-ABI modules run again elsewhere to check them,
+    /// 0.0 to 1.0 [default: 0.05 in an open mesh, 0 in a private one].
+    #[arg(long, value_name = "RATIO")]
+    pub spot_check_rate: Option<f64>,
     /// How log lines are written to stderr: `text` for people, `json` (one object per line)
     /// for log collectors [default: text].
     #[arg(long, value_enum)]
@@ -88,10 +95,15 @@ pub struct NodeArgs {
     /// its /v1/traces) [default: no export].
     #[arg(long, value_name = "URL")]
     pub otlp_endpoint: Option<String>,
-    /// With --otlp-endpoint: the share of requests traced when the caller did not decide (a
-    /// `traceparent` header's sampled flag is always followed), 0.0 to 1.0 [default: 1.0].
+    /// With --otlp-endpoint: the share of requests traced when the caller did not decide,
+    /// 0.0 to 1.0 [default: 1.0].
     #[arg(long, value_name = "RATIO")]
     pub trace_sample_ratio: Option<f64>,
+    /// With --otlp-endpoint: requests a second traced because the caller's `traceparent`
+    /// header says so; beyond it they keep the caller's trace id but are not recorded (0:
+    /// callers never decide) [default: 10].
+    #[arg(long, value_name = "N")]
+    pub client_traces_per_second: Option<u32>,
 }
 
 /// How the node writes its log lines.
@@ -169,11 +181,14 @@ struct FileConfig {
     blob_quota_mib: Option<u64>,
     min_free_disk_mib: Option<u64>,
     allow_private_addrs: Option<bool>,
+    max_inbound_per_address: Option<usize>,
+    spot_check_rate: Option<f64>,
     hedging: Option<bool>,
     log_format: Option<LogFormat>,
     drain_timeout_s: Option<u64>,
     otlp_endpoint: Option<String>,
     trace_sample_ratio: Option<f64>,
+    client_traces_per_second: Option<u32>,
     #[serde(default)]
     gateway: GatewayFile,
     #[serde(default)]
@@ -308,6 +323,11 @@ pub struct NodeConfig {
     pub hedging: bool,
     /// Whether loopback, private and link-local addresses advertised by peers are dialed.
     pub allow_private_addrs: bool,
+    /// Inbound libp2p connections accepted from one IP address at a time.
+    pub max_inbound_per_address: usize,
+    /// The share of forwarded answers of raw-ABI modules checked again (`None`: the default
+    /// of the mesh's kind).
+    pub spot_check_rate: Option<f64>,
     /// How often the node publishes its status.
     pub status_interval: Duration,
     /// How `wasmesh node run` writes its log lines.
@@ -318,7 +338,13 @@ pub struct NodeConfig {
     pub otlp_endpoint: Option<String>,
     /// The share of requests traced when the caller did not decide.
     pub trace_sample_ratio: f64,
+    /// Requests a second traced because their caller's `traceparent` says so.
+    pub client_traces_per_second: u32,
 }
+
+/// Inbound libp2p connections from one IP address at a time, unless configured: room for a
+/// household of nodes behind one NAT, not for a flood of identities from one host.
+pub const DEFAULT_MAX_INBOUND_PER_ADDRESS: usize = 16;
 
 /// How long a stopping node lets requests in flight finish, unless configured.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -345,11 +371,15 @@ impl NodeConfig {
             gateway: GatewayLimits::default(),
             hedging: true,
             allow_private_addrs: true,
+            // Every peer of an in-process simulation reaches a node from its relay's address.
+            max_inbound_per_address: crate::core::peers::MAX_TRACKED_PEERS,
+            spot_check_rate: None,
             status_interval: Duration::from_millis(500),
             log_format: LogFormat::Text,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             otlp_endpoint: None,
             trace_sample_ratio: 1.0,
+            client_traces_per_second: crate::telemetry::DEFAULT_CLIENT_TRACES_PER_SECOND,
         }
     }
 
@@ -461,6 +491,20 @@ impl NodeConfig {
                 .allow_private_addrs
                 .or(file.allow_private_addrs)
                 .unwrap_or(private_by_default),
+            max_inbound_per_address: match args
+                .max_inbound_per_address
+                .or(file.max_inbound_per_address)
+            {
+                Some(0) => bail!("max_inbound_per_address must be at least 1"),
+                Some(max) => max,
+                None => DEFAULT_MAX_INBOUND_PER_ADDRESS,
+            },
+            spot_check_rate: match args.spot_check_rate.or(file.spot_check_rate) {
+                Some(rate) if !(0.0..=1.0).contains(&rate) => {
+                    bail!("spot_check_rate must be between 0.0 and 1.0, not {rate}")
+                }
+                rate => rate,
+            },
             status_interval: STATUS_INTERVAL,
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
             drain_timeout: args
@@ -468,6 +512,10 @@ impl NodeConfig {
                 .or(file.drain_timeout_s)
                 .map_or(DEFAULT_DRAIN_TIMEOUT, Duration::from_secs),
             otlp_endpoint: args.otlp_endpoint.or(file.otlp_endpoint),
+            client_traces_per_second: args
+                .client_traces_per_second
+                .or(file.client_traces_per_second)
+                .unwrap_or(crate::telemetry::DEFAULT_CLIENT_TRACES_PER_SECOND),
             trace_sample_ratio: match args.trace_sample_ratio.or(file.trace_sample_ratio) {
                 Some(ratio) if !(0.0..=1.0).contains(&ratio) => {
                     bail!("trace_sample_ratio must be between 0.0 and 1.0, not {ratio}")

@@ -100,7 +100,13 @@ impl Node {
             DataPlane::bind(config.quic, identity, admission.clone(), metrics.clone())?;
         let quic_addr = data_plane.local_addr()?;
 
-        let mut swarm = control::build_swarm(&keys, !config.announce.is_empty(), metrics.clone())?;
+        let settings = control::SwarmSettings {
+            hide_listen_addrs: !config.announce.is_empty(),
+            private: admission.is_private(),
+            max_inbound_per_address: config.max_inbound_per_address,
+            allow_private_addrs: config.allow_private_addrs,
+        };
+        let mut swarm = control::build_swarm(&keys, settings, metrics.clone())?;
         let mut listeners = std::collections::HashSet::new();
         for addr in &config.listen {
             let listener = swarm
@@ -111,19 +117,6 @@ impl Node {
         let listen_addrs = wait_for_listeners(&mut swarm, listeners).await?;
         for addr in &config.announce {
             swarm.add_external_address(addr.clone());
-        }
-        // Bootstrap peers are kept: their connections make neighbours.
-        let mut bootstrap_dials = Vec::new();
-        for addr in &config.bootstrap {
-            metrics.dials.inc();
-            let opts = libp2p::swarm::dial_opts::DialOpts::from(addr.clone());
-            let connection = opts.connection_id();
-            match swarm.dial(opts) {
-                Ok(()) => bootstrap_dials.push(connection),
-                Err(error) => {
-                    span.in_scope(|| tracing::warn!(%addr, %error, "cannot dial bootstrap peer"));
-                }
-            }
         }
         let advertised: Vec<Multiaddr> = if config.announce.is_empty() {
             listen_addrs.clone()
@@ -142,6 +135,15 @@ impl Node {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (stopping_tx, stopping_rx) = watch::channel(false);
         let private_mesh = admission.is_private();
+        let providers_changed = Arc::new(Notify::new());
+        let started = Instant::now();
+        let possession = crate::possession::PossessionChecks::new(
+            data_plane.clone(),
+            tasks.clone(),
+            providers_changed.clone(),
+            metrics.clone(),
+            started,
+        );
         let inner = Arc::new(NodeInner {
             trust: config.trust.iter().cloned().collect::<TrustList>(),
             peer_id,
@@ -158,7 +160,7 @@ impl Node {
             metrics,
             views: Views::default(),
             control,
-            providers_changed: Notify::new(),
+            providers_changed: providers_changed.clone(),
             status_changed: Notify::new(),
             // From the clock, so a restarted node's statuses are newer than its old ones.
             status_seq: AtomicU64::new(clock::now_ms().saturating_mul(1000)),
@@ -168,18 +170,28 @@ impl Node {
             shutdown: shutdown_rx.clone(),
             stopping: AtomicBool::new(false),
             tasks: tasks.clone(),
-            started: Instant::now(),
+            started,
             hedging: config.hedging,
             allow_private_addrs: config.allow_private_addrs,
             hedge_budget: Default::default(),
-            forward_shares: crate::per_peer::PerPeer::new(forward_share(&config.executor)),
+            forward_shares: crate::forward_shares::ForwardShares::new(
+                config.executor.max_concurrent + config.executor.max_queued,
+            ),
+            possession,
+            spot_check_rate: config.spot_check_rate.unwrap_or(if private_mesh {
+                0.0
+            } else {
+                crate::request::SPOT_CHECK_RATE
+            }),
+            spot_checks: Arc::new(tokio::sync::Semaphore::new(crate::request::MAX_SPOT_CHECKS)),
             refusal_log: Default::default(),
             keys,
         });
-        let mut owner = Owner::new(NodeState::new(peer_id, private_mesh));
-        for connection in bootstrap_dials {
-            owner.note_kept_dial(connection);
-        }
+        // Bootstrap peers are dialed at the control task's first tick, and again while the node
+        // has too few neighbours; their connections make neighbours.
+        let state =
+            NodeState::new(peer_id, private_mesh).with_bootstrap(&config.bootstrap, Instant::now());
+        let mut owner = Owner::new(state);
         let restored = span.in_scope(|| owner.restore(&inner))?;
         // Restored modules are ingested once the first view holds them.
         span.in_scope(|| owner.publish(&inner));
@@ -445,10 +457,6 @@ pub struct PeerView {
 
 /// Forwarded requests one peer may have here at once (running or queued): half of the slots
 /// and queue places.
-fn forward_share(executor: &crate::executor::ExecutorConfig) -> usize {
-    ((executor.max_concurrent + executor.max_queued) / 2).max(1)
-}
-
 fn short_peer(peer: &PeerId) -> String {
     let text = peer.to_string();
     text[text.len().saturating_sub(8)..].to_owned()

@@ -11,9 +11,22 @@ use wasmesh_protocol::wire::{InvokeRefusal, InvokeReply, InvokeRequest};
 use wasmesh_protocol::{ContentHash, PublicKey};
 
 use crate::executor::GuestError;
+use crate::forward_shares::NoShare;
 use crate::node::NodeInner;
 
 impl NodeInner {
+    /// Whether the peer with node key `key` is a stranger to this node (or unknown to it).
+    fn is_stranger(&self, key: &PublicKey) -> bool {
+        let Some(peer) = wasmesh_keys::identity::peer_id(key) else {
+            return true;
+        };
+        self.views
+            .load()
+            .peers
+            .get(&peer)
+            .is_none_or(|info| info.is_stranger(Instant::now()))
+    }
+
     /// Executes a request a peer forwarded (never forwarding it again).
     async fn handle_forwarded(
         self: Arc<Self>,
@@ -36,14 +49,23 @@ impl NodeInner {
         else {
             return refused(InvokeRefusal::NotReady);
         };
-        // One peer's forwards hold at most half of this node's slots and queue places: a router
-        // aggregating many clients still queues deep, and the other half stays for local
-        // requests and other peers.
-        let Some(share) = self.forward_shares.try_take(from) else {
-            self.metrics.count_rejection("forward_share");
-            return refused(InvokeRefusal::Busy(
-                "this peer's share of the slots is in use".into(),
-            ));
+        // Forwarded requests hold at most their share of this node's slots and queue places,
+        // and one peer at most its own: small while this node has no record with it
+        // (`crate::forward_shares`).
+        let stranger = self.is_stranger(&from);
+        let share = match self.forward_shares.try_take(from, stranger) {
+            Ok(share) => share,
+            Err(no_share) => {
+                let (reason, detail) = match no_share {
+                    NoShare::Peer => ("forward_share", "this peer's share of the slots is in use"),
+                    NoShare::Forwarded => (
+                        "forward_share_all",
+                        "the slots forwarded requests may hold are in use",
+                    ),
+                };
+                self.metrics.count_rejection(reason);
+                return refused(InvokeRefusal::Busy(detail.into()));
+            }
         };
         tracing::info!(trace_id = request.trace_id, from = %from.fingerprint(), module = %signed.manifest.name, "executing a forwarded request");
         let mut limits = signed.manifest.limits;
@@ -51,13 +73,17 @@ impl NodeInner {
         let started = Instant::now();
         let deadline = started + Duration::from_millis(u64::from(limits.timeout_ms));
         let input = ContentHash::of(&request.input);
-        let receipt = |outcome| {
+        // Binds the answer to this forward (its nonce) and the times reported with it.
+        let receipt = |outcome, queue_us, exec_us| {
             Receipt {
                 executor: self.keys.public(),
                 module: request.hash,
                 input,
                 outcome,
                 trace_id: request.trace_id,
+                nonce: request.nonce,
+                queue_us,
+                exec_us,
             }
             .sign(&self.keys)
             .signature
@@ -71,18 +97,22 @@ impl NodeInner {
                 let exec_us = output.exec_time.as_micros() as u64;
                 let queue_us = (started.elapsed().as_micros() as u64).saturating_sub(exec_us);
                 InvokeReply::Ok {
-                    receipt: receipt(Receipt::output_outcome(&output.bytes)),
+                    receipt: receipt(Receipt::output_outcome(&output.bytes), queue_us, exec_us),
                     output: output.bytes,
                     queue_us,
                     exec_us,
                 }
             }
             Err(GuestError::Busy { detail }) => refused(InvokeRefusal::Busy(detail)),
-            Err(error) => InvokeReply::GuestFailed {
-                receipt: receipt(Receipt::failure_outcome(error.kind())),
-                kind: error.kind(),
-                message: error.to_string(),
-            },
+            Err(error) => {
+                let message = error.to_string();
+                let outcome = Receipt::failure_outcome(error.kind(), &message);
+                InvokeReply::GuestFailed {
+                    receipt: receipt(outcome, 0, 0),
+                    kind: error.kind(),
+                    message,
+                }
+            }
         }
     }
 }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmesh_protocol::SignedManifest;
+use wasmesh_protocol::{ContentHash, SignedManifest};
 
 use crate::core::registry::ModuleState;
 use crate::data::FetchError;
@@ -55,7 +55,7 @@ impl NodeInner {
         }
         if let Some(quota) = self.blob_quota
             && !self.store.has_blob(&manifest.blob)
-            && self.store.blob_bytes().saturating_add(manifest.size) > quota
+            && self.store.stored_bytes().saturating_add(manifest.size) > quota
         {
             let reason = format!("over this node's blob quota of {} MiB", quota >> 20);
             tracing::info!(module = %key.name, reason, "not replicating; requests are routed to peers");
@@ -89,7 +89,10 @@ impl NodeInner {
                 }
             };
             match fetched {
-                Ok(_) => break,
+                Ok(report) => {
+                    self.note_served(&manifest.blob, &report.served);
+                    break;
+                }
                 Err(Some(shortfall)) => {
                     // Nothing is fetched until there is room: the wait grows, and new providers
                     // do not cut it short.
@@ -179,6 +182,16 @@ impl NodeInner {
             )),
             // Unknown: let the write find out.
             Err(_) => Ok(()),
+        }
+    }
+
+    /// The providers that delivered verified data of `blob` proved they hold it.
+    fn note_served(&self, blob: &ContentHash, served: &[crate::data::PeerAddr]) {
+        let view = self.views.load();
+        for peer in view.peers.values() {
+            if served.iter().any(|s| Some(s.key) == peer.key) {
+                self.possession.served(&peer.feedback, blob);
+            }
         }
     }
 

@@ -15,7 +15,9 @@
 //! - [`data`]: the QUIC data plane (endpoint, blobs, forwarded requests), with
 //!   [`connection_limits`] on what peers hold open;
 //! - [`gateway`]: the HTTP API;
-//! - [`per_peer`]: counts per peer key with a ceiling (connections, forwarded requests);
+//! - [`per_peer`]: counts per peer key with a ceiling (connections, forwarded requests), and
+//!   [`forward_shares`]: the share of the capacity forwarded requests may hold;
+//! - `possession`: claimed holders prove they hold a blob before they are routed to;
 //! - [`refusal_log`]: one log line per peer and interval for refused input;
 //! - [`config`], [`admission`], [`tls`], [`metrics`], [`telemetry`] (logs, traces);
 //! - [`store`]: manifests and verified blobs on disk, written for intake by [`store_writer`];
@@ -35,6 +37,7 @@ mod counted;
 pub mod daemon;
 pub mod data;
 pub mod executor;
+pub mod forward_shares;
 pub mod forwarded;
 pub mod fs_util;
 pub(crate) mod gateway;
@@ -46,6 +49,7 @@ pub mod module_file;
 pub mod node;
 pub mod partial_blob;
 pub mod per_peer;
+mod possession;
 pub mod publish;
 pub mod refusal_log;
 pub mod request;

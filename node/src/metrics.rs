@@ -199,6 +199,8 @@ pub struct Metrics {
     pub routes: RouteTotals,
     /// Forwards that were slow enough to get a copy sent to the next candidate.
     pub hedges: Counter,
+    /// Forwarded answers run again elsewhere to check them (`request::verify`).
+    pub spot_checks: Counter,
     /// Peer statuses taken (newer than the last one from the same peer).
     pub statuses: Counter,
     /// Holders of a blob that directory nodes named and this node did not know of.
@@ -237,6 +239,7 @@ impl Default for Metrics {
             forward_failures: Counter::default(),
             routes: RouteTotals::default(),
             hedges: Counter::default(),
+            spot_checks: Counter::default(),
             statuses: Counter::default(),
             holders_found: Counter::default(),
             dials: Counter::default(),
@@ -473,6 +476,11 @@ impl Metrics {
             "hedges",
             "Slow forwards copied to the next candidate",
             self.hedges.clone(),
+        );
+        registry.register(
+            "spot_checks",
+            "Forwarded answers run again elsewhere to check them",
+            self.spot_checks.clone(),
         );
         registry.register(
             "traffic_bytes",

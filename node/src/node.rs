@@ -66,7 +66,7 @@ pub(crate) struct NodeInner {
     pub(crate) views: Views,
     /// Commands to the control task, the owner of the node's state.
     pub(crate) control: NodeHandle,
-    pub(crate) providers_changed: Notify,
+    pub(crate) providers_changed: Arc<Notify>,
     pub(crate) status_changed: Notify,
     pub(crate) status_seq: AtomicU64,
     pub(crate) in_flight: AtomicU32,
@@ -86,8 +86,14 @@ pub(crate) struct NodeInner {
     /// Whether peers' loopback, private and link-local addresses are dialed.
     pub(crate) allow_private_addrs: bool,
     pub(crate) hedge_budget: crate::hedge_budget::HedgeBudget,
-    /// Forwarded requests each peer has here now (at most half of the slots and queue places).
-    pub(crate) forward_shares: crate::per_peer::PerPeer,
+    /// Forwarded requests each peer has here now (see `forward_shares`).
+    pub(crate) forward_shares: crate::forward_shares::ForwardShares,
+    /// Proofs that claimed holders hold what they claim (see `possession`).
+    pub(crate) possession: crate::possession::PossessionChecks,
+    /// The share of forwarded answers of raw-ABI modules checked again (`request::verify`).
+    pub(crate) spot_check_rate: f64,
+    /// Places of the spot checks under way.
+    pub(crate) spot_checks: Arc<tokio::sync::Semaphore>,
     /// Which peers' refusals are logged now (one line per peer and interval).
     pub(crate) refusal_log: crate::refusal_log::RefusalLog,
 }

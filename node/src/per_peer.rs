@@ -33,9 +33,17 @@ impl PerPeer {
 
     /// A place for `peer`; `None` when it holds `max` already.
     pub fn try_take(&self, peer: PublicKey) -> Option<PeerPlace> {
+        self.try_take_up_to(peer, self.max)
+    }
+
+    /// A place for `peer`; `None` when it holds `max` (or `limit`, if lower) already.
+    pub fn try_take_up_to(&self, peer: PublicKey, limit: usize) -> Option<PeerPlace> {
         let mut counts = lock(&self.counts);
         let count = counts.entry(peer).or_default();
-        if *count >= self.max {
+        if *count >= self.max.min(limit) {
+            if *count == 0 {
+                counts.remove(&peer);
+            }
             return None;
         }
         *count += 1;

@@ -94,7 +94,7 @@ impl NodeInner {
             .map_err(refused)?;
         if let Some(quota) = self.blob_quota
             && !self.store.has_blob(&manifest.blob)
-            && self.store.blob_bytes().saturating_add(manifest.size) > quota
+            && self.store.stored_bytes().saturating_add(manifest.size) > quota
         {
             self.metrics.count_rejection("publish_over_quota");
             return Err(PublishError::OverQuota {

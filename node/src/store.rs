@@ -14,6 +14,9 @@
 //! - `blobs/partial/`: fetches in progress, kept across attempts and restarts so that a fetch
 //!   resumes from what it has; removed after [`PARTIAL_MAX_AGE`] untouched.
 //! - `artifacts/`: the executor's compiled-module cache.
+//!
+//! The blob quota counts all three (`Store::stored_bytes`), and a blob no manifest uses is
+//! removed with its partial data and its artifacts (`Store::remove_blob`).
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -73,6 +76,19 @@ pub fn is_disk_full(error: &io::Error) -> bool {
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+}
+
+/// Bytes of the files directly in `dir` (0 if it cannot be read).
+fn files_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
 }
 
 impl Store {
@@ -229,23 +245,34 @@ impl Store {
         Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
     }
 
-    /// Bytes of all stored blobs.
-    pub fn blob_bytes(&self) -> u64 {
-        let Ok(entries) = fs::read_dir(self.root.join("blobs")) else {
-            return 0;
-        };
-        entries
-            .filter_map(Result::ok)
-            .filter_map(|e| e.metadata().ok())
-            .filter(|m| m.is_file())
-            .map(|m| m.len())
-            .sum()
+    /// Bytes the blob quota counts: stored blobs with their outboards, fetches in progress
+    /// and compiled artifacts.
+    pub fn stored_bytes(&self) -> u64 {
+        [
+            self.root.join("blobs"),
+            self.partial_dir(),
+            self.artifact_dir(),
+        ]
+        .iter()
+        .map(|dir| files_bytes(dir))
+        .sum()
     }
 
-    /// Deletes a blob (when no manifest uses it any more).
+    /// Deletes a blob (when no manifest uses it any more), with what was fetched of it and its
+    /// compiled artifacts.
     pub fn remove_blob(&self, hash: &ContentHash) -> io::Result<()> {
         let partial = self.partial_paths(hash);
-        for path in [partial.blob, partial.outboard, partial.data, partial.pairs] {
+        let mut paths = vec![partial.blob, partial.outboard, partial.data, partial.pairs];
+        let prefix = format!("{hash}-");
+        if let Ok(entries) = fs::read_dir(self.artifact_dir()) {
+            paths.extend(
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                    .map(|e| e.path()),
+            );
+        }
+        for path in paths {
             match fs::remove_file(path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}

@@ -9,8 +9,16 @@
 //!
 //! Without a collector no OpenTelemetry layer is installed: spans then carry no trace context
 //! and forwarded requests carry none either.
+//!
+//! A client's `traceparent` decides whether its request is traced only within a rate
+//! ([`ClientSampling`]: `client_traces_per_second`, default [`DEFAULT_CLIENT_TRACES_PER_SECOND`]);
+//! beyond it the request keeps the client's trace id but is not recorded, so clients cannot
+//! make a node export every request. Attributes taken from requests are cut to
+//! [`MAX_ATTRIBUTE_CHARS`] ([`attribute`]).
 
 use std::io::IsTerminal;
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
 
 use anyhow::Context as _;
 use axum::http::HeaderMap;
@@ -32,6 +40,58 @@ use wasmesh_protocol::wire::TraceContext;
 
 use crate::config::LogFormat;
 
+/// Client-sampled traces honoured per second, unless configured.
+pub const DEFAULT_CLIENT_TRACES_PER_SECOND: u32 = 10;
+
+/// Most characters of a span attribute taken from a request (a module reference, say).
+pub const MAX_ATTRIBUTE_CHARS: usize = 128;
+
+/// How many requests a client may have traced by setting the sampled flag: a token bucket of
+/// `per_second` tokens a second, holding at most a second's worth.
+#[derive(Debug)]
+pub struct ClientSampling {
+    per_second: f64,
+    /// Tokens left, and when they were counted.
+    bucket: Mutex<(f64, Instant)>,
+}
+
+impl ClientSampling {
+    /// At most `per_second` client-sampled requests a second are honoured (0: never).
+    pub fn new(per_second: u32) -> Self {
+        let per_second = f64::from(per_second);
+        Self {
+            per_second,
+            bucket: Mutex::new((per_second, Instant::now())),
+        }
+    }
+
+    /// Whether one more client-sampled request may be traced at `now`.
+    pub fn allow(&self, now: Instant) -> bool {
+        let mut bucket = crate::lock::lock(&self.bucket);
+        let (tokens, at) = *bucket;
+        let refilled = (tokens + now.saturating_duration_since(at).as_secs_f64() * self.per_second)
+            .min(self.per_second);
+        let allowed = refilled >= 1.0;
+        *bucket = (if allowed { refilled - 1.0 } else { refilled }, now);
+        allowed
+    }
+}
+
+/// The node's rate of honoured client-sampled traces (set by [`Telemetry::init`]).
+static CLIENT_SAMPLING: OnceLock<ClientSampling> = OnceLock::new();
+
+fn client_sampling() -> &'static ClientSampling {
+    CLIENT_SAMPLING.get_or_init(|| ClientSampling::new(DEFAULT_CLIENT_TRACES_PER_SECOND))
+}
+
+/// `text` as a span attribute: at most [`MAX_ATTRIBUTE_CHARS`] characters, marked when cut.
+pub fn attribute(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(MAX_ATTRIBUTE_CHARS) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((cut, _)) => std::borrow::Cow::Owned(format!("{}...", &text[..cut])),
+    }
+}
+
 /// The node's log and trace output; dropping it flushes the spans not yet exported.
 #[derive(Debug)]
 pub struct Telemetry {
@@ -41,14 +101,17 @@ pub struct Telemetry {
 impl Telemetry {
     /// Installs the global subscriber: log lines in `format` (filtered by `RUST_LOG`, default
     /// `info` with libp2p and quinn at `warn`), and the node's spans exported to
-    /// `otlp_endpoint` (its `/v1/traces`) as the service instance `node_id`, if given.
+    /// `otlp_endpoint` (its `/v1/traces`) as the service instance `node_id`, if given, with
+    /// at most `client_traces_per_second` traces a second decided by clients.
     /// Call it before starting an async runtime (the exporter's HTTP client has its own).
     pub fn init(
         format: LogFormat,
         otlp_endpoint: Option<&str>,
         sample_ratio: f64,
+        client_traces_per_second: u32,
         node_id: &str,
     ) -> anyhow::Result<Self> {
+        let _ = CLIENT_SAMPLING.set(ClientSampling::new(client_traces_per_second));
         let filter = EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| EnvFilter::new("info,libp2p=warn,quinn=warn"));
         let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
@@ -133,12 +196,35 @@ impl Extractor for Headers<'_> {
 }
 
 /// Makes the span of an incoming HTTP request a child of the caller's, if its `traceparent`
-/// header names one.
+/// header names one; the caller's sampled flag counts only within the node's rate
+/// ([`ClientSampling`]).
 pub(crate) fn continue_from_headers(span: &tracing::Span, headers: &HeaderMap) {
+    continue_from_headers_within(span, headers, client_sampling());
+}
+
+fn continue_from_headers_within(
+    span: &tracing::Span,
+    headers: &HeaderMap,
+    sampling: &ClientSampling,
+) {
     let parent = TraceContextPropagator::new().extract(&Headers(headers));
-    if parent.span().span_context().is_valid() {
-        let _ = span.set_parent(parent);
+    let remote = parent.span().span_context().clone();
+    if !remote.is_valid() {
+        return;
     }
+    let parent = if remote.is_sampled() && !sampling.allow(Instant::now()) {
+        let unsampled = SpanContext::new(
+            remote.trace_id(),
+            remote.span_id(),
+            TraceFlags::default(),
+            true,
+            remote.trace_state().clone(),
+        );
+        Context::new().with_remote_span_context(unsampled)
+    } else {
+        parent
+    };
+    let _ = span.set_parent(parent);
 }
 
 /// The trace context a forwarded request carries: `span`'s, when it is traced.
@@ -174,6 +260,26 @@ pub(crate) fn continue_from_wire(span: &tracing::Span, context: &TraceContext) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_sampled_traces_are_honoured_within_the_rate() {
+        let sampling = ClientSampling::new(10);
+        let start = Instant::now();
+        let allowed = (0..100).filter(|_| sampling.allow(start)).count();
+        assert_eq!(allowed, 10, "a second's worth at once");
+        assert!(!sampling.allow(start));
+        assert!(sampling.allow(start + std::time::Duration::from_millis(100)));
+        let never = ClientSampling::new(0);
+        assert!(!never.allow(start + std::time::Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn attributes_from_requests_are_cut() {
+        assert_eq!(attribute("echo"), "echo");
+        let long = "é".repeat(10_000);
+        let cut = attribute(&long);
+        assert_eq!(cut.chars().count(), MAX_ATTRIBUTE_CHARS + 3);
+    }
 
     #[test]
     fn an_invalid_wire_context_is_not_taken_as_a_parent() {

@@ -4,8 +4,9 @@
 //! mesh the certificate also carries the node's membership certificate in an extension. There is
 //! no certificate authority: a client checks that the server's key is the key of the peer it
 //! meant to reach (learned from that peer's status, sent on a connection authenticated by its
-//! key); a server checks the client against its [`Admission`] policy. The TLS 1.3 handshake
-//! proves possession of the key.
+//! key), and each side checks the other against its [`Admission`] policy: in a private mesh a
+//! member neither serves nor uses a peer without a valid membership certificate. The TLS 1.3
+//! handshake proves possession of the key.
 
 use std::sync::Arc;
 
@@ -75,15 +76,18 @@ impl TlsIdentity {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_pkcs8.clone()))
     }
 
-    /// The client configuration for reaching the peer whose key is `expected`.
+    /// The client configuration for reaching the peer whose key is `expected`, which
+    /// `admission` must admit.
     pub fn client_config(
         &self,
         expected: PublicKey,
+        admission: &Admission,
         alpn: &[u8],
     ) -> Result<rustls::ClientConfig, TlsError> {
         let provider = provider();
         let verifier = ExpectedPeer {
             expected,
+            admission: admission.clone(),
             algorithms: provider.signature_verification_algorithms,
         };
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
@@ -180,6 +184,7 @@ macro_rules! handshake_signatures {
 #[derive(Debug)]
 struct ExpectedPeer {
     expected: PublicKey,
+    admission: Admission,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -192,7 +197,7 @@ impl ServerCertVerifier for ExpectedPeer {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let (key, _) = peer_identity(end_entity)?;
+        let (key, membership) = peer_identity(end_entity)?;
         if key != self.expected {
             return Err(rustls::Error::General(format!(
                 "reached {}, expected {}",
@@ -200,6 +205,9 @@ impl ServerCertVerifier for ExpectedPeer {
                 self.expected.fingerprint()
             )));
         }
+        self.admission
+            .check(&key, membership.as_ref(), now_ms())
+            .map_err(|e| rustls::Error::General(format!("the server is not admitted: {e}")))?;
         Ok(ServerCertVerified::assertion())
     }
 

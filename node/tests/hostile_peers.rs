@@ -1,10 +1,13 @@
-//! Strangers against a real `wasmesh node run` process in an open mesh: 5,000 throwaway
-//! identities each connect, send one status (1,000 made-up ready blobs, 8 loopback addresses
-//! where nothing listens) and leave. The node tracks at most `MAX_TRACKED_PEERS` peers, its
-//! memory stays under a fixed bound, and it keeps serving.
+//! Strangers against a real `wasmesh node run` process in an open mesh: 2,000 throwaway
+//! identities, each from a loopback address of its own, connect, send one status (4,000
+//! made-up ready blobs, 8 loopback addresses where nothing listens) and leave. The node tracks
+//! at most `MAX_TRACKED_PEERS` peers, its memory stays within 64 MiB of what it held before,
+//! it dials none of the made-up addresses, and it keeps serving. From one address, strangers
+//! get no more than `--max-inbound-per-address` connections.
 
 mod support;
 
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,23 +23,37 @@ use wasmesh_node::core::peers::MAX_TRACKED_PEERS;
 use wasmesh_protocol::wire::{STATUS_PROTOCOL, StatusMessage, ready_version};
 use wasmesh_protocol::{ContentHash, Keypair};
 
-const STRANGERS: usize = 5_000;
+const STRANGERS: usize = 2_000;
 const AT_ONCE: usize = 50;
-/// What the node may hold after the flood: the full peer table plus transient connection buffers.
-const RSS_CAP_KIB: u64 = 768 << 10;
+/// Made-up ready blobs in each stranger's status.
+const MADE_UP_READY: u32 = 4_000;
+/// What the flood may add to the node's memory.
+const RSS_GROWTH_KIB: u64 = 64 << 10;
 
-fn stranger_swarm(keys: &Keypair) -> Swarm<request_response::Behaviour<RawCodec>> {
-    libp2p::SwarmBuilder::with_existing_identity(wasmesh_keys::identity::libp2p_keypair(keys))
-        .with_tokio()
-        .with_quic()
-        .with_behaviour(|_| {
-            request_response::Behaviour::new(
-                [(StreamProtocol::new(STATUS_PROTOCOL), ProtocolSupport::Full)],
-                request_response::Config::default(),
-            )
-        })
-        .expect("behaviour")
-        .build()
+/// A stranger's swarm: its connections come from `ip` (it listens there, and dials from the
+/// same socket).
+fn stranger_swarm(keys: &Keypair, ip: Ipv4Addr) -> Swarm<request_response::Behaviour<RawCodec>> {
+    let mut swarm =
+        libp2p::SwarmBuilder::with_existing_identity(wasmesh_keys::identity::libp2p_keypair(keys))
+            .with_tokio()
+            .with_quic()
+            .with_behaviour(|_| {
+                request_response::Behaviour::new(
+                    [(StreamProtocol::new(STATUS_PROTOCOL), ProtocolSupport::Full)],
+                    request_response::Config::default(),
+                )
+            })
+            .expect("behaviour")
+            .build();
+    swarm
+        .listen_on(format!("/ip4/{ip}/udp/0/quic-v1").parse().unwrap())
+        .expect("listen");
+    swarm
+}
+
+/// The loopback address stranger `n` connects from (none is 127.0.0.1, the nodes').
+fn stranger_ip(n: usize) -> Ipv4Addr {
+    Ipv4Addr::new(127, 2 + (n / 250) as u8, 0, 1 + (n % 250) as u8)
 }
 
 /// The key of stranger `n`.
@@ -48,7 +65,7 @@ fn stranger_keys(n: usize) -> Keypair {
 
 /// A status signed by `keys`: made-up ready blobs and addresses where nothing listens.
 fn made_up_status(keys: &Keypair, n: usize) -> Vec<u8> {
-    let ready: Vec<ContentHash> = (0..1_000u32)
+    let ready: Vec<ContentHash> = (0..MADE_UP_READY)
         .map(|i| ContentHash::of(&[n.to_le_bytes().as_slice(), &i.to_le_bytes()].concat()))
         .collect();
     let p2p_addrs = (0..8)
@@ -75,10 +92,17 @@ fn made_up_status(keys: &Keypair, n: usize) -> Vec<u8> {
 async fn stranger(
     nodes: Vec<Multiaddr>,
     keys: Keypair,
+    ip: Ipv4Addr,
     status: Vec<u8>,
     mut batch_done: watch::Receiver<bool>,
 ) {
-    let mut swarm = stranger_swarm(&keys);
+    let mut swarm = stranger_swarm(&keys, ip);
+    // Dial once listening, so that the connection comes from the stranger's own address.
+    loop {
+        if let SwarmEvent::NewListenAddr { .. } = swarm.select_next_some().await {
+            break;
+        }
+    }
     for node in &nodes {
         swarm.dial(node.clone()).expect("dial");
     }
@@ -113,6 +137,7 @@ async fn flood(nodes: &[Arc<NodeProcess>], count: usize, mut after_batch: impl F
                 tokio::spawn(stranger(
                     addresses.clone(),
                     keys,
+                    stranger_ip(n),
                     status,
                     batch_done.clone(),
                 ))
@@ -146,12 +171,10 @@ async fn statuses_from_thousands_of_fresh_keys_leave_the_node_bounded_and_servin
     wait_until("echo is ready", DEADLINE, || node.is_ready("echo"));
     let rss_before = node.rss_kib();
     let node = Arc::new(node);
-    let mut rss_halfway = 0;
+    let mut rss_peak = 0;
     flood(std::slice::from_ref(&node), STRANGERS, |sent| {
-        if sent == STRANGERS / 2 {
-            rss_halfway = node.rss_kib();
-        }
-        if sent % 1_000 == 0 {
+        rss_peak = rss_peak.max(node.rss_kib());
+        if sent % 500 == 0 {
             println!(
                 "after {sent} strangers: {} peers known, RSS {} MiB",
                 node.status()["peers_known"],
@@ -164,24 +187,23 @@ async fn statuses_from_thousands_of_fresh_keys_leave_the_node_bounded_and_servin
     let node = Arc::try_unwrap(node).unwrap();
     let tracked = node.status()["peers_known"].as_u64().unwrap_or(u64::MAX) as usize;
     let rss_after = node.rss_kib();
+    let dials = node.metric("wasmesh_dials_total");
     println!(
-        "{STRANGERS} strangers: {tracked} peers tracked, RSS {} MiB before, {} MiB halfway, {} \
-         MiB after, {} statuses taken",
+        "{STRANGERS} strangers: {tracked} peers tracked, RSS {} MiB before, {} MiB at the peak, \
+         {} MiB after, {} statuses taken, {dials} dials",
         rss_before >> 10,
-        rss_halfway >> 10,
+        rss_peak >> 10,
         rss_after >> 10,
         node.metric("wasmesh_statuses_total")
     );
     assert!(tracked <= MAX_TRACKED_PEERS, "{tracked} peers tracked");
-    // Bounded, the node plateaus near 460 MiB (debug build): the peer table is full after the
-    // first 1,000 strangers, and the rest is what the allocator keeps from the busiest batch's
-    // connection buffers, a peak reached at a random point of the run. Unbounded, every 500 strangers
-    // added about 100 MiB, over 1 GiB for 5,000; the cap sits between the two.
+    // Strangers keep at most 64 made-up ready blobs each, and their addresses are never
+    // dialed.
     assert!(
-        rss_after < RSS_CAP_KIB,
-        "RSS {rss_after} KiB after {STRANGERS} strangers ({rss_halfway} KiB halfway) exceeds \
-         the bound of {RSS_CAP_KIB} KiB"
+        rss_after <= rss_before + RSS_GROWTH_KIB,
+        "RSS {rss_after} KiB after {STRANGERS} strangers, {rss_before} KiB before"
     );
+    assert_eq!(dials, 0, "a stranger's made-up address was dialed");
     let agent = process::agent(Duration::from_secs(10));
     let answer = process::invoke(&agent, &node.url, "echo", b"still serving").unwrap();
     assert_eq!(
@@ -190,11 +212,11 @@ async fn statuses_from_thousands_of_fresh_keys_leave_the_node_bounded_and_servin
     );
 }
 
-/// Addresses in statuses are dialed only when private addresses are this node's kind: a node
-/// told that they are not (`--allow-private-addrs false`) dials none of the loopback addresses
-/// strangers list, while one on a loopback mesh (the default there) does, from the same flood.
+/// Addresses in statuses are taken only when private addresses are this node's kind: a node
+/// told that they are not (`--allow-private-addrs false`) refuses the loopback addresses
+/// strangers list; and neither it nor a node on a loopback mesh dials a stranger's addresses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn advertised_private_addresses_are_not_dialed_unless_allowed() {
+async fn strangers_addresses_are_never_dialed_and_private_ones_refused_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let (_, public) = process::publisher_key(dir.path());
     let permissive = Arc::new(NodeProcess::start(&dir.path().join("a"), &public, &[], &[]));
@@ -205,24 +227,58 @@ async fn advertised_private_addresses_are_not_dialed_unless_allowed() {
         &["--allow-private-addrs", "false"],
     ));
     flood(&[permissive.clone(), strict.clone()], 200, |_| {}).await;
-    let watched = permissive.clone();
-    tokio::task::spawn_blocking(move || {
-        wait_until(
-            "the permissive node dials advertised addresses",
-            DEADLINE,
-            || watched.metric("wasmesh_dials_total") >= 20,
-        );
-    })
-    .await
-    .unwrap();
     println!(
         "dials: permissive {}, strict {}; strict refused {} statuses' addresses",
         permissive.metric("wasmesh_dials_total"),
         strict.metric("wasmesh_dials_total"),
         strict.metric("wasmesh_rejections_total{reason=\"peer_address_not_global\"}")
     );
+    assert_eq!(permissive.metric("wasmesh_dials_total"), 0);
     assert_eq!(strict.metric("wasmesh_dials_total"), 0);
     assert!(strict.metric("wasmesh_rejections_total{reason=\"peer_address_not_global\"}") >= 200);
+}
+
+/// From one address, strangers get at most `--max-inbound-per-address` connections: the rest
+/// are refused before their handshake and counted, and none of their statuses is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_connections_from_one_address_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, public) = process::publisher_key(dir.path());
+    let node = Arc::new(NodeProcess::start(
+        &dir.path().join("n"),
+        &public,
+        &[],
+        &["--max-inbound-per-address", "4"],
+    ));
+    let address: Multiaddr = node.p2p.parse().unwrap();
+    let (done, batch_done) = watch::channel(false);
+    let one_host = Ipv4Addr::new(127, 1, 0, 9);
+    let strangers: Vec<_> = (0..12)
+        .map(|n| {
+            let keys = stranger_keys(3_000_000 + n);
+            let status = made_up_status(&keys, n);
+            tokio::spawn(stranger(
+                vec![address.clone()],
+                keys,
+                one_host,
+                status,
+                batch_done.clone(),
+            ))
+        })
+        .collect();
+    let watched = node.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_until("8 strangers are refused", DEADLINE, || {
+            watched.metric("wasmesh_rejections_total{reason=\"inbound_per_address\"}") >= 8
+        });
+    })
+    .await
+    .unwrap();
+    assert!(node.metric("wasmesh_statuses_total") <= 4);
+    done.send_replace(true);
+    for stranger in strangers {
+        stranger.abort();
+    }
 }
 
 /// Sends `status` to `node` as `keys`, and waits until `seen` holds for the node.
@@ -234,7 +290,13 @@ async fn send_as(
 ) {
     let (done, publishing_done) = watch::channel(false);
     let address: Multiaddr = node.p2p.parse().unwrap();
-    let publisher = tokio::spawn(stranger(vec![address], keys, status, publishing_done));
+    let publisher = tokio::spawn(stranger(
+        vec![address],
+        keys,
+        Ipv4Addr::new(127, 1, 0, 1),
+        status,
+        publishing_done,
+    ));
     let watched = node.clone();
     tokio::task::spawn_blocking(move || {
         wait_until("the node sees the status", DEADLINE, || seen(&watched));
@@ -277,7 +339,7 @@ async fn a_replayed_status_does_not_suppress_the_genuine_one() {
 async fn a_peer_sending_a_malformed_status_is_disconnected() {
     let (_dir, node) = lone_node();
     let keys = stranger_keys(2_000_001);
-    let mut swarm = stranger_swarm(&keys);
+    let mut swarm = stranger_swarm(&keys, Ipv4Addr::new(127, 1, 0, 2));
     swarm.dial(node.p2p.parse::<Multiaddr>().unwrap()).unwrap();
     let until = tokio::time::Instant::now() + DEADLINE;
     loop {

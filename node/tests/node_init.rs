@@ -47,6 +47,11 @@ fn init_writes_config_key_and_unit_and_never_overwrites() {
     assert!(config.contains("bootstrap = [\"/ip4/127.0.0.1/udp/4001/quic-v1\"]"));
     let unit = std::fs::read_to_string(out.join("wasmesh.service")).unwrap();
     assert!(unit.contains("DynamicUser=yes") && unit.contains("ProtectSystem=strict"));
+    // The node's memory and threads are bounded by the service manager too.
+    assert!(
+        unit.contains("\nMemoryMax=") && unit.contains("\nTasksMax="),
+        "{unit}"
+    );
     let said = String::from_utf8_lossy(&first.stdout);
     assert!(said.contains("systemctl enable --now wasmesh"), "{said}");
 

@@ -2,6 +2,7 @@
 //! argument. No sockets, no clock.
 
 use std::collections::HashSet;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
@@ -12,6 +13,10 @@ use wasmesh_node::core::peers::{MAX_DIALED_PEERS, MAX_TRACKED_PEERS, REDIAL_AFTE
 use wasmesh_node::core::state::{Effect, Input, NodeState};
 use wasmesh_protocol::wire::PeerRecord;
 use wasmesh_protocol::{ContentHash, Keypair};
+
+/// The address tests say a connection was dialed at.
+static DIALED: LazyLock<libp2p::Multiaddr> =
+    LazyLock::new(|| "/ip4/127.0.0.1/udp/4001/quic-v1".parse().unwrap());
 
 fn keys(n: u64) -> Keypair {
     let mut seed = [9u8; 32];
@@ -56,8 +61,13 @@ fn a_first_connection_asks_for_the_manifests_and_a_full_table_closes_new_ones() 
     assert_eq!(state.peers.len(), MAX_TRACKED_PEERS);
 }
 
+/// A connection this node dialed (to a peer it chose).
 fn opened(peer: PeerId, first: bool) -> Input<'static> {
-    Input::ConnectionOpened { peer, first }
+    Input::ConnectionOpened {
+        peer,
+        first,
+        dialed: Some(&DIALED),
+    }
 }
 
 #[test]
@@ -195,7 +205,7 @@ fn pings_measure_the_peer_and_routing_probes_dial_it_once() {
 /// One input, from a small set of peers (more than the table holds).
 #[derive(Debug, Clone)]
 enum Step {
-    Opened(u64, bool),
+    Opened(u64, bool, bool),
     Closed(u64),
     DialFailed(u64),
     Pinged(u64, u64),
@@ -211,7 +221,7 @@ enum Step {
 fn step() -> impl Strategy<Value = Step> {
     let id = 0u64..(MAX_TRACKED_PEERS as u64 + 40);
     prop_oneof![
-        (id.clone(), any::<bool>()).prop_map(|(p, f)| Step::Opened(p, f)),
+        (id.clone(), any::<bool>(), any::<bool>()).prop_map(|(p, f, d)| Step::Opened(p, f, d)),
         id.clone().prop_map(Step::Closed),
         id.clone().prop_map(Step::DialFailed),
         (id.clone(), 1u64..100_000).prop_map(|(p, r)| Step::Pinged(p, r)),
@@ -246,10 +256,15 @@ proptest! {
             let before = state.clone();
             let bounded = matches!(step, Step::MaybeDial | Step::Tick(_));
             let effects = match step {
-                Step::Opened(p, first) => {
-                    let effects = state.handle(Input::ConnectionOpened { peer: ids[p as usize], first }, now);
-                    if !effects.iter().any(|e| matches!(e, Effect::Disconnect { .. })) {
-                        connected.insert(ids[p as usize]);
+                Step::Opened(p, first, dialed) => {
+                    let peer = ids[p as usize];
+                    let dialed = dialed.then_some(&*DIALED);
+                    let effects = state.handle(Input::ConnectionOpened { peer, first, dialed }, now);
+                    connected.insert(peer);
+                    for effect in &effects {
+                        if let Effect::Disconnect { peer, .. } = effect {
+                            connected.remove(peer);
+                        }
                     }
                     effects
                 }

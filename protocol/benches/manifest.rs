@@ -58,6 +58,9 @@ fn bench(c: &mut Criterion) {
         input: ContentHash::of(b"input"),
         outcome: Receipt::output_outcome(b"output"),
         trace_id: 7,
+        nonce: 11,
+        queue_us: 20,
+        exec_us: 300,
     };
     let signed_receipt = receipt.sign(&keys);
     let mut group = c.benchmark_group("receipt");

@@ -8,6 +8,13 @@
 //! by a step weighted by how sure each side is (Dabek et al., "Vivaldi", SIGCOMM 2004). The
 //! height models the access link that every path to the node shares. Pure: the caller supplies
 //! the direction used when two coordinates coincide.
+//!
+//! A peer's coordinate is its own claim. One that claims an error below [`ERROR_FLOOR`] (it
+//! would get the full weight of every update), or that is sure of a place the measured round
+//! trip contradicts while this node is sure of its own ([`INCONSISTENT_ERROR`]), is ignored
+//! ([`Observation::Implausible`]); and no single update moves this node by more than its own
+//! error bound (its relative error times the round trip), so a liar can drag it only slowly,
+//! and only as far as honest samples let it.
 
 use bincode::{Decode, Encode};
 
@@ -23,6 +30,27 @@ const INITIAL_ERROR: f64 = 1.5;
 pub const TRUSTED_ERROR: f64 = 1.0;
 /// No coordinate component may leave this range (ms); keeps hostile inputs bounded.
 const LIMIT_MS: f64 = 100_000.0;
+/// A peer claiming a smaller relative error than this is implausible: no measurement is that
+/// exact.
+pub const ERROR_FLOOR: f64 = 0.02;
+/// A sample whose relative error is above this, from a peer claiming to be trusted, while this
+/// node is trusted itself, contradicts the peer's claim.
+pub const INCONSISTENT_ERROR: f64 = 4.0;
+/// The least error bound of a move (relative), so a node sure of itself can still follow a
+/// changed network.
+const MIN_MOVE_ERROR: f64 = 0.1;
+
+/// What one sample did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Observation {
+    /// The coordinate moved (or stayed) by the sample.
+    Taken,
+    /// The sample or the peer's coordinate was malformed: nothing changed.
+    Invalid,
+    /// The peer's coordinate is implausible (see the module docs): nothing changed.
+    Implausible,
+}
 
 /// Dimensions of the space. Two (the classic choice) cannot hold the globe's round trips well:
 /// in the scale model, eight gave estimates with half the error.
@@ -83,17 +111,29 @@ impl Coordinate {
     /// Moves towards agreement with one measured round trip `rtt_ms` to a node at `other`.
     /// `fallback` gives the direction to move in when the two coordinates coincide (any
     /// non-zero vector; it is normalised).
-    pub fn observe(&mut self, other: &Coordinate, rtt_ms: f64, fallback: &[f64; DIMENSIONS]) {
+    pub fn observe(
+        &mut self,
+        other: &Coordinate,
+        rtt_ms: f64,
+        fallback: &[f64; DIMENSIONS],
+    ) -> Observation {
         if !(rtt_ms.is_finite() && rtt_ms > 0.0 && other.is_valid()) {
-            return;
+            return Observation::Invalid;
         }
         let estimate = self.distance_ms(other);
-        let weight = self.error / (self.error + other.error).max(f64::EPSILON);
         let sample_error = (estimate - rtt_ms).abs() / rtt_ms;
+        let contradicted =
+            self.is_trusted() && other.is_trusted() && sample_error > INCONSISTENT_ERROR;
+        if other.error < ERROR_FLOOR || contradicted {
+            return Observation::Implausible;
+        }
+        let weight = self.error / (self.error + other.error).max(f64::EPSILON);
+        // No further than this node's own error bound in one step.
+        let bound = self.error.max(MIN_MOVE_ERROR) * rtt_ms;
         self.error = (sample_error * ERROR_GAIN * weight
             + self.error * (1.0 - ERROR_GAIN * weight))
             .min(INITIAL_ERROR);
-        let step = MOVE_GAIN * weight * (rtt_ms - estimate);
+        let step = (MOVE_GAIN * weight * (rtt_ms - estimate)).clamp(-bound, bound);
         // The unit vector from `other` to this node, heights included: the difference of the
         // positions and the sum of the heights, over the estimate (the norm of that vector).
         let planar = self.planar_distance(other);
@@ -111,6 +151,12 @@ impl Coordinate {
                 }
             }
         }
+        Observation::Taken
+    }
+
+    /// How far this coordinate is from `other`, milliseconds (position and height).
+    pub fn moved_from(&self, other: &Coordinate) -> f64 {
+        self.planar_distance(other) + (self.height - other.height).abs()
     }
 }
 
@@ -133,7 +179,7 @@ mod tests {
             for a in 0..4 {
                 let b = (a + 1 + round % 3) % 4;
                 let other = coords[b];
-                coords[a].observe(&other, rtt(a, b), &direction(a + round));
+                let _ = coords[a].observe(&other, rtt(a, b), &direction(a + round));
             }
         }
         for a in 0..4 {
@@ -156,8 +202,60 @@ mod tests {
         nan.vec[3] = f64::NAN;
         assert!(!nan.is_valid());
         let east = [1.0; DIMENSIONS];
-        mine.observe(&nan, 10.0, &east);
-        mine.observe(&Coordinate::default(), f64::INFINITY, &east);
+        assert_eq!(mine.observe(&nan, 10.0, &east), Observation::Invalid);
+        assert_eq!(
+            mine.observe(&Coordinate::default(), f64::INFINITY, &east),
+            Observation::Invalid
+        );
         assert_eq!(mine, before);
+    }
+
+    /// A peer that claims an error of 0 would get the full weight of every update: it is
+    /// ignored. One that claims a plausible error but sits far from what the round trip says
+    /// moves this node by at most its error bound per sample, and once this node is sure of
+    /// itself, not at all.
+    #[test]
+    fn a_liar_cannot_drag_the_coordinate_further_than_its_error_bound() {
+        let east = [1.0; DIMENSIONS];
+        let mut mine = Coordinate::default();
+        let far = Coordinate {
+            vec: [50_000.0; DIMENSIONS],
+            height: 0.1,
+            error: 0.0,
+        };
+        assert_eq!(mine.observe(&far, 20.0, &east), Observation::Implausible);
+        assert_eq!(mine, Coordinate::default());
+        let claims_a_little = Coordinate {
+            error: ERROR_FLOOR,
+            ..far
+        };
+        let before = mine;
+        assert_eq!(
+            mine.observe(&claims_a_little, 20.0, &east),
+            Observation::Taken
+        );
+        let bound = before.error * 20.0;
+        assert!(
+            mine.moved_from(&before) <= bound + 1e-9,
+            "moved {} ms, bound {bound} ms",
+            mine.moved_from(&before)
+        );
+        // Sure of itself (after honest samples), it no longer takes the liar's word.
+        let honest = Coordinate {
+            vec: [0.0; DIMENSIONS],
+            height: 5.0,
+            error: 0.3,
+        };
+        for _ in 0..200 {
+            let _ = mine.observe(&honest, 10.0, &east);
+        }
+        assert!(mine.is_trusted());
+        let sure = mine;
+        let claims_trust = Coordinate { error: 0.5, ..far };
+        assert_eq!(
+            mine.observe(&claims_trust, 20.0, &east),
+            Observation::Implausible
+        );
+        assert_eq!(mine, sure);
     }
 }

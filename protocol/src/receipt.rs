@@ -1,17 +1,19 @@
 //! Receipts: what the node that executed a forwarded request signs about it.
 //!
 //! A receipt names the executing node's key, the blob run, digests of the input and of the
-//! outcome (the output, or the failure kind), and the request's trace id. The executing node
-//! signs it with its node key; only the signature travels (the forwarding node knows every
-//! other field), and the forwarding node checks it against the key the peer's QUIC certificate
-//! carries before it takes the answer.
+//! outcome (the output, or the failure kind and message), the request's trace id, the nonce
+//! the forwarding node chose for this forward (so a receipt answers one request only and cannot
+//! be replayed for another), and the queueing and execution times the executor reports. The
+//! executing node signs it with its node key; only the signature travels (the forwarding node
+//! knows or receives every other field), and the forwarding node checks it against the key the
+//! peer's QUIC certificate carries before it takes the answer.
 //!
 //! What a receipt proves: *accountability*. The named node claims, under its key, that running
 //! this blob on this input gave this outcome; a node that lies can be shown to have lied by
-//! running the blob again (guests are deterministic given their input, apart from clocks and
-//! randomness). What it does not prove: *correctness*. A node can sign a wrong answer; the
-//! signature only makes the lie attributable, and it stops any node on the path, other than the
-//! executor, from changing the answer unnoticed.
+//! running the blob again (raw-ABI guests import nothing, so they are deterministic given their
+//! input: [`comparable_outcome`]). What it does not prove: *correctness*. A node can sign a
+//! wrong answer; the signature makes the lie attributable, and the forwarding node's spot
+//! checks and clients' agreement requests catch it.
 
 use bincode::{Decode, Encode};
 
@@ -21,7 +23,7 @@ use crate::hash::ContentHash;
 use crate::wire::FailureKind;
 
 /// Domain tag of receipt signatures.
-pub const RECEIPT_DOMAIN: &[u8] = b"wasmesh/receipt/v1\0";
+pub const RECEIPT_DOMAIN: &[u8] = b"wasmesh/receipt/v2\0";
 
 /// Largest encoded signed receipt.
 pub const MAX_SIGNED_RECEIPT_SIZE: usize = 256;
@@ -39,6 +41,12 @@ pub struct Receipt {
     pub outcome: ContentHash,
     /// The request's trace id.
     pub trace_id: u64,
+    /// The forwarding node's nonce for this forward.
+    pub nonce: u64,
+    /// Time the executor says the request queued for a slot, microseconds.
+    pub queue_us: u64,
+    /// Time the executor says the guest ran, microseconds.
+    pub exec_us: u64,
 }
 
 /// A receipt with the executor's signature: what a client gets in `x-wasmesh-receipt`.
@@ -56,11 +64,13 @@ impl Receipt {
         ContentHash::of(output)
     }
 
-    /// The outcome of a run that failed with `kind`.
-    pub fn failure_outcome(kind: FailureKind) -> ContentHash {
+    /// The outcome of a run that failed with `kind` and `message`.
+    pub fn failure_outcome(kind: FailureKind, message: &str) -> ContentHash {
         let mut hasher = blake3::Hasher::new();
         hasher.update(b"guest failed: ");
         hasher.update(kind.as_str().as_bytes());
+        hasher.update(b"\0");
+        hasher.update(message.as_bytes());
         ContentHash(*hasher.finalize().as_bytes())
     }
 
@@ -76,6 +86,18 @@ impl Receipt {
     pub fn verify(&self, signature: &Signature) -> Result<(), SignatureError> {
         self.executor
             .verify_encoded(RECEIPT_DOMAIN, self, signature)
+    }
+}
+
+/// What two runs of a deterministic guest on the same input must agree on: the output's
+/// digest, or the failure kind (messages may differ between versions of the runtime); `None`
+/// for outcomes that depend on the node rather than the guest (a timeout, a busy node, a
+/// module the node cannot run).
+pub fn comparable_outcome(outcome: Result<&[u8], FailureKind>) -> Option<ContentHash> {
+    match outcome {
+        Ok(output) => Some(Receipt::output_outcome(output)),
+        Err(FailureKind::Timeout | FailureKind::Busy | FailureKind::InvalidModule) => None,
+        Err(kind) => Some(Receipt::failure_outcome(kind, "")),
     }
 }
 
@@ -107,6 +129,9 @@ mod tests {
             input: ContentHash::of(b"in"),
             outcome: Receipt::output_outcome(b"out"),
             trace_id: 7,
+            nonce: 11,
+            queue_us: 5,
+            exec_us: 300,
         }
     }
 
@@ -131,8 +156,17 @@ mod tests {
     #[test]
     fn a_failure_and_an_output_never_share_an_outcome() {
         assert_ne!(
-            Receipt::failure_outcome(FailureKind::Trap),
+            Receipt::failure_outcome(FailureKind::Trap, ""),
             Receipt::output_outcome(b"trap")
         );
+        assert_ne!(
+            Receipt::failure_outcome(FailureKind::Trap, "unreachable"),
+            Receipt::failure_outcome(FailureKind::Trap, "other")
+        );
+        assert_eq!(
+            comparable_outcome(Err(FailureKind::Trap)),
+            Some(Receipt::failure_outcome(FailureKind::Trap, ""))
+        );
+        assert_eq!(comparable_outcome(Err(FailureKind::Timeout)), None);
     }
 }

@@ -52,8 +52,9 @@ pub const SYNC_PROTOCOL: &str = "/wasmesh/sync/2";
 /// ALPN of the blob protocol on the QUIC data plane.
 /// (version 3: ranges may come compressed).
 pub const BLOB_ALPN: &[u8] = b"wasmesh/blob/3";
-/// ALPN of the invoke protocol on the QUIC data plane.
-pub const INVOKE_ALPN: &[u8] = b"wasmesh/invoke/2";
+/// ALPN of the invoke protocol on the QUIC data plane (version 3: the forwarding node's nonce,
+/// receipts that bind the failure message and the reported times).
+pub const INVOKE_ALPN: &[u8] = b"wasmesh/invoke/3";
 
 /// Most blobs a status message lists.
 pub const MAX_STATUS_BLOBS: usize = 4096;
@@ -414,6 +415,7 @@ mod tests {
                 span_id: [9; 8],
                 sampled: true,
             }),
+            nonce: u64::MAX,
         };
         assert_eq!(InvokeRequest::decode(&request.encode()), Ok(request));
     }
@@ -440,6 +442,8 @@ pub struct InvokeRequest {
     /// The forwarding node's span (W3C trace context), when it traces the request: the
     /// executing node's spans join the same trace.
     pub trace: Option<TraceContext>,
+    /// Chosen by the forwarding node for this forward; the answer's receipt must name it.
+    pub nonce: u64,
 }
 
 /// A span of a distributed trace, as W3C `traceparent` names it.

@@ -323,7 +323,7 @@ impl World {
                     let direction: [f64; DIMENSIONS] =
                         std::array::from_fn(|_| rng.random::<f64>() - 0.5);
                     let theirs = self.coordinates[v as usize];
-                    self.coordinates[u].observe(&theirs, rtt_ms, &direction);
+                    let _ = self.coordinates[u].observe(&theirs, rtt_ms, &direction);
                 }
             }
         }

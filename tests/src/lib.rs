@@ -7,6 +7,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub mod liar;
 pub mod raw_codec;
 pub mod stranger;
 

@@ -8,19 +8,21 @@ use wasmesh_tests::{TestNode, bundle, fixture, invoke, publish, publisher};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_holder_that_is_not_a_neighbour_is_found_through_the_directory() {
     let p = publisher(1);
-    // D introduces H and E to each other, but neither dials a loopback address it is told of,
-    // so H and E are never neighbours: E never gets H's status. D and E hold nothing.
+    // D introduces H and E to each other, but H announces a libp2p address where nothing
+    // listens, so E's dials of H fail, and H dials no loopback address it is told of: H and E
+    // are never neighbours, and E never gets H's status. H's data plane is where it says. D and
+    // E hold nothing.
     let d = TestNode::start_with(&[p.public()], &[], |config| {
         config.replicate = Replicate::None
     })
     .await;
     let h = TestNode::start_with(&[p.public()], &[&d], |config| {
-        config.allow_private_addrs = false
+        config.announce = vec!["/ip4/127.0.0.1/udp/1/quic-v1".parse().unwrap()];
+        config.allow_private_addrs = false;
     })
     .await;
     let e = TestNode::start_with(&[p.public()], &[&d], |config| {
         config.replicate = Replicate::None;
-        config.allow_private_addrs = false;
     })
     .await;
     assert_eq!(

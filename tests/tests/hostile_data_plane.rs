@@ -14,10 +14,10 @@ use wasmesh_node::metrics::Metrics;
 use wasmesh_node::store::Store;
 use wasmesh_node::tls::TlsIdentity;
 use wasmesh_protocol::wire::{
-    BLOB_ALPN, BlobHeader, INVOKE_ALPN, InvokeRefusal, InvokeReply, InvokeRequest, ready_version,
+    BLOB_ALPN, BlobHeader, INVOKE_ALPN, InvokeRefusal, InvokeReply, InvokeRequest,
 };
 use wasmesh_protocol::{ContentHash, Keypair};
-use wasmesh_tests::stranger::StatusSender;
+use wasmesh_tests::liar::{Signing, lying_holder};
 use wasmesh_tests::{
     MESH_DEADLINE, TestNode, bundle, fixture, get, invoke, publish, publisher, wait_until,
 };
@@ -36,7 +36,7 @@ async fn connect(
     alpn: &[u8],
 ) -> quinn::Connection {
     let tls = identity
-        .client_config(node.node.public_key(), alpn)
+        .client_config(node.node.public_key(), &Admission::Open, alpn)
         .unwrap();
     let client = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
     endpoint
@@ -211,7 +211,7 @@ async fn a_trickling_provider_is_dropped_for_the_next_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn one_peers_forwards_cannot_fill_the_queue_ahead_of_local_requests() {
+async fn throwaway_keys_cannot_fill_the_queue_ahead_of_local_requests() {
     let p = publisher(1);
     let node = TestNode::start_with(&[p.public()], &[], |config| {
         config.executor.max_concurrent = 2;
@@ -227,24 +227,26 @@ async fn one_peers_forwards_cannot_fill_the_queue_ahead_of_local_requests() {
         );
     }
     let spin = node.node.blob_of(&"spin".parse().unwrap()).unwrap();
-
-    // A stranger forwards six requests that each hold a slot for up to a second. (One module
-    // gets at most half of the slots; the others wait in the queue.)
-    let plane = DataPlane::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        TlsIdentity::new(&Keypair::from_seed([26; 32]), None).unwrap(),
-        Admission::Open,
-        Arc::new(Metrics::default()),
-    )
-    .unwrap();
     let target = PeerAddr {
         key: node.node.public_key(),
         addr: node.node.quic_addr(),
     };
-    let flood: Vec<_> = (0..6)
-        .map(|i| {
+
+    // Two throwaway keys forward six requests each that would hold a slot for a second. A key
+    // the node has no record with gets a sixteenth of its slots and queue places (at least
+    // one): each has one taken, the other five refused at once.
+    let mut flood = Vec::new();
+    for seed in [26u8, 27] {
+        let plane = DataPlane::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            TlsIdentity::new(&Keypair::from_seed([seed; 32]), None).unwrap(),
+            Admission::Open,
+            Arc::new(Metrics::default()),
+        )
+        .unwrap();
+        for i in 0..6u64 {
             let plane = plane.clone();
-            tokio::spawn(async move {
+            flood.push(tokio::spawn(async move {
                 let request = InvokeRequest {
                     hash: spin,
                     input: Vec::new(),
@@ -252,6 +254,7 @@ async fn one_peers_forwards_cannot_fill_the_queue_ahead_of_local_requests() {
                     hops: 1,
                     trace_id: i,
                     trace: None,
+                    nonce: i,
                 };
                 plane
                     .invoke(
@@ -261,29 +264,29 @@ async fn one_peers_forwards_cannot_fill_the_queue_ahead_of_local_requests() {
                         Duration::from_secs(5),
                     )
                     .await
-            })
-        })
-        .collect();
-    // Three are taken, half of the slots and queue places (one running, two queued: one
-    // module gets at most half of the slots); the other three are refused at once.
+            }));
+        }
+    }
     wait_until(
-        "the stranger's forwards are taken or refused",
+        "the strangers' forwards are taken or refused",
         MESH_DEADLINE,
         || async {
             let status = get(format!("{}/v1/status", node.url())).await.json();
             let held = status["running"].as_u64().unwrap() + status["queued"].as_u64().unwrap();
-            held == 3 && node.node.metrics().rejections_of("forward_share") == 3
+            held == 2 && node.node.metrics().rejections_of("forward_share") == 10
         },
     )
     .await;
-    // A local request still finds a place in the queue, and runs once a slot frees.
-    let local = invoke(&node, "echo", b"mine").await;
-    assert_eq!(
-        (local.status, local.body.as_slice()),
-        (200, &b"mine"[..]),
-        "{:?}",
-        String::from_utf8_lossy(&local.body)
-    );
+    // Local requests still find places, and run once a slot frees.
+    for input in [&b"mine"[..], b"mine too"] {
+        let local = invoke(&node, "echo", input).await;
+        assert_eq!(
+            (local.status, local.body.as_slice()),
+            (200, input),
+            "{:?}",
+            String::from_utf8_lossy(&local.body)
+        );
+    }
     let mut refused = 0;
     for forward in flood {
         match forward.await.unwrap().unwrap() {
@@ -294,77 +297,7 @@ async fn one_peers_forwards_cannot_fill_the_queue_ahead_of_local_requests() {
             InvokeReply::GuestFailed { .. } | InvokeReply::Ok { .. } => {}
         }
     }
-    assert_eq!(refused, 3);
-    assert_eq!(node.node.metrics().rejections_of("forward_share"), refused);
-}
-
-/// A peer that claims, in signed statuses, to hold `hash`, and answers every forwarded request
-/// with made-up output under a signature that is not a receipt. Returns its gossip side (kept
-/// alive by the caller).
-async fn lying_holder(seed: u8, node: &TestNode, hash: ContentHash) -> StatusSender {
-    use wasmesh_protocol::Signature;
-    use wasmesh_protocol::coordinates::Coordinate;
-    use wasmesh_protocol::wire::StatusMessage;
-
-    let keys = Keypair::from_seed([seed; 32]);
-    // The data plane: every request gets the same forged answer.
-    let identity = TlsIdentity::new(&keys, None).unwrap();
-    let tls = identity
-        .server_config(Admission::Open, &[INVOKE_ALPN])
-        .unwrap();
-    let server =
-        quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls).unwrap()));
-    let endpoint = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
-    let quic_addr = endpoint.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Some(incoming) = endpoint.accept().await {
-            tokio::spawn(async move {
-                let Ok(connection) = incoming.await else {
-                    return;
-                };
-                while let Ok((mut send, mut recv)) = connection.accept_bi().await {
-                    let _ = recv.read_to_end(1 << 20).await;
-                    let reply = InvokeReply::Ok {
-                        output: b"forged".to_vec(),
-                        queue_us: 0,
-                        exec_us: 1,
-                        receipt: Signature([7; 64]),
-                    }
-                    .encode();
-                    let _ = send.write_all(&(reply.len() as u32).to_le_bytes()).await;
-                    let _ = send.write_all(&reply).await;
-                    let _ = send.finish();
-                }
-            });
-        }
-    });
-
-    // The control plane: statuses saying the blob is ready there, until the node takes one.
-    let liar = wasmesh_keys::identity::peer_id(&keys.public()).unwrap();
-    let mut sender = StatusSender::connect([seed; 32], node);
-    let status = StatusMessage {
-        node: keys.public(),
-        quic_addr: quic_addr.to_string(),
-        ready_version: ready_version(&[hash]),
-        ready: Some(vec![hash]),
-        in_flight: 0,
-        capacity: 64,
-        seq: 0,
-        p2p_addrs: Vec::new(),
-        manifests: ContentHash::of(b"nothing"),
-        coordinate: Coordinate::default(),
-        leaving: false,
-    };
-    let closed = sender
-        .send_until("the node takes the liar's status", status, || {
-            node.node
-                .peer_views()
-                .iter()
-                .any(|p| p.peer_id == liar && p.ready.contains(&hash))
-        })
-        .await;
-    assert!(!closed, "the node closed the liar's connection");
-    sender
+    assert_eq!(refused, 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -397,9 +330,11 @@ async fn a_forged_answer_is_caught_by_its_receipt() {
     assert_eq!(receipt.receipt.outcome, ContentHash::of(b"abc"));
     assert_eq!(receipt.receipt.module, ContentHash::of(&published.module));
 
-    // The honest holder leaves; a liar claims the module.
+    // The honest holder leaves; a liar that holds the blob (it proves possession) claims the
+    // module and answers with a signature that is no receipt.
     holder.node.shutdown().await;
-    let _liar = lying_holder(31, &router, ContentHash::of(&published.module)).await;
+    let hash = ContentHash::of(&published.module);
+    let _liar = lying_holder(31, &router, hash, Some(&published.module), Signing::Garbage).await;
     let answer = invoke(&router, "echo", b"abc").await;
     assert_ne!(answer.body, b"forged", "a forged answer reached the client");
     assert_eq!(

@@ -10,6 +10,7 @@ use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{StreamProtocol, noise, tcp, yamux};
 use quinn::crypto::rustls::QuicClientConfig;
+use wasmesh_node::admission::Admission;
 use wasmesh_node::tls::TlsIdentity;
 use wasmesh_protocol::wire::{
     BLOB_ALPN, MANIFEST_TOPIC, STATUS_PROTOCOL, SYNC_PROTOCOL, StatusMessage, ready_version,
@@ -201,7 +202,7 @@ async fn malformed_blob_requests_are_rejected_and_counted() {
 
     let identity = TlsIdentity::new(&Keypair::from_seed([8; 32]), None).unwrap();
     let tls = identity
-        .client_config(a.node.public_key(), BLOB_ALPN)
+        .client_config(a.node.public_key(), &Admission::Open, BLOB_ALPN)
         .unwrap();
     let client = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();

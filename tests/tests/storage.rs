@@ -67,9 +67,8 @@ async fn a_node_without_room_on_its_disk_fetches_nothing_and_waits() {
         b.node.metrics().rejections_of("disk_full") >= 1
     })
     .await;
-    assert_eq!(b.node.metrics().blobs_fetched.get(), 0);
     assert_eq!(
-        a.node.metrics().blobs_served.get(),
+        b.node.metrics().blobs_fetched.get(),
         0,
         "B downloaded a blob it has no room for"
     );
@@ -80,7 +79,10 @@ async fn a_node_without_room_on_its_disk_fetches_nothing_and_waits() {
         (answer.status, answer.body.as_slice()) == (200, &b"abc"[..])
     })
     .await;
-    assert_eq!(a.node.metrics().blobs_served.get(), 0);
+    // A served B nothing but the one chunk group B checked A holds the blob with, which B
+    // verified and dropped.
+    assert!(a.node.metrics().blobs_served.get() <= 1);
+    assert_eq!(b.node.metrics().blobs_fetched.get(), 0);
 
     // A publish to B is refused the same way, with 507.
     let refused = publish(&b, &bundle(&keys, fixture("reverse.wat"), "rev", 1)).await;

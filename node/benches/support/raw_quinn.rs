@@ -77,7 +77,11 @@ impl RawClient {
         let mut config = quinn::ClientConfig::new(Arc::new(
             QuicClientConfig::try_from(
                 identity
-                    .client_config(server_keys().public(), ALPN)
+                    .client_config(
+                        server_keys().public(),
+                        &wasmesh_node::admission::Admission::Open,
+                        ALPN,
+                    )
                     .expect("tls"),
             )
             .expect("quic tls"),

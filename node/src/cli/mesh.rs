@@ -93,6 +93,7 @@ fn run_node(args: NodeArgs) -> anyhow::Result<()> {
         config.log_format,
         config.otlp_endpoint.as_deref(),
         config.trace_sample_ratio,
+        config.client_traces_per_second,
         &node_id,
     )?;
     if created {

@@ -17,7 +17,9 @@ use wasmesh_protocol::wire::{
     KAD_PROTOCOL, MANIFEST_TOPIC, PROTOCOL_VERSION, STATUS_PROTOCOL, SYNC_PROTOCOL,
 };
 
+use super::address_limit::InboundPerAddress;
 use super::codec::{self, LimitedCodec};
+use super::gate::Gated;
 use crate::core::holder_search::DIRECTORY_REPLICAS;
 use crate::metrics::Metrics;
 
@@ -33,8 +35,24 @@ pub(crate) struct Behaviour {
     pub(crate) ping: ping::Behaviour,
     pub(crate) sync: request_response::Behaviour<LimitedCodec<codec::SyncPair>>,
     pub(crate) status: request_response::Behaviour<LimitedCodec<codec::StatusPair>>,
-    pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
+    /// Closed to a peer of a private mesh until it has proved membership (`gate`).
+    pub(crate) kad: Gated<kad::Behaviour<kad::store::MemoryStore>>,
     pub(crate) holders: request_response::Behaviour<LimitedCodec<codec::HoldersPair>>,
+    /// Refuses inbound connections beyond a number per source address.
+    pub(crate) inbound_limit: InboundPerAddress,
+}
+
+/// How the swarm is built.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SwarmSettings {
+    /// Identify does not tell peers the listen addresses (the node announces others).
+    pub(crate) hide_listen_addrs: bool,
+    /// A private mesh: Kademlia serves and takes in members only.
+    pub(crate) private: bool,
+    /// Inbound connections from one IP address at a time.
+    pub(crate) max_inbound_per_address: usize,
+    /// Whether loopback, private and link-local addresses learned from peers may be dialed.
+    pub(crate) allow_private_addrs: bool,
 }
 
 /// Largest gossipsub RPC taken: a manifest (at most 4 KiB, checked again when decoded) or a
@@ -47,12 +65,18 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often each connection's round trip is measured (libp2p ping).
 pub const PING_EVERY: Duration = Duration::from_secs(5);
 
-/// Builds the swarm for `keys`, listening on `listen`.
+/// Builds the swarm for `keys`.
 pub(crate) fn build_swarm(
     keys: &wasmesh_protocol::Keypair,
-    hide_listen_addrs: bool,
+    settings: SwarmSettings,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<Swarm<Behaviour>> {
+    let SwarmSettings {
+        hide_listen_addrs,
+        private,
+        max_inbound_per_address,
+        allow_private_addrs,
+    } = settings;
     let identity = wasmesh_keys::identity::libp2p_keypair(keys);
     // libp2p's metrics (transport bytes, gossip per topic) go in the node's registry.
     let mut registry = metrics.registry();
@@ -116,8 +140,13 @@ pub(crate) fn build_swarm(
                 ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_EVERY)),
                 sync,
                 status,
-                kad: kademlia(key.public().to_peer_id()),
+                kad: Gated::new(
+                    kademlia(key.public().to_peer_id(), private),
+                    private,
+                    allow_private_addrs,
+                ),
                 holders,
+                inbound_limit: InboundPerAddress::new(max_inbound_per_address),
             })
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
@@ -132,10 +161,14 @@ const LOOKUP_CLOSEST: std::num::NonZeroUsize =
 
 /// Kademlia for closest-peer lookups only (directory nodes of a blob): always a server, since
 /// every node is a directory node; it stores no records nor provider records from others
-/// (inbound ones are reported, and ignored).
-fn kademlia(id: libp2p::PeerId) -> kad::Behaviour<kad::store::MemoryStore> {
+/// (inbound ones are reported, and ignored). In a private mesh its table takes only the peers
+/// the control task adds, members whose statuses arrived, never a peer merely connected.
+fn kademlia(id: libp2p::PeerId, private: bool) -> kad::Behaviour<kad::store::MemoryStore> {
     let mut config = kad::Config::new(StreamProtocol::new(KAD_PROTOCOL));
     config.set_record_filtering(kad::StoreInserts::FilterBoth);
+    if private {
+        config.set_kbucket_inserts(kad::BucketInserts::Manual);
+    }
     config.set_query_timeout(Duration::from_secs(10));
     // A lookup ends once the closest few have answered: as many as a blob's directory nodes.
     config.set_replication_factor(LOOKUP_CLOSEST);

@@ -72,6 +72,7 @@ fn start_lookup(swarm: &mut Swarm<Behaviour>, owner: &mut Owner, lookup: Lookup)
     let id = swarm
         .behaviour_mut()
         .kad
+        .inner()
         .get_closest_peers(lookup.blob().0.to_vec());
     owner.holder_work().lookups.insert(id, lookup);
 }
@@ -107,7 +108,9 @@ pub(crate) fn on_kad_event(
     };
     for peer in &peers {
         for addr in &peer.addrs {
-            swarm.add_peer_address(peer.peer_id, addr.clone());
+            if node.allow_private_addrs || crate::address_scope::is_global(addr) {
+                swarm.add_peer_address(peer.peer_id, addr.clone());
+            }
         }
     }
     let ids = peers.iter().map(|p| p.peer_id);
@@ -211,6 +214,11 @@ pub(crate) fn on_holders_event(
             let Some(blob) = owner.holder_work().asked.remove(&request_id) else {
                 return;
             };
+            if node.admission.is_private() && !owner.state().admits(&peer) {
+                node.metrics.count_rejection("holders_not_admitted");
+                search_step_done(owner, &blob);
+                return;
+            }
             let verified: Vec<SignedHolder> = response
                 .holders
                 .into_iter()

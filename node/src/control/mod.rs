@@ -14,9 +14,11 @@
 //! if it fails (see `admission`). Peers are discovered through connections and neighbours'
 //! introductions (`core::peers`); the decisions about them are the peer table's.
 
+mod address_limit;
 mod behaviour;
 mod codec;
 pub mod command;
+mod gate;
 pub mod handle;
 mod holder_work;
 mod holders;
@@ -37,7 +39,7 @@ use wasmesh_protocol::wire::{
 };
 use wasmesh_protocol::{DecodeError, SignedManifest};
 
-pub(crate) use self::behaviour::{Behaviour, BehaviourEvent, build_swarm};
+pub(crate) use self::behaviour::{Behaviour, BehaviourEvent, SwarmSettings, build_swarm};
 pub use self::behaviour::{HEARTBEAT, PING_EVERY};
 pub use self::command::ControlCommand;
 use self::owner::Owner;
@@ -138,13 +140,19 @@ fn handle_event(
             peer_id,
             connection_id,
             num_established,
+            endpoint,
             ..
         } => {
             let first = num_established.get() == 1;
+            let dialed = match &endpoint {
+                libp2p::core::ConnectedPoint::Dialer { address, .. } => Some(address),
+                libp2p::core::ConnectedPoint::Listener { .. } => None,
+            };
             let effects = owner.handle(
                 Input::ConnectionOpened {
                     peer: peer_id,
                     first,
+                    dialed,
                 },
                 Instant::now(),
             );
@@ -248,11 +256,16 @@ fn handle_event(
             peer_id,
             info,
             ..
-        })) if info.protocol_version == PROTOCOL_VERSION => {
-            // Its listen addresses let Kademlia route through it.
+        })) if info.protocol_version == PROTOCOL_VERSION && !node.admission.is_private() => {
+            // Its listen addresses let Kademlia route through it; in a private mesh, members'
+            // addresses come from their statuses instead, once they are admitted.
             for addr in info.listen_addrs {
                 if node.allow_private_addrs || crate::address_scope::is_global(&addr) {
-                    swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    swarm
+                        .behaviour_mut()
+                        .kad
+                        .inner()
+                        .add_address(&peer_id, addr);
                 }
             }
         }
@@ -264,6 +277,14 @@ fn handle_event(
             node.metrics.count_rejection("peer_other_version");
             tracing::info!(peer = %peer_id, version = %info.protocol_version, ours = PROTOCOL_VERSION, "disconnecting a peer of another protocol version");
             let _ = swarm.disconnect_peer_id(peer_id);
+        }
+        SwarmEvent::IncomingConnectionError {
+            send_back_addr,
+            error: libp2p::swarm::ListenError::Denied { cause },
+            ..
+        } => {
+            node.metrics.count_rejection("inbound_per_address");
+            tracing::debug!(addr = %send_back_addr, %cause, "refused an inbound connection");
         }
         SwarmEvent::OutgoingConnectionError {
             connection_id,
@@ -381,13 +402,26 @@ fn on_status_event(
                 Ok(follow_up) => {
                     if leaving {
                         // Neither a provider nor a directory node any more: lookups skip it.
-                        swarm.behaviour_mut().kad.remove_peer(&peer);
+                        swarm.behaviour_mut().kad.inner().remove_peer(&peer);
                         tracing::info!(%peer, "peer is leaving; no longer routed to");
                     }
                     let ack = StatusAck {
                         want_ready: follow_up.want_ready,
                     };
                     let _ = swarm.behaviour_mut().status.send_response(channel, ack);
+                    if node.admission.is_private() {
+                        // A member's dial addresses, from its own status, let Kademlia route
+                        // through it.
+                        let addrs = owner
+                            .state()
+                            .peers
+                            .get(&peer)
+                            .map(|info| info.addrs.clone())
+                            .unwrap_or_default();
+                        for addr in addrs {
+                            swarm.behaviour_mut().kad.inner().add_address(&peer, addr);
+                        }
+                    }
                     // A peer that sends its status keeps this node as a neighbour: so does
                     // this node.
                     if owner.state_mut().peers.make_neighbour(&peer) {
@@ -483,6 +517,15 @@ fn apply(
 ) {
     for effect in effects {
         match effect {
+            Effect::DialBootstrap { addr } => {
+                node.metrics.dials.inc();
+                let opts = libp2p::swarm::dial_opts::DialOpts::from(addr.clone());
+                let connection = opts.connection_id();
+                match swarm.dial(opts) {
+                    Ok(()) => owner.note_kept_dial(connection),
+                    Err(error) => tracing::warn!(%addr, %error, "cannot dial a bootstrap peer"),
+                }
+            }
             Effect::Dial { peer, addrs } => {
                 // Connected already (a Kademlia lookup's connection, say): kept from now on.
                 if swarm.is_connected(&peer) {
@@ -530,13 +573,17 @@ fn apply(
                 let request = node.peer_exchange_request();
                 swarm.behaviour_mut().sync.send_request(&peer, request);
             }
-            Effect::ShutOut { peer } => swarm.behaviour_mut().gossipsub.blacklist_peer(&peer),
+            Effect::ShutOut { peer } => {
+                let behaviour = swarm.behaviour_mut();
+                behaviour.gossipsub.blacklist_peer(&peer);
+                behaviour.kad.close(&peer);
+                behaviour.kad.inner().remove_peer(&peer);
+            }
             Effect::LetIn { peer } => {
                 tracing::info!(%peer, "admitted to the private mesh");
-                swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .remove_blacklisted_peer(&peer);
+                let behaviour = swarm.behaviour_mut();
+                behaviour.gossipsub.remove_blacklisted_peer(&peer);
+                behaviour.kad.open(peer);
             }
         }
     }

@@ -248,10 +248,25 @@ impl Owner {
         from: PeerId,
         status: StatusMessage,
     ) -> Result<StatusFollowUp, StatusRefusal> {
-        let taken =
-            self.state
-                .peers
-                .take_status(from, status, Instant::now(), node.allow_private_addrs)?;
+        let known: std::collections::HashSet<ContentHash> = match &status.ready {
+            Some(ready) if ready.len() > crate::core::peers::intake::MAX_UNKNOWN_READY => self
+                .registry
+                .entries()
+                .map(|entry| entry.signed.manifest.blob)
+                .collect(),
+            _ => std::collections::HashSet::new(),
+        };
+        let small = status
+            .ready
+            .as_ref()
+            .is_none_or(|ready| ready.len() <= crate::core::peers::intake::MAX_UNKNOWN_READY);
+        let taken = self.state.peers.take_status(
+            from,
+            status,
+            Instant::now(),
+            node.allow_private_addrs,
+            |hash| small || known.contains(hash),
+        )?;
         self.changed = true;
         if taken.fresh {
             node.metrics.statuses.inc();
@@ -355,7 +370,7 @@ impl Owner {
         };
         let peers = match after {
             Some(_) => Vec::new(),
-            None => self.state.peers.introductions(requester),
+            None => self.state.peers.introductions(requester, Instant::now()),
         };
         SyncResponse {
             manifests,

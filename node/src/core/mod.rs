@@ -3,7 +3,8 @@
 //! the control task, the data plane and the gateway carry it out.
 //!
 //! - [`state`]: the control plane's state machine, `NodeState::handle(input, now) -> effects`
-//!   (connections, dials, pings, probes, private-mesh [`admission`], peer exchange);
+//!   (connections, dials, pings, probes, private-mesh [`admission`], peer exchange, redials
+//!   of the [`bootstrap`] peers);
 //! - [`directory`]: the holder directory this node keeps for the blobs it is a directory node
 //!   of, and [`holder_search`]: when to announce this node's blobs and look up holders;
 //! - [`peers`]: the peer table, its bounds, statuses and introductions, dialing and back-off;
@@ -11,6 +12,7 @@
 //! - [`registry`]: the modules held, their owners and their digest.
 
 pub mod admission;
+pub mod bootstrap;
 pub mod directory;
 pub mod holder_search;
 pub mod manifests;

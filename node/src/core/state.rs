@@ -9,9 +9,10 @@
 use std::time::Instant;
 
 use libp2p::{Multiaddr, PeerId};
-use wasmesh_protocol::coordinates::{Coordinate, DIMENSIONS};
+use wasmesh_protocol::coordinates::{Coordinate, DIMENSIONS, Observation};
 
 use super::admission::{AdmissionBook, Verdict};
+use super::bootstrap::Bootstrap;
 use super::peers::exchange::PeerExchange;
 use super::peers::{ForwardAnswer, PeerTable};
 
@@ -24,6 +25,8 @@ pub enum Input<'a> {
         peer: PeerId,
         /// Whether it is the only connection to the peer.
         first: bool,
+        /// The address this node dialed, when it dialed (`None`: the peer connected to it).
+        dialed: Option<&'a Multiaddr>,
     },
     /// The last connection to `peer` closed.
     ConnectionClosed {
@@ -74,6 +77,11 @@ pub enum Input<'a> {
 /// What the control task is to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
+    /// Dial a bootstrap address, keeping the connection it makes.
+    DialBootstrap {
+        /// The address.
+        addr: Multiaddr,
+    },
     /// Dial `peer` at `addrs` (it is marked as being dialed; report a failure as
     /// [`Input::DialFailed`]).
     Dial {
@@ -132,6 +140,7 @@ pub struct NodeState {
     pub coordinate: Coordinate,
     exchange: PeerExchange,
     admission: AdmissionBook,
+    bootstrap: Bootstrap,
     own: PeerId,
     private_mesh: bool,
 }
@@ -144,9 +153,17 @@ impl NodeState {
             coordinate: Coordinate::default(),
             exchange: PeerExchange::default(),
             admission: AdmissionBook::default(),
+            bootstrap: Bootstrap::default(),
             own,
             private_mesh,
         }
+    }
+
+    /// Joins through `addrs`: they are dialed at the first tick, and again with back-off while
+    /// the node has too few neighbours (see `core::bootstrap`).
+    pub fn with_bootstrap(mut self, addrs: &[Multiaddr], now: Instant) -> Self {
+        self.bootstrap = Bootstrap::new(addrs, now);
+        self
     }
 
     /// Whether what `peer` sends is taken: always in an open mesh, once it is admitted in a
@@ -163,7 +180,11 @@ impl NodeState {
     /// Takes one input at `now`; returns what to do.
     pub fn handle(&mut self, input: Input<'_>, now: Instant) -> Vec<Effect> {
         match input {
-            Input::ConnectionOpened { peer, first } => self.connection_opened(peer, first, now),
+            Input::ConnectionOpened {
+                peer,
+                first,
+                dialed,
+            } => self.connection_opened(peer, first, dialed, now),
             Input::ConnectionClosed { peer } => {
                 self.peers.disconnected(&peer, now);
                 match self.admission.disconnected(&peer) {
@@ -179,14 +200,20 @@ impl NodeState {
                 Vec::new()
             }
             Input::Pinged { peer, rtt_us } => {
-                if let Some(theirs) = self.peers.pinged(&peer, rtt_us) {
-                    let direction = tie_breaker(&peer);
-                    self.coordinate
-                        .observe(&theirs, rtt_us as f64 / 1000.0, &direction);
+                let Some(theirs) = self.peers.pinged(&peer, rtt_us) else {
+                    return Vec::new();
+                };
+                let direction = tie_breaker(&peer);
+                let rtt_ms = rtt_us as f64 / 1000.0;
+                match self.coordinate.observe(&theirs, rtt_ms, &direction) {
+                    Observation::Implausible => vec![Effect::Count {
+                        peer,
+                        reason: "coordinate_implausible",
+                    }],
+                    Observation::Taken | Observation::Invalid => Vec::new(),
                 }
-                Vec::new()
             }
-            Input::ProbeWanted { peer } => match self.peers.probe_addrs(&peer) {
+            Input::ProbeWanted { peer } => match self.peers.probe_addrs(&peer, now) {
                 Some(addrs) => vec![self.dial(peer, addrs, now)],
                 None => Vec::new(),
             },
@@ -200,15 +227,33 @@ impl NodeState {
         }
     }
 
-    fn connection_opened(&mut self, peer: PeerId, first: bool, now: Instant) -> Vec<Effect> {
-        if !self.peers.connected(peer, now) {
-            // Every tracked peer is connected or being dialed: no room for one more.
-            return vec![Effect::Disconnect {
-                peer,
-                count: Some("peer_table_full"),
-            }];
+    fn connection_opened(
+        &mut self,
+        peer: PeerId,
+        first: bool,
+        dialed: Option<&Multiaddr>,
+        now: Instant,
+    ) -> Vec<Effect> {
+        if let Some(addr) = dialed {
+            self.bootstrap.connected(addr, peer);
         }
         let mut effects = Vec::new();
+        match self.peers.connected(peer, dialed.is_some(), now) {
+            // Every tracked peer is one this node chose and is connected or being dialed: no
+            // room for one more.
+            None => {
+                return vec![Effect::Disconnect {
+                    peer,
+                    count: Some("peer_table_full"),
+                }];
+            }
+            // The least recently heard stranger made room.
+            Some(Some(evicted)) => effects.push(Effect::Disconnect {
+                peer: evicted,
+                count: Some("stranger_evicted"),
+            }),
+            Some(None) => {}
+        }
         if first {
             if self.private_mesh && self.admission.connected(peer, now) {
                 effects.push(Effect::ShutOut { peer });
@@ -257,6 +302,14 @@ impl NodeState {
                 .map(|peer| Effect::Keep { peer }),
         );
         effects.extend(self.dials(connected.len(), now));
+        let neighbours = self.peers.neighbours().len();
+        let is_connected = |peer: &PeerId| connected.contains(peer);
+        effects.extend(
+            self.bootstrap
+                .due(neighbours, is_connected, now)
+                .into_iter()
+                .map(|addr| Effect::DialBootstrap { addr }),
+        );
         effects
     }
 

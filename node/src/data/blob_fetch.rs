@@ -178,6 +178,8 @@ pub struct FetchReport {
     pub resumed: u64,
     /// The providers dropped along the way, with why.
     pub failures: Vec<(PeerAddr, FetchError)>,
+    /// The providers that delivered data that verified (they showed they hold the blob).
+    pub served: Vec<PeerAddr>,
 }
 
 /// Verified data on its way to the writer thread.
@@ -252,6 +254,9 @@ async fn fetch(
     let lane_providers = providers.iter().flat_map(|p| [p; LANES_PER_PROVIDER]);
     for (provider, (delivered, outcome)) in lane_providers.zip(outcomes) {
         report.received += delivered;
+        if delivered > 0 && !report.served.contains(provider) {
+            report.served.push(*provider);
+        }
         if let Err(error) = outcome
             && !report.failures.iter().any(|(p, _)| p == provider)
         {
@@ -498,7 +503,7 @@ impl Batch {
     }
 }
 
-fn decode_error(error: bao_tree::io::DecodeError) -> FetchError {
+pub(crate) fn decode_error(error: bao_tree::io::DecodeError) -> FetchError {
     use bao_tree::io::DecodeError;
     match error {
         DecodeError::LeafHashMismatch(chunk) => FetchError::Lied {

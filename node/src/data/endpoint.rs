@@ -69,9 +69,9 @@ pub(crate) struct Connections {
     cached: Mutex<HashMap<ConnectionKey, Connection>>,
     /// One lock per peer and protocol, held while connecting.
     dialing: Mutex<HashMap<ConnectionKey, Arc<tokio::sync::Mutex<()>>>>,
-    /// Whether admission is checked (a private mesh): connections then end with the peer's
+    /// Who may be served and used: in a private mesh, connections end with the peer's
     /// membership.
-    private: bool,
+    admission: Admission,
     metrics: Arc<Metrics>,
     tasks: TaskTracker,
 }
@@ -119,8 +119,7 @@ impl Connections {
         metrics: Arc<Metrics>,
         tasks: TaskTracker,
     ) -> Result<Self, DataPlaneError> {
-        let private = admission.is_private();
-        let tls = identity.server_config(admission, &[BLOB_ALPN, INVOKE_ALPN])?;
+        let tls = identity.server_config(admission.clone(), &[BLOB_ALPN, INVOKE_ALPN])?;
         let crypto = QuicServerConfig::try_from(tls)
             .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -132,7 +131,7 @@ impl Connections {
             transport: Arc::new(client_transport()),
             cached: Mutex::default(),
             dialing: Mutex::default(),
-            private,
+            admission,
             metrics,
             tasks,
         })
@@ -223,7 +222,7 @@ impl Connections {
         };
         let tls = self
             .identity
-            .client_config(peer.key, alpn)
+            .client_config(peer.key, &self.admission, alpn)
             .map_err(|e| fail(e.to_string()))?;
         let crypto = QuicClientConfig::try_from(tls).map_err(|e| fail(e.to_string()))?;
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
@@ -245,7 +244,8 @@ impl Connections {
     /// In a private mesh, admission was checked at the handshake: the connection is closed when
     /// the peer's membership certificate expires (a reconnection is then refused).
     pub(crate) fn close_at_membership_expiry(&self, connection: &Connection) {
-        let Some(expires_ms) = peer_membership_expiry(connection).filter(|_| self.private) else {
+        let private = self.admission.is_private();
+        let Some(expires_ms) = peer_membership_expiry(connection).filter(|_| private) else {
             return;
         };
         let left = Duration::from_millis(expires_ms.saturating_sub(crate::clock::now_ms()));

@@ -7,8 +7,10 @@
 //!   verified ranges from several providers at once.
 //! - [`invoke`]: serving and sending forwarded requests.
 //!
-//! [`DataPlane`] ties them together: it accepts connections (at most 256 in total and 4 per
-//! peer key, see `connection_limits`) and hands each stream to the part its protocol names.
+//! [`DataPlane`] ties them together: it accepts connections (at most 64 handshakes at a time,
+//! each within 3 s and proving its source address once more than 8 are in progress; 256
+//! connections in total and 4 per peer key: see `connection_limits`) and hands each stream to
+//! the part its protocol names.
 //! Every task it starts is tracked, and [`DataPlane::shutdown`] waits for them.
 
 pub mod blob_fetch;
@@ -16,6 +18,7 @@ pub mod blobs;
 pub mod endpoint;
 mod framing;
 pub mod invoke;
+mod possession;
 mod range_compression;
 
 use std::net::SocketAddr;
@@ -33,7 +36,7 @@ pub use self::endpoint::{ConnectError, DataPlaneError, PeerAddr, peer_key};
 pub use self::framing::{FrameError, RequestError};
 pub use self::invoke::{ForwardError, InvokeHandler};
 use crate::admission::Admission;
-use crate::connection_limits::ConnectionLimits;
+use crate::connection_limits::{Arrival, ConnectionLimits, HANDSHAKE_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::tls::TlsIdentity;
@@ -125,23 +128,54 @@ impl DataPlane {
     }
 
     /// Accepts connections until the endpoint closes, serving blobs from `store` and forwarded
-    /// requests through `invoke`.
+    /// requests through `invoke`. Handshakes are bounded apart from established connections,
+    /// must finish within a deadline, and prove their source address once many are in
+    /// progress (see `connection_limits`).
     pub async fn serve(self, store: Store, invoke: Option<Arc<dyn InvokeHandler>>) {
         while let Some(incoming) = self.inner.connections.endpoint().accept().await {
-            let Some(handshake) = self.inner.inbound.try_handshake() else {
-                self.inner.metrics.count_rejection("quic_connection_limit");
-                incoming.refuse();
-                continue;
+            let handshake = match self
+                .inner
+                .inbound
+                .arrival(incoming.remote_address_validated())
+            {
+                Arrival::Proceed(handshake) => handshake,
+                Arrival::Validate => {
+                    self.inner.metrics.count_rejection("quic_retry");
+                    if let Err(error) = incoming.retry() {
+                        // It answered a Retry already: its address is proved, the places are not.
+                        error.into_incoming().refuse();
+                    }
+                    continue;
+                }
+                Arrival::Refuse => {
+                    self.inner.metrics.count_rejection("quic_handshake_limit");
+                    incoming.refuse();
+                    continue;
+                }
             };
             let this = self.clone();
             let store = store.clone();
             let invoke = invoke.clone();
             self.inner.tasks.spawn(async move {
-                let connection = match incoming.await {
-                    Ok(connection) => connection,
+                let connecting = match incoming.accept() {
+                    Ok(connecting) => connecting,
                     Err(error) => {
                         this.inner.metrics.count_rejection("quic_handshake");
                         tracing::debug!(%error, "refused a QUIC connection");
+                        return;
+                    }
+                };
+                let connection = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await
+                {
+                    Ok(Ok(connection)) => connection,
+                    Ok(Err(error)) => {
+                        this.inner.metrics.count_rejection("quic_handshake");
+                        tracing::debug!(%error, "refused a QUIC connection");
+                        return;
+                    }
+                    Err(_) => {
+                        this.inner.metrics.count_rejection("quic_handshake_timeout");
+                        tracing::debug!("a QUIC handshake took too long; dropped");
                         return;
                     }
                 };
@@ -149,11 +183,14 @@ impl DataPlane {
                     connection.close(VarInt::from_u32(1), b"no peer key");
                     return;
                 };
-                let Some(_place) = this.inner.inbound.admit(handshake, peer) else {
-                    this.inner.metrics.count_rejection("quic_connection_limit");
-                    tracing::debug!(peer = %peer.fingerprint(), "too many connections from one peer");
-                    connection.close(VarInt::from_u32(4), b"too many connections");
-                    return;
+                let _place = match this.inner.inbound.admit(handshake, peer) {
+                    Ok(place) => place,
+                    Err(no_place) => {
+                        this.inner.metrics.count_rejection("quic_connection_limit");
+                        tracing::debug!(peer = %peer.fingerprint(), ?no_place, "no place for a QUIC connection");
+                        connection.close(VarInt::from_u32(4), b"too many connections");
+                        return;
+                    }
                 };
                 this.inner
                     .connections
@@ -221,6 +258,18 @@ impl DataPlane {
             &self.inner.metrics,
         )
         .await
+    }
+
+    /// Asks `peer` for the chunk group `group` of the blob `hash` of `size` bytes and checks it
+    /// against the hash: whether the peer showed it holds the blob (see [`possession`]).
+    pub async fn prove_possession(
+        &self,
+        peer: PeerAddr,
+        hash: ContentHash,
+        size: u64,
+        group: u64,
+    ) -> Result<(), FetchError> {
+        possession::prove(&self.inner.connections, peer, hash, size, group).await
     }
 
     /// Fetches the blob `hash` of `size` bytes from `provider` into `store`, verifying it.

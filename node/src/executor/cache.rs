@@ -12,6 +12,8 @@
 //! artifact. Deserializing an artifact runs it as native code, so it happens only when the
 //! artifact's hash equals that digest; anything else — a missing or different digest, a file
 //! from another engine or CPU (another fingerprint, so another name) — means compile again.
+//! Artifacts of another fingerprint (made before an upgrade) are removed when the cache opens,
+//! and a blob's artifacts go with the blob (`Store::remove_blob`).
 
 use std::collections::HashMap;
 use std::fs;
@@ -86,6 +88,7 @@ impl ModuleCache {
     ) -> std::io::Result<Self> {
         if let Some(dir) = &artifact_dir {
             fs::create_dir_all(dir)?;
+            remove_foreign_artifacts(dir, &fingerprint);
         }
         let engine = new_engine();
         Ok(Self {
@@ -255,6 +258,22 @@ impl ModuleCache {
 
 fn remove_quietly(path: &Path) {
     let _ = fs::remove_file(path);
+}
+
+/// Removes the artifacts in `dir` that an engine of another fingerprint wrote: this node will
+/// never load them, and they count against its disk quota.
+fn remove_foreign_artifacts(dir: &Path, fingerprint: &str) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let ours = format!("-{fingerprint}.");
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        if !name.to_string_lossy().contains(&ours) {
+            tracing::debug!(file = %name.to_string_lossy(), "removing an artifact of another engine");
+            remove_quietly(&entry.path());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use crate::core::registry::ModuleState;
 use crate::executor::{FailureKind, GuestError};
 use crate::node::{NodeInner, Refusal};
 use crate::publish::PublishError;
-use crate::request::{Invocation, InvokeError};
+use crate::request::{AGREE_HEADER, Invocation, InvokeError, MAX_AGREE};
 
 type Node = Arc<NodeInner>;
 
@@ -156,7 +156,10 @@ async fn invoke(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let span = tracing::debug_span!("gateway", module = %module_ref);
+    let span = tracing::debug_span!(
+        "gateway",
+        module = %crate::telemetry::attribute(&module_ref)
+    );
     crate::telemetry::continue_from_headers(&span, &headers);
     serve_invoke(node, module_ref, headers, body)
         .instrument(span)
@@ -194,7 +197,14 @@ async fn serve_invoke(node: Node, module_ref: String, headers: HeaderMap, body: 
         Err(e) => return body_failure(&node, &e, limit),
     };
     let started = Instant::now();
-    let result = node.invoke(&module_ref, input).await;
+    let agree = match agreement(&headers) {
+        Ok(agree) => agree,
+        Err(response) => return *response,
+    };
+    let result = match agree {
+        Some(wanted) => node.invoke_agreed(&module_ref, input, wanted).await,
+        None => node.invoke(&module_ref, input).await,
+    };
     let (route, outcome) = route_and_outcome(&result);
     node.metrics
         .observe_request(route, outcome, started.elapsed());
@@ -249,6 +259,7 @@ async fn serve_invoke(node: Node, module_ref: String, headers: HeaderMap, body: 
             kind,
             message,
             executed_by,
+            ..
         }) => {
             let mut response = error(status_of_kind(kind), kind.as_str(), message);
             if let Ok(value) = HeaderValue::from_str(&executed_by.to_string()) {
@@ -257,6 +268,32 @@ async fn serve_invoke(node: Node, module_ref: String, headers: HeaderMap, body: 
             response
         }
         Err(e @ InvokeError::Deadline { .. }) => error(StatusCode::GATEWAY_TIMEOUT, "timeout", e),
+        Err(e @ InvokeError::Disagreement { .. }) => {
+            error(StatusCode::BAD_GATEWAY, "disagreement", e)
+        }
+        Err(e @ InvokeError::NotDeterministic(_)) => {
+            error(StatusCode::BAD_REQUEST, "not_deterministic", e)
+        }
+    }
+}
+
+/// How many holders must agree on the answer, if the client asked ([`AGREE_HEADER`]).
+fn agreement(headers: &HeaderMap) -> Result<Option<usize>, Box<Response>> {
+    let Some(value) = headers.get(AGREE_HEADER) else {
+        return Ok(None);
+    };
+    match value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        Some(1) => Ok(None),
+        Some(wanted) if (2..=MAX_AGREE).contains(&wanted) => Ok(Some(wanted)),
+        _ => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "bad_agreement",
+            format!("{AGREE_HEADER} must be a number from 1 to {MAX_AGREE}"),
+        ))),
     }
 }
 
@@ -271,6 +308,8 @@ fn route_and_outcome(result: &Result<Invocation, InvokeError>) -> (&'static str,
         Err(InvokeError::NoProvider(_)) => ("none", "no_provider"),
         Err(InvokeError::Busy { .. }) => ("none", "busy"),
         Err(InvokeError::Deadline { .. }) => ("none", "timeout"),
+        Err(InvokeError::Disagreement { .. }) => ("none", "disagreement"),
+        Err(InvokeError::NotDeterministic(_)) => ("none", "not_deterministic"),
     }
 }
 

@@ -15,8 +15,12 @@ use wasmesh_protocol::ContentHash;
 use wasmesh_protocol::holders::SignedHolder;
 use wasmesh_protocol::wire::{MAX_SYNC_PEERS, PeerRecord, StatusMessage, ready_version};
 
-use super::PeerTable;
+use super::{Newcomer, PeerTable};
 use crate::address_scope;
+
+/// Blobs a peer may report ready that this node knows no manifest of; more are dropped (a
+/// status of thousands of made-up hashes must not cost memory per peer).
+pub const MAX_UNKNOWN_READY: usize = 64;
 
 /// The shortest time between two syncs this node asks of one peer.
 pub const SYNC_EVERY: Duration = Duration::from_secs(2);
@@ -48,13 +52,16 @@ pub struct StatusTaken {
 }
 
 impl PeerTable {
-    /// Takes `status`, which the peer `from` sent on its connection.
+    /// Takes `status`, which the peer `from` sent on its connection; of the blobs it reports
+    /// ready, those `known` (of a manifest this node holds) are kept, and at most
+    /// [`MAX_UNKNOWN_READY`] others.
     pub fn take_status(
         &mut self,
         from: PeerId,
         status: StatusMessage,
         now: Instant,
         allow_private_addrs: bool,
+        known: impl Fn(&ContentHash) -> bool,
     ) -> Result<StatusTaken, StatusRefusal> {
         if identity::peer_id(&status.node) != Some(from) {
             return Err(StatusRefusal::Invalid(
@@ -81,15 +88,27 @@ impl PeerTable {
         let carries_list = status.ready.is_some();
         match status.ready {
             Some(ready) => {
-                new_provider = ready.iter().any(|h| !peer.ready.contains(h));
-                peer.ready = ready.into_iter().collect();
+                let mut unknown = 0;
+                let kept: std::collections::HashSet<ContentHash> = ready
+                    .into_iter()
+                    .filter(|hash| {
+                        known(hash) || {
+                            unknown += 1;
+                            unknown <= MAX_UNKNOWN_READY
+                        }
+                    })
+                    .collect();
+                new_provider = kept.iter().any(|h| !peer.ready.contains(h));
+                peer.ready = kept;
                 peer.ready_version = Some(status.ready_version);
             }
             // The set this node holds stays until the new one arrives.
             None => want_ready = peer.ready_version != Some(status.ready_version),
         }
         peer.key = Some(status.node);
-        peer.quic_addr = Some(quic_addr);
+        // An address this node may not send packets to is no data-plane address for it.
+        peer.quic_addr =
+            address_scope::socket_is_dialable(&quic_addr, allow_private_addrs).then_some(quic_addr);
         peer.in_flight = status.in_flight;
         peer.capacity = status.capacity;
         peer.seq = status.seq;
@@ -143,9 +162,13 @@ impl PeerTable {
         let Ok(quic_addr) = holder.quic_addr.parse::<SocketAddr>() else {
             return false;
         };
-        let Some(peer) = self.track(id, now) else {
+        if !address_scope::socket_is_dialable(&quic_addr, allow_private_addrs) {
+            return false;
+        }
+        let Some(placed) = self.track(id, Newcomer::Named, now) else {
             return false;
         };
+        let peer = placed.info;
         // A neighbour's own statuses say what it holds: a directory's word adds nothing.
         if peer.neighbour {
             return false;
@@ -188,10 +211,10 @@ impl PeerTable {
                 }
                 continue;
             }
-            let Some(peer) = self.track(id, now) else {
+            let Some(placed) = self.track(id, Newcomer::Named, now) else {
                 break;
             };
-            peer.addrs = addrs;
+            placed.info.addrs = addrs;
             introduced += 1;
         }
         introduced
@@ -241,7 +264,7 @@ mod tests {
         let mut peers = PeerTable::default();
         let now = Instant::now();
         assert_eq!(
-            peers.take_status(id, status(&keys, 1, b"a"), now, true),
+            peers.take_status(id, status(&keys, 1, b"a"), now, true, |_| true),
             Err(StatusRefusal::UnknownPeer)
         );
         assert!(peers.is_empty());
@@ -253,12 +276,14 @@ mod tests {
         let id = identity::peer_id(&keys.public()).unwrap();
         let mut peers = PeerTable::default();
         let now = Instant::now();
-        peers.track(id, now);
+        peers.track(id, Newcomer::Named, now);
         let ready = vec![ContentHash::of(b"blob")];
         let mut full = status(&keys, 1, b"a");
         full.ready_version = ready_version(&ready);
         full.ready = Some(ready.clone());
-        let taken = peers.take_status(id, full.clone(), now, true).unwrap();
+        let taken = peers
+            .take_status(id, full.clone(), now, true, |_| true)
+            .unwrap();
         assert!(taken.new_provider && !taken.want_ready);
         // The same set, by version only: nothing to ask.
         let same = StatusMessage {
@@ -266,7 +291,12 @@ mod tests {
             ready: None,
             ..full.clone()
         };
-        assert!(!peers.take_status(id, same, now, true).unwrap().want_ready);
+        assert!(
+            !peers
+                .take_status(id, same, now, true, |_| true)
+                .unwrap()
+                .want_ready
+        );
         // A new version without its list: asked for, and the old set kept meanwhile.
         let newer = StatusMessage {
             seq: 3,
@@ -274,7 +304,12 @@ mod tests {
             ready: None,
             ..full.clone()
         };
-        assert!(peers.take_status(id, newer, now, true).unwrap().want_ready);
+        assert!(
+            peers
+                .take_status(id, newer, now, true, |_| true)
+                .unwrap()
+                .want_ready
+        );
         assert!(peers.get(&id).unwrap().ready.contains(&ready[0]));
         // A list that does not match its version is refused.
         let lying = StatusMessage {
@@ -283,7 +318,7 @@ mod tests {
             ..full
         };
         assert!(matches!(
-            peers.take_status(id, lying, now, true),
+            peers.take_status(id, lying, now, true, |_| true),
             Err(StatusRefusal::Invalid(_))
         ));
     }
@@ -311,7 +346,7 @@ mod tests {
         assert_eq!(peers.providers_of(&blob).len(), 1);
         // A neighbour's statuses are its word on what it holds.
         let other = ContentHash::of(b"other");
-        peers.connected(id, now);
+        peers.connected(id, true, now);
         peers.make_neighbour(&id);
         assert!(!peers.take_holder(&record, other, own, now, true));
         assert!(!peers.get(&id).unwrap().ready.contains(&other));
@@ -323,9 +358,9 @@ mod tests {
         let id = identity::peer_id(&keys.public()).unwrap();
         let mut peers = PeerTable::default();
         let start = Instant::now();
-        peers.track(id, start);
+        peers.track(id, Newcomer::Named, start);
         let first = peers
-            .take_status(id, status(&keys, 1, b"a"), start, true)
+            .take_status(id, status(&keys, 1, b"a"), start, true, |_| true)
             .unwrap();
         assert_eq!(first.unsynced_digest, Some(ContentHash::of(b"a")));
         let peer = peers.get_mut(&id).unwrap();
@@ -334,13 +369,13 @@ mod tests {
         // A new digest a moment later: not yet.
         let soon = start + Duration::from_millis(500);
         let second = peers
-            .take_status(id, status(&keys, 2, b"b"), soon, true)
+            .take_status(id, status(&keys, 2, b"b"), soon, true, |_| true)
             .unwrap();
         assert_eq!(second.unsynced_digest, None);
         // Once SYNC_EVERY has passed: yes.
         let later = start + SYNC_EVERY;
         let third = peers
-            .take_status(id, status(&keys, 3, b"c"), later, true)
+            .take_status(id, status(&keys, 3, b"c"), later, true, |_| true)
             .unwrap();
         assert_eq!(third.unsynced_digest, Some(ContentHash::of(b"c")));
     }
@@ -381,7 +416,7 @@ mod tests {
         };
         let mut peers = PeerTable::default();
         let now = Instant::now();
-        assert!(peers.connected(id(1), now));
+        assert!(peers.connected(id(1), true, now).is_some());
         assert!(peers.to_keep().is_empty(), "kept with no dialable address");
         assert_eq!(
             peers.take_introductions(&[introduction(1)], own, now, false),
@@ -397,11 +432,11 @@ mod tests {
         assert!(peers.to_keep().is_empty(), "a neighbour is kept again");
 
         for i in 2..=MAX_DIALED_PEERS as u8 {
-            assert!(peers.connected(id(i), now));
+            assert!(peers.connected(id(i), true, now).is_some());
             assert!(peers.make_neighbour(&id(i)));
         }
         let last = MAX_DIALED_PEERS as u8 + 1;
-        assert!(peers.connected(id(last), now));
+        assert!(peers.connected(id(last), true, now).is_some());
         peers.take_introductions(&[introduction(last)], own, now, true);
         assert!(peers.to_keep().is_empty(), "kept past the cap");
         peers.disconnected(&id(2), now);

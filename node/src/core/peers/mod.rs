@@ -2,16 +2,22 @@
 //! I/O. Times are arguments, nothing here locks or logs; the control task turns swarm events
 //! into calls and what they return into dials and disconnections.
 //!
-//! - Bounds: at most [`MAX_TRACKED_PEERS`] entries. Past that, a new peer takes the place of the
-//!   least recently heard one that is neither connected nor being dialed; a table full of those
-//!   takes no one (the new connection is closed).
+//! - Bounds: at most [`MAX_TRACKED_PEERS`] entries, of which strangers (peers that connected to
+//!   this node and have neither been chosen by it nor proved useful nor stayed long:
+//!   [`PeerInfo::is_stranger`]) take at most [`MAX_STRANGERS`]: the rest is room strangers
+//!   cannot take. A new stranger takes the place of the least recently heard stranger, first of
+//!   those not connected, then of those connected (which are disconnected): an honest node can
+//!   always join, and a table full of strangers cannot keep it out. A new peer this node chose
+//!   takes a stranger's place first, then that of the least recently heard peer neither
+//!   connected nor being dialed.
 //! - Entries come only from connections and from neighbours' introductions ([`intake`]); a
 //!   status, which comes from the peer itself over its connection, updates an entry and never
 //!   makes one.
 //! - Dialing: at most [`MAX_DIALED_PEERS`] connections are sought, and connected peers are kept
-//!   as neighbours up to that many ([`PeerTable::to_keep`]); a lost peer is dialed again
-//!   after [`REDIAL_AFTER`], doubled per failed dial up to 8 s, and not at all after
-//!   [`MAX_DIAL_FAILURES`] failures in a row (it can still connect to this node).
+//!   as neighbours up to that many ([`PeerTable::to_keep`]); a lost peer that is not a stranger
+//!   is dialed again after [`REDIAL_AFTER`], doubled per failed dial up to 8 s, and not at all
+//!   after [`MAX_DIAL_FAILURES`] failures in a row (it can still connect to this node). A
+//!   stranger is never dialed: the addresses it claimed are its word only.
 //! - Statuses out: each connected peer gets this node's ready list once per version
 //!   ([`PeerTable::status_for`]).
 //! - Routing knowledge: round trips, coordinates, and what forwards to each peer showed (mean
@@ -44,6 +50,36 @@ pub const MAX_DIAL_FAILURES: u32 = 6;
 
 /// How long after losing a peer it is dialed again; doubled per failed dial, up to 8 s.
 pub const REDIAL_AFTER: Duration = Duration::from_secs(1);
+
+/// Places of the table strangers may take; the other [`MAX_TRACKED_PEERS`] - this are kept for
+/// peers this node chose, peers that proved useful and long-standing ones.
+pub const MAX_STRANGERS: usize = 384;
+
+/// How long a connection must last before its peer is no longer a stranger.
+pub const LONG_STANDING: Duration = Duration::from_secs(600);
+
+/// What a new entry may displace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Newcomer {
+    /// A peer that connected to this node: it may displace another stranger, connected or not.
+    Stranger,
+    /// A peer this node chose (dialed, asked to be introduced, looked up): it may displace a
+    /// stranger, connected or not, or anyone neither connected nor being dialed.
+    Chosen,
+    /// A peer this node chose without dialing it yet (an introduction it asked for, a holder
+    /// it looked up): it displaces only peers neither connected nor being dialed.
+    Named,
+}
+
+/// A place made in the table: the entry, and a connected stranger that gave up its place (the
+/// caller disconnects it).
+#[derive(Debug)]
+pub struct Placed<'a> {
+    /// The entry.
+    pub info: &'a mut PeerInfo,
+    /// The connected peer evicted to make room.
+    pub evicted: Option<PeerId>,
+}
 
 /// What this node knows of its peers, bounded (see the module docs).
 #[derive(Debug, Default, Clone)]
@@ -87,36 +123,77 @@ impl PeerTable {
         self.peers.contains_key(peer)
     }
 
-    /// The entry of `peer`, made if there is room (see [`MAX_TRACKED_PEERS`]); `None` when the
-    /// table is full of peers that cannot be evicted.
-    pub fn track(&mut self, peer: PeerId, now: Instant) -> Option<&mut PeerInfo> {
-        if !self.peers.contains_key(&peer) && self.peers.len() >= MAX_TRACKED_PEERS {
-            let evict = self
-                .peers
-                .values()
-                .filter(|p| !p.connected && !p.dialing)
-                .min_by_key(|p| p.last_seen)
-                .map(|p| p.peer_id)?;
-            self.peers.remove(&evict);
+    /// The entry of `peer`, made if there is room for a `newcomer` of its kind (see the module
+    /// docs); `None` when there is none.
+    pub fn track(&mut self, peer: PeerId, newcomer: Newcomer, now: Instant) -> Option<Placed<'_>> {
+        let mut evicted = None;
+        if !self.peers.contains_key(&peer) {
+            let victim = self.victim(newcomer, now)?;
+            if let Some(victim) = victim {
+                if self.peers.get(&victim).is_some_and(|p| p.connected) {
+                    evicted = Some(victim);
+                }
+                self.peers.remove(&victim);
+            }
         }
-        Some(
-            self.peers
-                .entry(peer)
-                .or_insert_with(|| PeerInfo::new(peer, now)),
-        )
+        let info = self
+            .peers
+            .entry(peer)
+            .or_insert_with(|| PeerInfo::new(peer, now));
+        if newcomer != Newcomer::Stranger {
+            info.chosen = true;
+        }
+        Some(Placed { info, evicted })
     }
 
-    /// A connection to `peer` opened. False when the table has no room for it: the caller
-    /// closes the connection.
-    pub fn connected(&mut self, peer: PeerId, now: Instant) -> bool {
-        let Some(info) = self.track(peer, now) else {
-            return false;
+    /// Who gives up a place for a `newcomer`: `Some(None)` when there is room, `Some(Some(p))`
+    /// when `p` must go, `None` when nobody may.
+    fn victim(&self, newcomer: Newcomer, now: Instant) -> Option<Option<PeerId>> {
+        let strangers = || self.peers.values().filter(|p| p.is_stranger(now));
+        let stranger_count = strangers().count();
+        let full = self.peers.len() >= MAX_TRACKED_PEERS;
+        let strangers_full = newcomer == Newcomer::Stranger && stranger_count >= MAX_STRANGERS;
+        if !full && !strangers_full {
+            return Some(None);
+        }
+        let idle = |p: &&PeerInfo| !p.connected && !p.dialing;
+        // Strangers go first, those not connected before those connected.
+        let stranger = strangers()
+            .filter(|p| newcomer != Newcomer::Named || idle(p))
+            .min_by_key(|p| (p.connected, p.last_seen))
+            .map(|p| p.peer_id);
+        if stranger.is_some() || newcomer == Newcomer::Stranger {
+            return stranger.map(Some);
+        }
+        self.peers
+            .values()
+            .filter(idle)
+            .min_by_key(|p| p.last_seen)
+            .map(|p| Some(p.peer_id))
+    }
+
+    /// A connection to `peer` opened (`dialed`: this node dialed it). `None` when the table
+    /// has no room for it (the caller closes the connection); otherwise the connected peer
+    /// evicted to make room, if any (the caller disconnects it).
+    pub fn connected(
+        &mut self,
+        peer: PeerId,
+        dialed: bool,
+        now: Instant,
+    ) -> Option<Option<PeerId>> {
+        let newcomer = if dialed {
+            Newcomer::Chosen
+        } else {
+            Newcomer::Stranger
         };
+        let placed = self.track(peer, newcomer, now)?;
+        let info = placed.info;
         info.connected = true;
+        info.connected_since = Some(now);
         info.dialing = false;
         info.dial_failures = 0;
         info.ready_sent = None;
-        true
+        Some(placed.evicted)
     }
 
     /// Makes connected `peer` a neighbour; true if it was not one.
@@ -166,10 +243,15 @@ impl PeerTable {
             .collect()
     }
 
-    /// The last connection to `peer` closed: it is dialed again after [`REDIAL_AFTER`].
+    /// The last connection to `peer` closed: unless it is a stranger, it is dialed again after
+    /// [`REDIAL_AFTER`].
     pub fn disconnected(&mut self, peer: &PeerId, now: Instant) {
         if let Some(info) = self.peers.get_mut(peer) {
+            info.long_standing |= info
+                .connected_since
+                .is_some_and(|since| now.saturating_duration_since(since) >= LONG_STANDING);
             info.connected = false;
+            info.connected_since = None;
             info.neighbour = false;
             info.next_dial = Some(now + REDIAL_AFTER);
         }
@@ -217,6 +299,7 @@ impl PeerTable {
                     && p.dial_failures < MAX_DIAL_FAILURES
                     && p.peer_id != *own
                     && !p.addrs.is_empty()
+                    && !p.is_stranger(now)
             })
             .take(MAX_DIALED_PEERS - connected)
             .map(|p| (p.peer_id, p.addrs.clone()))
@@ -242,12 +325,12 @@ impl PeerTable {
             .collect()
     }
 
-    /// Where to dial `peer` to measure it (routing asked), unless it is connected or being
-    /// dialed.
-    pub fn probe_addrs(&self, peer: &PeerId) -> Option<Vec<Multiaddr>> {
+    /// Where to dial `peer` to measure it (routing asked), unless it is connected, being
+    /// dialed, or a stranger.
+    pub fn probe_addrs(&self, peer: &PeerId, now: Instant) -> Option<Vec<Multiaddr>> {
         self.peers
             .get(peer)
-            .filter(|p| !p.connected && !p.dialing && !p.addrs.is_empty())
+            .filter(|p| !p.connected && !p.dialing && !p.addrs.is_empty() && !p.is_stranger(now))
             .map(|p| p.addrs.clone())
     }
 
@@ -274,6 +357,7 @@ impl PeerTable {
         let Some(info) = self.peers.get_mut(&peer) else {
             return;
         };
+        info.useful = true;
         let mean = info.mean_exec_us.entry(hash).or_insert(exec_us);
         *mean = routing::smooth(*mean, exec_us);
         info.forward_us
@@ -290,17 +374,18 @@ impl PeerTable {
         }
     }
 
-    /// Connected peers with known keys and addresses, to introduce to `requester`: the most
-    /// recently heard first, at most [`MAX_SYNC_PEERS`], each with at most [`MAX_PEER_ADDRS`]
+    /// Connected peers with known keys and addresses, to introduce to `requester`: those this
+    /// node has a record with first (strangers' addresses are their word only), then the most
+    /// recently heard, at most [`MAX_SYNC_PEERS`], each with at most [`MAX_PEER_ADDRS`]
     /// addresses.
-    pub fn introductions(&self, requester: &PeerId) -> Vec<PeerRecord> {
+    pub fn introductions(&self, requester: &PeerId, now: Instant) -> Vec<PeerRecord> {
         let mut connected: Vec<&PeerInfo> = self
             .peers
             .values()
             .filter(|p| p.connected && p.peer_id != *requester && !p.addrs.is_empty())
             .filter(|p| p.key.is_some())
             .collect();
-        connected.sort_by_key(|p| std::cmp::Reverse(p.last_seen));
+        connected.sort_by_key(|p| (p.is_stranger(now), std::cmp::Reverse(p.last_seen)));
         connected
             .into_iter()
             .take(MAX_SYNC_PEERS)
@@ -386,6 +471,14 @@ pub struct PeerInfo {
     pub gossip_score: Option<f64>,
     /// It said it is stopping: nothing is routed to it.
     pub leaving: bool,
+    /// This node chose it: dialed it, asked to be introduced to it, or looked it up.
+    pub chosen: bool,
+    /// It proved useful: it answered forwarded requests.
+    pub useful: bool,
+    /// Since when its connection is open.
+    pub connected_since: Option<Instant>,
+    /// A connection of its lasted [`LONG_STANDING`].
+    pub long_standing: bool,
 }
 
 /// An answered forward: the guest ran `exec_us` on `peer`, and the whole forward took
@@ -404,17 +497,50 @@ pub struct ForwardAnswer {
 }
 
 /// What the request path learns about a peer on every forward and the next request must see
-/// at once: the requests forwarded to it now, and until when it is down after a failed forward
-/// (no answer, or an answer whose receipt does not verify). Atomics shared by the table and
-/// every view cloned from it, so that changing them takes no lock and no message.
+/// at once: the requests forwarded to it now, until when it is down after a failed forward
+/// (no answer, or an answer whose receipt does not verify), and which blobs it proved it holds
+/// ([`Possession`]). Shared by the table and every view cloned from it, so that changing them
+/// takes no message.
 #[derive(Debug, Clone, Default)]
 pub struct PeerFeedback(Arc<FeedbackCells>);
 
 #[derive(Debug, Default)]
 struct FeedbackCells {
     forwarding: AtomicU32,
-    /// Ms on the node's routing clock; 0: not down.
+    /// Ms on the node's routing clock; 0: not down; `u64::MAX`: never routed to again.
     down_until_ms: AtomicU64,
+    /// What this node learned of the blobs the peer claims to hold, at most
+    /// [`MAX_POSSESSIONS`] of them.
+    possessions: std::sync::Mutex<HashMap<ContentHash, Possession>>,
+}
+
+/// How long a proof of possession lets a peer be routed to for a blob.
+pub const PROVEN_FOR: Duration = Duration::from_secs(600);
+/// How long after a failed proof a peer is asked again.
+pub const FAILED_PROOF_WAIT: Duration = Duration::from_secs(60);
+/// How long a proof may be under way before another may start.
+pub const PROOF_TIMEOUT: Duration = Duration::from_secs(30);
+/// Blobs per peer whose proofs are remembered.
+pub const MAX_POSSESSIONS: usize = 256;
+
+/// What is known of a peer's claim to hold one blob (times in ms on the routing clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Possession {
+    /// It served a random range of it that verified: a routing candidate until then.
+    Proven {
+        /// Until when.
+        until_ms: u64,
+    },
+    /// A proof is under way since then.
+    Checking {
+        /// Since when.
+        since_ms: u64,
+    },
+    /// Its proof failed: not asked again before then.
+    Failed {
+        /// Until when.
+        until_ms: u64,
+    },
 }
 
 impl PeerFeedback {
@@ -441,8 +567,98 @@ impl PeerFeedback {
     /// ([`routing::down_after_failure`]).
     pub fn mark_down(&self, now_ms: u64) {
         let until = routing::down_after_failure(now_ms).max(1);
-        self.0.down_until_ms.store(until, Ordering::Relaxed);
+        self.0.down_until_ms.fetch_max(until, Ordering::Relaxed);
     }
+
+    /// The peer signed an answer that others contradicted: it is never routed to again.
+    pub fn ban(&self) {
+        self.0.down_until_ms.store(u64::MAX, Ordering::Relaxed);
+    }
+
+    /// Whether the peer is banned (see [`PeerFeedback::ban`]).
+    pub fn is_banned(&self) -> bool {
+        self.0.down_until_ms.load(Ordering::Relaxed) == u64::MAX
+    }
+
+    fn possessions(&self) -> std::sync::MutexGuard<'_, HashMap<ContentHash, Possession>> {
+        crate::lock::lock(&self.0.possessions)
+    }
+
+    /// Whether the peer proved, within [`PROVEN_FOR`] of `now_ms`, that it holds `blob`.
+    pub fn has_proven(&self, blob: &ContentHash, now_ms: u64) -> bool {
+        matches!(
+            self.possessions().get(blob),
+            Some(Possession::Proven { until_ms }) if *until_ms > now_ms
+        )
+    }
+
+    /// Whether a proof that the peer holds `blob` is under way at `now_ms`.
+    pub fn proof_under_way(&self, blob: &ContentHash, now_ms: u64) -> bool {
+        matches!(
+            self.possessions().get(blob),
+            Some(Possession::Checking { since_ms })
+                if now_ms.saturating_sub(*since_ms) < PROOF_TIMEOUT.as_millis() as u64
+        )
+    }
+
+    /// Whether a proof that the peer holds `blob` should start now; if so, it is marked as
+    /// under way (report its end with [`PeerFeedback::proof_ended`]).
+    pub fn start_proof(&self, blob: &ContentHash, now_ms: u64) -> bool {
+        let mut possessions = self.possessions();
+        let due = match possessions.get(blob) {
+            None => true,
+            Some(Possession::Proven { until_ms } | Possession::Failed { until_ms }) => {
+                *until_ms <= now_ms
+            }
+            Some(Possession::Checking { since_ms }) => {
+                now_ms.saturating_sub(*since_ms) >= PROOF_TIMEOUT.as_millis() as u64
+            }
+        };
+        if due {
+            remember(
+                &mut possessions,
+                *blob,
+                Possession::Checking { since_ms: now_ms },
+            );
+        }
+        due
+    }
+
+    /// A proof that the peer holds `blob` ended at `now_ms`, with `held`.
+    pub fn proof_ended(&self, blob: &ContentHash, held: bool, now_ms: u64) {
+        let possession = if held {
+            Possession::Proven {
+                until_ms: now_ms.saturating_add(PROVEN_FOR.as_millis() as u64),
+            }
+        } else {
+            Possession::Failed {
+                until_ms: now_ms.saturating_add(FAILED_PROOF_WAIT.as_millis() as u64),
+            }
+        };
+        remember(&mut self.possessions(), *blob, possession);
+    }
+}
+
+/// Records `possession` of `blob`, making room (the entry that expires first goes) when the
+/// peer has [`MAX_POSSESSIONS`] already.
+fn remember(
+    possessions: &mut HashMap<ContentHash, Possession>,
+    blob: ContentHash,
+    possession: Possession,
+) {
+    if !possessions.contains_key(&blob) && possessions.len() >= MAX_POSSESSIONS {
+        let first_due = possessions
+            .iter()
+            .min_by_key(|(_, p)| match p {
+                Possession::Proven { until_ms } | Possession::Failed { until_ms } => *until_ms,
+                Possession::Checking { since_ms } => *since_ms,
+            })
+            .map(|(blob, _)| *blob);
+        if let Some(first_due) = first_due {
+            possessions.remove(&first_due);
+        }
+    }
+    possessions.insert(blob, possession);
 }
 
 /// One forwarded request, counted in its peer's [`PeerFeedback`] until dropped, wherever the
@@ -456,12 +672,21 @@ impl Drop for ForwardGuard {
     }
 }
 
-/// Most peers a node keeps what it knows of. Statuses from fresh keys cost an attacker nothing,
-/// so the table must not grow with them: past this, a new peer takes the place of the least
-/// recently heard one that is neither connected nor being dialed.
+/// Most peers a node keeps what it knows of. Connections from fresh keys cost an attacker
+/// nothing, so the table must not grow with them (see the module docs).
 pub const MAX_TRACKED_PEERS: usize = 512;
 
 impl PeerInfo {
+    /// Whether it is a stranger at `now`: it connected to this node, which neither chose it nor
+    /// saw it answer, and it has not been connected for [`LONG_STANDING`].
+    pub fn is_stranger(&self, now: Instant) -> bool {
+        let standing = self.long_standing
+            || self
+                .connected_since
+                .is_some_and(|since| now.saturating_duration_since(since) >= LONG_STANDING);
+        !(self.chosen || self.useful || standing)
+    }
+
     /// A peer known only by id, first heard of at `now`.
     pub fn new(peer_id: PeerId, now: Instant) -> Self {
         Self {
@@ -490,6 +715,10 @@ impl PeerInfo {
             last_seen: now,
             gossip_score: None,
             leaving: false,
+            chosen: false,
+            useful: false,
+            connected_since: None,
+            long_standing: false,
         }
     }
 }

@@ -12,17 +12,17 @@ pub(super) fn peer(n: u64) -> PeerId {
 }
 
 /// Fresh identities cannot grow the table: past the cap each new peer takes the place of the
-/// least recently heard one, connected and dialed peers are never evicted, and a table full of
-/// those takes no one.
+/// least recently heard one, connected and dialed peers this node chose are never evicted, and
+/// a table full of those takes no one it has not chosen.
 #[test]
-fn the_peer_table_is_bounded_and_keeps_its_connections() {
+fn the_peer_table_is_bounded_and_keeps_its_chosen_connections() {
     let mut peers = PeerTable::default();
     let start = Instant::now();
     let connected = peer(u64::MAX);
-    peers.track(connected, start).unwrap().connected = true;
+    assert_eq!(peers.connected(connected, true, start), Some(None));
     for n in 0..MAX_TRACKED_PEERS as u64 * 3 {
-        let info = peers.track(peer(n), start).unwrap();
-        info.last_seen = start + std::time::Duration::from_millis(n);
+        let placed = peers.track(peer(n), Newcomer::Named, start).unwrap();
+        placed.info.last_seen = start + std::time::Duration::from_millis(n);
         assert!(peers.len() <= MAX_TRACKED_PEERS);
     }
     assert!(peers.contains(&connected), "a connected peer was evicted");
@@ -33,8 +33,73 @@ fn the_peer_table_is_bounded_and_keeps_its_connections() {
     for info in peers.values_mut() {
         info.connected = true;
     }
-    assert!(peers.track(peer(u64::MAX - 1), start).is_none());
+    assert!(
+        peers
+            .track(peer(u64::MAX - 1), Newcomer::Named, start)
+            .is_none()
+    );
     assert_eq!(peers.len(), MAX_TRACKED_PEERS);
+}
+
+/// Strangers (peers that connected to this node) take at most their share of the table: past
+/// it, a new stranger takes the place of the least recently heard stranger, connected or not
+/// (which the caller disconnects), so an honest newcomer always gets in; peers this node chose
+/// keep their room, and a stranger that stayed connected long enough is one no more.
+#[test]
+fn strangers_take_at_most_their_share_and_cannot_lock_anyone_out() {
+    let mut peers = PeerTable::default();
+    let start = Instant::now();
+    let chosen: Vec<PeerId> = (0..64).map(|n| peer(1_000_000 + n)).collect();
+    for id in &chosen {
+        assert_eq!(peers.connected(*id, true, start), Some(None));
+    }
+    let mut evicted = 0;
+    for n in 0..MAX_TRACKED_PEERS as u64 * 2 {
+        let now = start + Duration::from_millis(n);
+        let Some(gone) = peers.connected(peer(n), false, now) else {
+            panic!("stranger {n} was refused");
+        };
+        if let Some(gone) = gone {
+            evicted += 1;
+            assert!(!chosen.contains(&gone), "a chosen peer was evicted");
+        }
+        peers.get_mut(&peer(n)).unwrap().last_seen = now;
+        let strangers = peers.values().filter(|p| p.is_stranger(now)).count();
+        assert!(strangers <= MAX_STRANGERS, "{strangers} strangers");
+    }
+    assert!(evicted > 0);
+    assert!(chosen.iter().all(|id| peers.contains(id)));
+    // The newest stranger is in: the least recently heard ones made room.
+    assert!(peers.contains(&peer(MAX_TRACKED_PEERS as u64 * 2 - 1)));
+    // A peer this node dials gets in too, however many strangers there are.
+    let dialed = peer(2_000_000);
+    let now = start + Duration::from_secs(60);
+    assert!(peers.connected(dialed, true, now).is_some());
+    assert!(!peers.get(&dialed).unwrap().is_stranger(now));
+    // A stranger connected for LONG_STANDING is one no more, even after it disconnects.
+    let old = peer(MAX_TRACKED_PEERS as u64 * 2 - 1);
+    let later = now + LONG_STANDING;
+    assert!(!peers.get(&old).unwrap().is_stranger(later));
+    peers.disconnected(&old, later);
+    assert!(!peers.get(&old).unwrap().is_stranger(later));
+    // Strangers are never dialed, and introduced after the peers this node has a record with.
+    let mut table = PeerTable::default();
+    let address: Multiaddr = "/ip4/127.0.0.1/udp/4001/quic-v1".parse().unwrap();
+    for (n, dialed) in [(7, false), (9, true)] {
+        table.connected(peer(n), dialed, start);
+        let info = table.get_mut(&peer(n)).unwrap();
+        info.addrs = vec![address.clone()];
+        info.key = Some(wasmesh_protocol::PublicKey([n as u8; 32]));
+    }
+    table.get_mut(&peer(7)).unwrap().last_seen = start + Duration::from_secs(1);
+    let introduced = table.introductions(&peer(8), start);
+    assert_eq!(introduced[0].node, wasmesh_protocol::PublicKey([9; 32]));
+    table.disconnected(&peer(7), start);
+    assert!(
+        table
+            .to_dial(&peer(8), 0, start + Duration::from_secs(60))
+            .is_empty()
+    );
 }
 
 /// A failed forward seen through a view (a clone of the table) marks the peer down in the table
@@ -43,7 +108,7 @@ fn the_peer_table_is_bounded_and_keeps_its_connections() {
 fn feedback_through_a_view_is_seen_by_the_table_at_once() {
     let mut table = PeerTable::default();
     let a = peer(1);
-    table.track(a, Instant::now()).unwrap();
+    table.track(a, Newcomer::Named, Instant::now()).unwrap();
     let view = table.clone();
     let other_view = table.clone();
     let seen = |t: &PeerTable| t.get(&a).unwrap().feedback.clone();
@@ -61,7 +126,7 @@ fn feedback_through_a_view_is_seen_by_the_table_at_once() {
 /// One thing that can happen to the table.
 #[derive(Debug, Clone)]
 enum Event {
-    Connected(u64),
+    Connected(u64, bool),
     Disconnected(u64),
     DialFailed(u64),
     DialStarted(u64, bool),
@@ -75,7 +140,7 @@ fn event() -> impl proptest::strategy::Strategy<Value = Event> {
     // Ids from a range larger than the table, so that eviction happens.
     let id = 0u64..(MAX_TRACKED_PEERS as u64 + 64);
     prop_oneof![
-        id.clone().prop_map(Event::Connected),
+        (id.clone(), any::<bool>()).prop_map(|(p, dialed)| Event::Connected(p, dialed)),
         id.clone().prop_map(Event::Disconnected),
         id.clone().prop_map(Event::DialFailed),
         (id.clone(), any::<bool>()).prop_map(|(p, ok)| Event::DialStarted(p, ok)),
@@ -88,9 +153,10 @@ fn event() -> impl proptest::strategy::Strategy<Value = Event> {
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
 
-    /// Whatever happens, in any order: the table stays within its cap, connected peers stay
-    /// in it, and the peers to dial are never connected, being dialed, this node, out of
-    /// dial attempts, waiting out a back-off, or without an address.
+    /// Whatever happens, in any order: the table stays within its cap and strangers within
+    /// theirs, connected peers stay in it unless evicted (and then reported), and the peers to
+    /// dial are never connected, being dialed, this node, strangers, out of dial attempts,
+    /// waiting out a back-off, or without an address.
     #[test]
     fn the_table_keeps_its_bounds_and_dials_only_who_it_may(
         events in proptest::collection::vec(event(), 1..400),
@@ -102,9 +168,12 @@ proptest::proptest! {
         let mut connected = HashSet::new();
         for event in events {
             match event {
-                Event::Connected(p) => {
-                    if table.connected(keys[p as usize], now) {
+                Event::Connected(p, dialed) => {
+                    if let Some(evicted) = table.connected(keys[p as usize], dialed, now) {
                         connected.insert(keys[p as usize]);
+                        if let Some(evicted) = evicted {
+                            connected.remove(&evicted);
+                        }
                     }
                 }
                 Event::Disconnected(p) => {
@@ -117,10 +186,10 @@ proptest::proptest! {
                 Event::DialStarted(p, ok) => table.dial_started(&keys[p as usize], ok, now),
                 Event::Introduced(ids) => {
                     for p in ids {
-                        if let Some(info) = table.track(keys[p as usize], now)
-                            && info.addrs.is_empty()
+                        if let Some(placed) = table.track(keys[p as usize], Newcomer::Named, now)
+                            && placed.info.addrs.is_empty()
                         {
-                            info.addrs.push("/ip4/127.0.0.1/udp/4001/quic-v1".parse().unwrap());
+                            placed.info.addrs.push("/ip4/127.0.0.1/udp/4001/quic-v1".parse().unwrap());
                         }
                     }
                 }
@@ -130,6 +199,7 @@ proptest::proptest! {
                 Event::Wait(ms) => now += Duration::from_millis(ms),
             }
             proptest::prop_assert!(table.len() <= MAX_TRACKED_PEERS);
+            proptest::prop_assert!(table.values().filter(|p| p.is_stranger(now)).count() <= MAX_STRANGERS);
             for peer in &connected {
                 proptest::prop_assert!(table.get(peer).is_some_and(|p| p.connected));
             }
@@ -138,6 +208,7 @@ proptest::proptest! {
             for (id, addrs) in to_dial {
                 let info = table.get(&id).unwrap();
                 proptest::prop_assert!(!info.connected && !info.dialing && id != own);
+                proptest::prop_assert!(!info.is_stranger(now));
                 proptest::prop_assert!(info.dial_failures < MAX_DIAL_FAILURES);
                 proptest::prop_assert!(info.next_dial.is_none_or(|at| at <= now));
                 proptest::prop_assert!(!addrs.is_empty());
