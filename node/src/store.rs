@@ -402,4 +402,29 @@ mod tests {
             "no temp files left"
         );
     }
+
+    /// The quota counts compiled artifacts and fetches in progress, not only stored blobs, and
+    /// a blob goes with its artifacts.
+    #[test]
+    fn artifacts_and_partial_blobs_count_and_go_with_their_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let blob = vec![7u8; 10_000];
+        let hash = ContentHash::of(&blob);
+        store.put_blob(hash, &blob).unwrap();
+        let stored = store.stored_bytes();
+        assert!(stored >= 10_000);
+        fs::create_dir_all(store.artifact_dir()).unwrap();
+        let artifact = store.artifact_dir().join(format!("{hash}-fingerprint.bin"));
+        fs::write(&artifact, vec![0u8; 50_000]).unwrap();
+        let other = ContentHash::of(b"another blob");
+        let partial = store.partial_paths(&other).data;
+        fs::write(&partial, vec![0u8; 30_000]).unwrap();
+        assert_eq!(store.stored_bytes(), stored + 80_000);
+        store.remove_blob(&hash).unwrap();
+        assert!(!artifact.exists(), "the artifact stayed after its blob");
+        assert!(!store.has_blob(&hash));
+        store.remove_blob(&other).unwrap();
+        assert_eq!(store.stored_bytes(), 0);
+    }
 }

@@ -618,6 +618,25 @@ fn a_foreign_artifact_is_recompiled_not_loaded() {
     assert_eq!(out, b"cba", "the foreign (echo) artifact was loaded");
 }
 
+/// Artifacts an engine of another fingerprint wrote (before an upgrade) are never loaded: they
+/// are removed when the cache opens, and no longer take disk.
+#[test]
+fn artifacts_of_another_engine_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let stale = dir.path().join(format!(
+        "{}-0123456789abcdef.bin",
+        ContentHash::of(b"old module")
+    ));
+    std::fs::write(&stale, b"machine code of an older engine").unwrap();
+    let echo = fixture("echo.wat");
+    with_artifacts(dir.path())
+        .prepare(ContentHash::of(&echo), "echo", &echo)
+        .unwrap();
+    assert!(!stale.exists(), "a foreign artifact stayed");
+    let (ours, _) = artifact_files(dir.path(), &ContentHash::of(&echo));
+    assert!(ours.exists());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_guests_do_not_stop_a_well_behaved_request() {
     let ex = executor();

@@ -320,3 +320,42 @@ proptest! {
         }
     }
 }
+
+/// A neighbour claiming an exact coordinate (error 0) would get the full weight of every
+/// update: its pings do not move this node's coordinate, and are counted. One claiming a
+/// plausible error moves it by at most this node's error bound per ping.
+#[test]
+fn a_neighbour_with_an_implausible_coordinate_cannot_drag_this_node() {
+    use wasmesh_protocol::coordinates::{Coordinate, DIMENSIONS};
+    let mut state = NodeState::new(peer(u64::MAX), false);
+    let now = Instant::now();
+    let liar = peer(1);
+    state.handle(opened(liar, true), now);
+    let far = Coordinate {
+        vec: [50_000.0; DIMENSIONS],
+        height: 0.1,
+        error: 0.0,
+    };
+    state.peers.get_mut(&liar).unwrap().coordinate = Some(far);
+    let before = state.coordinate;
+    let ping = Input::Pinged {
+        peer: liar,
+        rtt_us: 20_000,
+    };
+    assert_eq!(
+        state.handle(ping, now),
+        [Effect::Count {
+            peer: liar,
+            reason: "coordinate_implausible"
+        }]
+    );
+    assert_eq!(state.coordinate, before);
+    state.peers.get_mut(&liar).unwrap().coordinate = Some(Coordinate { error: 0.05, ..far });
+    assert!(state.handle(ping, now).is_empty());
+    let bound = before.error * 20.0;
+    assert!(
+        state.coordinate.moved_from(&before) <= bound + 1e-9,
+        "moved {} ms, bound {bound} ms",
+        state.coordinate.moved_from(&before)
+    );
+}

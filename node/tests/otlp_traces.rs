@@ -3,6 +3,8 @@
 //! started with its `traceparent` header holds the spans of both nodes, and the executing
 //! node's spans hang under the forwarding node's `forward` span. The nodes sample nothing of
 //! their own accord, so the trace is there because the caller's `traceparent` said to record it.
+//! And clients cannot make a node record every request: their sampled flag counts within a
+//! rate, and what they send becomes an attribute only in part.
 
 mod support;
 
@@ -29,6 +31,8 @@ struct Received {
     trace_id: Vec<u8>,
     span_id: Vec<u8>,
     parent_span_id: Vec<u8>,
+    /// Its string attributes.
+    attributes: Vec<(String, String)>,
 }
 
 type Spans = Arc<Mutex<Vec<Received>>>;
@@ -48,12 +52,21 @@ async fn receive(State(spans): State<Spans>, body: Bytes) -> Vec<u8> {
             })
             .unwrap_or_default();
         for span in resource_spans.scope_spans.into_iter().flat_map(|s| s.spans) {
+            let attributes = span
+                .attributes
+                .iter()
+                .filter_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                    Value::StringValue(text) => Some((kv.key.clone(), text.clone())),
+                    _ => None,
+                })
+                .collect();
             spans.push(Received {
                 node: node.clone(),
                 name: span.name,
                 trace_id: span.trace_id,
                 span_id: span.span_id,
                 parent_span_id: span.parent_span_id,
+                attributes,
             });
         }
     }
@@ -175,4 +188,72 @@ fn hex(text: &str) -> Vec<u8> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
         .collect()
+}
+
+/// A client that marks every request as sampled gets at most `--client-traces-per-second` of
+/// them recorded, and a module reference of 10,000 characters becomes an attribute of 131.
+#[test]
+fn clients_cannot_make_a_node_record_every_request() {
+    let spans: Spans = Arc::default();
+    let (collector, _receiver) = start_receiver(spans.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = process::publisher_key(dir.path());
+    let flags = [
+        "--otlp-endpoint",
+        collector.as_str(),
+        "--trace-sample-ratio",
+        "0",
+        "--client-traces-per-second",
+        "5",
+    ];
+    let env = [("OTEL_BSP_SCHEDULE_DELAY", "100")];
+    let node = NodeProcess::start_with_env(&dir.path().join("n"), &public, &[], &flags, &env);
+    process::publish(dir.path(), &key, &node, &fixture_path("echo.wat"), "echo");
+    wait_until("echo is ready", DEADLINE, || node.is_ready("echo"));
+    let agent = process::agent(Duration::from_secs(30));
+    let traced = |n: u32, path: &str| {
+        let traceparent = format!("00-{n:032x}-00f067aa0ba902b7-01");
+        agent
+            .post(&format!("{}/v1/invoke/{path}", node.url))
+            .header("traceparent", &traceparent)
+            .send(&b"x"[..])
+            .unwrap()
+            .status()
+    };
+    let started = std::time::Instant::now();
+    for n in 1..=100 {
+        assert_eq!(traced(n, "echo"), 200);
+    }
+    let flood_secs = started.elapsed().as_secs_f64();
+    // The rate refills: a request a second later is recorded, and arrives after the flood's.
+    std::thread::sleep(Duration::from_millis(1_100));
+    let long = "a".repeat(10_000);
+    traced(1_000, &long);
+    let gateway_of = |n: u32| {
+        let id = hex(&format!("{n:032x}"));
+        spans
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| s.trace_id == id && s.name == "gateway")
+            .cloned()
+    };
+    wait_until("the last request's trace arrives", DEADLINE, || {
+        gateway_of(1_000).is_some()
+    });
+    let recorded = (1..=100).filter(|n| gateway_of(*n).is_some()).count();
+    let allowed = 5 + (5.0 * flood_secs).ceil() as usize;
+    println!("{recorded} of 100 client-sampled requests recorded in {flood_secs:.2} s");
+    assert!(
+        recorded >= 1 && recorded <= allowed,
+        "{recorded} recorded, at most {allowed}"
+    );
+    let module = gateway_of(1_000)
+        .unwrap()
+        .attributes
+        .into_iter()
+        .find(|(k, _)| k == "module")
+        .map(|(_, v)| v)
+        .unwrap_or_default();
+    assert_eq!(module.chars().count(), 131, "{module}");
 }

@@ -107,6 +107,17 @@ pub enum HolderError {
     Signature(SignatureError),
 }
 
+/// The two Kademlia keys whose closest peers are a blob's directory nodes: the blob's hash,
+/// and a salted hash of it. Peer ids ground to sit close to one key are far from the other
+/// (with overwhelming likelihood), so a captured set of directory nodes can withhold holders
+/// from lookups of one key but not of both.
+pub fn directory_keys(blob: &ContentHash) -> [Vec<u8>; 2] {
+    let mut salted = blake3::Hasher::new();
+    salted.update(b"wasmesh/directory/salted\0");
+    salted.update(&blob.0);
+    [blob.0.to_vec(), salted.finalize().as_bytes().to_vec()]
+}
+
 /// The `max` of `holders` nearest to `near` by coordinate distance, nearest first: what a
 /// directory node answers (and what the scale model assumes it answers).
 pub fn nearest<'a, T>(

@@ -77,8 +77,8 @@ impl InvokeHandler for Forger {
 
 /// A running liar; it stops when dropped.
 pub struct Liar {
-    /// Its libp2p side (statuses).
-    pub status: StatusSender,
+    /// Its libp2p side, sending its claim once a second.
+    status: tokio::task::JoinHandle<()>,
     /// Its data plane.
     pub plane: DataPlane,
     /// Its peer id.
@@ -96,6 +96,7 @@ impl std::fmt::Debug for Liar {
 
 impl Drop for Liar {
     fn drop(&mut self) {
+        self.status.abort();
         self.plane.close();
     }
 }
@@ -146,7 +147,7 @@ pub async fn lying_holder(
         leaving: false,
     };
     let closed = status
-        .send_until("the node takes the liar's claim", claim, || {
+        .send_until("the node takes the liar's claim", claim.clone(), || {
             node.node
                 .peer_views()
                 .iter()
@@ -155,7 +156,7 @@ pub async fn lying_holder(
         .await;
     assert!(!closed, "the node closed the liar's connection");
     Liar {
-        status,
+        status: status.keep_sending(claim),
         plane,
         peer_id,
         _store: scratch,

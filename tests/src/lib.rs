@@ -185,13 +185,25 @@ impl Answer {
 
 /// POSTs `body` to `url` (off the async runtime).
 pub async fn post(url: String, body: Vec<u8>) -> Answer {
+    post_with(url, body, &[]).await
+}
+
+/// POSTs `body` to `url` with `headers` (off the async runtime).
+pub async fn post_with(url: String, body: Vec<u8>, headers: &[(&str, &str)]) -> Answer {
+    let headers: Vec<(String, String)> = headers
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect();
     tokio::task::spawn_blocking(move || {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
             .into();
-        let response = agent.post(&url).send(&body[..]).unwrap();
-        to_answer(response)
+        let mut request = agent.post(&url);
+        for (name, value) in &headers {
+            request = request.header(name, value);
+        }
+        to_answer(request.send(&body[..]).unwrap())
     })
     .await
     .unwrap()

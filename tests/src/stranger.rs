@@ -32,9 +32,23 @@ pub fn swarm<B: NetworkBehaviour>(
         .build()
 }
 
+/// What a status sender speaks: the status protocol, and ping (so the node measures its
+/// round trip, as it does a real peer's).
+#[derive(NetworkBehaviour)]
+pub struct StatusAndPing {
+    status: request_response::Behaviour<RawCodec>,
+    ping: libp2p::ping::Behaviour,
+}
+
+impl std::fmt::Debug for StatusAndPing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusAndPing").finish_non_exhaustive()
+    }
+}
+
 /// A peer that sends statuses of its choosing on the status protocol, connected to one node.
 pub struct StatusSender {
-    swarm: Swarm<request_response::Behaviour<RawCodec>>,
+    swarm: Swarm<StatusAndPing>,
     node: libp2p::PeerId,
 }
 
@@ -50,11 +64,12 @@ impl StatusSender {
     /// Dials `node` with the libp2p identity of `seed`.
     pub fn connect(seed: [u8; 32], node: &TestNode) -> Self {
         let keys = identity::Keypair::ed25519_from_bytes(seed).unwrap();
-        let mut swarm = swarm(keys, |_| {
-            request_response::Behaviour::new(
+        let mut swarm = swarm(keys, |_| StatusAndPing {
+            status: request_response::Behaviour::new(
                 [(StreamProtocol::new(STATUS_PROTOCOL), ProtocolSupport::Full)],
                 request_response::Config::default(),
-            )
+            ),
+            ping: libp2p::ping::Behaviour::default(),
         });
         swarm.dial(node.node.p2p_addrs()[0].clone()).unwrap();
         Self {
@@ -91,9 +106,32 @@ impl StatusSender {
                 status.seq += 1;
                 self.swarm
                     .behaviour_mut()
+                    .status
                     .send_request(&self.node, status.encode());
             }
         }
         false
+    }
+
+    /// Keeps sending `status` once a second (and answering pings) until the task is aborted,
+    /// as a live peer does.
+    pub fn keep_sending(mut self, mut status: StatusMessage) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = self.swarm.select_next_some() => {}
+                    _ = tick.tick() => {
+                        if self.swarm.is_connected(&self.node) {
+                            status.seq += 1_000;
+                            self.swarm
+                                .behaviour_mut()
+                                .status
+                                .send_request(&self.node, status.encode());
+                        }
+                    }
+                }
+            }
+        })
     }
 }

@@ -70,3 +70,99 @@ async fn a_holder_that_is_not_a_neighbour_is_found_through_the_directory() {
         "E learned of H through a directory"
     );
 }
+
+/// One key that announces thousands of made-up blobs to every node it can reach gets its quota
+/// of each directory and no more: an honest holder announced after it is still found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_key_announcing_thousands_of_blobs_leaves_an_honest_holder_findable() {
+    use futures::StreamExt;
+    use libp2p::StreamProtocol;
+    use libp2p::request_response::{self, ProtocolSupport};
+    use libp2p::swarm::SwarmEvent;
+    use wasmesh_protocol::ContentHash;
+    use wasmesh_protocol::coordinates::Coordinate;
+    use wasmesh_protocol::holders::{HOLDERS_PROTOCOL, Holder, HolderRequest};
+    use wasmesh_tests::raw_codec::RawCodec;
+
+    let p = publisher(1);
+    let d = TestNode::start_with(&[p.public()], &[], |config| {
+        config.replicate = Replicate::None
+    })
+    .await;
+    let e = TestNode::start_with(&[p.public()], &[&d], |config| {
+        config.replicate = Replicate::None;
+    })
+    .await;
+
+    // The flood: 16 announcements of 256 blobs each to D and to E, under one key.
+    let keys = wasmesh_protocol::Keypair::from_seed([71; 32]);
+    let record = Holder {
+        node: keys.public(),
+        quic_addr: "127.0.0.1:9".into(),
+        p2p_addrs: Vec::new(),
+        coordinate: Coordinate::default(),
+        issued_ms: wasmesh_node::clock::now_ms(),
+    }
+    .sign(&keys);
+    let mut swarm =
+        wasmesh_tests::stranger::swarm(wasmesh_keys::identity::libp2p_keypair(&keys), |_| {
+            request_response::Behaviour::<RawCodec>::new(
+                [(StreamProtocol::new(HOLDERS_PROTOCOL), ProtocolSupport::Full)],
+                request_response::Config::default(),
+            )
+        });
+    let targets = [(&d, d.node.peer_id()), (&e, e.node.peer_id())];
+    for (node, _) in &targets {
+        swarm.dial(node.node.p2p_addrs()[0].clone()).unwrap();
+    }
+    let mut sent = 0;
+    let mut answered = 0;
+    let deadline = tokio::time::Instant::now() + wasmesh_tests::MESH_DEADLINE;
+    while answered < 32 {
+        let event = tokio::time::timeout_at(deadline, swarm.select_next_some())
+            .await
+            .expect("the flood is answered");
+        match event {
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                for batch in 0..16u32 {
+                    let blobs: Vec<ContentHash> = (0..256u32)
+                        .map(|i| ContentHash::of(&(batch * 256 + i).to_le_bytes()))
+                        .collect();
+                    let request = HolderRequest::Announce {
+                        holder: record.clone(),
+                        blobs,
+                    };
+                    swarm
+                        .behaviour_mut()
+                        .send_request(&peer_id, request.encode());
+                    sent += 1;
+                }
+            }
+            SwarmEvent::Behaviour(request_response::Event::Message { .. }) => answered += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(sent, 32);
+    for (node, _) in &targets {
+        assert!(node.node.metrics().rejections_of("directory_holder_quota") >= 1);
+    }
+
+    // An honest holder H (whose libp2p address E cannot dial) publishes: E finds it through
+    // the directories.
+    let h = TestNode::start_with(&[p.public()], &[&d], |config| {
+        config.announce = vec!["/ip4/127.0.0.1/udp/1/quic-v1".parse().unwrap()];
+        config.allow_private_addrs = false;
+    })
+    .await;
+    assert_eq!(
+        publish(&h, &bundle(&p, fixture("reverse.wat"), "rev", 1))
+            .await
+            .status,
+        201
+    );
+    wasmesh_tests::wait_until("E finds H", wasmesh_tests::MESH_DEADLINE, || async {
+        invoke(&e, "rev", b"abc").await.status == 200
+    })
+    .await;
+    assert!(e.node.metrics().holders_found.get() >= 1);
+}

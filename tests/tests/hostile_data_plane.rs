@@ -349,3 +349,71 @@ async fn a_forged_answer_is_caught_by_its_receipt() {
     assert_eq!(again.status, 503);
     assert_eq!(router.node.metrics().rejections_of("bad_receipt"), 1);
 }
+
+/// The first packet of a QUIC handshake with the node at `server` (key `server_key`): an
+/// Initial, from a client that will never answer.
+fn initial_packet(
+    server: std::net::SocketAddr,
+    server_key: wasmesh_protocol::PublicKey,
+) -> Vec<u8> {
+    let mut endpoint = quinn_proto::Endpoint::new(
+        Arc::new(quinn_proto::EndpointConfig::default()),
+        None,
+        false,
+        None,
+    );
+    let tls = TlsIdentity::new(&Keypair::from_seed([99; 32]), None)
+        .unwrap()
+        .client_config(server_key, &Admission::Open, BLOB_ALPN)
+        .unwrap();
+    let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls).unwrap()));
+    let now = std::time::Instant::now();
+    let (_, mut connection) = endpoint.connect(now, config, server, "wasmesh").unwrap();
+    let mut packet = Vec::new();
+    let transmit = connection.poll_transmit(now, 1, &mut packet).unwrap();
+    packet.truncate(transmit.size);
+    packet
+}
+
+/// 512 half-open handshakes, an Initial packet each from a port that never answers (as a
+/// stranger with spoofed source addresses would send them), take no place of peers that
+/// connect for real: beyond a few, unproven handshakes must first answer a Retry, so a fresh
+/// peer still connects within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn half_open_handshakes_leave_room_for_a_real_peer() {
+    let p = publisher(1);
+    let node = TestNode::start(&[p.public()], &[]).await;
+    let server = node.node.quic_addr();
+    let key = node.node.public_key();
+    let mut silent = Vec::new();
+    for _ in 0..512 {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .send_to(&initial_packet(server, key), server)
+            .unwrap();
+        silent.push(socket);
+    }
+    wait_until(
+        "the node has seen the handshakes",
+        MESH_DEADLINE,
+        || async { node.node.metrics().rejections_of("quic_retry") >= 400 },
+    )
+    .await;
+    let (identity, endpoint) = stranger(43);
+    let started = std::time::Instant::now();
+    let connected = tokio::time::timeout(
+        Duration::from_secs(1),
+        connect(&identity, &endpoint, &node, BLOB_ALPN),
+    )
+    .await;
+    assert!(
+        connected.is_ok(),
+        "a real peer could not connect within a second of 512 half-open handshakes"
+    );
+    println!(
+        "a real peer connected in {:?} after 512 half-open handshakes ({} sent a Retry)",
+        started.elapsed(),
+        node.node.metrics().rejections_of("quic_retry")
+    );
+    drop(silent);
+}

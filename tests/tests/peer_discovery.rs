@@ -88,3 +88,120 @@ async fn a_peer_of_the_previous_protocol_version_is_refused() {
     }
     assert_eq!(refused(), 1, "the refusal is counted once");
 }
+
+/// A stranger (over TCP only, so it cannot itself send QUIC packets) that speaks Kademlia and
+/// identify.
+#[derive(libp2p::swarm::NetworkBehaviour)]
+struct KadStranger {
+    kad: libp2p::kad::Behaviour<libp2p::kad::store::MemoryStore>,
+    identify: libp2p::identify::Behaviour,
+}
+
+/// A stranger the node dialed (its bootstrap peer) answers the node's Kademlia lookups with a
+/// closer peer at a loopback address. A node that dials private addresses (`allow`) sends
+/// that address packets; one that does not sends it none: the addresses Kademlia learns pass
+/// the same scope rule as every other.
+async fn kademlia_answer_naming_a_loopback_address(allow: bool) -> usize {
+    use libp2p::swarm::SwarmEvent;
+    use libp2p::{StreamProtocol, identify, kad};
+
+    // Where the made-up closer peer "listens": a UDP socket that counts what arrives.
+    let trap = tokio::net::UdpSocket::bind("127.0.0.77:0").await.unwrap();
+    let trap_addr: libp2p::Multiaddr = format!(
+        "/ip4/127.0.0.77/udp/{}/quic-v1",
+        trap.local_addr().unwrap().port()
+    )
+    .parse()
+    .unwrap();
+    let stranger_keys = libp2p::identity::Keypair::generate_ed25519();
+    let id = stranger_keys.public().to_peer_id();
+    let mut stranger = libp2p::SwarmBuilder::with_existing_identity(stranger_keys)
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|key| {
+            let config =
+                kad::Config::new(StreamProtocol::new(wasmesh_protocol::wire::KAD_PROTOCOL));
+            let mut kad = kad::Behaviour::with_config(id, kad::store::MemoryStore::new(id), config);
+            kad.set_mode(Some(kad::Mode::Server));
+            KadStranger {
+                kad,
+                identify: identify::Behaviour::new(identify::Config::new(
+                    wasmesh_protocol::wire::PROTOCOL_VERSION.into(),
+                    key.public(),
+                )),
+            }
+        })
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(std::time::Duration::from_secs(600)))
+        .build();
+    stranger
+        .behaviour_mut()
+        .kad
+        .add_address(&libp2p::PeerId::random(), trap_addr);
+    stranger
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let listening = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = stranger.select_next_some().await {
+            break address.with_p2p(id).unwrap();
+        }
+    };
+    let p = wasmesh_tests::publisher(1);
+    let node = TestNode::start_with(&[p.public()], &[], move |config| {
+        config.bootstrap = vec![listening];
+        config.allow_private_addrs = allow;
+    })
+    .await;
+    // A module published there makes the node look up its directory nodes.
+    let published = wasmesh_tests::bundle(&p, wasmesh_tests::fixture("echo.wat"), "echo", 1);
+    assert_eq!(wasmesh_tests::publish(&node, &published).await.status, 201);
+    let mut answered = 0;
+    let mut packets = 0;
+    let mut buffer = [0u8; 2048];
+    let deadline = tokio::time::Instant::now() + MESH_DEADLINE;
+    // Until the stranger has answered two lookups, and a while more: long enough for the
+    // permissive node to send its first packets.
+    let mut quiet_until = None;
+    loop {
+        let until = quiet_until.unwrap_or(deadline);
+        tokio::select! {
+            event = stranger.select_next_some() => {
+                if let SwarmEvent::Behaviour(KadStrangerEvent::Kad(kad::Event::InboundRequest {
+                    request: kad::InboundRequest::FindNode { .. },
+                })) = event {
+                    answered += 1;
+                    if answered == 2 {
+                        let quiet = std::time::Duration::from_secs(2);
+                        quiet_until = Some(tokio::time::Instant::now() + quiet);
+                    }
+                }
+            }
+            received = trap.recv_from(&mut buffer) => {
+                if received.is_ok() {
+                    packets += 1;
+                }
+                if allow {
+                    break;
+                }
+            }
+            _ = tokio::time::sleep_until(until) => break,
+        }
+    }
+    assert!(answered >= 1, "the node never asked the stranger");
+    drop(node);
+    packets
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kademlia_answer_naming_a_loopback_address_gets_no_packet() {
+    assert!(
+        kademlia_answer_naming_a_loopback_address(true).await > 0,
+        "the permissive node dialed the address Kademlia learned"
+    );
+    assert_eq!(kademlia_answer_naming_a_loopback_address(false).await, 0);
+}

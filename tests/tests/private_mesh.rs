@@ -219,3 +219,140 @@ async fn a_peer_that_never_proves_membership_is_disconnected() {
     }
     assert_eq!(a.node.metrics().rejections_of("admission_timeout"), 1);
 }
+
+/// An identity without a certificate that connects to a member of a private mesh and runs
+/// Kademlia lookups through it learns no member: the member's Kademlia is closed to it until
+/// it proves membership (which it cannot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_uncertified_peer_learns_no_member_through_kademlia() {
+    use futures::StreamExt;
+    use libp2p::swarm::SwarmEvent;
+    use libp2p::{StreamProtocol, kad};
+
+    let admin = Keypair::from_seed([9; 32]);
+    let p = publisher(1);
+    let trust = [p.public()];
+    let keys = tempfile::tempdir().unwrap();
+    let a = member(&admin, &admin, &trust, &[], &keys, "a").await;
+    let b = member(&admin, &admin, &trust, &[&a], &keys, "b").await;
+    let c = member(&admin, &admin, &trust, &[&a], &keys, "c").await;
+    wait_until("the members know each other", MESH_DEADLINE, || async {
+        a.node.peer_views().iter().filter(|p| p.connected).count() >= 2
+    })
+    .await;
+    let members = [b.node.peer_id(), c.node.peer_id()];
+
+    let outsider = libp2p::identity::Keypair::generate_ed25519();
+    let id = outsider.public().to_peer_id();
+    let mut swarm = wasmesh_tests::stranger::swarm(outsider, |_| {
+        let mut config =
+            kad::Config::new(StreamProtocol::new(wasmesh_protocol::wire::KAD_PROTOCOL));
+        config.set_query_timeout(std::time::Duration::from_secs(5));
+        kad::Behaviour::with_config(id, kad::store::MemoryStore::new(id), config)
+    });
+    let a_addr: libp2p::Multiaddr = a.node.p2p_addrs()[0].clone();
+    swarm.behaviour_mut().add_address(&a.node.peer_id(), a_addr);
+    let mut learned = Vec::new();
+    for round in 0..3u8 {
+        swarm.behaviour_mut().get_closest_peers(vec![round; 32]);
+        let deadline = tokio::time::Instant::now() + MESH_DEADLINE;
+        loop {
+            let event = tokio::time::timeout_at(deadline, swarm.select_next_some())
+                .await
+                .expect("the lookup ends");
+            match event {
+                SwarmEvent::Behaviour(kad::Event::OutboundQueryProgressed {
+                    result: kad::QueryResult::GetClosestPeers(result),
+                    step,
+                    ..
+                }) => {
+                    let peers = match result {
+                        Ok(found) => found.peers,
+                        Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
+                    };
+                    learned.extend(peers.into_iter().map(|p| p.peer_id));
+                    if step.last {
+                        break;
+                    }
+                }
+                SwarmEvent::Behaviour(kad::Event::RoutingUpdated { peer, .. }) => {
+                    learned.push(peer)
+                }
+                _ => {}
+            }
+        }
+    }
+    for member in members {
+        assert!(
+            !learned.contains(&member),
+            "the outsider learned member {member} through Kademlia: {learned:?}"
+        );
+    }
+}
+
+/// A member's data plane neither serves nor uses a peer without a membership certificate: the
+/// handshake fails in both directions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_neither_serves_nor_uses_an_outsider() {
+    let admin = Keypair::from_seed([9; 32]);
+    let keys = tempfile::tempdir().unwrap();
+    let member_keys = Keypair::from_seed([41; 32]);
+    let cert = MembershipCert {
+        mesh: MESH.to_owned(),
+        node: member_keys.public(),
+        admin: admin.public(),
+        not_before_ms: 0,
+        expires_at_ms: u64::MAX,
+    }
+    .sign(&admin);
+    let private = Admission::Private {
+        admin: admin.public(),
+        mesh: MESH.to_owned(),
+    };
+    let member = DataPlane::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        TlsIdentity::new(&member_keys, Some(&cert)).unwrap(),
+        private,
+        Arc::new(Metrics::default()),
+    )
+    .unwrap();
+    let outsider_keys = Keypair::from_seed([42; 32]);
+    let outsider = DataPlane::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        TlsIdentity::new(&outsider_keys, None).unwrap(),
+        Admission::Open,
+        Arc::new(Metrics::default()),
+    )
+    .unwrap();
+    // The outsider holds a blob and would answer anything.
+    let store = Store::open(keys.path()).unwrap();
+    let blob = fixture("echo.wat");
+    let hash = ContentHash::of(&blob);
+    store.put_blob(hash, &blob).unwrap();
+    tokio::spawn(outsider.clone().serve(store.clone(), None));
+    tokio::spawn(member.clone().serve(store.clone(), None));
+
+    let at_outsider = PeerAddr {
+        key: outsider_keys.public(),
+        addr: outsider.local_addr().unwrap(),
+    };
+    let used = member
+        .prove_possession(at_outsider, hash, blob.len() as u64, 0)
+        .await;
+    match used {
+        Err(FetchError::Connect(error)) => {
+            assert!(error.reason.contains("not admitted"), "{error}");
+        }
+        other => panic!("the member used an outsider: {other:?}"),
+    }
+    let at_member = PeerAddr {
+        key: member_keys.public(),
+        addr: member.local_addr().unwrap(),
+    };
+    let served = outsider
+        .prove_possession(at_member, hash, blob.len() as u64, 0)
+        .await;
+    // TLS 1.3 ends the client's handshake before the server has checked its certificate: the
+    // member refuses it then, and the outsider's request finds the connection gone.
+    assert!(served.is_err(), "the member served an outsider: {served:?}");
+}

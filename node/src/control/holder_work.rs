@@ -49,7 +49,7 @@ impl HolderWork {
     fn searching(&self, blob: &ContentHash) -> bool {
         self.lookups
             .values()
-            .any(|l| matches!(l, Lookup::Find(b) if b == blob))
+            .any(|l| l.purpose == Purpose::Find && l.blob == *blob)
             || self.asked.values().any(|b| b == blob)
     }
 
@@ -77,19 +77,21 @@ impl HolderWork {
     }
 }
 
-/// Why a Kademlia lookup of a blob's directory nodes was started.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Lookup {
-    /// To announce this node as a holder of the blob.
-    Announce(ContentHash),
-    /// To find holders of the blob.
-    Find(ContentHash),
+/// A Kademlia lookup of a blob's directory nodes: why, and of which of its two keys
+/// (`wasmesh_protocol::holders::directory_keys`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Lookup {
+    pub(super) purpose: Purpose,
+    pub(super) blob: ContentHash,
+    /// The index of the key looked up.
+    pub(super) key: usize,
 }
 
-impl Lookup {
-    pub(super) fn blob(&self) -> ContentHash {
-        match self {
-            Self::Announce(blob) | Self::Find(blob) => *blob,
-        }
-    }
+/// Why a lookup was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Purpose {
+    /// To announce this node as a holder of the blob.
+    Announce,
+    /// To find holders of the blob.
+    Find,
 }

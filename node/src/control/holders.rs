@@ -1,8 +1,10 @@
 //! Finding holders beyond this node's neighbours, on the control task: Kademlia's closest-peer
-//! lookups name each blob's directory nodes; this node announces its ready blobs to theirs, asks
-//! them for holders of the blobs it needs, and answers as a directory node itself
-//! (`wasmesh_protocol::holders`). What to announce and look up, and when, is
-//! `core::holder_search`'s; what the directory keeps is `core::directory`'s.
+//! lookups name each blob's directory nodes, for each of the blob's two keys
+//! (`wasmesh_protocol::holders::directory_keys`); this node announces its ready blobs to the
+//! directory nodes of both, asks those of both for holders of the blobs it needs, and answers
+//! as a directory node itself, keeping announcements only for blobs its table says it is a
+//! directory node of. What to announce and look up, and when, is `core::holder_search`'s;
+//! what the directory keeps is `core::directory`'s.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,13 +14,13 @@ use libp2p::request_response;
 use libp2p::{PeerId, Swarm};
 use wasmesh_protocol::ContentHash;
 use wasmesh_protocol::holders::{
-    Holder, HolderAnswer, HolderRequest, MAX_HOLDER_ADDRS, SignedHolder,
+    Holder, HolderAnswer, HolderRequest, MAX_HOLDER_ADDRS, SignedHolder, directory_keys,
 };
 
 use super::behaviour::Behaviour;
-use super::holder_work::{EXPIRE_EVERY, Lookup};
+use super::holder_work::{EXPIRE_EVERY, Lookup, Purpose};
 use super::owner::Owner;
-use crate::core::directory::DirectoryRefusal;
+use crate::core::directory::{DIRECTORY_SLACK, is_directory_node};
 use crate::core::holder_search::{DIRECTORIES_ASKED, DIRECTORY_REPLICAS, HOLDERS_WANTED};
 use crate::node::NodeInner;
 
@@ -41,7 +43,7 @@ pub(crate) fn find(
             .find(&blob, &coordinate, usize::from(HOLDERS_WANTED), now);
     take_holders(node, owner, blob, &known);
     if owner.holder_work().search.want(blob, now) {
-        start_lookup(swarm, owner, Lookup::Find(blob));
+        start_lookups(swarm, owner, Purpose::Find, blob);
     }
     if let Some(done) = done
         && let Some(ended) = owner.holder_work().wait_for_search(blob, done)
@@ -61,20 +63,47 @@ pub(crate) fn tick(swarm: &mut Swarm<Behaviour>, owner: &mut Owner, ready: &[Con
         work.expired_at = now;
     }
     for blob in announce {
-        start_lookup(swarm, owner, Lookup::Announce(blob));
+        start_lookups(swarm, owner, Purpose::Announce, blob);
     }
     for blob in refresh {
-        start_lookup(swarm, owner, Lookup::Find(blob));
+        start_lookups(swarm, owner, Purpose::Find, blob);
     }
 }
 
-fn start_lookup(swarm: &mut Swarm<Behaviour>, owner: &mut Owner, lookup: Lookup) {
-    let id = swarm
+/// Looks up the directory nodes of both of `blob`'s keys.
+fn start_lookups(
+    swarm: &mut Swarm<Behaviour>,
+    owner: &mut Owner,
+    purpose: Purpose,
+    blob: ContentHash,
+) {
+    for (key, bytes) in directory_keys(&blob).into_iter().enumerate() {
+        let id = swarm.behaviour_mut().kad.inner().get_closest_peers(bytes);
+        let lookup = Lookup { purpose, blob, key };
+        owner.holder_work().lookups.insert(id, lookup);
+    }
+}
+
+/// How many peers this node's table knows closer to the Kademlia key `key` than itself (up
+/// to [`DIRECTORY_SLACK`]).
+fn closer_peers(swarm: &mut Swarm<Behaviour>, key: Vec<u8>) -> usize {
+    let key = kad::KBucketKey::new(key);
+    let own = kad::KBucketKey::from(*swarm.local_peer_id()).distance(&key);
+    swarm
         .behaviour_mut()
         .kad
         .inner()
-        .get_closest_peers(lookup.blob().0.to_vec());
-    owner.holder_work().lookups.insert(id, lookup);
+        .get_closest_local_peers(&key)
+        .take_while(|peer| peer.distance(&key) < own)
+        .take(DIRECTORY_SLACK)
+        .count()
+}
+
+/// Whether this node is a directory node of `blob`, for either of its keys.
+fn keeps_directory_of(swarm: &mut Swarm<Behaviour>, blob: &ContentHash) -> bool {
+    directory_keys(blob)
+        .into_iter()
+        .any(|key| is_directory_node(closer_peers(swarm, key)))
 }
 
 /// A Kademlia event: a finished lookup sends the announcement or the question to the blob's
@@ -100,7 +129,14 @@ pub(crate) fn on_kad_event(
     let Some(lookup) = owner.holder_work().lookups.remove(&id) else {
         return;
     };
-    owner.holder_work().search.lookup_done();
+    let work = owner.holder_work();
+    let other_key_pending = work
+        .lookups
+        .values()
+        .any(|l| l.purpose == lookup.purpose && l.blob == lookup.blob);
+    if !other_key_pending {
+        work.search.lookup_done();
+    }
     let peers = match result {
         Ok(found) => found.peers,
         // What was found before the time ran out is still the best known.
@@ -114,8 +150,9 @@ pub(crate) fn on_kad_event(
         }
     }
     let ids = peers.iter().map(|p| p.peer_id);
-    match lookup {
-        Lookup::Announce(blob) => {
+    let blob = lookup.blob;
+    match lookup.purpose {
+        Purpose::Announce => {
             let Some(holder) = own_record(node, owner) else {
                 return;
             };
@@ -127,7 +164,7 @@ pub(crate) fn on_kad_event(
                 swarm.behaviour_mut().holders.send_request(&peer, request);
             }
         }
-        Lookup::Find(blob) => {
+        Purpose::Find => {
             let near = owner.state().coordinate;
             for peer in ids.take(DIRECTORIES_ASKED) {
                 let request = HolderRequest::Find {
@@ -186,7 +223,7 @@ pub(crate) fn on_holders_event(
             }
             let answer = match request {
                 HolderRequest::Announce { holder, blobs } => {
-                    take_announcement(node, owner, peer, holder, &blobs);
+                    take_announcement(swarm, node, owner, peer, holder, &blobs);
                     HolderAnswer {
                         holders: Vec::new(),
                     }
@@ -256,6 +293,7 @@ pub(crate) fn on_holders_event(
 }
 
 fn take_announcement(
+    swarm: &mut Swarm<Behaviour>,
     node: &NodeInner,
     owner: &mut Owner,
     peer: PeerId,
@@ -277,19 +315,25 @@ fn take_announcement(
         }
         return;
     }
-    match owner
+    // Only blobs this node is a directory node of: a lookup would never come here for others.
+    let ours: Vec<ContentHash> = blobs
+        .iter()
+        .copied()
+        .filter(|blob| keeps_directory_of(swarm, blob))
+        .collect();
+    if ours.len() < blobs.len() {
+        node.metrics.count_rejection("directory_not_responsible");
+        tracing::debug!(%peer, left_out = blobs.len() - ours.len(), "announced blobs this node is no directory node of");
+    }
+    let wall_ms = crate::clock::now_ms();
+    let kept = owner
         .holder_work()
         .directory
-        .announce(holder, blobs, Instant::now())
-    {
-        Ok(()) => {}
-        Err(refusal) => {
-            let reason = match refusal {
-                DirectoryRefusal::HoldersFull => "directory_holders_full",
-                DirectoryRefusal::BlobsFull => "directory_blobs_full",
-            };
-            node.metrics.count_rejection(reason);
-            tracing::debug!(%peer, reason, "holder announcement not kept whole");
+        .announce(holder, &ours, Instant::now(), wall_ms);
+    if let Err(refusal) = kept {
+        node.metrics.count_rejection(refusal.reason());
+        if let Some(suppressed) = node.peer_refusal_logged(&peer) {
+            tracing::info!(%peer, reason = refusal.reason(), suppressed, "holder announcement not kept whole");
         }
     }
 }

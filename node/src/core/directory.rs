@@ -3,10 +3,16 @@
 //! answers lookups with the holders nearest to the asker.
 //!
 //! Bounded: at most [`MAX_DIRECTORY_HOLDERS`] holders, [`MAX_DIRECTORY_BLOBS`] blobs,
-//! [`MAX_HOLDERS_PER_BLOB`] holders per blob and [`MAX_DIRECTORY_ENTRIES`] (blob, holder) pairs
-//! in all; what does not fit is refused (a holder that keeps its place refreshes it), as
-//! libp2p-kad's provider store does. An entry lapses [`HOLDER_TTL`] after its last
-//! announcement.
+//! [`MAX_HOLDERS_PER_BLOB`] holders per blob, [`MAX_BLOBS_PER_HOLDER`] blobs per holder and
+//! [`MAX_DIRECTORY_ENTRIES`] (blob, holder) pairs in all; what does not fit is refused (a holder
+//! that keeps its place refreshes it), as libp2p-kad's provider store does. An entry lapses
+//! [`HOLDER_TTL`] after its last announcement.
+//!
+//! Not captured: one key cannot fill the directory (its quota); a record older than
+//! [`MAX_RECORD_AGE`] (or dated in the future) is refused, so a captured announcement cannot be
+//! replayed; the control task takes announcements only for blobs this node is a directory node
+//! of ([`is_directory_node`]), of either of the blob's two keys
+//! (`wasmesh_protocol::holders::directory_keys`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -25,6 +31,15 @@ pub const MAX_HOLDERS_PER_BLOB: usize = 1024;
 pub const MAX_DIRECTORY_ENTRIES: usize = 65_536;
 /// How long an announcement stands (three announcement periods).
 pub const HOLDER_TTL: Duration = Duration::from_secs(90 * 60);
+/// Most blobs one holder may be listed for here.
+pub const MAX_BLOBS_PER_HOLDER: usize = 256;
+/// Oldest record an announcement may carry (ms): holders sign a fresh one per announcement.
+pub const MAX_RECORD_AGE_MS: u64 = 10 * 60 * 1000;
+/// How far in the future a record may be dated (clock skew between nodes), ms.
+pub const MAX_RECORD_SKEW_MS: u64 = 60 * 1000;
+/// Peers closer to a key than this node that it may still be a directory node with: its
+/// table's view and the announcer's differ.
+pub const DIRECTORY_SLACK: usize = 2 * crate::core::holder_search::DIRECTORY_REPLICAS;
 
 /// Why (part of) an announcement was not kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +48,28 @@ pub enum DirectoryRefusal {
     HoldersFull,
     /// Some blobs were left out: the directory or their lists are full.
     BlobsFull,
+    /// Some blobs were left out: the holder is listed for its quota of blobs.
+    HolderQuota,
+    /// The record is too old, or dated in the future.
+    Stale,
+}
+
+impl DirectoryRefusal {
+    /// Its name, as a rejection reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::HoldersFull => "directory_holders_full",
+            Self::BlobsFull => "directory_blobs_full",
+            Self::HolderQuota => "directory_holder_quota",
+            Self::Stale => "directory_stale_record",
+        }
+    }
+}
+
+/// Whether this node is a directory node of a key that `closer` known peers are closer to
+/// than it is.
+pub fn is_directory_node(closer: usize) -> bool {
+    closer < DIRECTORY_SLACK
 }
 
 /// The holder directory (see the module docs).
@@ -43,16 +80,26 @@ pub struct Directory {
     blobs: HashMap<ContentHash, HashMap<PublicKey, Instant>>,
     /// (blob, holder) pairs in `blobs`.
     entries: usize,
+    /// Per holder, the blobs it is listed for.
+    per_holder: HashMap<PublicKey, usize>,
 }
 
 impl Directory {
-    /// Takes an announcement of `blobs` by the holder of `record` (verified by the caller).
+    /// Takes an announcement of `blobs` by the holder of `record` (verified by the caller) at
+    /// `now`, `wall_ms` on the wall clock (ms since the Unix epoch).
     pub fn announce(
         &mut self,
         record: SignedHolder,
         blobs: &[ContentHash],
         now: Instant,
+        wall_ms: u64,
     ) -> Result<(), DirectoryRefusal> {
+        let issued = record.holder.issued_ms;
+        if issued.saturating_add(MAX_RECORD_AGE_MS) < wall_ms
+            || issued > wall_ms.saturating_add(MAX_RECORD_SKEW_MS)
+        {
+            return Err(DirectoryRefusal::Stale);
+        }
         let node = record.holder.node;
         match self.records.get(&node) {
             Some(held) if held.holder.issued_ms > record.holder.issued_ms => {}
@@ -66,26 +113,33 @@ impl Directory {
                 self.records.insert(node, record);
             }
         }
-        let mut left_out = false;
+        let mut left_out = None;
         for blob in blobs {
+            let listed = self.blobs.get(blob).is_some_and(|h| h.contains_key(&node));
+            if listed {
+                self.blobs.entry(*blob).or_default().insert(node, now);
+                continue;
+            }
+            if self.per_holder.get(&node).copied().unwrap_or(0) >= MAX_BLOBS_PER_HOLDER {
+                left_out = Some(DirectoryRefusal::HolderQuota);
+                continue;
+            }
             if !self.blobs.contains_key(blob) && self.blobs.len() >= MAX_DIRECTORY_BLOBS {
-                left_out = true;
+                left_out.get_or_insert(DirectoryRefusal::BlobsFull);
                 continue;
             }
             let holders = self.blobs.entry(*blob).or_default();
-            let full =
-                holders.len() >= MAX_HOLDERS_PER_BLOB || self.entries >= MAX_DIRECTORY_ENTRIES;
-            if !holders.contains_key(&node) && full {
-                left_out = true;
+            if holders.len() >= MAX_HOLDERS_PER_BLOB || self.entries >= MAX_DIRECTORY_ENTRIES {
+                left_out.get_or_insert(DirectoryRefusal::BlobsFull);
                 continue;
             }
-            if holders.insert(node, now).is_none() {
-                self.entries += 1;
-            }
+            holders.insert(node, now);
+            self.entries += 1;
+            *self.per_holder.entry(node).or_default() += 1;
         }
         match left_out {
-            true => Err(DirectoryRefusal::BlobsFull),
-            false => Ok(()),
+            Some(refusal) => Err(refusal),
+            None => Ok(()),
         }
     }
 
@@ -119,6 +173,10 @@ impl Directory {
         }
         self.blobs.retain(|_, holders| !holders.is_empty());
         self.entries = self.blobs.values().map(HashMap::len).sum();
+        self.per_holder.clear();
+        for holder in self.blobs.values().flat_map(HashMap::keys) {
+            *self.per_holder.entry(*holder).or_default() += 1;
+        }
         let named: std::collections::HashSet<PublicKey> = self
             .blobs
             .values()
@@ -139,6 +197,9 @@ mod tests {
     use wasmesh_protocol::holders::Holder;
 
     use super::*;
+
+    /// The wall clock of the tests (ms since the Unix epoch).
+    const WALL: u64 = 1_800_000_000_000;
 
     fn record(seed: u8, x: f64, issued_ms: u64) -> SignedHolder {
         record_of(u16::from(seed), x, issued_ms)
@@ -167,7 +228,7 @@ mod tests {
         let start = Instant::now();
         for (seed, x) in [(1, 50.0), (2, 5.0), (3, 20.0)] {
             directory
-                .announce(record(seed, x, 1), &[blob], start)
+                .announce(record(seed, x, WALL), &[blob], start, WALL)
                 .unwrap();
         }
         let near = Coordinate::default();
@@ -177,7 +238,7 @@ mod tests {
         // Holder 2 announces again later; the others lapse.
         let later = start + HOLDER_TTL - Duration::from_secs(1);
         directory
-            .announce(record(2, 5.0, 2), &[blob], later)
+            .announce(record(2, 5.0, WALL + 1), &[blob], later, WALL)
             .unwrap();
         let found = directory.find(&blob, &near, 8, start + HOLDER_TTL);
         assert_eq!(found.len(), 1);
@@ -190,20 +251,69 @@ mod tests {
         let blob = ContentHash::of(b"blob");
         let mut directory = Directory::default();
         let now = Instant::now();
-        directory.announce(record(1, 1.0, 5), &[blob], now).unwrap();
-        directory.announce(record(1, 9.0, 4), &[blob], now).unwrap();
+        directory
+            .announce(record(1, 1.0, WALL + 5), &[blob], now, WALL)
+            .unwrap();
+        directory
+            .announce(record(1, 9.0, WALL + 4), &[blob], now, WALL)
+            .unwrap();
         let found = directory.find(&blob, &Coordinate::default(), 1, now);
         assert_eq!(found[0].holder.coordinate.vec[0], 1.0);
         for n in 2..=MAX_HOLDERS_PER_BLOB as u16 {
             directory
-                .announce(record_of(n, 1.0, 1), &[blob], now)
+                .announce(record_of(n, 1.0, WALL), &[blob], now, WALL)
                 .unwrap();
         }
         assert_eq!(
-            directory.announce(record_of(5000, 1.0, 1), &[blob], now),
+            directory.announce(record_of(5000, 1.0, WALL), &[blob], now, WALL),
             Err(DirectoryRefusal::BlobsFull)
         );
         // One already listed refreshes its place.
-        assert_eq!(directory.announce(record(1, 1.0, 6), &[blob], now), Ok(()));
+        assert_eq!(
+            directory.announce(record(1, 1.0, WALL + 6), &[blob], now, WALL),
+            Ok(())
+        );
+    }
+
+    /// One key gets at most its quota of blobs, whatever it announces, and an honest holder
+    /// still finds room; old or future-dated records are refused (no replays).
+    #[test]
+    fn one_key_cannot_fill_the_directory_nor_replay_old_records() {
+        let mut directory = Directory::default();
+        let now = Instant::now();
+        let flood = record(9, 1.0, WALL);
+        for batch in 0..16u32 {
+            let blobs: Vec<ContentHash> = (0..256u32)
+                .map(|i| ContentHash::of(&(batch * 256 + i).to_le_bytes()))
+                .collect();
+            let taken = directory.announce(flood.clone(), &blobs, now, WALL);
+            if batch > 0 {
+                assert_eq!(taken, Err(DirectoryRefusal::HolderQuota));
+            }
+        }
+        assert_eq!(
+            directory.per_holder[&flood.holder.node],
+            MAX_BLOBS_PER_HOLDER
+        );
+        let real = ContentHash::of(b"a real module");
+        directory
+            .announce(record(2, 1.0, WALL), &[real], now, WALL)
+            .unwrap();
+        assert_eq!(
+            directory.find(&real, &Coordinate::default(), 8, now).len(),
+            1
+        );
+        let old = record(3, 1.0, WALL - MAX_RECORD_AGE_MS - 1);
+        assert_eq!(
+            directory.announce(old, &[real], now, WALL),
+            Err(DirectoryRefusal::Stale)
+        );
+        let future = record(3, 1.0, WALL + MAX_RECORD_SKEW_MS + 1);
+        assert_eq!(
+            directory.announce(future, &[real], now, WALL),
+            Err(DirectoryRefusal::Stale)
+        );
+        assert!(is_directory_node(DIRECTORY_SLACK - 1));
+        assert!(!is_directory_node(DIRECTORY_SLACK));
     }
 }
