@@ -14,7 +14,7 @@
 //! `memory.copy`, `memory.init`, the `table.*` operations, `memory.grow`) of arbitrary sizes,
 //! with no loop or call between them (`node/tests/support/bulk.rs`):
 //! - run once with the small fuel grant, an answer means it was charged at least what the
-//!   operations touched (one point per 16 bytes, one per table element);
+//!   operations touched (one point per 4 bytes, 8 per table element);
 //! - repeated 200 times with all the fuel it could want and a 20 ms deadline, it ends within
 //!   250 ms of the deadline.
 #![no_main]

@@ -131,6 +131,14 @@ async fn start(
     let mut config = NodeConfig::local(dir);
     config.trust = vec![publisher.public().into()];
     config.replicate = replicate;
+    // WASMESH_BENCH_SPOT_CHECK_RATE: the share of forwarded answers checked again (the
+    // default of an open mesh otherwise), to measure what spot checks cost.
+    if let Some(rate) = std::env::var("WASMESH_BENCH_SPOT_CHECK_RATE")
+        .ok()
+        .and_then(|rate| rate.parse().ok())
+    {
+        config.spot_check_rate = Some(rate);
+    }
     if let Some(peer) = bootstrap {
         config.bootstrap = peer.p2p_addrs().to_vec();
     }

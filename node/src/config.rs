@@ -346,6 +346,13 @@ pub struct NodeConfig {
 /// household of nodes behind one NAT, not for a flood of identities from one host.
 pub const DEFAULT_MAX_INBOUND_PER_ADDRESS: usize = 16;
 
+/// The same for in-process nodes ([`NodeConfig::local`]): every peer of a simulation reaches a
+/// node from its latency relay's address.
+pub const LOCAL_MAX_INBOUND_PER_ADDRESS: usize = 512;
+
+/// Client-sampled traces honoured per second, unless configured (`telemetry::ClientSampling`).
+pub const DEFAULT_CLIENT_TRACES_PER_SECOND: u32 = 10;
+
 /// How long a stopping node lets requests in flight finish, unless configured.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -371,15 +378,14 @@ impl NodeConfig {
             gateway: GatewayLimits::default(),
             hedging: true,
             allow_private_addrs: true,
-            // Every peer of an in-process simulation reaches a node from its relay's address.
-            max_inbound_per_address: crate::core::peers::MAX_TRACKED_PEERS,
+            max_inbound_per_address: LOCAL_MAX_INBOUND_PER_ADDRESS,
             spot_check_rate: None,
             status_interval: Duration::from_millis(500),
             log_format: LogFormat::Text,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             otlp_endpoint: None,
             trace_sample_ratio: 1.0,
-            client_traces_per_second: crate::telemetry::DEFAULT_CLIENT_TRACES_PER_SECOND,
+            client_traces_per_second: DEFAULT_CLIENT_TRACES_PER_SECOND,
         }
     }
 
@@ -515,7 +521,7 @@ impl NodeConfig {
             client_traces_per_second: args
                 .client_traces_per_second
                 .or(file.client_traces_per_second)
-                .unwrap_or(crate::telemetry::DEFAULT_CLIENT_TRACES_PER_SECOND),
+                .unwrap_or(DEFAULT_CLIENT_TRACES_PER_SECOND),
             trace_sample_ratio: match args.trace_sample_ratio.or(file.trace_sample_ratio) {
                 Some(ratio) if !(0.0..=1.0).contains(&ratio) => {
                     bail!("trace_sample_ratio must be between 0.0 and 1.0, not {ratio}")

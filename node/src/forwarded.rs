@@ -11,10 +11,31 @@ use wasmesh_protocol::wire::{InvokeRefusal, InvokeReply, InvokeRequest};
 use wasmesh_protocol::{ContentHash, PublicKey};
 
 use crate::executor::GuestError;
-use crate::forward_shares::NoShare;
+use crate::forward_shares::{ForwardShare, NoShare};
 use crate::node::NodeInner;
 
 impl NodeInner {
+    /// A place among the forwarded requests for one of `from`'s: at most their share of this
+    /// node's slots and queue places, and one peer at most its own, small while this node has
+    /// no record with it (`crate::forward_shares`); the refusal otherwise.
+    fn forward_share(&self, from: PublicKey) -> Result<ForwardShare, InvokeReply> {
+        self.forward_shares
+            .try_take(from, self.is_stranger(&from))
+            .map_err(|no_share| {
+                let (reason, detail) = match no_share {
+                    NoShare::Peer => ("forward_share", "this peer's share of the slots is in use"),
+                    NoShare::Forwarded => (
+                        "forward_share_all",
+                        "the slots forwarded requests may hold are in use",
+                    ),
+                };
+                self.metrics.count_rejection(reason);
+                InvokeReply::Refused {
+                    reason: InvokeRefusal::Busy(detail.into()),
+                }
+            })
+    }
+
     /// Whether the peer with node key `key` is a stranger to this node (or unknown to it).
     fn is_stranger(&self, key: &PublicKey) -> bool {
         let Some(peer) = wasmesh_keys::identity::peer_id(key) else {
@@ -49,23 +70,9 @@ impl NodeInner {
         else {
             return refused(InvokeRefusal::NotReady);
         };
-        // Forwarded requests hold at most their share of this node's slots and queue places,
-        // and one peer at most its own: small while this node has no record with it
-        // (`crate::forward_shares`).
-        let stranger = self.is_stranger(&from);
-        let share = match self.forward_shares.try_take(from, stranger) {
+        let share = match self.forward_share(from) {
             Ok(share) => share,
-            Err(no_share) => {
-                let (reason, detail) = match no_share {
-                    NoShare::Peer => ("forward_share", "this peer's share of the slots is in use"),
-                    NoShare::Forwarded => (
-                        "forward_share_all",
-                        "the slots forwarded requests may hold are in use",
-                    ),
-                };
-                self.metrics.count_rejection(reason);
-                return refused(InvokeRefusal::Busy(detail.into()));
-            }
+            Err(refusal) => return refusal,
         };
         tracing::info!(trace_id = request.trace_id, from = %from.fingerprint(), module = %signed.manifest.name, "executing a forwarded request");
         let mut limits = signed.manifest.limits;

@@ -11,7 +11,7 @@
 //! and forwarded requests carry none either.
 //!
 //! A client's `traceparent` decides whether its request is traced only within a rate
-//! ([`ClientSampling`]: `client_traces_per_second`, default [`DEFAULT_CLIENT_TRACES_PER_SECOND`]);
+//! ([`ClientSampling`]: `client_traces_per_second`, default 10);
 //! beyond it the request keeps the client's trace id but is not recorded, so clients cannot
 //! make a node export every request. Attributes taken from requests are cut to
 //! [`MAX_ATTRIBUTE_CHARS`] ([`attribute`]).
@@ -38,10 +38,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 use wasmesh_protocol::wire::TraceContext;
 
-use crate::config::LogFormat;
-
-/// Client-sampled traces honoured per second, unless configured.
-pub const DEFAULT_CLIENT_TRACES_PER_SECOND: u32 = 10;
+use crate::config::{DEFAULT_CLIENT_TRACES_PER_SECOND, LogFormat};
 
 /// Most characters of a span attribute taken from a request (a module reference, say).
 pub const MAX_ATTRIBUTE_CHARS: usize = 128;

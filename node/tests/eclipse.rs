@@ -99,7 +99,7 @@ async fn connected_strangers_leave_room_for_an_honest_node() {
         let url = a.url.clone();
         tokio::task::spawn_blocking(move || {
             wait_until("the batch's statuses are taken", DEADLINE, || {
-                metric(&url, "wasmesh_statuses_total") >= statuses
+                process::metric_at(&url, "wasmesh_statuses_total") >= statuses
             });
         })
         .await
@@ -160,7 +160,7 @@ async fn a_node_joins_once_its_bootstrap_peer_appears() {
     let b_url = b.url.clone();
     tokio::task::spawn_blocking(move || {
         wait_until("B has dialed its missing bootstrap peer", DEADLINE, || {
-            metric(&b_url, "wasmesh_dials_total") >= 2
+            process::metric_at(&b_url, "wasmesh_dials_total") >= 2
         });
     })
     .await
@@ -184,17 +184,4 @@ fn lists_connected(url: &str, peer: &str) -> bool {
                 .iter()
                 .any(|p| p["peer_id"] == peer && p["connected"] == true)
         })
-}
-
-/// A counter of the node at `url` (0 when absent).
-fn metric(url: &str, name: &str) -> u64 {
-    let text = ureq::get(&format!("{url}/metrics"))
-        .call()
-        .ok()
-        .and_then(|mut response| response.body_mut().read_to_string().ok())
-        .unwrap_or_default();
-    text.lines()
-        .filter_map(|line| line.strip_prefix(name))
-        .filter_map(|rest| rest.split_whitespace().last()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
 }

@@ -2,8 +2,8 @@
 //! sizes (`memory.fill`, `memory.copy`, `memory.init`, `table.fill`, `table.copy`,
 //! `table.init`, `table.grow`, `memory.grow`), with no loop or call between them:
 //!
-//! - a run that ends well was charged at least what its operations touched (one point per 16
-//!   bytes, one per table element), and never more than its fuel: a run whose operations cost
+//! - a run that ends well was charged at least what its operations touched (one point per 4
+//!   bytes, 8 per table element), and never more than its fuel: a run whose operations cost
 //!   more than its fuel never ends well;
 //! - with all the fuel it could want, a run repeated a thousand times ends within 250 ms of a
 //!   20 ms deadline, and if it answers, it was charged for all it touched.

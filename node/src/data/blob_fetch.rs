@@ -368,34 +368,13 @@ impl Target<'_> {
         let deadline = transfer_deadline(blob_tree::bytes_of(piece, self.size));
         let mut batch = Batch::default();
         let receiving = async {
-            let (mut send, mut recv) = connection.open_bi().await.map_err(|e| protocol(&e))?;
             let request = BlobRequest {
                 hash: self.hash,
                 first: piece.start,
                 groups: (piece.end - piece.start) as u32,
                 zstd: worth_asking(connection.rtt()),
             };
-            write_framed(&mut send, &request.encode())
-                .await
-                .map_err(|e| protocol(&e))?;
-            send.finish().map_err(|e| protocol(&e))?;
-            let mut header = [0u8; BlobHeader::SIZE];
-            recv.read_exact(&mut header)
-                .await
-                .map_err(|e| protocol(&e))?;
-            let compressed = match BlobHeader::decode(&header).map_err(|e| protocol(&e))? {
-                BlobHeader::Found { size } if size == self.size => false,
-                BlobHeader::FoundZstd { size } if size == self.size => true,
-                BlobHeader::Found { size } | BlobHeader::FoundZstd { size } => {
-                    return Err(protocol(&format!(
-                        "offered {size} bytes, expected {}",
-                        self.size
-                    )));
-                }
-                BlobHeader::NotFound => return Err(FetchError::NotFound),
-                BlobHeader::Busy => return Err(FetchError::Busy),
-                BlobHeader::BadRange => return Err(protocol(&"the range was refused")),
-            };
+            let (mut recv, compressed) = ask_for_range(connection, &request, self.size).await?;
             if !compressed {
                 return self
                     .verify(TokioStreamReader::new(recv), piece, delivered, &mut batch)
@@ -477,6 +456,39 @@ impl Target<'_> {
             // The writer failed; its error is reported by the fetch.
             .map_err(|_| FetchError::Protocol("the blob cannot be written".into()))
     }
+}
+
+/// Sends `request` on a new stream of `connection` and reads the answer's header: the stream
+/// to read the range from, and whether it comes compressed; an error for any other answer, or
+/// one that offers a blob of another size than `size`.
+pub(crate) async fn ask_for_range(
+    connection: &quinn::Connection,
+    request: &BlobRequest,
+    size: u64,
+) -> Result<(quinn::RecvStream, bool), FetchError> {
+    let protocol = |e: &dyn std::fmt::Display| FetchError::Protocol(e.to_string());
+    let (mut send, mut recv) = connection.open_bi().await.map_err(|e| protocol(&e))?;
+    write_framed(&mut send, &request.encode())
+        .await
+        .map_err(|e| protocol(&e))?;
+    send.finish().map_err(|e| protocol(&e))?;
+    let mut header = [0u8; BlobHeader::SIZE];
+    recv.read_exact(&mut header)
+        .await
+        .map_err(|e| protocol(&e))?;
+    let compressed = match BlobHeader::decode(&header).map_err(|e| protocol(&e))? {
+        BlobHeader::Found { size: offered } if offered == size => false,
+        BlobHeader::FoundZstd { size: offered } if offered == size => true,
+        BlobHeader::Found { size: offered } | BlobHeader::FoundZstd { size: offered } => {
+            return Err(protocol(&format!(
+                "offered {offered} bytes, expected {size}"
+            )));
+        }
+        BlobHeader::NotFound => return Err(FetchError::NotFound),
+        BlobHeader::Busy => return Err(FetchError::Busy),
+        BlobHeader::BadRange => return Err(protocol(&"the range was refused")),
+    };
+    Ok((recv, compressed))
 }
 
 /// Lanes for a provider `rtt` away.

@@ -9,12 +9,11 @@
 use bao_tree::io::fsm::{ResponseDecoder, ResponseDecoderNext};
 use iroh_io::TokioStreamReader;
 use wasmesh_protocol::ContentHash;
-use wasmesh_protocol::wire::{BLOB_ALPN, BlobHeader, BlobRequest};
+use wasmesh_protocol::wire::{BLOB_ALPN, BlobRequest};
 
-use super::blob_fetch::{FetchError, decode_error};
+use super::blob_fetch::{FetchError, ask_for_range, decode_error};
 use super::blobs::transfer_deadline;
 use super::endpoint::{Connections, PeerAddr};
-use super::framing::write_framed;
 use crate::blob_tree;
 
 /// Asks `peer` for chunk group `group` of the blob `hash` of `size` bytes and checks it.
@@ -30,31 +29,15 @@ pub(crate) async fn prove(
     let protocol = |e: &dyn std::fmt::Display| FetchError::Protocol(e.to_string());
     let asking = async {
         let connection = connections.connect(peer, BLOB_ALPN).await?;
-        let (mut send, mut recv) = connection.open_bi().await.map_err(|e| protocol(&e))?;
         let request = BlobRequest {
             hash,
             first: group,
             groups: 1,
             zstd: false,
         };
-        write_framed(&mut send, &request.encode())
-            .await
-            .map_err(|e| protocol(&e))?;
-        send.finish().map_err(|e| protocol(&e))?;
-        let mut header = [0u8; BlobHeader::SIZE];
-        recv.read_exact(&mut header)
-            .await
-            .map_err(|e| protocol(&e))?;
-        match BlobHeader::decode(&header).map_err(|e| protocol(&e))? {
-            BlobHeader::Found { size: offered } if offered == size => {}
-            BlobHeader::Found { size: offered } | BlobHeader::FoundZstd { size: offered } => {
-                return Err(protocol(&format!(
-                    "offered {offered} bytes, expected {size}"
-                )));
-            }
-            BlobHeader::NotFound => return Err(FetchError::NotFound),
-            BlobHeader::Busy => return Err(FetchError::Busy),
-            BlobHeader::BadRange => return Err(protocol(&"the range was refused")),
+        let (recv, compressed) = ask_for_range(&connection, &request, size).await?;
+        if compressed {
+            return Err(protocol(&"a compressed range was not asked for"));
         }
         let mut decoder = ResponseDecoder::new(
             blob_tree::root(&hash),

@@ -10,7 +10,7 @@ use super::metering::FuelMetering;
 use super::sandbox::SandboxTunables;
 
 /// Bumped whenever the metering or anything else that changes compiled code changes.
-const CODEGEN_REVISION: u32 = 4;
+const CODEGEN_REVISION: u32 = 5;
 
 /// Builds the engine: cranelift with metering, and tunables that cap memories per request.
 pub(crate) fn build_engine(default_memory_cap_pages: u32, pooled_memories: usize) -> Engine {

@@ -1,5 +1,6 @@
 //! Fuel metering: every Wasm operator costs one point, and a bulk operation one point more per
-//! [`BULK_BYTES_PER_POINT`] bytes or per table element it touches; points are charged, and the
+//! [`BULK_BYTES_PER_POINT`] bytes, or [`POINTS_PER_TABLE_ELEMENT`] per table element, it
+//! touches; points are charged, and the
 //! counter checked, wherever execution could otherwise run on unchecked: before a call, on
 //! entering a loop and on branching back to one, before every bulk operation and `memory.grow`,
 //! at every function end, and after at most [`STRAIGHT_LINE_POINTS`] of straight-line code.
@@ -30,7 +31,7 @@
 //! a chain of calls, a run of bulk operations).
 //!
 //! The counter is a mutable i64 global appended to the module and exported as [`FUEL_EXPORT`];
-//! the sandbox finds it when the instance's globals are created (`sandbox::FuelCell`), sets it
+//! the sandbox finds it when the instance's globals are created (`fuel_cell::FuelCell`), sets it
 //! before a request and reads it after. A second appended global (i32, not exported) holds a
 //! bulk operation's length while its charge is computed. Only the control flow of the features
 //! modules may use (`wasmesh_protocol::wasm::FEATURES`, checked before compiling) is followed;
@@ -49,8 +50,13 @@ pub(crate) const START_FUEL: u64 = 1_000_000;
 
 /// Bytes a bulk memory operation (`memory.fill`, `memory.copy`, `memory.init`) may touch per
 /// point: about what a plain operator costs in time (BENCHMARKS.md, "Guest time").
-pub(crate) const BULK_BYTES_PER_POINT: u64 = 16;
+pub(crate) const BULK_BYTES_PER_POINT: u64 = 4;
 const _: () = assert!(BULK_BYTES_PER_POINT.is_power_of_two());
+
+/// Points a table operation (`table.fill`, `table.copy`, `table.init`, `table.grow`) costs per
+/// element it touches (BENCHMARKS.md, "Guest time").
+pub(crate) const POINTS_PER_TABLE_ELEMENT: u64 = 8;
+const _: () = assert!(POINTS_PER_TABLE_ELEMENT.is_power_of_two());
 
 /// Points a bulk operation costs beyond its length (the call into the runtime it makes).
 pub(crate) const BULK_BASE_POINTS: u64 = 16;
@@ -176,8 +182,16 @@ enum Before {
     /// Charge the build-up and check the counter.
     ChargeAndCheck,
     /// Charge the build-up, [`BULK_BASE_POINTS`] and what the bulk operation will touch (its
-    /// length operand, on top of the stack, shifted right by `shift`), and check.
-    ChargeBulk { shift: u32 },
+    /// length operand, on top of the stack, scaled), and check.
+    ChargeBulk { scale: Scale },
+}
+
+/// How a bulk operation's length becomes points: shifted right (units per point) or left
+/// (points per unit) by the power of two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scale {
+    UnitsPerPoint(u32),
+    PointsPerUnit(u32),
 }
 
 impl FunctionMetering {
@@ -253,13 +267,16 @@ impl FunctionMetering {
             Operator::MemoryFill { .. }
             | Operator::MemoryCopy { .. }
             | Operator::MemoryInit { .. } => {
-                let shift = BULK_BYTES_PER_POINT.trailing_zeros();
-                (Before::ChargeBulk { shift }, 0)
+                let scale = Scale::UnitsPerPoint(BULK_BYTES_PER_POINT.trailing_zeros());
+                (Before::ChargeBulk { scale }, 0)
             }
             Operator::TableFill { .. }
             | Operator::TableCopy { .. }
             | Operator::TableInit { .. }
-            | Operator::TableGrow { .. } => (Before::ChargeBulk { shift: 0 }, 0),
+            | Operator::TableGrow { .. } => {
+                let scale = Scale::PointsPerUnit(POINTS_PER_TABLE_ELEMENT.trailing_zeros());
+                (Before::ChargeBulk { scale }, 0)
+            }
             Operator::MemoryGrow { .. } => {
                 self.pending += GROW_POINTS;
                 (ChargeAndCheck, 0)
@@ -355,13 +372,13 @@ impl FunctionMiddleware for FunctionMetering {
                 state.extend(&charge(counter, self.pending as i64));
                 state.extend(&check(counter));
             }
-            Before::ChargeBulk { shift } => {
+            Before::ChargeBulk { scale } => {
                 let points = self.pending + BULK_BASE_POINTS;
                 state.extend(&bulk_charge(
                     counter,
                     globals.length.as_u32(),
                     points,
-                    shift,
+                    scale,
                 ));
                 state.extend(&check(counter));
                 state.push_operator(Operator::GlobalGet {
@@ -386,8 +403,12 @@ fn charge(global_index: u32, points: i64) -> [Operator<'static>; 4] {
 }
 
 /// Takes a bulk operation's length (an i32 on top of the stack) into `length`, and
-/// `counter -= points + (length >> shift)`. The caller puts the length back after the check.
-fn bulk_charge(counter: u32, length: u32, points: u64, shift: u32) -> [Operator<'static>; 10] {
+/// `counter -= points + scaled(length)`. The caller puts the length back after the check.
+fn bulk_charge(counter: u32, length: u32, points: u64, scale: Scale) -> [Operator<'static>; 10] {
+    let (shift, operator) = match scale {
+        Scale::UnitsPerPoint(shift) => (shift, Operator::I64ShrU),
+        Scale::PointsPerUnit(shift) => (shift, Operator::I64Shl),
+    };
     [
         Operator::GlobalSet {
             global_index: length,
@@ -402,7 +423,7 @@ fn bulk_charge(counter: u32, length: u32, points: u64, shift: u32) -> [Operator<
         Operator::I64Const {
             value: i64::from(shift),
         },
-        Operator::I64ShrU,
+        operator,
         Operator::I64Const {
             value: points as i64,
         },

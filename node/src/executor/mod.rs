@@ -25,6 +25,7 @@
 pub mod cache;
 mod engine;
 mod error;
+mod fuel_cell;
 mod guest_threads;
 mod inline;
 mod memory_pool;

@@ -8,8 +8,9 @@ use wasmer::{FunctionEnv, Imports, Instance, InstantiationError, RuntimeError, S
 use wasmesh_protocol::{Abi, Limits};
 
 use super::error::{CallFailure, STDERR_IN_ERRORS, with_stderr};
+use super::fuel_cell::FuelCell;
 use super::metering::START_FUEL;
-use super::sandbox::{FuelCell, InstantiationScope, MemoryBudget};
+use super::sandbox::{InstantiationScope, MemoryBudget};
 use super::wasi::{self, WaitStopped, WasiExit, WasiState};
 use super::watchdog::{Watch, Watcher};
 use super::{CompiledModule, GuestError, Output, raw_abi};

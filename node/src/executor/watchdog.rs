@@ -21,7 +21,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::sandbox::FuelCell;
+use super::fuel_cell::FuelCell;
 
 /// How long the thread sleeps when nothing runs (a new execution wakes it).
 const IDLE_WAIT: Duration = Duration::from_secs(3600);

@@ -159,7 +159,8 @@ impl NodeInner {
             Ok::<_, InvokeError>((entry, targets))
         })?;
         let limits = entry.signed.manifest.limits;
-        if targets.is_empty() {
+        // A check asks only holders already known: it must not set off searches of its own.
+        if targets.is_empty() && !purpose.checking {
             let wait = Duration::from_millis(u64::from(limits.timeout_ms)).min(FIND_WAIT);
             targets = self
                 .find_holders(&entry, wait, &purpose.exclude)

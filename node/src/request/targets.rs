@@ -9,6 +9,7 @@ use libp2p::PeerId;
 use wasmesh_protocol::routing::{self, Holder};
 
 use super::{PeerTarget, RouteTarget};
+use crate::core::peers::PeerInfo;
 use crate::core::registry::{ModuleEntry, ModuleState};
 use crate::data::PeerAddr;
 use crate::node::NodeInner;
@@ -84,23 +85,9 @@ impl NodeInner {
             spreads.push(None);
         }
         for peer in view.peers.values() {
-            let (Some(key), Some(quic)) = (peer.key, peer.quic_addr) else {
+            let Some(target) = self.peer_target(peer, entry, exclude, now_ms) else {
                 continue;
             };
-            if !peer.ready.contains(&hash)
-                || peer.leaving
-                || peer.peer_id == self.peer_id
-                || exclude.contains(&peer.peer_id)
-            {
-                continue;
-            }
-            // A claim to hold the blob is routed to only once proved (see `possession`).
-            if !peer.feedback.has_proven(&hash, now_ms) {
-                let addr = PeerAddr { key, addr: quic };
-                let size = entry.signed.manifest.size;
-                self.possession.check(&peer.feedback, addr, hash, size);
-                continue;
-            }
             holders.push(Holder {
                 id: targets.len(),
                 local: false,
@@ -113,13 +100,7 @@ impl NodeInner {
                 down_until_ms: peer.feedback.down_until_ms(),
                 heard_ms: self.clock_ms(peer.last_seen),
             });
-            targets.push(RouteTarget::Peer(PeerTarget {
-                peer_id: peer.peer_id,
-                addr: PeerAddr { key, addr: quic },
-                feedback: peer.feedback.clone(),
-                rtt_us: 0,
-                hedge_after: Duration::ZERO,
-            }));
+            targets.push(RouteTarget::Peer(target));
             spreads.push(peer.forward_us.get(&hash).copied());
         }
         let plan = routing::plan(&holders, &own_coordinate, local_exec_us, now_ms);
@@ -146,6 +127,41 @@ impl NodeInner {
             .into_iter()
             .filter_map(|i| slots.get_mut(i).and_then(Option::take))
             .collect()
+    }
+
+    /// `peer` as a place to run `entry`, if it holds the blob ready, is not `exclude`d and has
+    /// proved its claim; a claim not proved yet is put to the proof (see `possession`).
+    fn peer_target(
+        &self,
+        peer: &PeerInfo,
+        entry: &ModuleEntry,
+        exclude: &[PeerId],
+        now_ms: u64,
+    ) -> Option<PeerTarget> {
+        let hash = entry.signed.manifest.blob;
+        let addr = PeerAddr {
+            key: peer.key?,
+            addr: peer.quic_addr?,
+        };
+        if !peer.ready.contains(&hash)
+            || peer.leaving
+            || peer.peer_id == self.peer_id
+            || exclude.contains(&peer.peer_id)
+        {
+            return None;
+        }
+        if !peer.feedback.has_proven(&hash, now_ms) {
+            let size = entry.signed.manifest.size;
+            self.possession.check(&peer.feedback, addr, hash, size);
+            return None;
+        }
+        Some(PeerTarget {
+            peer_id: peer.peer_id,
+            addr,
+            feedback: peer.feedback.clone(),
+            rtt_us: 0,
+            hedge_after: Duration::ZERO,
+        })
     }
 
     /// Whether a peer is proving that it holds `entry`'s blob now.

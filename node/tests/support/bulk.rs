@@ -27,12 +27,12 @@ impl Bulk {
     pub fn cost(&self) -> u64 {
         match *self {
             Bulk::Fill { len, .. } | Bulk::Copy { len, .. } | Bulk::Init { len, .. } => {
-                u64::from(len) / 16
+                u64::from(len) / 4
             }
             Bulk::TableFill { len, .. }
             | Bulk::TableCopy { len, .. }
             | Bulk::TableInit { len, .. }
-            | Bulk::TableGrow { len } => u64::from(len),
+            | Bulk::TableGrow { len } => u64::from(len) * 8,
             Bulk::MemoryGrow { .. } => 1_000,
         }
     }

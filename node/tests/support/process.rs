@@ -179,15 +179,7 @@ impl NodeProcess {
 
     /// The value of a counter or gauge in `GET /metrics` (0 when absent).
     pub fn metric(&self, name: &str) -> u64 {
-        let text = ureq::get(&format!("{}/metrics", self.url))
-            .call()
-            .ok()
-            .and_then(|mut response| response.body_mut().read_to_string().ok())
-            .unwrap_or_default();
-        text.lines()
-            .filter_map(|line| line.strip_prefix(name))
-            .filter_map(|rest| rest.split_whitespace().last()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
+        metric_at(&self.url, name)
     }
 
     /// `GET /v1/status` as JSON.
@@ -224,6 +216,19 @@ impl Drop for NodeProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The value of a counter or gauge in the node at `url`'s `GET /metrics` (0 when absent).
+pub fn metric_at(url: &str, name: &str) -> u64 {
+    let text = ureq::get(&format!("{url}/metrics"))
+        .call()
+        .ok()
+        .and_then(|mut response| response.body_mut().read_to_string().ok())
+        .unwrap_or_default();
+    text.lines()
+        .filter_map(|line| line.strip_prefix(name))
+        .filter_map(|rest| rest.split_whitespace().last()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 /// `GET url` as JSON (`null` when the node does not answer).

@@ -22,6 +22,35 @@ use crate::address_scope;
 /// status of thousands of made-up hashes must not cost memory per peer).
 pub const MAX_UNKNOWN_READY: usize = 64;
 
+/// Takes the ready list a status carries (or only its version): the blobs `known` and at most
+/// [`MAX_UNKNOWN_READY`] others. Whether the peer now holds a blob it did not, and whether its
+/// list must be asked for.
+fn take_ready(
+    peer: &mut super::PeerInfo,
+    ready: Option<Vec<ContentHash>>,
+    version: u64,
+    known: impl Fn(&ContentHash) -> bool,
+) -> (bool, bool) {
+    let Some(ready) = ready else {
+        // The set this node holds stays until the new one arrives.
+        return (false, peer.ready_version != Some(version));
+    };
+    let mut unknown = 0;
+    let kept: std::collections::HashSet<ContentHash> = ready
+        .into_iter()
+        .filter(|hash| {
+            known(hash) || {
+                unknown += 1;
+                unknown <= MAX_UNKNOWN_READY
+            }
+        })
+        .collect();
+    let new_provider = kept.iter().any(|h| !peer.ready.contains(h));
+    peer.ready = kept;
+    peer.ready_version = Some(version);
+    (new_provider, false)
+}
+
 /// The shortest time between two syncs this node asks of one peer.
 pub const SYNC_EVERY: Duration = Duration::from_secs(2);
 
@@ -83,28 +112,9 @@ impl PeerTable {
         if status.seq <= peer.seq && peer.key.is_some() {
             return Ok(StatusTaken::default());
         }
-        let mut new_provider = false;
-        let mut want_ready = false;
         let carries_list = status.ready.is_some();
-        match status.ready {
-            Some(ready) => {
-                let mut unknown = 0;
-                let kept: std::collections::HashSet<ContentHash> = ready
-                    .into_iter()
-                    .filter(|hash| {
-                        known(hash) || {
-                            unknown += 1;
-                            unknown <= MAX_UNKNOWN_READY
-                        }
-                    })
-                    .collect();
-                new_provider = kept.iter().any(|h| !peer.ready.contains(h));
-                peer.ready = kept;
-                peer.ready_version = Some(status.ready_version);
-            }
-            // The set this node holds stays until the new one arrives.
-            None => want_ready = peer.ready_version != Some(status.ready_version),
-        }
+        let (new_provider, want_ready) =
+            take_ready(peer, status.ready, status.ready_version, known);
         peer.key = Some(status.node);
         // An address this node may not send packets to is no data-plane address for it.
         peer.quic_addr =

@@ -27,12 +27,18 @@
 //! path reads at the cost of a few reference counts.
 
 pub mod exchange;
+mod feedback;
 pub mod intake;
+mod room;
+
+pub use self::feedback::{
+    FAILED_PROOF_WAIT, ForwardGuard, MAX_POSSESSIONS, PROOF_TIMEOUT, PROVEN_FOR, PeerFeedback,
+    Possession,
+};
+pub use self::room::{LONG_STANDING, MAX_STRANGERS, Newcomer, Placed};
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use libp2p::{Multiaddr, PeerId};
@@ -50,36 +56,6 @@ pub const MAX_DIAL_FAILURES: u32 = 6;
 
 /// How long after losing a peer it is dialed again; doubled per failed dial, up to 8 s.
 pub const REDIAL_AFTER: Duration = Duration::from_secs(1);
-
-/// Places of the table strangers may take; the other [`MAX_TRACKED_PEERS`] - this are kept for
-/// peers this node chose, peers that proved useful and long-standing ones.
-pub const MAX_STRANGERS: usize = 384;
-
-/// How long a connection must last before its peer is no longer a stranger.
-pub const LONG_STANDING: Duration = Duration::from_secs(600);
-
-/// What a new entry may displace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Newcomer {
-    /// A peer that connected to this node: it may displace another stranger, connected or not.
-    Stranger,
-    /// A peer this node chose (dialed, asked to be introduced, looked up): it may displace a
-    /// stranger, connected or not, or anyone neither connected nor being dialed.
-    Chosen,
-    /// A peer this node chose without dialing it yet (an introduction it asked for, a holder
-    /// it looked up): it displaces only peers neither connected nor being dialed.
-    Named,
-}
-
-/// A place made in the table: the entry, and a connected stranger that gave up its place (the
-/// caller disconnects it).
-#[derive(Debug)]
-pub struct Placed<'a> {
-    /// The entry.
-    pub info: &'a mut PeerInfo,
-    /// The connected peer evicted to make room.
-    pub evicted: Option<PeerId>,
-}
 
 /// What this node knows of its peers, bounded (see the module docs).
 #[derive(Debug, Default, Clone)]
@@ -121,79 +97,6 @@ impl PeerTable {
     /// Whether `peer` is known.
     pub fn contains(&self, peer: &PeerId) -> bool {
         self.peers.contains_key(peer)
-    }
-
-    /// The entry of `peer`, made if there is room for a `newcomer` of its kind (see the module
-    /// docs); `None` when there is none.
-    pub fn track(&mut self, peer: PeerId, newcomer: Newcomer, now: Instant) -> Option<Placed<'_>> {
-        let mut evicted = None;
-        if !self.peers.contains_key(&peer) {
-            let victim = self.victim(newcomer, now)?;
-            if let Some(victim) = victim {
-                if self.peers.get(&victim).is_some_and(|p| p.connected) {
-                    evicted = Some(victim);
-                }
-                self.peers.remove(&victim);
-            }
-        }
-        let info = self
-            .peers
-            .entry(peer)
-            .or_insert_with(|| PeerInfo::new(peer, now));
-        if newcomer != Newcomer::Stranger {
-            info.chosen = true;
-        }
-        Some(Placed { info, evicted })
-    }
-
-    /// Who gives up a place for a `newcomer`: `Some(None)` when there is room, `Some(Some(p))`
-    /// when `p` must go, `None` when nobody may.
-    fn victim(&self, newcomer: Newcomer, now: Instant) -> Option<Option<PeerId>> {
-        let strangers = || self.peers.values().filter(|p| p.is_stranger(now));
-        let stranger_count = strangers().count();
-        let full = self.peers.len() >= MAX_TRACKED_PEERS;
-        let strangers_full = newcomer == Newcomer::Stranger && stranger_count >= MAX_STRANGERS;
-        if !full && !strangers_full {
-            return Some(None);
-        }
-        let idle = |p: &&PeerInfo| !p.connected && !p.dialing;
-        // Strangers go first, those not connected before those connected.
-        let stranger = strangers()
-            .filter(|p| newcomer != Newcomer::Named || idle(p))
-            .min_by_key(|p| (p.connected, p.last_seen))
-            .map(|p| p.peer_id);
-        if stranger.is_some() || newcomer == Newcomer::Stranger {
-            return stranger.map(Some);
-        }
-        self.peers
-            .values()
-            .filter(idle)
-            .min_by_key(|p| p.last_seen)
-            .map(|p| Some(p.peer_id))
-    }
-
-    /// A connection to `peer` opened (`dialed`: this node dialed it). `None` when the table
-    /// has no room for it (the caller closes the connection); otherwise the connected peer
-    /// evicted to make room, if any (the caller disconnects it).
-    pub fn connected(
-        &mut self,
-        peer: PeerId,
-        dialed: bool,
-        now: Instant,
-    ) -> Option<Option<PeerId>> {
-        let newcomer = if dialed {
-            Newcomer::Chosen
-        } else {
-            Newcomer::Stranger
-        };
-        let placed = self.track(peer, newcomer, now)?;
-        let info = placed.info;
-        info.connected = true;
-        info.connected_since = Some(now);
-        info.dialing = false;
-        info.dial_failures = 0;
-        info.ready_sent = None;
-        Some(placed.evicted)
     }
 
     /// Makes connected `peer` a neighbour; true if it was not one.
@@ -496,197 +399,11 @@ pub struct ForwardAnswer {
     pub took_us: u64,
 }
 
-/// What the request path learns about a peer on every forward and the next request must see
-/// at once: the requests forwarded to it now, until when it is down after a failed forward
-/// (no answer, or an answer whose receipt does not verify), and which blobs it proved it holds
-/// ([`Possession`]). Shared by the table and every view cloned from it, so that changing them
-/// takes no message.
-#[derive(Debug, Clone, Default)]
-pub struct PeerFeedback(Arc<FeedbackCells>);
-
-#[derive(Debug, Default)]
-struct FeedbackCells {
-    forwarding: AtomicU32,
-    /// Ms on the node's routing clock; 0: not down; `u64::MAX`: never routed to again.
-    down_until_ms: AtomicU64,
-    /// What this node learned of the blobs the peer claims to hold, at most
-    /// [`MAX_POSSESSIONS`] of them.
-    possessions: std::sync::Mutex<HashMap<ContentHash, Possession>>,
-}
-
-/// How long a proof of possession lets a peer be routed to for a blob.
-pub const PROVEN_FOR: Duration = Duration::from_secs(600);
-/// How long after a failed proof a peer is asked again.
-pub const FAILED_PROOF_WAIT: Duration = Duration::from_secs(60);
-/// How long a proof may be under way before another may start.
-pub const PROOF_TIMEOUT: Duration = Duration::from_secs(30);
-/// Blobs per peer whose proofs are remembered.
-pub const MAX_POSSESSIONS: usize = 256;
-
-/// What is known of a peer's claim to hold one blob (times in ms on the routing clock).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Possession {
-    /// It served a random range of it that verified: a routing candidate until then.
-    Proven {
-        /// Until when.
-        until_ms: u64,
-    },
-    /// A proof is under way since then.
-    Checking {
-        /// Since when.
-        since_ms: u64,
-    },
-    /// Its proof failed: not asked again before then.
-    Failed {
-        /// Until when.
-        until_ms: u64,
-    },
-}
-
-impl PeerFeedback {
-    /// The requests forwarded to the peer now.
-    pub fn forwarding(&self) -> u32 {
-        self.0.forwarding.load(Ordering::Relaxed)
-    }
-
-    /// Counts one more forwarded request until the returned guard drops.
-    pub fn enter(&self) -> ForwardGuard {
-        self.0.forwarding.fetch_add(1, Ordering::Relaxed);
-        ForwardGuard(self.0.clone())
-    }
-
-    /// Until when the peer is not routed to (ms on the routing clock), if it failed lately.
-    pub fn down_until_ms(&self) -> Option<u64> {
-        match self.0.down_until_ms.load(Ordering::Relaxed) {
-            0 => None,
-            until => Some(until),
-        }
-    }
-
-    /// A forward to the peer failed at `now_ms`: it is not routed to for a while
-    /// ([`routing::down_after_failure`]).
-    pub fn mark_down(&self, now_ms: u64) {
-        let until = routing::down_after_failure(now_ms).max(1);
-        self.0.down_until_ms.fetch_max(until, Ordering::Relaxed);
-    }
-
-    /// The peer signed an answer that others contradicted: it is never routed to again.
-    pub fn ban(&self) {
-        self.0.down_until_ms.store(u64::MAX, Ordering::Relaxed);
-    }
-
-    /// Whether the peer is banned (see [`PeerFeedback::ban`]).
-    pub fn is_banned(&self) -> bool {
-        self.0.down_until_ms.load(Ordering::Relaxed) == u64::MAX
-    }
-
-    fn possessions(&self) -> std::sync::MutexGuard<'_, HashMap<ContentHash, Possession>> {
-        crate::lock::lock(&self.0.possessions)
-    }
-
-    /// Whether the peer proved, within [`PROVEN_FOR`] of `now_ms`, that it holds `blob`.
-    pub fn has_proven(&self, blob: &ContentHash, now_ms: u64) -> bool {
-        matches!(
-            self.possessions().get(blob),
-            Some(Possession::Proven { until_ms }) if *until_ms > now_ms
-        )
-    }
-
-    /// Whether a proof that the peer holds `blob` is under way at `now_ms`.
-    pub fn proof_under_way(&self, blob: &ContentHash, now_ms: u64) -> bool {
-        matches!(
-            self.possessions().get(blob),
-            Some(Possession::Checking { since_ms })
-                if now_ms.saturating_sub(*since_ms) < PROOF_TIMEOUT.as_millis() as u64
-        )
-    }
-
-    /// Whether a proof that the peer holds `blob` should start now; if so, it is marked as
-    /// under way (report its end with [`PeerFeedback::proof_ended`]).
-    pub fn start_proof(&self, blob: &ContentHash, now_ms: u64) -> bool {
-        let mut possessions = self.possessions();
-        let due = match possessions.get(blob) {
-            None => true,
-            Some(Possession::Proven { until_ms } | Possession::Failed { until_ms }) => {
-                *until_ms <= now_ms
-            }
-            Some(Possession::Checking { since_ms }) => {
-                now_ms.saturating_sub(*since_ms) >= PROOF_TIMEOUT.as_millis() as u64
-            }
-        };
-        if due {
-            remember(
-                &mut possessions,
-                *blob,
-                Possession::Checking { since_ms: now_ms },
-            );
-        }
-        due
-    }
-
-    /// A proof that the peer holds `blob` ended at `now_ms`, with `held`.
-    pub fn proof_ended(&self, blob: &ContentHash, held: bool, now_ms: u64) {
-        let possession = if held {
-            Possession::Proven {
-                until_ms: now_ms.saturating_add(PROVEN_FOR.as_millis() as u64),
-            }
-        } else {
-            Possession::Failed {
-                until_ms: now_ms.saturating_add(FAILED_PROOF_WAIT.as_millis() as u64),
-            }
-        };
-        remember(&mut self.possessions(), *blob, possession);
-    }
-}
-
-/// Records `possession` of `blob`, making room (the entry that expires first goes) when the
-/// peer has [`MAX_POSSESSIONS`] already.
-fn remember(
-    possessions: &mut HashMap<ContentHash, Possession>,
-    blob: ContentHash,
-    possession: Possession,
-) {
-    if !possessions.contains_key(&blob) && possessions.len() >= MAX_POSSESSIONS {
-        let first_due = possessions
-            .iter()
-            .min_by_key(|(_, p)| match p {
-                Possession::Proven { until_ms } | Possession::Failed { until_ms } => *until_ms,
-                Possession::Checking { since_ms } => *since_ms,
-            })
-            .map(|(blob, _)| *blob);
-        if let Some(first_due) = first_due {
-            possessions.remove(&first_due);
-        }
-    }
-    possessions.insert(blob, possession);
-}
-
-/// One forwarded request, counted in its peer's [`PeerFeedback`] until dropped, wherever the
-/// request's future stops.
-#[derive(Debug)]
-pub struct ForwardGuard(Arc<FeedbackCells>);
-
-impl Drop for ForwardGuard {
-    fn drop(&mut self) {
-        self.0.forwarding.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Most peers a node keeps what it knows of. Connections from fresh keys cost an attacker
 /// nothing, so the table must not grow with them (see the module docs).
 pub const MAX_TRACKED_PEERS: usize = 512;
 
 impl PeerInfo {
-    /// Whether it is a stranger at `now`: it connected to this node, which neither chose it nor
-    /// saw it answer, and it has not been connected for [`LONG_STANDING`].
-    pub fn is_stranger(&self, now: Instant) -> bool {
-        let standing = self.long_standing
-            || self
-                .connected_since
-                .is_some_and(|since| now.saturating_duration_since(since) >= LONG_STANDING);
-        !(self.chosen || self.useful || standing)
-    }
-
     /// A peer known only by id, first heard of at `now`.
     pub fn new(peer_id: PeerId, now: Instant) -> Self {
         Self {

@@ -33,8 +33,8 @@ use wasmer::{
 use wasmesh_protocol::wasm::WASI_NAMESPACE;
 
 use super::GuestError;
+use super::fuel_cell::FuelCell;
 use super::metering::BULK_BYTES_PER_POINT;
-use super::sandbox::FuelCell;
 
 const ERRNO_SUCCESS: i32 = 0;
 const ERRNO_BADF: i32 = 8;
@@ -51,8 +51,9 @@ const IOV_MAX: u32 = 1024;
 /// Bytes a host call copies or fills between two payments (and deadline checks).
 const HOST_CHUNK: usize = 64 * 1024;
 
-/// Points per byte of randomness (`random_get` costs the kernel's generator about 4 ns a byte).
-const RANDOM_POINTS_PER_BYTE: u64 = 4;
+/// Points per byte of randomness (`random_get` costs the kernel's generator about 4 ns a byte,
+/// some 16 times what a byte of a bulk copy costs: BENCHMARKS.md, "Guest time").
+const RANDOM_POINTS_PER_BYTE: u64 = 16;
 
 /// Why a host call stopped its guest part way through the work it was asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
