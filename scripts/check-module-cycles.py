@@ -3,6 +3,10 @@
 
 Usage: scripts/check-module-cycles.py CRATE_SRC_DIR...
 
+Two levels are checked: every module, and the top-level modules (a folder or a file directly
+under the crate's source directory is one module, with everything inside it), so that no two
+parts of a crate lean on each other through their children either.
+
 Each source file is a module (`foo.rs` and `foo/mod.rs` are `foo`, `foo/bar.rs` is
 `foo::bar`). A module depends on another when it names it, or something in it, by a `crate::`,
 `super::` or `self::` path, in a `use` or inline. A parent that only declares or re-exports its
@@ -105,16 +109,28 @@ def name(module: tuple) -> str:
     return "::".join(module) or "crate"
 
 
+def top_level(graph: dict) -> dict:
+    """The graph between top-level modules: each module stands for its first path part."""
+    top: dict = {}
+    for module, targets in graph.items():
+        if not module:
+            continue
+        edges = top.setdefault(module[:1], set())
+        edges.update(t[:1] for t in targets if t and t[:1] != module[:1])
+    return top
+
+
 def main() -> int:
     failed = False
     for src in map(Path, sys.argv[1:]):
         graph = graph_of(src)
-        for component in cycles(graph):
-            failed = True
-            print(f"{src}: modules import each other: {', '.join(map(name, component))}")
-            for module in component:
-                into = sorted(name(d) for d in graph[module] if d in component)
-                print(f"  {name(module)} uses {', '.join(into)}")
+        for level, levelled in (("modules", graph), ("top-level modules", top_level(graph))):
+            for component in cycles(levelled):
+                failed = True
+                print(f"{src}: {level} import each other: {', '.join(map(name, component))}")
+                for module in component:
+                    into = sorted(name(d) for d in levelled[module] if d in component)
+                    print(f"  {name(module)} uses {', '.join(into)}")
     if not failed:
         print(f"no circular imports in {' '.join(sys.argv[1:])}")
     return 1 if failed else 0

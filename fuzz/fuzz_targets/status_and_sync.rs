@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use libp2p_identity::PeerId;
 use wasmesh_keys::{TrustList, identity};
-use wasmesh_node::core::manifests::check_offer;
+use wasmesh_node::config::Replicate;
+use wasmesh_node::core::manifests::{Filing, Offered, Screened, screen, take};
 use wasmesh_node::core::peers::{MAX_STRANGERS, MAX_TRACKED_PEERS, PeerTable};
-use wasmesh_node::core::registry::{ModuleEntry, ModuleState, Registry};
+use wasmesh_node::core::registry::Registry;
 use wasmesh_protocol::coordinates::Coordinate;
 use wasmesh_protocol::wire::{MAX_SYNC_PEERS, PeerRecord, StatusMessage, SyncResponse};
 use wasmesh_protocol::{Abi, ContentHash, Keypair, Limits, Manifest, SignedManifest};
@@ -124,23 +125,31 @@ fn status(input: &mut Input<'_>, keys: &Keypair) -> StatusMessage {
     }
 }
 
+/// Intake as the node runs it: screened against a snapshot (off the control task), then taken
+/// against the registry as it is when the owner files it.
 fn offer(registry: &mut Registry, signed: SignedManifest) {
     let trust = &world().trust;
     let key = signed.manifest.key();
     let held = registry.get(&key).map(|e| e.signed.manifest.version);
     let owner = registry.owner_of(&signed.manifest.name);
-    if let Ok(Some(_)) = check_offer(registry, &signed, trust) {
-        let m = &signed.manifest;
-        assert!(held.is_none_or(|v| m.version >= v), "an older version was accepted");
-        assert!(
-            owner.is_none_or(|o| o == m.publisher || trust.scoped_to(&m.publisher, &m.name)),
-            "a name was taken from its owner"
-        );
-        assert!(trust.allows(&m.publisher, &m.name));
-        registry.put(ModuleEntry {
-            signed,
-            state: ModuleState::Pending,
-        });
+    if let Screened::Verified(verified) = screen(registry, &signed, trust) {
+        let filing = Filing {
+            trust,
+            replicate: &Replicate::All,
+            caps: &Limits::default(),
+        };
+        if let Ok(taken) = take(registry, &verified, filing) {
+            let m = &signed.manifest;
+            if taken.offered == Offered::Accepted {
+                assert!(held.is_none_or(|v| m.version >= v), "an older version was accepted");
+                assert!(
+                    owner.is_none_or(|o| o == m.publisher || trust.scoped_to(&m.publisher, &m.name)),
+                    "a name was taken from its owner"
+                );
+                assert!(trust.allows(&m.publisher, &m.name));
+            }
+            assert!(registry.get(&key).is_some(), "a taken manifest is held");
+        }
     }
     if let Some(owner) = owner {
         assert_eq!(registry.owner_of(&key.name), Some(owner), "a name changed owner");

@@ -16,6 +16,30 @@ pub fn peer_id(key: &PublicKey) -> Option<PeerId> {
     Some(PeerId::from_public_key(&public.into()))
 }
 
+/// Whether `id` is the peer id of the node whose public key is `key`: the id's bytes are the
+/// key's own (libp2p embeds a key this short in its id, protobuf-encoded under the identity
+/// multihash), so this compares bytes and decodes no curve point, unlike [`peer_id`]. An id
+/// libp2p authenticated is thereby proof that `key` is valid.
+pub fn is_peer_id_of(id: &PeerId, key: &PublicKey) -> bool {
+    let bytes = id.to_bytes();
+    bytes.len() == ED25519_PEER_ID_PREFIX.len() + key.0.len()
+        && bytes[..ED25519_PEER_ID_PREFIX.len()] == ED25519_PEER_ID_PREFIX
+        && bytes[ED25519_PEER_ID_PREFIX.len()..] == key.0
+}
+
+/// Identity multihash (code 0, 36 bytes) of a protobuf `PublicKey { type: Ed25519, data }`
+/// whose 32 data bytes follow: how libp2p spells an ed25519 key's peer id.
+const ED25519_PEER_ID_PREFIX: [u8; 6] = [0x00, 0x24, 0x08, 0x01, 0x12, 0x20];
+
+/// The peer id `key` would have, without checking that `key` is a valid ed25519 point (which
+/// costs a curve-point decompression, ~20 µs): enough to look a peer up; check with
+/// [`peer_id`] before trusting a key nobody authenticated.
+pub fn unchecked_peer_id(key: &PublicKey) -> Option<PeerId> {
+    let mut bytes = ED25519_PEER_ID_PREFIX.to_vec();
+    bytes.extend_from_slice(&key.0);
+    PeerId::from_bytes(&bytes).ok()
+}
+
 /// The wasmesh public key behind a libp2p public key, when it is ed25519.
 pub fn public_key_of(key: &libp2p_identity::PublicKey) -> Option<PublicKey> {
     key.clone()
@@ -27,6 +51,19 @@ pub fn public_key_of(key: &libp2p_identity::PublicKey) -> Option<PublicKey> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_id_is_recognised_as_its_keys_and_no_other() {
+        let keys = Keypair::from_seed([5; 32]);
+        let id = peer_id(&keys.public()).unwrap();
+        assert!(is_peer_id_of(&id, &keys.public()));
+        assert_eq!(unchecked_peer_id(&keys.public()), Some(id));
+        assert!(!is_peer_id_of(&id, &Keypair::from_seed([6; 32]).public()));
+        let rsa_like =
+            PeerId::from_bytes(&[0x12, 0x20].into_iter().chain([7; 32]).collect::<Vec<u8>>())
+                .unwrap();
+        assert!(!is_peer_id_of(&rsa_like, &keys.public()));
+    }
 
     #[test]
     fn peer_id_matches_the_libp2p_derivation() {

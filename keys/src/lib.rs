@@ -7,6 +7,7 @@
 //!
 //! The key types themselves ([`PublicKey`], [`Keypair`]) live in `wasmesh-protocol`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![warn(unreachable_pub)]
 
 pub mod identity;
 pub mod key_file;

@@ -48,7 +48,7 @@ fn is_global_v6(ip: Ipv6Addr) -> bool {
 }
 
 /// Whether an address is globally routable (names count as such).
-pub fn is_global(addr: &Multiaddr) -> bool {
+pub(crate) fn is_global(addr: &Multiaddr) -> bool {
     match ip_of(addr) {
         Some(IpAddr::V4(ip)) => is_global_v4(ip),
         Some(IpAddr::V6(ip)) => is_global_v6(ip),
@@ -57,7 +57,7 @@ pub fn is_global(addr: &Multiaddr) -> bool {
 }
 
 /// Whether a data-plane address a peer advertised may be sent packets to.
-pub fn socket_is_dialable(addr: &SocketAddr, allow_private_addrs: bool) -> bool {
+pub(crate) fn socket_is_dialable(addr: &SocketAddr, allow_private_addrs: bool) -> bool {
     allow_private_addrs
         || match addr.ip() {
             IpAddr::V4(ip) => is_global_v4(ip),
@@ -67,7 +67,7 @@ pub fn socket_is_dialable(addr: &SocketAddr, allow_private_addrs: bool) -> bool 
 
 /// Whether a node listening on `listen` dials private addresses by default: when one of its
 /// own explicit listen addresses is private or loopback (the unspecified 0.0.0.0 says nothing).
-pub fn private_by_default(listen: &[Multiaddr]) -> bool {
+pub(crate) fn private_by_default(listen: &[Multiaddr]) -> bool {
     listen.iter().any(|addr| {
         ip_of(addr).is_some_and(|ip| {
             !ip.is_unspecified()

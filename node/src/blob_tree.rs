@@ -12,22 +12,22 @@ use wasmesh_protocol::ContentHash;
 use wasmesh_protocol::wire::{BLOB_GROUP_CHUNK_LOG, BLOB_GROUP_SIZE};
 
 /// The tree of a blob of `size` bytes.
-pub fn tree(size: u64) -> BaoTree {
+pub(crate) fn tree(size: u64) -> BaoTree {
     BaoTree::new(size, BlockSize::from_chunk_log(BLOB_GROUP_CHUNK_LOG))
 }
 
 /// The root hash in bao-tree's type.
-pub fn root(hash: &ContentHash) -> blake3::Hash {
+pub(crate) fn root(hash: &ContentHash) -> blake3::Hash {
     blake3::Hash::from_bytes(hash.0)
 }
 
 /// Chunk groups of a blob of `size` bytes (at least one: an empty blob has one empty group).
-pub fn groups(size: u64) -> u64 {
+pub(crate) fn groups(size: u64) -> u64 {
     size.div_ceil(BLOB_GROUP_SIZE).max(1)
 }
 
 /// Bytes of the groups `groups` of a blob of `size` bytes.
-pub fn bytes_of(groups: &Range<u64>, size: u64) -> u64 {
+pub(crate) fn bytes_of(groups: &Range<u64>, size: u64) -> u64 {
     let end = (groups.end * BLOB_GROUP_SIZE).min(size);
     end.saturating_sub(groups.start * BLOB_GROUP_SIZE)
 }
@@ -35,19 +35,19 @@ pub fn bytes_of(groups: &Range<u64>, size: u64) -> u64 {
 /// The most bytes the verified form of the groups `groups` takes: their data, a pair of 32-byte
 /// hashes for each parent among them (one fewer than the groups), and one for each level of the
 /// tree above them (64 at most).
-pub fn encoded_len_bound(groups: &Range<u64>, size: u64) -> u64 {
+pub(crate) fn encoded_len_bound(groups: &Range<u64>, size: u64) -> u64 {
     const PAIR: u64 = 64;
     bytes_of(groups, size) + PAIR * (groups.end.saturating_sub(groups.start) + 64)
 }
 
 /// The chunk ranges that cover the groups `groups`.
-pub fn chunks_of(groups: &Range<u64>) -> ChunkRanges {
+pub(crate) fn chunks_of(groups: &Range<u64>) -> ChunkRanges {
     let per_group = 1u64 << BLOB_GROUP_CHUNK_LOG;
     ChunkRanges::from(ChunkNum(groups.start * per_group)..ChunkNum(groups.end * per_group))
 }
 
 /// The tree's inner hashes for `data`, in pre-order (the `.obao` file's content).
-pub fn outboard_of(data: &[u8]) -> PreOrderMemOutboard {
+pub(crate) fn outboard_of(data: &[u8]) -> PreOrderMemOutboard {
     PreOrderMemOutboard::create(data, BlockSize::from_chunk_log(BLOB_GROUP_CHUNK_LOG))
 }
 

@@ -15,13 +15,13 @@ use wasmesh_protocol::PublicKey;
 use crate::per_peer::{PeerPlace, PerPeer};
 
 /// The share of the capacity that forwarded requests from all peers may hold together.
-pub const FORWARDED_PERCENT: usize = 75;
+pub(crate) const FORWARDED_PERCENT: usize = 75;
 /// A stranger's forwards may hold this fraction of the capacity (and at least one place).
-pub const STRANGER_DIVISOR: usize = 16;
+pub(crate) const STRANGER_DIVISOR: usize = 16;
 
 /// The places of forwarded requests.
 #[derive(Debug)]
-pub struct ForwardShares {
+pub(crate) struct ForwardShares {
     all: Arc<Semaphore>,
     per_peer: PerPeer,
     stranger_max: usize,
@@ -29,14 +29,14 @@ pub struct ForwardShares {
 
 /// The places one forwarded request holds.
 #[derive(Debug)]
-pub struct ForwardShare {
+pub(crate) struct ForwardShare {
     _all: OwnedSemaphorePermit,
     _peer: PeerPlace,
 }
 
 /// Why a forwarded request got no place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoShare {
+pub(crate) enum NoShare {
     /// Its peer holds its own share.
     Peer,
     /// Forwarded requests hold their whole share of the capacity.
@@ -45,7 +45,7 @@ pub enum NoShare {
 
 impl ForwardShares {
     /// Shares of a node that runs or queues `capacity` requests at once.
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Self {
             all: Arc::new(Semaphore::new((capacity * FORWARDED_PERCENT / 100).max(1))),
             per_peer: PerPeer::new((capacity / 2).max(1)),
@@ -54,7 +54,11 @@ impl ForwardShares {
     }
 
     /// A place for one forwarded request of `peer` (`stranger`: this node has no record with it).
-    pub fn try_take(&self, peer: PublicKey, stranger: bool) -> Result<ForwardShare, NoShare> {
+    pub(crate) fn try_take(
+        &self,
+        peer: PublicKey,
+        stranger: bool,
+    ) -> Result<ForwardShare, NoShare> {
         let limit = if stranger {
             self.stranger_max
         } else {

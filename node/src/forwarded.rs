@@ -3,29 +3,45 @@
 //! a receipt signed by this node (`wasmesh_protocol::receipt`).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use wasmesh_protocol::receipt::Receipt;
 use wasmesh_protocol::wire::{InvokeRefusal, InvokeReply, InvokeRequest};
-use wasmesh_protocol::{ContentHash, PublicKey};
+use wasmesh_protocol::{ContentHash, Keypair, PublicKey};
 
 use crate::executor::GuestError;
-use crate::forward_shares::{ForwardShare, NoShare};
-use crate::node::NodeInner;
+use crate::forward_shares::{ForwardShare, ForwardShares, NoShare};
+use crate::local_run::LocalRunner;
+use crate::metrics::Metrics;
+use crate::rejection::Rejection;
+use crate::view::Views;
 
-impl NodeInner {
+/// Serves the requests peers forward here (see the module docs).
+pub(crate) struct ForwardServer {
+    /// Signs the receipts.
+    pub(crate) keys: Keypair,
+    pub(crate) views: Arc<Views>,
+    pub(crate) local: LocalRunner,
+    /// Forwarded requests each peer has here now.
+    pub(crate) shares: ForwardShares,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl ForwardServer {
     /// A place among the forwarded requests for one of `from`'s: at most their share of this
     /// node's slots and queue places, and one peer at most its own, small while this node has
     /// no record with it (`crate::forward_shares`); the refusal otherwise.
     fn forward_share(&self, from: PublicKey) -> Result<ForwardShare, InvokeReply> {
-        self.forward_shares
+        self.shares
             .try_take(from, self.is_stranger(&from))
             .map_err(|no_share| {
                 let (reason, detail) = match no_share {
-                    NoShare::Peer => ("forward_share", "this peer's share of the slots is in use"),
+                    NoShare::Peer => (
+                        Rejection::ForwardShare,
+                        "this peer's share of the slots is in use",
+                    ),
                     NoShare::Forwarded => (
-                        "forward_share_all",
+                        Rejection::ForwardShareAll,
                         "the slots forwarded requests may hold are in use",
                     ),
                 };
@@ -55,7 +71,7 @@ impl NodeInner {
         from: PublicKey,
     ) -> InvokeReply {
         let refused = |reason| InvokeReply::Refused { reason };
-        if self.stopping.load(Ordering::Relaxed) {
+        if self.local.load().is_stopping() {
             return refused(InvokeRefusal::Stopping);
         }
         if request.hops > 1 {
@@ -96,7 +112,8 @@ impl NodeInner {
             .signature
         };
         let outcome = self
-            .run_local(module, request.input, limits, deadline)
+            .local
+            .run(module, request.input, limits, deadline)
             .await;
         drop(share);
         match outcome {
@@ -124,7 +141,7 @@ impl NodeInner {
     }
 }
 
-impl crate::data::InvokeHandler for NodeInner {
+impl crate::data::InvokeHandler for ForwardServer {
     fn handle(
         self: Arc<Self>,
         request: InvokeRequest,

@@ -6,7 +6,7 @@ use std::path::Path;
 /// Writes `bytes` to `path` through a temporary file in the same folder, fsynced, then renamed
 /// over `path`, and the folder fsynced so the rename survives a crash. If anything fails,
 /// `path` is untouched and the temporary file is removed.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -21,7 +21,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// Fsyncs a folder, so that renames into it are durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 

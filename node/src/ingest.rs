@@ -3,16 +3,31 @@
 //! waits for one); then it is compiled (or its artifact loaded) off the async workers. A module
 //! over the blob quota is kept as not runnable here; while the disk lacks room (the free space
 //! minus the reserve), fetching waits, 2 s doubling up to 5 minutes.
+//!
+//! The event loop hands accepted manifests over its ingest queue; the [`Ingestor`] runs one
+//! task per manifest and reports how each ended through the node's handle, so the loop never
+//! waits for a fetch or a compile.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::task::TaskTracker;
 use wasmesh_protocol::{ContentHash, SignedManifest};
 
+use crate::control::handle::NodeHandle;
 use crate::core::registry::ModuleState;
-use crate::data::FetchError;
-use crate::executor::GuestError;
-use crate::node::NodeInner;
+use crate::data::{DataPlane, FetchError, PeerAddr};
+use crate::disk_budget::DiskBudget;
+use crate::executor::{CompiledModule, Executor, GuestError, Prepared};
+use crate::metrics::Metrics;
+use crate::possession::PossessionChecks;
+use crate::rejection::Rejection;
+use crate::store::Store;
+use crate::view::Views;
+
+/// How long an ingest with no provider waits before it asks again, unless news comes first.
+const NO_PROVIDER_WAIT: Duration = Duration::from_secs(2);
 
 /// The wait between attempts to store a blob while the disk is full: 2 s, doubling up to 5
 /// minutes.
@@ -34,17 +49,52 @@ impl DiskBackoff {
     }
 }
 
-impl NodeInner {
-    pub(crate) fn spawn_ingest(self: &Arc<Self>, signed: SignedManifest) {
-        let node = self.clone();
-        self.tasks
-            .spawn(tracing::Instrument::in_current_span(async move {
-                node.ingest(signed).await
-            }));
+/// What ingests need (see the module docs).
+pub(crate) struct Ingestor {
+    pub(crate) store: Store,
+    pub(crate) disk: DiskBudget,
+    pub(crate) executor: Executor,
+    pub(crate) data_plane: DataPlane,
+    pub(crate) views: Arc<Views>,
+    pub(crate) control: NodeHandle,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Woken when a peer becomes a provider of something.
+    pub(crate) providers_changed: Arc<Notify>,
+    pub(crate) possession: Arc<PossessionChecks>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) tasks: TaskTracker,
+}
+
+/// How the wait for a blob ended.
+enum Fetched {
+    Stored,
+    Abandoned,
+}
+
+impl Ingestor {
+    /// Ingests every manifest the queue brings, each on a task of its own, until the queue
+    /// closes or the node stops.
+    pub(crate) async fn serve(self: Arc<Self>, mut queue: mpsc::UnboundedReceiver<SignedManifest>) {
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                next = queue.recv() => match next {
+                    None => return,
+                    Some(signed) => {
+                        let ingestor = self.clone();
+                        self.tasks.spawn(tracing::Instrument::in_current_span(
+                            async move { ingestor.ingest(signed).await },
+                        ));
+                    }
+                },
+            }
+        }
     }
 
-    /// Brings a module to ready: blob from the store or from providers, then compile.
-    pub(crate) async fn ingest(self: Arc<Self>, signed: SignedManifest) {
+    /// Brings a module to ready: blob from the store or from providers, then compile; returns
+    /// once the node's view shows how it ended (so a publish answered is ready here).
+    pub(crate) async fn ingest(&self, signed: SignedManifest) {
         let manifest = &signed.manifest;
         let key = manifest.key();
         if matches!(
@@ -53,56 +103,46 @@ impl NodeInner {
         ) {
             return;
         }
-        if let Some(quota) = self.blob_quota
-            && !self.store.has_blob(&manifest.blob)
-            && self.store.stored_bytes().saturating_add(manifest.size) > quota
-        {
+        if let Some(quota) = self.disk.exceeded_quota(&manifest.blob, manifest.size) {
             let reason = format!("over this node's blob quota of {} MiB", quota >> 20);
             tracing::info!(module = %key.name, reason, "not replicating; requests are routed to peers");
             let state = ModuleState::NotRunnable(reason);
             let _ = self.control.ingested(key, manifest.blob, state).await;
             return;
         }
+        if let Fetched::Abandoned = self.fetch_blob(&signed).await {
+            return;
+        }
+        let state = self.prepare(&signed).await;
+        let _ = self.control.ingested(key, manifest.blob, state).await;
+    }
+
+    /// Gets the blob into the store, from the providers the view names, waiting for room on
+    /// the disk and for providers; abandoned when the manifest is replaced or the node stops.
+    async fn fetch_blob(&self, signed: &SignedManifest) -> Fetched {
+        let manifest = &signed.manifest;
         let mut shutdown = self.shutdown.clone();
         let mut disk_backoff = DiskBackoff::default();
         while !self.store.has_blob(&manifest.blob) {
-            if !self.is_current(&signed) || *shutdown.borrow() {
-                return;
+            if !self.is_current(signed) || *shutdown.borrow() {
+                return Fetched::Abandoned;
             }
-            let fetched = match self.room_for(manifest.size) {
+            let fetched = match self.disk.room_for(manifest.size) {
                 Err(shortfall) => Err(Some(shortfall)),
-                Ok(()) => {
-                    let providers = self.views.load().providers_of(&manifest.blob);
-                    if providers.is_empty() {
-                        Err(None)
-                    } else {
-                        self.data_plane
-                            .fetch_from_any(&providers, manifest.blob, manifest.size, &self.store)
-                            .await
-                            .map_err(|failures| {
-                                failures
-                                    .iter()
-                                    .any(|(_, e)| matches!(e, FetchError::Store(e) if e.is_disk_full()))
-                                    .then(|| "the disk filled up while writing".to_owned())
-                            })
-                    }
-                }
+                Ok(()) => self.fetch_from_providers(manifest).await,
             };
-            match fetched {
-                Ok(report) => {
-                    self.note_served(&manifest.blob, &report.served);
+            let wait = match fetched {
+                Ok(served) => {
+                    self.note_served(&manifest.blob, &served);
                     break;
                 }
                 Err(Some(shortfall)) => {
                     // Nothing is fetched until there is room: the wait grows, and new providers
                     // do not cut it short.
                     let wait = disk_backoff.next();
-                    self.metrics.count_rejection("disk_full");
-                    tracing::warn!(module = %key.name, size = manifest.size, %shortfall, ?wait, "no room for the blob; waiting");
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = shutdown.changed() => return,
-                    }
+                    self.metrics.count_rejection(Rejection::DiskFull);
+                    tracing::warn!(module = %manifest.name, size = manifest.size, %shortfall, ?wait, "no room for the blob; waiting");
+                    tokio::time::sleep(wait)
                 }
                 Err(None) => {
                     // No provider known, or none delivered: ask the blob's directory nodes, and
@@ -110,83 +150,69 @@ impl NodeInner {
                     // while.
                     self.control.find_holders(manifest.blob);
                     tokio::select! {
-                        _ = self.providers_changed.notified() => {}
-                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                        _ = shutdown.changed() => return,
+                        _ = self.providers_changed.notified() => continue,
+                        _ = shutdown.changed() => return Fetched::Abandoned,
+                        _ = tokio::time::sleep(NO_PROVIDER_WAIT) => continue,
                     }
                 }
+            };
+            tokio::select! {
+                _ = wait => {}
+                _ = shutdown.changed() => return Fetched::Abandoned,
             }
         }
-        let node = self.clone();
-        let job = signed.clone();
-        let prepared = tokio::task::spawn_blocking(move || {
-            let manifest = &job.manifest;
-            let wasm =
-                node.store
-                    .read_blob(&manifest.blob)
-                    .map_err(|e| GuestError::InvalidModule {
-                        detail: format!("cannot read the stored blob: {e}"),
-                    })?;
-            manifest
-                .verify_blob(&wasm)
-                .map_err(|e| GuestError::InvalidModule {
-                    detail: e.to_string(),
-                })?;
-            let started = std::time::Instant::now();
-            let (module, how) = node
-                .executor
-                .prepare(manifest.blob, &manifest.name, &wasm)?;
-            if how == crate::executor::Prepared::Compiled {
-                node.metrics
-                    .compile_duration
-                    .observe(started.elapsed().as_secs_f64());
-            }
-            if module.info.abi != manifest.abi {
-                return Err(GuestError::InvalidModule {
-                    detail: format!(
-                        "manifest says ABI {}, module is {}",
-                        manifest.abi, module.info.abi
-                    ),
-                });
-            }
-            Ok((module, how))
-        })
-        .await;
-        let state = match prepared {
+        Fetched::Stored
+    }
+
+    /// One attempt at the providers the view names now: those that served it, or `Err(None)`
+    /// when none is known or none delivered, `Err(Some(why))` when the disk filled up.
+    async fn fetch_from_providers(
+        &self,
+        manifest: &wasmesh_protocol::manifest::Manifest,
+    ) -> Result<Vec<PeerAddr>, Option<String>> {
+        let providers = self.views.load().providers_of(&manifest.blob);
+        if providers.is_empty() {
+            return Err(None);
+        }
+        self.data_plane
+            .fetch_from_any(&providers, manifest.blob, manifest.size, &self.store)
+            .await
+            .map(|report| report.served)
+            .map_err(|failures| {
+                failures
+                    .iter()
+                    .any(|(_, e)| matches!(e, FetchError::Store(e) if e.is_disk_full()))
+                    .then(|| "the disk filled up while writing".to_owned())
+            })
+    }
+
+    /// Compiles the stored blob (or loads its artifact) off the async workers: the module's
+    /// state here.
+    async fn prepare(&self, signed: &SignedManifest) -> ModuleState {
+        let (store, executor, job) = (self.store.clone(), self.executor.clone(), signed.clone());
+        let metrics = self.metrics.clone();
+        let prepared =
+            tokio::task::spawn_blocking(move || compile(&store, &executor, &metrics, &job)).await;
+        let manifest = &signed.manifest;
+        match prepared {
             Ok(Ok((module, how))) => {
-                tracing::info!(module = %key.name, hash = %manifest.blob.short(), ?how, "module ready");
+                tracing::info!(module = %manifest.name, hash = %manifest.blob.short(), ?how, "module ready");
                 match how {
-                    crate::executor::Prepared::Compiled => self.metrics.modules_compiled.inc(),
+                    Prepared::Compiled => self.metrics.modules_compiled.inc(),
                     _ => self.metrics.modules_loaded.inc(),
                 };
                 ModuleState::Ready(module)
             }
             Ok(Err(error)) => {
-                tracing::warn!(module = %key.name, %error, "module not runnable here");
+                tracing::warn!(module = %manifest.name, %error, "module not runnable here");
                 ModuleState::NotRunnable(error.to_string())
             }
             Err(join) => ModuleState::NotRunnable(format!("compile task failed: {join}")),
-        };
-        // Returns once the node's view shows it (so a publish answered is ready here).
-        let _ = self.control.ingested(key, manifest.blob, state).await;
-    }
-
-    /// Whether a blob of `size` bytes fits while leaving the disk reserve free; the shortfall
-    /// otherwise, in words.
-    pub(crate) fn room_for(&self, size: u64) -> Result<(), String> {
-        match self.store.free_bytes() {
-            Ok(free) if free >= size.saturating_add(self.min_free_disk) => Ok(()),
-            Ok(free) => Err(format!(
-                "{free} bytes free, {size} needed and {} kept free",
-                self.min_free_disk
-            )),
-            // Unknown: let the write find out.
-            Err(_) => Ok(()),
         }
     }
 
     /// The providers that delivered verified data of `blob` proved they hold it.
-    fn note_served(&self, blob: &ContentHash, served: &[crate::data::PeerAddr]) {
+    fn note_served(&self, blob: &ContentHash, served: &[PeerAddr]) {
         let view = self.views.load();
         for peer in view.peers.values() {
             if served.iter().any(|s| Some(s.key) == peer.key) {
@@ -202,4 +228,40 @@ impl NodeInner {
             .get(&signed.manifest.key())
             .is_some_and(|e| e.signed == *signed)
     }
+}
+
+/// Reads the stored blob, checks it against the manifest and compiles it. Blocking.
+fn compile(
+    store: &Store,
+    executor: &Executor,
+    metrics: &Metrics,
+    signed: &SignedManifest,
+) -> Result<(Arc<CompiledModule>, Prepared), GuestError> {
+    let manifest = &signed.manifest;
+    let wasm = store
+        .read_blob(&manifest.blob)
+        .map_err(|e| GuestError::InvalidModule {
+            detail: format!("cannot read the stored blob: {e}"),
+        })?;
+    manifest
+        .verify_blob(&wasm)
+        .map_err(|e| GuestError::InvalidModule {
+            detail: e.to_string(),
+        })?;
+    let started = std::time::Instant::now();
+    let (module, how) = executor.prepare(manifest.blob, &manifest.name, &wasm)?;
+    if how == Prepared::Compiled {
+        metrics
+            .compile_duration
+            .observe(started.elapsed().as_secs_f64());
+    }
+    if module.info.abi != manifest.abi {
+        return Err(GuestError::InvalidModule {
+            detail: format!(
+                "manifest says ABI {}, module is {}",
+                manifest.abi, module.info.abi
+            ),
+        });
+    }
+    Ok((module, how))
 }

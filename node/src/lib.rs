@@ -1,32 +1,36 @@
 //! wasmesh-node: the node daemon and the `wasmesh` command-line tool.
 //!
-//! - [`cli`]: the command line (`wasmesh keys|manifest|run|node|publish|call|status`);
-//! - [`executor`]: runs guests with wasmer in per-request sandboxes;
-//! - [`module_file`]: reading a module from a `.wasm` or `.wat` file;
-//! - [`daemon`]: [`daemon::Node`], a running node (start, addresses, shutdown);
-//! - [`core`]: the node's decisions without I/O: the control plane's state machine
-//!   (`NodeState::handle`), the peer table, manifest intake, the module registry;
-//! - [`control`]: the one task that owns the libp2p swarm (gossipsub, sync, identify, ping) and
-//!   the node's state (`control::owner`); the rest of the node holds its
-//!   [`control::handle::NodeHandle`] and reads the [`view`] it publishes after each change;
-//! - [`node`]: the node's services (keys, policy, store, executor, data plane); [`ingest`]
-//!   (blobs fetched and compiled), [`publish`], [`request`] (routing, failover, hedging) and
-//!   [`forwarded`] (requests peers forward here) are its work;
+//! A running node ([`daemon::Node`]) is a handful of services, each built with what it needs:
+//!
+//! - [`core`]: the node's decisions without I/O (`NodeState`: connections, dials, pings,
+//!   admission, statuses, introductions, the peer table, holder records; manifest intake; the
+//!   module registry; routing candidates);
+//! - [`control`]: the [`control::EventLoop`], the one task that owns the libp2p swarm and the
+//!   core's state; manifests are verified off it (`control::verifier`), it builds and sends its
+//!   own statuses, and it publishes the view (`view`) after each change; the rest of
+//!   the node holds its [`control::handle::NodeHandle`];
+//! - `policy`: what the node accepts (trust, admission, replication, caps, quotas, address
+//!   scope), built once from the [`config`];
+//! - `ingest` (`Ingestor`: blobs fetched and compiled), `publish` (`Publisher`), `request`
+//!   (`Router`: routing, failover, hedging, answer checks), `forwarded` (`ForwardServer`:
+//!   requests peers forward here), `local_run` (running here, and the load statuses report);
 //! - [`data`]: the QUIC data plane (endpoint, blobs, forwarded requests), with
 //!   [`connection_limits`] on what peers hold open;
-//! - [`gateway`]: the HTTP API;
-//! - [`per_peer`]: counts per peer key with a ceiling (connections, forwarded requests), and
-//!   [`forward_shares`]: the share of the capacity forwarded requests may hold;
-//! - `possession`: claimed holders prove they hold a blob before they are routed to;
-//! - [`refusal_log`]: one log line per peer and interval for refused input;
-//! - [`config`], [`admission`], [`tls`], [`metrics`], [`telemetry`] (logs, traces);
-//! - [`store`]: manifests and verified blobs on disk, written for intake by [`store_writer`];
-//! - [`fs_util`]: atomic file writes.
+//! - `gateway`: the HTTP API over a small facade (`gateway::api::Api`);
+//! - [`executor`]: runs guests with wasmer in per-request sandboxes;
+//! - [`store`]: manifests and verified blobs on disk, written for intake by `store_writer`;
+//! - [`cli`]: the command line (`wasmesh keys|manifest|run|node|publish|call|status`), and
+//!   [`module_file`]: reading a module from a `.wasm` or `.wat` file;
+//! - [`rejection`]: every reason outside input is refused, named once;
+//! - helpers with one job each: `per_peer`, `forward_shares`, `possession`, `refusal_log`,
+//!   `disk_budget`, `hedge_budget`, `counted`, [`clock`], [`admission`], [`tls`], [`metrics`],
+//!   `telemetry`, `fs_util`, `partial_blob`, `blob_tree`, `address_scope`.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![warn(unreachable_pub)]
 
-pub mod address_scope;
+mod address_scope;
 pub mod admission;
-pub mod blob_tree;
+mod blob_tree;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -36,25 +40,28 @@ pub mod core;
 mod counted;
 pub mod daemon;
 pub mod data;
+mod disk_budget;
 pub mod executor;
-pub mod forward_shares;
-pub mod forwarded;
-pub mod fs_util;
-pub(crate) mod gateway;
+mod forward_shares;
+mod forwarded;
+mod fs_util;
+mod gateway;
 mod hedge_budget;
-pub mod ingest;
+mod ingest;
+mod local_run;
 mod lock;
 pub mod metrics;
 pub mod module_file;
-pub mod node;
-pub mod partial_blob;
-pub mod per_peer;
+mod partial_blob;
+mod per_peer;
+mod policy;
 mod possession;
-pub mod publish;
-pub mod refusal_log;
-pub mod request;
+mod publish;
+mod refusal_log;
+pub mod rejection;
+mod request;
 pub mod store;
-pub mod store_writer;
-pub mod telemetry;
+mod store_writer;
+mod telemetry;
 pub mod tls;
-pub mod view;
+mod view;

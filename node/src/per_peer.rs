@@ -10,21 +10,21 @@ use wasmesh_protocol::PublicKey;
 
 /// Places per peer, at most `max` each.
 #[derive(Debug)]
-pub struct PerPeer {
+pub(crate) struct PerPeer {
     counts: Arc<Mutex<HashMap<PublicKey, usize>>>,
     max: usize,
 }
 
 /// One place of one peer.
 #[derive(Debug)]
-pub struct PeerPlace {
+pub(crate) struct PeerPlace {
     peer: PublicKey,
     counts: Arc<Mutex<HashMap<PublicKey, usize>>>,
 }
 
 impl PerPeer {
     /// At most `max` places per peer.
-    pub fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         Self {
             counts: Arc::default(),
             max,
@@ -32,12 +32,12 @@ impl PerPeer {
     }
 
     /// A place for `peer`; `None` when it holds `max` already.
-    pub fn try_take(&self, peer: PublicKey) -> Option<PeerPlace> {
+    pub(crate) fn try_take(&self, peer: PublicKey) -> Option<PeerPlace> {
         self.try_take_up_to(peer, self.max)
     }
 
     /// A place for `peer`; `None` when it holds `max` (or `limit`, if lower) already.
-    pub fn try_take_up_to(&self, peer: PublicKey, limit: usize) -> Option<PeerPlace> {
+    pub(crate) fn try_take_up_to(&self, peer: PublicKey, limit: usize) -> Option<PeerPlace> {
         let mut counts = lock(&self.counts);
         let count = counts.entry(peer).or_default();
         if *count >= self.max.min(limit) {
@@ -54,7 +54,7 @@ impl PerPeer {
     }
 
     /// Places `peer` holds now.
-    pub fn held_by(&self, peer: &PublicKey) -> usize {
+    pub(crate) fn held_by(&self, peer: &PublicKey) -> usize {
         lock(&self.counts).get(peer).copied().unwrap_or(0)
     }
 }

@@ -9,19 +9,20 @@
 //! new holder (`request::find_holders`), since the end of a proof wakes the waiters.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::task::TaskTracker;
 use wasmesh_protocol::ContentHash;
 use wasmesh_protocol::wire::BLOB_GROUP_SIZE;
 
+use crate::clock::NodeClock;
 use crate::core::peers::PeerFeedback;
 use crate::data::{DataPlane, PeerAddr};
 use crate::metrics::Metrics;
+use crate::rejection::Rejection;
 
 /// Proofs of possession under way at once.
-pub const MAX_PROOFS: usize = 16;
+pub(crate) const MAX_PROOFS: usize = 16;
 
 /// Starts and records proofs of possession.
 #[derive(Debug)]
@@ -32,8 +33,8 @@ pub(crate) struct PossessionChecks {
     providers_changed: Arc<Notify>,
     metrics: Arc<Metrics>,
     under_way: Arc<Semaphore>,
-    /// The routing clock's origin.
-    started: Instant,
+    /// The routing clock.
+    clock: NodeClock,
 }
 
 impl PossessionChecks {
@@ -42,7 +43,7 @@ impl PossessionChecks {
         tasks: TaskTracker,
         providers_changed: Arc<Notify>,
         metrics: Arc<Metrics>,
-        started: Instant,
+        clock: NodeClock,
     ) -> Self {
         Self {
             data_plane,
@@ -50,12 +51,8 @@ impl PossessionChecks {
             providers_changed,
             metrics,
             under_way: Arc::new(Semaphore::new(MAX_PROOFS)),
-            started,
+            clock,
         }
-    }
-
-    fn now_ms(started: Instant) -> u64 {
-        started.elapsed().as_millis() as u64
     }
 
     /// Starts a proof that the peer at `addr` (with `feedback`) holds `blob` of `size` bytes,
@@ -67,11 +64,11 @@ impl PossessionChecks {
         blob: ContentHash,
         size: u64,
     ) {
-        let started = self.started;
+        let clock = self.clock;
         let Ok(permit) = self.under_way.clone().try_acquire_owned() else {
             return;
         };
-        if !feedback.start_proof(&blob, Self::now_ms(started)) {
+        if !feedback.start_proof(&blob, clock.now_ms()) {
             return;
         }
         let groups = size.div_ceil(BLOB_GROUP_SIZE).max(1);
@@ -83,16 +80,16 @@ impl PossessionChecks {
             let proved = data_plane.prove_possession(addr, blob, size, group).await;
             let held = proved.is_ok();
             if let Err(error) = &proved {
-                metrics.count_rejection("possession_unproven");
+                metrics.count_rejection(Rejection::PossessionUnproven);
                 tracing::info!(peer = %addr.key.fingerprint(), addr = %addr.addr, blob = %blob.short(), %error, "a claimed holder did not prove it holds the blob");
             }
-            feedback.proof_ended(&blob, held, Self::now_ms(started));
+            feedback.proof_ended(&blob, held, clock.now_ms());
             notify.notify_waiters();
         });
     }
 
     /// The peer with `feedback` delivered verified data of `blob` to this node.
     pub(crate) fn served(&self, feedback: &PeerFeedback, blob: &ContentHash) {
-        feedback.proof_ended(blob, true, Self::now_ms(self.started));
+        feedback.proof_ended(blob, true, self.clock.now_ms());
     }
 }

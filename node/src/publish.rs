@@ -7,14 +7,23 @@ use std::sync::Arc;
 
 use wasmesh_protocol::{PublishBundle, SignedManifest};
 
-use crate::core::manifests::{self, Refusal};
+use crate::control::handle::NodeHandle;
+use crate::core::manifests::{self, Origin, Refusal};
+use crate::disk_budget::DiskBudget;
 use crate::executor::GuestError;
-use crate::node::{NodeInner, Origin};
+use crate::ingest::Ingestor;
+use crate::metrics::Metrics;
+use crate::policy::Policy;
+use crate::refusal_log::Refusals;
+use crate::rejection::Rejection;
+use crate::store::Store;
+use crate::store_writer::StoreWriter;
+use crate::view::Views;
 
 /// Why a publish was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum PublishError {
+pub(crate) enum PublishError {
     /// The manifest was refused.
     #[error(transparent)]
     Refused(#[from] Refusal),
@@ -50,7 +59,7 @@ pub enum PublishError {
 
 impl PublishError {
     /// A short machine-readable reason.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             PublishError::Refused(refusal) => refusal.kind(),
             PublishError::Module(error) => error.kind().as_str(),
@@ -62,70 +71,90 @@ impl PublishError {
     }
 }
 
-impl NodeInner {
+/// Publishing through this node (see the module docs).
+pub(crate) struct Publisher {
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) views: Arc<Views>,
+    pub(crate) store: Store,
+    pub(crate) store_writer: StoreWriter,
+    pub(crate) disk: DiskBudget,
+    pub(crate) control: NodeHandle,
+    pub(crate) ingestor: Arc<Ingestor>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) refusals: Arc<Refusals>,
+}
+
+impl Publisher {
     /// Publishes a bundle: verify, store the blob, accept the manifest, announce it, and compile
     /// it here before answering.
     pub(crate) async fn publish(
-        self: &Arc<Self>,
+        &self,
         bundle: PublishBundle,
     ) -> Result<SignedManifest, PublishError> {
         let signed = bundle.manifest;
         let manifest = &signed.manifest;
         let refused = |refusal: Refusal| {
-            self.note_refusal(manifest, Origin::Publish, &refusal);
+            self.refusals.manifest(manifest, Origin::Publish, &refusal);
             refusal
         };
-        manifests::verify(&signed, &self.trust).map_err(refused)?;
+        let verified = manifests::verify(&signed, &self.policy.trust).map_err(refused)?;
         manifest
             .verify_blob(&bundle.module)
             .map_err(|e| refused(e.into()))?;
         let info = wasmesh_protocol::wasm::inspect(&bundle.module).map_err(|e| {
-            self.metrics.count_rejection("publish_invalid_module");
+            self.metrics
+                .count_rejection(Rejection::PublishInvalidModule);
             GuestError::from(e)
         })?;
         if info.abi != manifest.abi {
-            self.metrics.count_rejection("publish_abi_mismatch");
+            self.metrics.count_rejection(Rejection::PublishAbiMismatch);
             return Err(PublishError::AbiMismatch {
                 manifest: manifest.abi,
                 module: info.abi,
             });
         }
-        manifests::check_against_held(&self.views.load().registry, manifest, &self.trust)
+        manifests::check_against_held(&self.views.load().registry, manifest, &self.policy.trust)
             .map_err(refused)?;
-        if let Some(quota) = self.blob_quota
-            && !self.store.has_blob(&manifest.blob)
-            && self.store.stored_bytes().saturating_add(manifest.size) > quota
-        {
-            self.metrics.count_rejection("publish_over_quota");
+        if let Some(quota) = self.disk.exceeded_quota(&manifest.blob, manifest.size) {
+            self.metrics.count_rejection(Rejection::PublishOverQuota);
             return Err(PublishError::OverQuota {
                 size: manifest.size,
                 quota_mib: quota >> 20,
             });
         }
+        self.store_blob(manifest, bundle.module).await?;
+        self.control
+            .offer(verified, Origin::Publish)
+            .await
+            .map_err(|_| PublishError::Stopping)??;
+        // A publish is answered once its manifest is on disk.
+        self.store_writer.flush().await;
+        let _ = self.control.publish_manifest(signed.encode()).await;
+        self.ingestor.ingest(signed.clone()).await;
+        Ok(signed)
+    }
+
+    /// Stores the module's blob, if it fits.
+    async fn store_blob(
+        &self,
+        manifest: &wasmesh_protocol::manifest::Manifest,
+        module: Vec<u8>,
+    ) -> Result<(), PublishError> {
         let disk_full = |shortfall: String| {
-            self.metrics.count_rejection("publish_disk_full");
+            self.metrics.count_rejection(Rejection::PublishDiskFull);
             PublishError::DiskFull { shortfall }
         };
         if !self.store.has_blob(&manifest.blob) {
-            self.room_for(manifest.size).map_err(disk_full)?;
+            self.disk.room_for(manifest.size).map_err(disk_full)?;
         }
         let store = self.store.clone();
-        let (hash, module) = (manifest.blob, bundle.module);
+        let hash = manifest.blob;
         tokio::task::spawn_blocking(move || store.put_blob(hash, &module))
             .await
             .map_err(|e| Refusal::Store(e.to_string()))?
             .map_err(|e| match e.is_disk_full() {
                 true => disk_full(e.to_string()),
                 false => Refusal::Store(e.to_string()).into(),
-            })?;
-        self.control
-            .offer(signed.clone(), Origin::Publish)
-            .await
-            .map_err(|_| PublishError::Stopping)??;
-        // A publish is answered once its manifest is on disk.
-        self.store_writer.flush().await;
-        let _ = self.control.publish_manifest(signed.encode()).await;
-        self.clone().ingest(signed.clone()).await;
-        Ok(signed)
+            })
     }
 }

@@ -10,15 +10,15 @@ use std::time::{Duration, Instant};
 use libp2p::PeerId;
 
 /// How often one peer's refusals are logged at most.
-pub const LOG_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Peers remembered at most; past it, the ones whose interval has passed are forgotten, and
 /// if none has, all are.
-pub const MAX_PEERS: usize = 4096;
+pub(crate) const MAX_PEERS: usize = 4096;
 
 /// When each peer's refusals were last logged, and how many came since.
 #[derive(Debug, Default)]
-pub struct RefusalLog {
+pub(crate) struct RefusalLog {
     peers: Mutex<HashMap<PeerId, Logged>>,
 }
 
@@ -31,7 +31,7 @@ struct Logged {
 impl RefusalLog {
     /// A refusal of `peer`'s input at `now`: `Some(n)` if it is to be logged, with `n` of the
     /// peer's refusals left out of the log since its last line; `None` if it is only counted.
-    pub fn admit(&self, peer: &PeerId, now: Instant) -> Option<u64> {
+    pub(crate) fn admit(&self, peer: &PeerId, now: Instant) -> Option<u64> {
         let mut peers = crate::lock::lock(&self.peers);
         if let Some(logged) = peers.get_mut(peer) {
             if now.saturating_duration_since(logged.at) < LOG_EVERY {
@@ -59,6 +59,48 @@ impl RefusalLog {
             },
         );
         Some(0)
+    }
+}
+
+/// Refusals of this node's input, counted and logged (see the module docs): the one place the
+/// event loop, publishing and the holder directory report what they refused.
+#[derive(Debug)]
+pub(crate) struct Refusals {
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+    log: RefusalLog,
+}
+
+impl Refusals {
+    /// Refusals counted in `metrics`.
+    pub(crate) fn new(metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        Self {
+            metrics,
+            log: RefusalLog::default(),
+        }
+    }
+
+    /// Whether to log a refusal of `peer`'s input now: `Some` with the number of its refusals
+    /// not logged since its last line, `None` to only count it.
+    pub(crate) fn logged(&self, peer: &PeerId) -> Option<u64> {
+        self.log.admit(peer, Instant::now())
+    }
+
+    /// Counts and logs a refused manifest (a peer's refusals once per interval, with a count).
+    pub(crate) fn manifest(
+        &self,
+        manifest: &wasmesh_protocol::manifest::Manifest,
+        origin: crate::core::manifests::Origin,
+        refusal: &crate::core::manifests::Refusal,
+    ) {
+        use crate::core::manifests::Origin;
+        self.metrics.count_rejection(refusal.rejection());
+        let suppressed = match origin {
+            Origin::Gossip(peer) | Origin::Sync(peer) => self.logged(&peer),
+            Origin::Publish | Origin::Store => Some(0),
+        };
+        if let Some(suppressed) = suppressed {
+            tracing::info!(module = %manifest.name, version = manifest.version, ?origin, %refusal, suppressed, "refused manifest");
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use wasmesh_protocol::{ContentHash, SignedManifest};
 
 use crate::metrics::Metrics;
+use crate::rejection::Rejection;
 use crate::store::Store;
 
 enum Write {
@@ -26,7 +27,7 @@ enum Write {
 /// A handle to the writer task (cheap to clone). The task ends at [`StoreWriter::close`], or once
 /// every handle is dropped, after what was sent is written.
 #[derive(Debug, Clone)]
-pub struct StoreWriter {
+pub(crate) struct StoreWriter {
     writes: mpsc::UnboundedSender<Write>,
 }
 
@@ -43,7 +44,7 @@ impl std::fmt::Debug for Write {
 
 impl StoreWriter {
     /// Starts the writer task for `store`, on `tasks`. The node closes it when it stops.
-    pub fn spawn(store: Store, metrics: Arc<Metrics>, tasks: &TaskTracker) -> Self {
+    pub(crate) fn spawn(store: Store, metrics: Arc<Metrics>, tasks: &TaskTracker) -> Self {
         let (writes, mut queue) = mpsc::unbounded_channel();
         tasks.spawn(async move {
             while let Some(write) = queue.recv().await {
@@ -53,7 +54,7 @@ impl StoreWriter {
                 let store = store.clone();
                 let done = tokio::task::spawn_blocking(move || apply(&store, write)).await;
                 if let Ok(Err(error)) = done {
-                    metrics.count_rejection("store_write_failed");
+                    metrics.count_rejection(Rejection::StoreWriteFailed);
                     tracing::warn!(%error, "could not write the store");
                 }
             }
@@ -62,17 +63,17 @@ impl StoreWriter {
     }
 
     /// Writes `signed` as its module's manifest.
-    pub fn put_manifest(&self, signed: SignedManifest) {
+    pub(crate) fn put_manifest(&self, signed: SignedManifest) {
         let _ = self.writes.send(Write::Manifest(Box::new(signed)));
     }
 
     /// Removes the blob `hash` (no manifest uses it any more).
-    pub fn remove_blob(&self, hash: ContentHash) {
+    pub(crate) fn remove_blob(&self, hash: ContentHash) {
         let _ = self.writes.send(Write::RemoveBlob(hash));
     }
 
     /// Waits until everything sent before is written.
-    pub async fn flush(&self) {
+    pub(crate) async fn flush(&self) {
         let (done, written) = oneshot::channel();
         if self.writes.send(Write::Flush(done)).is_ok() {
             let _ = written.await;
@@ -81,7 +82,7 @@ impl StoreWriter {
 
     /// Writes everything sent before, then ends the task: what is sent afterwards is not
     /// written.
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         self.flush().await;
         let _ = self.writes.send(Write::Stop);
     }

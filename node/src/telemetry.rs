@@ -41,12 +41,12 @@ use wasmesh_protocol::wire::TraceContext;
 use crate::config::{DEFAULT_CLIENT_TRACES_PER_SECOND, LogFormat};
 
 /// Most characters of a span attribute taken from a request (a module reference, say).
-pub const MAX_ATTRIBUTE_CHARS: usize = 128;
+pub(crate) const MAX_ATTRIBUTE_CHARS: usize = 128;
 
 /// How many requests a client may have traced by setting the sampled flag: a token bucket of
 /// `per_second` tokens a second, holding at most a second's worth.
 #[derive(Debug)]
-pub struct ClientSampling {
+pub(crate) struct ClientSampling {
     per_second: f64,
     /// Tokens left, and when they were counted.
     bucket: Mutex<(f64, Instant)>,
@@ -54,7 +54,7 @@ pub struct ClientSampling {
 
 impl ClientSampling {
     /// At most `per_second` client-sampled requests a second are honoured (0: never).
-    pub fn new(per_second: u32) -> Self {
+    pub(crate) fn new(per_second: u32) -> Self {
         let per_second = f64::from(per_second);
         Self {
             per_second,
@@ -63,7 +63,7 @@ impl ClientSampling {
     }
 
     /// Whether one more client-sampled request may be traced at `now`.
-    pub fn allow(&self, now: Instant) -> bool {
+    pub(crate) fn allow(&self, now: Instant) -> bool {
         let mut bucket = crate::lock::lock(&self.bucket);
         let (tokens, at) = *bucket;
         let refilled = (tokens + now.saturating_duration_since(at).as_secs_f64() * self.per_second)
@@ -82,7 +82,7 @@ fn client_sampling() -> &'static ClientSampling {
 }
 
 /// `text` as a span attribute: at most [`MAX_ATTRIBUTE_CHARS`] characters, marked when cut.
-pub fn attribute(text: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn attribute(text: &str) -> std::borrow::Cow<'_, str> {
     match text.char_indices().nth(MAX_ATTRIBUTE_CHARS) {
         None => std::borrow::Cow::Borrowed(text),
         Some((cut, _)) => std::borrow::Cow::Owned(format!("{}...", &text[..cut])),
@@ -91,7 +91,7 @@ pub fn attribute(text: &str) -> std::borrow::Cow<'_, str> {
 
 /// The node's log and trace output; dropping it flushes the spans not yet exported.
 #[derive(Debug)]
-pub struct Telemetry {
+pub(crate) struct Telemetry {
     traces: Option<SdkTracerProvider>,
 }
 
@@ -101,7 +101,7 @@ impl Telemetry {
     /// `otlp_endpoint` (its `/v1/traces`) as the service instance `node_id`, if given, with
     /// at most `client_traces_per_second` traces a second decided by clients.
     /// Call it before starting an async runtime (the exporter's HTTP client has its own).
-    pub fn init(
+    pub(crate) fn init(
         format: LogFormat,
         otlp_endpoint: Option<&str>,
         sample_ratio: f64,

@@ -3,10 +3,10 @@
 //!
 //! The request path, the gateway, the QUIC server and ingests read it without a lock
 //! (`arc-swap`). They never change it: what they learn goes to the control task through the
-//! [`NodeHandle`](crate::control::handle::NodeHandle), which folds it into its state and
+//! node's handle on that task, which folds it into its state and
 //! publishes the next view. The one exception is what each forward must show the next request
 //! at once (requests forwarded to a peer now, a peer marked down after a failure): atomics that
-//! every view shares ([`PeerFeedback`](crate::core::peers::PeerFeedback)).
+//! every view shares (the peer table's `PeerFeedback`).
 
 use std::sync::Arc;
 
@@ -20,7 +20,7 @@ use crate::data::PeerAddr;
 
 /// What the node knows, as of one moment.
 #[derive(Debug, Clone, Default)]
-pub struct View {
+pub(crate) struct View {
     /// The modules held and their state here.
     pub registry: Registry,
     /// What is known of each peer.
@@ -31,7 +31,7 @@ pub struct View {
 
 impl View {
     /// Peers whose status says the blob is ready there, with their data-plane address.
-    pub fn providers_of(&self, hash: &ContentHash) -> Vec<PeerAddr> {
+    pub(crate) fn providers_of(&self, hash: &ContentHash) -> Vec<PeerAddr> {
         self.peers
             .providers_of(hash)
             .into_iter()
@@ -42,16 +42,16 @@ impl View {
 
 /// Where the control task publishes views and everyone else reads the newest.
 #[derive(Debug, Default)]
-pub struct Views(ArcSwap<View>);
+pub(crate) struct Views(ArcSwap<View>);
 
 impl Views {
     /// The newest view. Cheap and lock-free; hold it briefly (not across an `.await`).
-    pub fn load(&self) -> arc_swap::Guard<Arc<View>> {
+    pub(crate) fn load(&self) -> arc_swap::Guard<Arc<View>> {
         self.0.load()
     }
 
     /// The newest view, to keep.
-    pub fn load_full(&self) -> Arc<View> {
+    pub(crate) fn load_full(&self) -> Arc<View> {
         self.0.load_full()
     }
 

@@ -11,6 +11,7 @@ use wasmesh_node::core::admission::ADMISSION_TIMEOUT;
 use wasmesh_node::core::peers::ForwardAnswer;
 use wasmesh_node::core::peers::{MAX_DIALED_PEERS, MAX_TRACKED_PEERS, REDIAL_AFTER};
 use wasmesh_node::core::state::{Effect, Input, NodeState};
+use wasmesh_node::rejection::Rejection;
 use wasmesh_protocol::wire::PeerRecord;
 use wasmesh_protocol::{ContentHash, Keypair};
 
@@ -55,7 +56,7 @@ fn a_first_connection_asks_for_the_manifests_and_a_full_table_closes_new_ones() 
         state.handle(opened(refused, true), now),
         [Effect::Disconnect {
             peer: refused,
-            count: Some("peer_table_full")
+            count: Some(Rejection::PeerTableFull)
         }]
     );
     assert_eq!(state.peers.len(), MAX_TRACKED_PEERS);
@@ -104,7 +105,7 @@ fn in_a_private_mesh_a_peer_is_shut_out_until_admitted_and_disconnected_when_it_
     assert!(expired.contains(&Effect::ShutOut { peer: a }));
     assert!(expired.contains(&Effect::Disconnect {
         peer: a,
-        count: Some("membership_expired")
+        count: Some(Rejection::MembershipExpired)
     }));
     assert!(!state.admits(&a));
 }
@@ -127,7 +128,7 @@ fn a_peer_without_membership_is_disconnected_and_counted_once() {
     };
     let counted = Effect::Disconnect {
         peer: a,
-        count: Some("not_admitted"),
+        count: Some(Rejection::NotAdmitted),
     };
     assert_eq!(refused(&mut state), [counted]);
     assert_eq!(
@@ -149,7 +150,7 @@ fn a_peer_without_membership_is_disconnected_and_counted_once() {
     };
     let timed_out = Effect::Disconnect {
         peer: silent,
-        count: Some("admission_timeout"),
+        count: Some(Rejection::AdmissionTimeout),
     };
     assert!(!tick(&mut state, now + ADMISSION_TIMEOUT / 2).contains(&timed_out));
     assert!(tick(&mut state, now + ADMISSION_TIMEOUT).contains(&timed_out));
@@ -346,7 +347,7 @@ fn a_neighbour_with_an_implausible_coordinate_cannot_drag_this_node() {
         state.handle(ping, now),
         [Effect::Count {
             peer: liar,
-            reason: "coordinate_implausible"
+            reason: Rejection::CoordinateImplausible
         }]
     );
     assert_eq!(state.coordinate, before);

@@ -17,6 +17,7 @@
 //! - [`wire`]: node-to-node messages (status, sync, blob fetch) and protocol names.
 //! - [`holders`]: finding the holders of a blob through its directory nodes.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![warn(unreachable_pub)]
 
 pub mod bundle;
 pub mod codec;

@@ -178,13 +178,15 @@ impl Cluster {
         }
     }
 
-    /// Stops every node.
+    /// Stops every node, all at once (each drains, tells its neighbours and waits for its
+    /// requests, as an operator's stop does).
     pub async fn shutdown(&mut self) {
-        for member in &mut self.members {
-            if let Some(node) = member.node.take() {
-                node.shutdown().await;
-            }
-        }
+        let stopping = self
+            .members
+            .iter_mut()
+            .filter_map(|member| member.node.take())
+            .map(|node| async move { node.shutdown().await });
+        futures::future::join_all(stopping).await;
     }
 
     /// Cuts the mesh into groups.

@@ -53,8 +53,10 @@ const KAD_PEER_BYTES: usize = 64;
 /// What one node receives per second, by kind (bytes), and the figures behind it.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ControlTraffic {
-    /// Neighbours (mean connections per node).
+    /// Neighbours per node (statuses both ways), mean.
     pub neighbours: f64,
+    /// Connections per node (each pinged), mean.
+    pub connections: f64,
     /// One status without its ready list, and its answer, as received.
     pub status_bytes: usize,
     /// Bytes of statuses and their answers.
@@ -78,14 +80,20 @@ impl ControlTraffic {
     /// The traffic of one node in a mesh of `nodes` where every node holds `modules` ready and
     /// routes as many elsewhere, with `neighbours` connections per node and lookups of
     /// `lookup_requests` requests.
-    pub fn estimate(nodes: usize, modules: usize, neighbours: f64, lookup_requests: f64) -> Self {
+    pub fn estimate(
+        nodes: usize,
+        modules: usize,
+        neighbours: f64,
+        connections: f64,
+        lookup_requests: f64,
+    ) -> Self {
         let interval = STATUS_INTERVAL.as_secs_f64();
         let status_bytes = compact_status().encode().len()
             + StatusAck { want_ready: false }.encode().len()
             + 2 * STREAM_BYTES;
         // Its neighbours' statuses, and the answers to its own.
         let status_bytes_per_s = neighbours * status_bytes as f64 / interval;
-        let ping_bytes_per_s = neighbours * 2.0 * PING_BYTES as f64 / PING_EVERY.as_secs_f64();
+        let ping_bytes_per_s = connections * 2.0 * PING_BYTES as f64 / PING_EVERY.as_secs_f64();
         let introduced = (neighbours.round() as usize).min(MAX_SYNC_PEERS);
         let exchange = peer_exchange_request().encode().len()
             + peer_exchange_answer(introduced).encode().len()
@@ -96,7 +104,7 @@ impl ControlTraffic {
         let finds_per_s = modules as f64 / HOLDER_REFRESH.as_secs_f64();
         let lookups_per_s = announces_per_s + finds_per_s;
         // A lookup request to a peer that is not a neighbour opens a connection.
-        let new_connection = 1.0 - (neighbours / nodes.max(1) as f64).min(1.0);
+        let new_connection = 1.0 - (connections / nodes.max(1) as f64).min(1.0);
         let per_request = (K * KAD_PEER_BYTES + STREAM_BYTES) as f64
             // The requests of others' lookups this node serves: as many, by symmetry.
             + (KAD_REQUEST_BYTES + STREAM_BYTES) as f64
@@ -116,6 +124,7 @@ impl ControlTraffic {
             status_bytes_per_s + ping_bytes_per_s + peer_exchange_bytes_per_s + holder_bytes_per_s;
         Self {
             neighbours: round3(neighbours),
+            connections: round3(connections),
             status_bytes,
             status_bytes_per_s: status_bytes_per_s.round(),
             ping_bytes_per_s: ping_bytes_per_s.round(),
@@ -237,13 +246,13 @@ mod tests {
     /// neighbours, not with the mesh.
     #[test]
     fn only_lookups_grow_with_the_mesh() {
-        let small = ControlTraffic::estimate(100, 100, 40.0, 6.0);
-        let large = ControlTraffic::estimate(10_000, 100, 40.0, 9.0);
+        let small = ControlTraffic::estimate(1_000, 100, 40.0, 60.0, 6.0);
+        let large = ControlTraffic::estimate(10_000, 100, 40.0, 60.0, 9.0);
         assert_eq!(large.status_bytes_per_s, small.status_bytes_per_s);
         assert_eq!(large.ping_bytes_per_s, small.ping_bytes_per_s);
         assert!(large.holder_bytes_per_s > small.holder_bytes_per_s);
         assert!(large.holder_bytes_per_s < 2.0 * small.holder_bytes_per_s);
-        let idle = ControlTraffic::estimate(10_000, 0, 40.0, 9.0);
+        let idle = ControlTraffic::estimate(10_000, 0, 40.0, 60.0, 9.0);
         assert_eq!(idle.holder_bytes_per_s, 0.0);
     }
 }

@@ -9,6 +9,7 @@
 //!   [`control_traffic`] per node it implies.
 //! - The [`demo`]: a mesh of real nodes in real cities, the README's first command.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![warn(unreachable_pub)]
 
 pub mod cities;
 pub mod cluster;

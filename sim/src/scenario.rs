@@ -353,6 +353,14 @@ impl Scenario {
                 return invalid("load concurrency must be at least 1".into());
             }
         }
+        self.validate_faults(&check)?;
+        Ok(())
+    }
+
+    /// The faults name nodes that exist, stalls that end before the next, and starts of late
+    /// nodes only.
+    fn validate_faults(&self, check: &NodeListCheck<'_>) -> Result<(), ScenarioError> {
+        let invalid = |m: String| Err(ScenarioError::Invalid(m));
         for fault in &self.fault {
             check("slow", &fault.slow)?;
             if fault
@@ -379,6 +387,9 @@ impl Scenario {
         Ok(())
     }
 }
+
+/// Checks that a list of node indices (named by its field) names nodes that exist.
+type NodeListCheck<'a> = dyn Fn(&str, &[usize]) -> Result<(), ScenarioError> + 'a;
 
 #[cfg(test)]
 mod tests {

@@ -23,9 +23,9 @@ fn the_scale_model_is_deterministic_per_seed_and_plots_its_cdf() {
             .args([
                 "scale",
                 "--nodes",
-                "2000",
+                "300",
                 "--requests",
-                "2000",
+                "1000",
                 "--seed",
                 seed,
                 "--json",
@@ -47,7 +47,7 @@ fn the_scale_model_is_deterministic_per_seed_and_plots_its_cdf() {
     }
     assert_eq!(reports[0], reports[1], "same seed, different reports");
     assert_ne!(reports[0], reports[2], "different seeds, same report");
-    assert_eq!(reports[0]["nodes"], 2000);
+    assert_eq!(reports[0]["nodes"], 300);
     assert_eq!(reports[0]["reached_fraction"], 1.0);
     assert!(reports[0]["propagation_ms"]["p99"].as_f64().unwrap() > 0.0);
 }

@@ -4,6 +4,7 @@
 //! asks for agreement gets only an answer two holders gave.
 
 use wasmesh_node::config::Replicate;
+use wasmesh_node::rejection::Rejection;
 use wasmesh_protocol::ContentHash;
 use wasmesh_tests::liar::{FORGED, Signing, lying_holder};
 use wasmesh_tests::{
@@ -47,7 +48,10 @@ async fn a_claimed_holder_that_cannot_prove_it_is_never_routed_to() {
         );
     }
     wait_until("the failed proof is counted", MESH_DEADLINE, || async {
-        r.node.metrics().rejections_of("possession_unproven") >= 1
+        r.node
+            .metrics()
+            .rejections_of(Rejection::PossessionUnproven)
+            >= 1
     })
     .await;
 }
@@ -71,7 +75,10 @@ async fn a_holder_that_signs_forged_answers_is_caught_by_spot_checks() {
             );
             forged.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        r.node.metrics().rejections_of("receipt_contradicted") >= 1
+        r.node
+            .metrics()
+            .rejections_of(Rejection::ReceiptContradicted)
+            >= 1
     })
     .await;
     let forged = forged.into_inner();
@@ -80,7 +87,12 @@ async fn a_holder_that_signs_forged_answers_is_caught_by_spot_checks() {
         let answer = invoke(&r, "echo", &[i]).await;
         assert_eq!((answer.status, answer.body.as_slice()), (200, &[i][..]));
     }
-    assert_eq!(r.node.metrics().rejections_of("receipt_contradicted"), 1);
+    assert_eq!(
+        r.node
+            .metrics()
+            .rejections_of(Rejection::ReceiptContradicted),
+        1
+    );
 }
 
 /// A client that asks for two holders to agree gets the answer the honest holders gave, even

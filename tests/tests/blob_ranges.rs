@@ -14,6 +14,7 @@ use std::sync::Arc;
 use wasmesh_node::admission::Admission;
 use wasmesh_node::data::{DataPlane, FetchError, PeerAddr};
 use wasmesh_node::metrics::Metrics;
+use wasmesh_node::rejection::Rejection;
 use wasmesh_node::store::Store;
 use wasmesh_node::tls::TlsIdentity;
 use wasmesh_protocol::wire::{BLOB_GROUP_SIZE, MAX_BLOB_REQUEST_GROUPS};
@@ -133,7 +134,10 @@ async fn a_liar_among_three_providers_is_caught_at_its_first_bad_group() {
         group % u64::from(MAX_BLOB_REQUEST_GROUPS),
         u64::from(MAX_BLOB_REQUEST_GROUPS) / 2
     );
-    assert_eq!(receiver.metrics.rejections_of("blob_hash_mismatch"), 1);
+    assert_eq!(
+        receiver.metrics.rejections_of(Rejection::BlobHashMismatch),
+        1
+    );
 
     // The blob is complete and verified, every byte received once.
     assert_eq!(receiver.store.read_blob(&hash).unwrap(), data);
@@ -261,7 +265,10 @@ async fn a_blob_that_compresses_crosses_the_wire_compressed_from_afar_and_a_liar
         "{:?}",
         report.failures
     );
-    assert_eq!(receiver.metrics.rejections_of("blob_hash_mismatch"), 1);
+    assert_eq!(
+        receiver.metrics.rejections_of(Rejection::BlobHashMismatch),
+        1
+    );
     assert_eq!(receiver.store.read_blob(&hash).unwrap(), data);
     assert_eq!(report.received, size);
     // What crossed the wire was well under the blob (36% of it, compressed).

@@ -3,6 +3,7 @@
 //! there.
 
 use wasmesh_node::config::Replicate;
+use wasmesh_node::rejection::Rejection;
 use wasmesh_tests::{TestNode, bundle, fixture, invoke, publish, publisher};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -144,7 +145,12 @@ async fn one_key_announcing_thousands_of_blobs_leaves_an_honest_holder_findable(
     }
     assert_eq!(sent, 32);
     for (node, _) in &targets {
-        assert!(node.node.metrics().rejections_of("directory_holder_quota") >= 1);
+        assert!(
+            node.node
+                .metrics()
+                .rejections_of(Rejection::DirectoryHolderQuota)
+                >= 1
+        );
     }
 
     // An honest holder H (whose libp2p address E cannot dial) publishes: E finds it through

@@ -9,8 +9,9 @@ use std::time::Duration;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use wasmesh_node::admission::Admission;
 use wasmesh_node::connection_limits::MAX_CONNECTIONS_PER_PEER;
-use wasmesh_node::data::{DataPlane, FetchError, PeerAddr};
+use wasmesh_node::data::{CloseCode, DataPlane, FetchError, PeerAddr};
 use wasmesh_node::metrics::Metrics;
+use wasmesh_node::rejection::Rejection;
 use wasmesh_node::store::Store;
 use wasmesh_node::tls::TlsIdentity;
 use wasmesh_protocol::wire::{
@@ -68,7 +69,7 @@ async fn one_peer_holds_at_most_a_few_connections() {
         held.iter()
             .filter(|c| {
                 matches!(c.close_reason(), Some(quinn::ConnectionError::ApplicationClosed(close))
-                    if close.error_code == quinn::VarInt::from_u32(4))
+                    if close.error_code == CloseCode::TooManyConnections.code())
             })
             .count()
     };
@@ -83,7 +84,9 @@ async fn one_peer_holds_at_most_a_few_connections() {
         MAX_CONNECTIONS_PER_PEER
     );
     assert_eq!(
-        node.node.metrics().rejections_of("quic_connection_limit"),
+        node.node
+            .metrics()
+            .rejections_of(Rejection::QuicConnectionLimit),
         4
     );
     // Another peer still gets in, and the node serves.
@@ -112,7 +115,7 @@ async fn an_oversized_invoke_frame_is_refused_and_counted() {
         .unwrap_or_default();
     assert!(answer.is_empty(), "answered an oversized frame: {answer:?}");
     wait_until("the frame is counted", MESH_DEADLINE, || async {
-        node.node.metrics().rejections_of("invoke_request") >= 1
+        node.node.metrics().rejections_of(Rejection::InvokeRequest) >= 1
     })
     .await;
     assert_eq!(
@@ -273,7 +276,7 @@ async fn throwaway_keys_cannot_fill_the_queue_ahead_of_local_requests() {
         || async {
             let status = get(format!("{}/v1/status", node.url())).await.json();
             let held = status["running"].as_u64().unwrap() + status["queued"].as_u64().unwrap();
-            held == 2 && node.node.metrics().rejections_of("forward_share") == 10
+            held == 2 && node.node.metrics().rejections_of(Rejection::ForwardShare) == 10
         },
     )
     .await;
@@ -343,11 +346,17 @@ async fn a_forged_answer_is_caught_by_its_receipt() {
         "{:?}",
         String::from_utf8_lossy(&answer.body)
     );
-    assert_eq!(router.node.metrics().rejections_of("bad_receipt"), 1);
+    assert_eq!(
+        router.node.metrics().rejections_of(Rejection::BadReceipt),
+        1
+    );
     // The liar is marked down: the next request does not go to it.
     let again = invoke(&router, "echo", b"abc").await;
     assert_eq!(again.status, 503);
-    assert_eq!(router.node.metrics().rejections_of("bad_receipt"), 1);
+    assert_eq!(
+        router.node.metrics().rejections_of(Rejection::BadReceipt),
+        1
+    );
 }
 
 /// The first packet of a QUIC handshake with the node at `server` (key `server_key`): an
@@ -396,7 +405,7 @@ async fn half_open_handshakes_leave_room_for_a_real_peer() {
     wait_until(
         "the node has seen the handshakes",
         MESH_DEADLINE,
-        || async { node.node.metrics().rejections_of("quic_retry") >= 400 },
+        || async { node.node.metrics().rejections_of(Rejection::QuicRetry) >= 400 },
     )
     .await;
     let (identity, endpoint) = stranger(43);
@@ -413,7 +422,7 @@ async fn half_open_handshakes_leave_room_for_a_real_peer() {
     println!(
         "a real peer connected in {:?} after 512 half-open handshakes ({} sent a Retry)",
         started.elapsed(),
-        node.node.metrics().rejections_of("quic_retry")
+        node.node.metrics().rejections_of(Rejection::QuicRetry)
     );
     drop(silent);
 }

@@ -11,6 +11,7 @@ use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{StreamProtocol, noise, tcp, yamux};
 use quinn::crypto::rustls::QuicClientConfig;
 use wasmesh_node::admission::Admission;
+use wasmesh_node::rejection::Rejection;
 use wasmesh_node::tls::TlsIdentity;
 use wasmesh_protocol::wire::{
     BLOB_ALPN, MANIFEST_TOPIC, STATUS_PROTOCOL, SYNC_PROTOCOL, StatusMessage, ready_version,
@@ -149,7 +150,7 @@ async fn hostile_gossip_and_sync_are_rejected_and_counted() {
         .send_request(&peer, noise_bytes(300, 2));
     let metrics = a.node.metrics();
     let until = tokio::time::Instant::now() + MESH_DEADLINE;
-    while metrics.rejections_of("status_malformed") < 1 {
+    while metrics.rejections_of(Rejection::StatusMalformed) < 1 {
         assert!(
             tokio::time::Instant::now() < until,
             "noise status not counted"
@@ -166,10 +167,10 @@ async fn hostile_gossip_and_sync_are_rejected_and_counted() {
     }
 
     let counted = || {
-        metrics.rejections_of("gossip_malformed_manifest") >= 2
-            && metrics.rejections_of("bad_signature") >= 1
-            && metrics.rejections_of("bad_status") >= 1
-            && metrics.rejections_of("sync_malformed") >= 3
+        metrics.rejections_of(Rejection::GossipMalformedManifest) >= 2
+            && metrics.rejections_of(Rejection::BadSignature) >= 1
+            && metrics.rejections_of(Rejection::BadStatus) >= 1
+            && metrics.rejections_of(Rejection::SyncMalformed) >= 3
     };
     let until = tokio::time::Instant::now() + MESH_DEADLINE;
     while !counted() {
@@ -231,7 +232,7 @@ async fn malformed_blob_requests_are_rejected_and_counted() {
     wait_until(
         "the three malformed requests are counted",
         MESH_DEADLINE,
-        || async { a.node.metrics().rejections_of("blob_request") >= 3 },
+        || async { a.node.metrics().rejections_of(Rejection::BlobRequest) >= 3 },
     )
     .await;
     assert_eq!(invoke(&a, "echo", b"still fine").await.body, b"still fine");

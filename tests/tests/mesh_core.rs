@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use wasmesh_node::rejection::Rejection;
 use wasmesh_tests::{
     MESH_DEADLINE, TestNode, bundle, fixture, invoke, publish, publisher, wait_until, wasmesh_bin,
 };
@@ -151,7 +152,7 @@ async fn a_lying_provider_is_detected_and_the_blob_comes_from_another() {
 
     let c = TestNode::start(&[p.public()], &[&liar]).await;
     wait_until("the newcomer detects the lie", MESH_DEADLINE, || async {
-        c.node.metrics().rejections_of("blob_hash_mismatch") >= 1
+        c.node.metrics().rejections_of(Rejection::BlobHashMismatch) >= 1
     })
     .await;
     assert!(!c.is_ready("rev"));

@@ -2,6 +2,7 @@
 //! response), and they are dialed; a status comes only from its own node, over its connection.
 
 use futures::StreamExt;
+use wasmesh_node::rejection::Rejection;
 use wasmesh_protocol::coordinates::Coordinate;
 use wasmesh_protocol::wire::{StatusMessage, ready_version};
 use wasmesh_protocol::{ContentHash, Keypair};
@@ -49,7 +50,7 @@ async fn a_status_for_another_key_is_refused_and_its_sender_disconnected() {
         coordinate: Coordinate::default(),
         leaving: false,
     };
-    let refused = || a.node.metrics().rejections_of("bad_status");
+    let refused = || a.node.metrics().rejections_of(Rejection::BadStatus);
     let closed = stranger
         .send_until("A refuses the status", status, || refused() > 0)
         .await;
@@ -77,7 +78,7 @@ async fn a_peer_of_the_previous_protocol_version_is_refused() {
         ))
     });
     old.dial(a.node.p2p_addrs()[0].clone()).unwrap();
-    let refused = || a.node.metrics().rejections_of("peer_other_version");
+    let refused = || a.node.metrics().rejections_of(Rejection::PeerOtherVersion);
     let until = tokio::time::Instant::now() + MESH_DEADLINE;
     let mut closed = false;
     while !closed {

@@ -9,6 +9,7 @@ use wasmesh_keys::MembershipCert;
 use wasmesh_node::admission::Admission;
 use wasmesh_node::data::{DataPlane, FetchError, PeerAddr};
 use wasmesh_node::metrics::Metrics;
+use wasmesh_node::rejection::Rejection;
 use wasmesh_node::store::Store;
 use wasmesh_node::tls::TlsIdentity;
 use wasmesh_protocol::{ContentHash, Keypair};
@@ -82,7 +83,7 @@ async fn only_certified_nodes_get_manifests_and_blobs() {
     b.wait_ready("secret").await;
 
     // An open node, then a node certified by another admin, try to join through A.
-    let refused = || a.node.metrics().rejections_of("not_admitted");
+    let refused = || a.node.metrics().rejections_of(Rejection::NotAdmitted);
     let outsider = TestNode::start(&trust, &[&a]).await;
     wait_until("A refuses the open node", MESH_DEADLINE, || async {
         refused() >= 1
@@ -161,7 +162,7 @@ async fn a_member_is_disconnected_when_its_membership_expires() {
     // A drops B at expiry, on the libp2p connection and the QUIC one, and does not take it
     // back: B's redials fail admission.
     let b_id = b.node.peer_id();
-    let expired = || a.node.metrics().rejections_of("membership_expired");
+    let expired = || a.node.metrics().rejections_of(Rejection::MembershipExpired);
     wait_until(
         "A disconnects B when its membership expires",
         MESH_DEADLINE,
@@ -175,14 +176,14 @@ async fn a_member_is_disconnected_when_its_membership_expires() {
         },
     )
     .await;
-    let refused = a.node.metrics().rejections_of("not_admitted")
-        + a.node.metrics().rejections_of("quic_handshake");
+    let refused = a.node.metrics().rejections_of(Rejection::NotAdmitted)
+        + a.node.metrics().rejections_of(Rejection::QuicHandshake);
     wait_until(
         "B's attempts to come back are refused",
         MESH_DEADLINE,
         || async {
-            a.node.metrics().rejections_of("not_admitted")
-                + a.node.metrics().rejections_of("quic_handshake")
+            a.node.metrics().rejections_of(Rejection::NotAdmitted)
+                + a.node.metrics().rejections_of(Rejection::QuicHandshake)
                 > refused
         },
     )
@@ -217,7 +218,10 @@ async fn a_peer_that_never_proves_membership_is_disconnected() {
             _ => {}
         }
     }
-    assert_eq!(a.node.metrics().rejections_of("admission_timeout"), 1);
+    assert_eq!(
+        a.node.metrics().rejections_of(Rejection::AdmissionTimeout),
+        1
+    );
 }
 
 /// An identity without a certificate that connects to a member of a private mesh and runs

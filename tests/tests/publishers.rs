@@ -5,6 +5,7 @@
 //! one kept on every node.
 
 use wasmesh_keys::TrustEntry;
+use wasmesh_node::rejection::Rejection;
 use wasmesh_protocol::ContentHash;
 use wasmesh_tests::{
     MESH_DEADLINE, TestNode, bundle, fixture, invoke, publish, publisher, wait_until,
@@ -36,7 +37,7 @@ async fn a_second_publisher_cannot_take_over_a_name() {
             reason["message"].as_str().unwrap().contains(&owner_hex),
             "{reason}"
         );
-        assert!(node.node.metrics().rejections_of("name_owned") >= 1);
+        assert!(node.node.metrics().rejections_of(Rejection::NameOwned) >= 1);
     }
     // Requests still run the owner's module everywhere.
     for node in [&a, &b] {
@@ -74,7 +75,7 @@ async fn a_scoped_key_publishes_only_the_names_in_its_scope() {
         String::from_utf8_lossy(&outside.body)
     );
     assert_eq!(outside.json()["error"], "name_out_of_scope");
-    assert_eq!(a.node.metrics().rejections_of("name_out_of_scope"), 1);
+    assert_eq!(a.node.metrics().rejections_of(Rejection::NameOutOfScope), 1);
 
     let inside = publish(&a, &bundle(&images, fixture("reverse.wat"), "img-flip", 1)).await;
     assert_eq!(inside.status, 201);
@@ -158,7 +159,7 @@ async fn two_blobs_under_one_version_converge_on_the_lower_hash() {
     .await;
     let seen: u64 = [&a, &b]
         .iter()
-        .map(|n| n.node.metrics().rejections_of("equivocation_seen"))
+        .map(|n| n.node.metrics().rejections_of(Rejection::EquivocationSeen))
         .sum();
     assert!(seen >= 1, "the equivocation was not counted");
 }

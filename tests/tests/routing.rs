@@ -8,14 +8,16 @@ use wasmesh_tests::{TestNode, bundle, fixture, invoke, publish, publisher};
 
 /// Holders A and B, and C which replicates nothing; `wat` published as `name` through A, and C
 /// aware that both A and B hold it.
+/// Holders A and B and a router C that replicates nothing. The holders join through C, so C
+/// is a peer they chose, not a stranger whose forwards get a stranger's small share.
 async fn two_holders_and_a_router(wat: &str, name: &str) -> (TestNode, TestNode, TestNode) {
     let p = publisher(1);
-    let a = TestNode::start(&[p.public()], &[]).await;
-    let b = TestNode::start(&[p.public()], &[&a]).await;
-    let c = TestNode::start_with(&[p.public()], &[&a], |config| {
+    let c = TestNode::start_with(&[p.public()], &[], |config| {
         config.replicate = Replicate::None
     })
     .await;
+    let a = TestNode::start(&[p.public()], &[&c]).await;
+    let b = TestNode::start(&[p.public()], &[&c, &a]).await;
     assert_eq!(
         publish(&a, &bundle(&p, fixture(wat), name, 1)).await.status,
         201
@@ -153,7 +155,12 @@ async fn load_that_saturates_one_holder_spreads_to_the_other() {
     let mut served_by = std::collections::HashMap::new();
     for request in requests {
         let answer = request.await.unwrap();
-        assert_eq!(answer.status, 200);
+        assert_eq!(
+            answer.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
         *served_by
             .entry(answer.header("x-wasmesh-executed-by").unwrap().to_owned())
             .or_insert(0) += 1;

@@ -69,19 +69,35 @@ async fn nodes_measure_the_injected_round_trips() {
     )
     .await
     .unwrap();
-    for (i, row) in one_way.iter().enumerate() {
-        let views = cluster.node(i).unwrap().peer_views();
-        for view in views.iter().filter(|v| v.connected) {
-            let j = cluster.index_of(&view.peer_id.to_string()).unwrap();
-            let injected_us = ((row[j] + one_way[j][i]) * 1000.0) as u64;
-            let measured_us = view.rtt_us.unwrap();
-            eprintln!("node {i} -> {j}: injected {injected_us} us, measured {measured_us} us");
-            assert!(
-                measured_us >= injected_us && measured_us <= injected_us + SCHEDULING_SLACK_US,
-                "node {i} measures {measured_us} us to node {j}; injected {injected_us} us"
-            );
+    // Each measurement is the injected round trip plus what scheduling adds: on a busy machine
+    // a ping can come back late now and then, so the check waits for a quiet moment.
+    let measured_within_slack = || {
+        let mut all = true;
+        for (i, row) in one_way.iter().enumerate() {
+            let views = cluster.node(i).unwrap().peer_views();
+            for view in views.iter().filter(|v| v.connected) {
+                let j = cluster.index_of(&view.peer_id.to_string()).unwrap();
+                let injected_us = ((row[j] + one_way[j][i]) * 1000.0) as u64;
+                let measured_us = view.rtt_us.unwrap();
+                eprintln!("node {i} -> {j}: injected {injected_us} us, measured {measured_us} us");
+                // Below the injected delay would mean the relay does not delay.
+                assert!(
+                    measured_us >= injected_us,
+                    "node {i} measures {measured_us} us to node {j}; injected {injected_us} us"
+                );
+                all &= measured_us <= injected_us + SCHEDULING_SLACK_US;
+            }
         }
-    }
+        all
+    };
+    wait_for(
+        "every measured round trip within the slack of its injected one",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        measured_within_slack,
+    )
+    .await
+    .unwrap();
     cluster.shutdown().await;
 }
 

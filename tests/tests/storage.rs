@@ -5,6 +5,7 @@
 
 use wasmesh_node::config::NodeConfig;
 use wasmesh_node::daemon::Node;
+use wasmesh_node::rejection::Rejection;
 use wasmesh_tests::{MESH_DEADLINE, TestNode, bundle, fixture, publish, publisher, wait_until};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -45,7 +46,12 @@ async fn a_publish_over_the_blob_quota_is_refused() {
     );
     assert_eq!(answer.json()["error"], "over_quota");
     assert!(!node.is_ready("echo"));
-    assert_eq!(node.node.metrics().rejections_of("publish_over_quota"), 1);
+    assert_eq!(
+        node.node
+            .metrics()
+            .rejections_of(Rejection::PublishOverQuota),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -64,7 +70,7 @@ async fn a_node_without_room_on_its_disk_fetches_nothing_and_waits() {
         201
     );
     wait_until("B finds no room for the blob", MESH_DEADLINE, || async {
-        b.node.metrics().rejections_of("disk_full") >= 1
+        b.node.metrics().rejections_of(Rejection::DiskFull) >= 1
     })
     .await;
     assert_eq!(

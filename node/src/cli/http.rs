@@ -4,7 +4,7 @@
 use anyhow::{Context, bail};
 
 /// A successful answer: body and headers of interest.
-pub struct Answer {
+pub(super) struct Answer {
     pub body: Vec<u8>,
     pub headers: Vec<(String, String)>,
 }
@@ -52,7 +52,7 @@ fn answer(url: &str, response: ureq::http::Response<ureq::Body>) -> anyhow::Resu
 }
 
 /// POSTs `body` to `url`.
-pub fn post(url: &str, body: &[u8]) -> anyhow::Result<Answer> {
+pub(super) fn post(url: &str, body: &[u8]) -> anyhow::Result<Answer> {
     let response = agent()
         .post(url)
         .content_type("application/octet-stream")
@@ -62,7 +62,7 @@ pub fn post(url: &str, body: &[u8]) -> anyhow::Result<Answer> {
 }
 
 /// POSTs `body` to `url` with a progress bar on stderr (when it is a terminal).
-pub fn post_with_progress(url: &str, body: Vec<u8>) -> anyhow::Result<Answer> {
+pub(super) fn post_with_progress(url: &str, body: Vec<u8>) -> anyhow::Result<Answer> {
     use std::io::IsTerminal;
     let bar = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new(body.len() as u64)
@@ -87,7 +87,7 @@ pub fn post_with_progress(url: &str, body: Vec<u8>) -> anyhow::Result<Answer> {
 }
 
 /// GETs `url`.
-pub fn get(url: &str) -> anyhow::Result<Answer> {
+pub(super) fn get(url: &str) -> anyhow::Result<Answer> {
     let response = agent()
         .get(url)
         .call()

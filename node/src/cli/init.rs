@@ -16,7 +16,7 @@ const EXAMPLE_CONFIG: &str = include_str!("../../config.example.toml");
 const UNIT: &str = include_str!("../../../packaging/wasmesh.service");
 
 /// Where the service keeps its state (systemd's `StateDirectory=wasmesh`).
-pub const SERVICE_DATA_DIR: &str = "/var/lib/wasmesh";
+pub(super) const SERVICE_DATA_DIR: &str = "/var/lib/wasmesh";
 
 /// Arguments of `wasmesh node init`.
 #[derive(Debug, Args)]

@@ -83,7 +83,7 @@ pub(super) fn run(command: ManifestCommand) -> anyhow::Result<()> {
 }
 
 /// Builds and signs the manifest of the module at `module_path`.
-pub fn create(
+pub(super) fn create(
     module_path: &Path,
     name: String,
     version: u64,
@@ -97,7 +97,7 @@ pub fn create(
 }
 
 /// Reads and decodes a signed manifest file (at most `MAX_SIGNED_MANIFEST_SIZE` bytes).
-pub fn read_signed_manifest(path: &Path) -> anyhow::Result<SignedManifest> {
+pub(super) fn read_signed_manifest(path: &Path) -> anyhow::Result<SignedManifest> {
     let file = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut bytes = Vec::new();
     file.take(MAX_SIGNED_MANIFEST_SIZE as u64 + 1)

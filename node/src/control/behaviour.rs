@@ -90,31 +90,7 @@ pub(crate) fn build_swarm(
         .with_quic()
         .with_bandwidth_metrics(&mut registry)
         .with_behaviour(|key| {
-            let gossip_config = gossipsub::ConfigBuilder::default()
-                .validation_mode(ValidationMode::Strict)
-                .validate_messages()
-                .max_transmit_size(MAX_GOSSIP_RPC)
-                .heartbeat_interval(HEARTBEAT)
-                // The id binds the author: gossipsub marks an id as seen before validating it, so
-                // with an id of the data alone, a peer that republished another node's status
-                // under its own identity would have the genuine copy dropped as a duplicate.
-                .message_id_fn(|message| {
-                    let mut id = blake3::Hasher::new();
-                    if let Some(source) = &message.source {
-                        id.update(&source.to_bytes());
-                    }
-                    id.update(&message.data);
-                    gossipsub::MessageId::from(id.finalize().as_bytes().to_vec())
-                })
-                .build()
-                .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
-            let mut gossipsub =
-                gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), gossip_config)
-                    .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?
-                    .with_metrics(&mut registry, gossipsub::MetricsConfig::default());
-            gossipsub
-                .with_peer_score(peer_score_params(), PeerScoreThresholds::default())
-                .map_err(|e| anyhow::anyhow!("gossipsub scoring: {e}"))?;
+            let gossipsub = gossipsub(key, &mut registry)?;
             let identify = identify::Behaviour::new(
                 identify::Config::new(PROTOCOL_VERSION.into(), key.public())
                     .with_hide_listen_addrs(hide_listen_addrs),
@@ -153,6 +129,39 @@ pub(crate) fn build_swarm(
         .build();
     drop(registry);
     Ok(swarm)
+}
+
+/// Gossipsub for manifests: explicit validation, messages signed by their author and
+/// identified by author and content, peer scoring, and libp2p's metrics in `registry`.
+fn gossipsub(
+    key: &libp2p::identity::Keypair,
+    registry: &mut prometheus_client::registry::Registry,
+) -> anyhow::Result<gossipsub::Behaviour> {
+    let config = gossipsub::ConfigBuilder::default()
+        .validation_mode(ValidationMode::Strict)
+        .validate_messages()
+        .max_transmit_size(MAX_GOSSIP_RPC)
+        .heartbeat_interval(HEARTBEAT)
+        // The id binds the author: gossipsub marks an id as seen before validating it, so with
+        // an id of the data alone, a peer that republished another node's manifest under its
+        // own identity would have the genuine copy dropped as a duplicate.
+        .message_id_fn(|message| {
+            let mut id = blake3::Hasher::new();
+            if let Some(source) = &message.source {
+                id.update(&source.to_bytes());
+            }
+            id.update(&message.data);
+            gossipsub::MessageId::from(id.finalize().as_bytes().to_vec())
+        })
+        .build()
+        .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
+    let mut gossipsub = gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), config)
+        .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?
+        .with_metrics(registry, gossipsub::MetricsConfig::default());
+    gossipsub
+        .with_peer_score(peer_score_params(), PeerScoreThresholds::default())
+        .map_err(|e| anyhow::anyhow!("gossipsub scoring: {e}"))?;
+    Ok(gossipsub)
 }
 
 /// Closest peers a Kademlia lookup waits for: the directory nodes a blob is announced to.

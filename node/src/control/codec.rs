@@ -20,6 +20,7 @@ use wasmesh_protocol::wire::{
 };
 
 use crate::metrics::{Direction, Metrics, TrafficKind};
+use crate::rejection::Rejection;
 
 /// A request-response pair on the wire: its messages, their limits, and how they are counted.
 pub(crate) trait Messages: Send + Sync + 'static {
@@ -28,7 +29,7 @@ pub(crate) trait Messages: Send + Sync + 'static {
     /// The traffic kind the bytes are counted as.
     const KIND: TrafficKind;
     /// The rejection counted for a message that does not decode.
-    const MALFORMED: &'static str;
+    const MALFORMED: Rejection;
     /// Largest request taken.
     const MAX_REQUEST: usize;
     /// Largest response taken.
@@ -52,7 +53,7 @@ impl Messages for SyncPair {
     type Request = SyncRequest;
     type Response = SyncResponse;
     const KIND: TrafficKind = TrafficKind::Sync;
-    const MALFORMED: &'static str = "sync_malformed";
+    const MALFORMED: Rejection = Rejection::SyncMalformed;
     const MAX_REQUEST: usize = MAX_SYNC_REQUEST_SIZE;
     const MAX_RESPONSE: usize = MAX_SYNC_RESPONSE_SIZE;
     fn encode_request(request: &SyncRequest) -> Vec<u8> {
@@ -78,7 +79,7 @@ impl Messages for StatusPair {
     type Request = Result<StatusMessage, DecodeError>;
     type Response = StatusAck;
     const KIND: TrafficKind = TrafficKind::Status;
-    const MALFORMED: &'static str = "status_malformed";
+    const MALFORMED: Rejection = Rejection::StatusMalformed;
     const MAX_REQUEST: usize = MAX_STATUS_SIZE;
     const MAX_RESPONSE: usize = MAX_STATUS_ACK_SIZE;
     fn encode_request(request: &Self::Request) -> Vec<u8> {
@@ -109,7 +110,7 @@ impl Messages for HoldersPair {
     type Request = HolderRequest;
     type Response = HolderAnswer;
     const KIND: TrafficKind = TrafficKind::Holders;
-    const MALFORMED: &'static str = "holders_malformed";
+    const MALFORMED: Rejection = Rejection::HoldersMalformed;
     const MAX_REQUEST: usize = MAX_HOLDER_REQUEST_SIZE;
     const MAX_RESPONSE: usize = MAX_HOLDER_ANSWER_SIZE;
     fn encode_request(request: &HolderRequest) -> Vec<u8> {
@@ -182,7 +183,7 @@ impl<M: Messages> LimitedCodec<M> {
         };
         decoded.map_err(|error| {
             self.metrics.count_rejection(M::MALFORMED);
-            tracing::info!(%error, what = M::MALFORMED, "refused a control message");
+            tracing::info!(%error, what = %M::MALFORMED, "refused a control message");
             Refused::Malformed(error)
         })
     }

@@ -2,11 +2,11 @@
 //! node's state). Callers send these through a [`NodeHandle`](super::handle::NodeHandle).
 
 use libp2p::PeerId;
+use libp2p::gossipsub::MessageId;
 use tokio::sync::oneshot;
-use wasmesh_protocol::wire::StatusMessage;
 use wasmesh_protocol::{ContentHash, ModuleKey, SignedManifest};
 
-use crate::core::manifests::{Offered, Origin, Refusal};
+use crate::core::manifests::{Offered, Origin, Refusal, Screened, Verified};
 use crate::core::peers::ForwardAnswer;
 use crate::core::registry::ModuleState;
 
@@ -15,13 +15,9 @@ use crate::core::registry::ModuleState;
 pub enum ControlCommand {
     /// Gossip an encoded signed manifest.
     PublishManifest(Vec<u8>),
-    /// Send this status to every connected peer.
-    PublishStatus(Box<StatusMessage>),
-    /// Send this status, which says the node is leaving, to every neighbour; `done` is answered
-    /// once each has answered it or failed to.
+    /// Send a status that says the node is leaving to every neighbour; `done` is answered once
+    /// each has answered it or failed to.
     Leave {
-        /// The leaving status.
-        status: Box<StatusMessage>,
         /// Answered when every neighbour has answered.
         done: oneshot::Sender<()>,
     },
@@ -35,10 +31,10 @@ pub enum ControlCommand {
     },
     /// Connect to a known peer (so its round trip gets measured), unless connected or dialing.
     Probe(PeerId),
-    /// Check and, if acceptable, take a manifest; the answer comes once the view holds it.
+    /// Take a verified manifest if it may be taken; the answer comes once the view holds it.
     Offer {
         /// The manifest.
-        signed: Box<SignedManifest>,
+        verified: Box<Verified>,
         /// Where it came from.
         origin: Origin,
         /// Where the answer goes.
@@ -58,4 +54,37 @@ pub enum ControlCommand {
     },
     /// A forwarded request was answered (see `core::state::Input::ForwardAnswered`).
     ForwardAnswered(ForwardAnswer),
+    /// Manifests screened off the loop (`super::verifier`), to be filed.
+    Screened(Box<ScreenedBatch>),
+}
+
+/// Manifests from one origin, screened off the loop.
+#[derive(Debug)]
+pub struct ScreenedBatch {
+    /// Where they came from.
+    pub origin: Origin,
+    /// Each manifest and what screening found.
+    pub manifests: Vec<(SignedManifest, Screened)>,
+    /// The gossip message that carried the manifest, whose validation waits for the result.
+    pub gossip: Option<GossipedMessage>,
+    /// The sync page to ask for once these are filed.
+    pub next_page: Option<NextPage>,
+}
+
+/// The next page of a peer's manifests.
+#[derive(Debug, Clone)]
+pub struct NextPage {
+    /// The peer.
+    pub peer: PeerId,
+    /// The last key of the page before.
+    pub after: wasmesh_protocol::ModuleKey,
+}
+
+/// A gossip message waiting for its validation result.
+#[derive(Debug, Clone)]
+pub struct GossipedMessage {
+    /// Its id.
+    pub id: MessageId,
+    /// The peer that delivered it.
+    pub propagation_source: PeerId,
 }

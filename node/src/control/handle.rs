@@ -5,11 +5,10 @@
 
 use libp2p::PeerId;
 use tokio::sync::{mpsc, oneshot};
-use wasmesh_protocol::wire::StatusMessage;
-use wasmesh_protocol::{ContentHash, ModuleKey, SignedManifest};
+use wasmesh_protocol::{ContentHash, ModuleKey};
 
 use super::command::ControlCommand;
-use crate::core::manifests::{Offered, Origin, Refusal};
+use crate::core::manifests::{Offered, Origin, Refusal, Verified};
 use crate::core::peers::ForwardAnswer;
 use crate::core::registry::ModuleState;
 
@@ -30,19 +29,24 @@ impl NodeHandle {
         (Self(tx), rx)
     }
 
-    async fn send(&self, command: ControlCommand) -> Result<(), Stopped> {
+    /// Sends a command, waiting while the channel is full.
+    pub(crate) async fn send_command(&self, command: ControlCommand) -> Result<(), Stopped> {
         self.0.send(command).await.map_err(|_| Stopped)
     }
 
-    /// Offers a manifest; answers once the node's view holds the outcome.
+    async fn send(&self, command: ControlCommand) -> Result<(), Stopped> {
+        self.send_command(command).await
+    }
+
+    /// Offers a verified manifest; answers once the node's view holds the outcome.
     pub async fn offer(
         &self,
-        signed: SignedManifest,
+        verified: Verified,
         origin: Origin,
     ) -> Result<Result<Offered, Refusal>, Stopped> {
         let (reply, answer) = oneshot::channel();
         self.send(ControlCommand::Offer {
-            signed: Box::new(signed),
+            verified: Box::new(verified),
             origin,
             reply,
         })
@@ -73,21 +77,11 @@ impl NodeHandle {
         self.send(ControlCommand::PublishManifest(encoded)).await
     }
 
-    /// Sends this node's status to every connected peer.
-    pub async fn publish_status(&self, status: StatusMessage) -> Result<(), Stopped> {
-        self.send(ControlCommand::PublishStatus(Box::new(status)))
-            .await
-    }
-
-    /// Tells every neighbour that this node is leaving (`status` says so); returns once each has
-    /// answered or failed to.
-    pub async fn leave(&self, status: StatusMessage) -> Result<(), Stopped> {
+    /// Tells every neighbour that this node is leaving; returns once each has answered or
+    /// failed to.
+    pub async fn leave(&self) -> Result<(), Stopped> {
         let (done, answered) = oneshot::channel();
-        self.send(ControlCommand::Leave {
-            status: Box::new(status),
-            done,
-        })
-        .await?;
+        self.send(ControlCommand::Leave { done }).await?;
         answered.await.map_err(|_| Stopped)
     }
 

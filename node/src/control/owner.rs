@@ -13,28 +13,66 @@
 //! limits exceed this node's caps is kept and reported not runnable here, rather than refused,
 //! so that it still propagates to nodes that can run it.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use std::collections::HashSet;
-
 use libp2p::PeerId;
 use libp2p::swarm::ConnectionId;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, mpsc, oneshot};
+use wasmesh_protocol::holders::SignedHolder;
 use wasmesh_protocol::wire::{PeerRecord, SYNC_PAGE, StatusMessage, SyncRequest, SyncResponse};
 use wasmesh_protocol::{ContentHash, ModuleKey, SignedManifest};
 
 use super::holder_work::HolderWork;
-use crate::core::manifests::{self, Filing, Offered, Origin, Refusal};
+use super::own_status::StatusSource;
+use crate::core::manifests::{self, Offered, Origin, Refusal, Verified};
 use crate::core::peers::intake::StatusRefusal;
 use crate::core::registry::{ModuleState, Registry};
-use crate::core::state::{Effect, Input, NodeState};
-use crate::node::{NodeInner, RestoreError};
-use crate::view::View;
+use crate::core::state::{Effect, Input, NodeState, StatusContext, StatusVerdict};
+use crate::metrics::Metrics;
+use crate::policy::Policy;
+use crate::refusal_log::Refusals;
+use crate::rejection::Rejection;
+use crate::store_writer::StoreWriter;
+use crate::view::{View, Views};
+
+/// Where the event loop sends the manifests it accepted, to be ingested.
+#[derive(Debug, Clone)]
+pub(crate) struct IngestQueue(mpsc::UnboundedSender<SignedManifest>);
+
+impl IngestQueue {
+    /// A queue and its receiving end, for the ingestor. Unbounded: it holds accepted
+    /// manifests only, which the registry's caps already bound.
+    pub(crate) fn new() -> (Self, mpsc::UnboundedReceiver<SignedManifest>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self(tx), rx)
+    }
+
+    /// Asks for `signed` to be ingested (dropped if the node is stopping).
+    pub(crate) fn push(&self, signed: SignedManifest) {
+        let _ = self.0.send(signed);
+    }
+}
+
+/// What the owner hands its decisions to: the policy it files by, the views it publishes, the
+/// store writer and the ingest queue that carry out what it accepted, and the counters.
+pub(crate) struct OwnerServices {
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) views: Arc<Views>,
+    pub(crate) store_writer: StoreWriter,
+    pub(crate) ingests: IngestQueue,
+    /// Woken when a peer becomes a provider of something.
+    pub(crate) providers_changed: Arc<Notify>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) refusals: Arc<Refusals>,
+    /// What this node's statuses are made of.
+    pub(crate) status: StatusSource,
+}
 
 /// The node's state, owned by the control task (see the module docs).
-#[derive(Debug)]
 pub(crate) struct Owner {
+    services: OwnerServices,
     state: NodeState,
     registry: Registry,
     /// Whether anything changed since the last view was published.
@@ -56,15 +94,6 @@ pub(crate) struct Owner {
     leave_acks: Option<super::leave::LeaveAcks>,
 }
 
-/// What follows a peer's status.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct StatusFollowUp {
-    /// Its answer asks for the peer's ready list.
-    pub(crate) want_ready: bool,
-    /// Ask the peer for a sync: its manifests differ at this digest.
-    pub(crate) sync_at: Option<ContentHash>,
-}
-
 /// An answer waiting for the next view.
 #[derive(Debug)]
 enum Reply {
@@ -76,9 +105,10 @@ enum Reply {
 }
 
 impl Owner {
-    /// Owns `state` and an empty registry.
-    pub(crate) fn new(state: NodeState) -> Self {
+    /// Owns `state` and an empty registry; hands what it decides to `services`.
+    pub(crate) fn new(state: NodeState, services: OwnerServices) -> Self {
         Self {
+            services,
             state,
             registry: Registry::default(),
             changed: true,
@@ -109,11 +139,17 @@ impl Owner {
         self.state_mut().handle(input, now)
     }
 
-    /// Publishes a view if anything changed, then sends the answers, starts the ingests and
-    /// wakes the tasks that waited for it.
-    pub(crate) fn publish(&mut self, node: &Arc<NodeInner>) {
+    /// The policy this node files by.
+    pub(crate) fn policy(&self) -> &Policy {
+        &self.services.policy
+    }
+
+    /// Publishes a view if anything changed, then sends the answers, queues the ingests and
+    /// wakes the tasks that waited for it. Returns whether this node's status changed (its
+    /// ready list or its manifests): it is made again and sent at once.
+    pub(crate) fn publish(&mut self) -> bool {
         if self.changed {
-            node.views.publish(View {
+            self.services.views.publish(View {
                 registry: self.registry.clone(),
                 peers: self.state.peers.clone(),
                 coordinate: self.state.coordinate,
@@ -131,72 +167,77 @@ impl Owner {
             }
         }
         for signed in self.to_ingest.drain(..) {
-            node.spawn_ingest(signed);
-        }
-        if std::mem::take(&mut self.status_changed) {
-            node.status_changed.notify_one();
+            self.services.ingests.push(signed);
         }
         if std::mem::take(&mut self.providers_changed) {
-            node.providers_changed.notify_waiters();
+            self.services.providers_changed.notify_waiters();
         }
+        std::mem::take(&mut self.status_changed)
     }
 
-    /// Checks and, if acceptable, takes a manifest (see the module docs).
-    pub(crate) fn offer_manifest(
-        &mut self,
-        node: &NodeInner,
-        signed: SignedManifest,
-        origin: Origin,
-    ) -> Result<Offered, Refusal> {
-        let result = self.check_and_store(node, &signed, origin);
-        match &result {
-            Ok(Offered::Accepted) => {
-                node.metrics.manifests_accepted.inc();
-                let m = &signed.manifest;
-                tracing::info!(module = %m.name, version = m.version, hash = %m.blob.short(), ?origin, "accepted manifest");
-                // A publish ingests inline, so its answer means "ready here".
-                if origin != Origin::Publish {
-                    self.to_ingest.push(signed);
-                }
-            }
-            Ok(Offered::AlreadyHeld) => {}
-            Err(refusal) => node.note_refusal(&signed.manifest, origin, refusal),
+    /// Makes this node's status again (its load, its ready list, its coordinate), the one
+    /// every neighbour gets next.
+    pub(crate) fn refresh_status(&mut self) {
+        let status = self
+            .services
+            .status
+            .make(&self.registry, self.state.coordinate);
+        self.own_status = Some(status);
+    }
+
+    /// Files a verified manifest if it may be taken (see the module docs).
+    pub(crate) fn file(&mut self, verified: Verified, origin: Origin) -> Result<Offered, Refusal> {
+        let result = self.take(&verified, origin);
+        self.note_outcome(verified.signed(), origin, &result);
+        if result == Ok(Offered::Accepted) && origin != Origin::Publish {
+            // A publish ingests inline, so its answer means "ready here".
+            self.to_ingest.push(verified.into_signed());
         }
         result
     }
 
-    /// Offers a manifest for a caller that waits for the answer (sent with the next view).
-    pub(crate) fn offer_and_reply(
+    /// Counts and logs how an offer of `signed` ended.
+    pub(crate) fn note_outcome(
+        &self,
+        signed: &SignedManifest,
+        origin: Origin,
+        outcome: &Result<Offered, Refusal>,
+    ) {
+        match outcome {
+            Ok(Offered::Accepted) => {
+                self.services.metrics.manifests_accepted.inc();
+                let m = &signed.manifest;
+                tracing::info!(module = %m.name, version = m.version, hash = %m.blob.short(), ?origin, "accepted manifest");
+            }
+            Ok(Offered::AlreadyHeld) => {}
+            Err(refusal) => self
+                .services
+                .refusals
+                .manifest(&signed.manifest, origin, refusal),
+        }
+    }
+
+    /// Files a verified manifest for a caller that waits for the answer (sent with the next
+    /// view).
+    pub(crate) fn file_and_reply(
         &mut self,
-        node: &NodeInner,
-        signed: SignedManifest,
+        verified: Verified,
         origin: Origin,
         reply: oneshot::Sender<Result<Offered, Refusal>>,
     ) {
-        let answer = self.offer_manifest(node, signed, origin);
+        let answer = self.file(verified, origin);
         self.replies.push(Reply::Offered(reply, answer));
     }
 
-    fn check_and_store(
-        &mut self,
-        node: &NodeInner,
-        signed: &SignedManifest,
-        origin: Origin,
-    ) -> Result<Offered, Refusal> {
-        if let Some(answer) = manifests::answer_without_signature(&self.registry, signed) {
-            return answer;
-        }
-        manifests::verify(signed, &node.trust)?;
-        let filing = Filing {
-            trust: &node.trust,
-            replicate: &node.replicate,
-            caps: node.executor.caps(),
-        };
-        let taken = manifests::take(&mut self.registry, signed, filing)?;
+    fn take(&mut self, verified: &Verified, origin: Origin) -> Result<Offered, Refusal> {
+        let services = &self.services;
+        let taken = manifests::take(&mut self.registry, verified, services.policy.filing())?;
         self.changed = true;
         if let Some(held) = taken.equivocation_with {
-            let manifest = &signed.manifest;
-            node.metrics.count_rejection("equivocation_seen");
+            let manifest = &verified.signed().manifest;
+            services
+                .metrics
+                .count_rejection(Rejection::EquivocationSeen);
             tracing::warn!(
                 module = %manifest.name,
                 version = manifest.version,
@@ -207,10 +248,12 @@ impl Owner {
         }
         // The store writer keeps the order of these writes.
         if taken.offered == Offered::Accepted && origin != Origin::Store {
-            node.store_writer.put_manifest(signed.clone());
+            services
+                .store_writer
+                .put_manifest(verified.signed().clone());
         }
         if let Some(blob) = taken.forget_blob {
-            node.store_writer.remove_blob(blob);
+            services.store_writer.remove_blob(blob);
         }
         self.status_changed |= taken.replaced;
         Ok(taken.offered)
@@ -238,54 +281,47 @@ impl Owner {
         self.changed = true;
     }
 
-    /// Takes the status `from` sent on its connection. Returns what to do about it: whether to
-    /// ask the peer for its ready list, and its manifest digest when it differs from this
-    /// node's and this node has not asked the peer for a sync at that digest lately (the caller
-    /// should ask, and record it with [`Self::note_sync`]).
+    /// Takes the status `from` sent on its connection (see `NodeState::take_status`), with
+    /// `connected` peers connected: what to answer and do. Of the blobs it reports ready, those
+    /// this node holds a manifest of are kept, and a few others.
     pub(crate) fn on_status(
         &mut self,
-        node: &NodeInner,
         from: PeerId,
         status: StatusMessage,
-    ) -> Result<StatusFollowUp, StatusRefusal> {
-        let known: std::collections::HashSet<ContentHash> = match &status.ready {
-            Some(ready) if ready.len() > crate::core::peers::intake::MAX_UNKNOWN_READY => self
+        connected: usize,
+    ) -> Result<StatusVerdict, StatusRefusal> {
+        let many = status
+            .ready
+            .as_ref()
+            .is_some_and(|ready| ready.len() > crate::core::peers::intake::MAX_UNKNOWN_READY);
+        let held: HashSet<ContentHash> = match many {
+            true => self
                 .registry
                 .entries()
                 .map(|entry| entry.signed.manifest.blob)
                 .collect(),
-            _ => std::collections::HashSet::new(),
+            false => HashSet::new(),
         };
-        let small = status
-            .ready
-            .as_ref()
-            .is_none_or(|ready| ready.len() <= crate::core::peers::intake::MAX_UNKNOWN_READY);
-        let taken = self.state.peers.take_status(
-            from,
-            status,
-            Instant::now(),
-            node.allow_private_addrs,
-            |hash| small || known.contains(hash),
-        )?;
+        let known = |hash: &ContentHash| !many || held.contains(hash);
+        let context = StatusContext {
+            own_digest: self.registry.manifest_digest(),
+            known: &known,
+            connected,
+        };
+        let verdict = self
+            .state
+            .take_status(from, status, context, Instant::now())?;
         self.changed = true;
-        if taken.fresh {
-            node.metrics.statuses.inc();
+        if verdict.taken.fresh {
+            self.services.metrics.statuses.inc();
         }
-        if taken.dropped_addresses {
-            node.metrics.count_rejection("peer_address_not_global");
+        if verdict.taken.dropped_addresses {
+            self.services
+                .metrics
+                .count_rejection(Rejection::PeerAddressNotGlobal);
         }
-        self.providers_changed |= taken.new_provider;
-        Ok(StatusFollowUp {
-            want_ready: taken.want_ready,
-            sync_at: taken
-                .unsynced_digest
-                .filter(|theirs| *theirs != self.registry.manifest_digest()),
-        })
-    }
-
-    /// This node's newest status, which every connected peer gets.
-    pub(crate) fn set_own_status(&mut self, status: StatusMessage) {
-        self.own_status = Some(status);
+        self.providers_changed |= verdict.taken.new_provider;
+        Ok(verdict)
     }
 
     /// This node's newest status.
@@ -296,13 +332,6 @@ impl Owner {
     /// The holder work (see `control::holders`).
     pub(crate) fn holder_work(&mut self) -> &mut HolderWork {
         &mut self.holder_work
-    }
-
-    /// A peer became a holder of something it was not known to hold: the tasks waiting for
-    /// providers are woken with the next view.
-    pub(crate) fn note_new_provider(&mut self) {
-        self.changed = true;
-        self.providers_changed = true;
     }
 
     /// Waits for answers to the leaving statuses sent as `requests`; `done` is answered once
@@ -342,20 +371,10 @@ impl Owner {
         self.state.peers.status_for(peer, own)
     }
 
-    /// Records that this node asked `peer` for a sync while it reported `digest`.
-    pub(crate) fn note_sync(&mut self, peer: &PeerId, digest: ContentHash) {
-        self.state.peers.synced(peer, digest, Instant::now());
-    }
-
     /// A page of the manifests held (if asked for), from after the request's `after`, for a
     /// sync response to `requester`; the first page also introduces peers this node is
     /// connected to.
-    pub(crate) fn sync_response(
-        &self,
-        node: &NodeInner,
-        request: &SyncRequest,
-        requester: &PeerId,
-    ) -> SyncResponse {
+    pub(crate) fn sync_response(&self, request: &SyncRequest, requester: &PeerId) -> SyncResponse {
         let after = request.after.as_ref();
         let (manifests, more) = if !request.manifests {
             (Vec::new(), false)
@@ -374,39 +393,39 @@ impl Owner {
         };
         SyncResponse {
             manifests,
-            membership: node.membership_bytes(),
+            membership: self.services.policy.membership_bytes(),
             more,
             peers,
         }
     }
 
-    /// Takes the peers a neighbour introduced; the new ones become dial targets.
-    pub(crate) fn on_introductions(&mut self, node: &NodeInner, records: &[PeerRecord]) {
-        let introduced = self.state_mut().peers.take_introductions(
-            records,
-            node.peer_id,
-            Instant::now(),
-            node.allow_private_addrs,
-        );
-        if introduced > 0 {
-            tracing::debug!(introduced, "peers introduced by a neighbour");
-        }
+    /// Takes the peers a neighbour introduced: what to dial.
+    pub(crate) fn on_introductions(
+        &mut self,
+        records: &[PeerRecord],
+        connected: usize,
+    ) -> Vec<Effect> {
+        self.changed = true;
+        self.state
+            .take_introductions(records, connected, Instant::now())
     }
 
-    /// Restores modules from the store at start-up (no peer needed when blobs are here).
-    pub(crate) fn restore(&mut self, node: &NodeInner) -> Result<usize, RestoreError> {
-        let (manifests, broken) = node.store.load_manifests()?;
-        // Skipping it would forget the module's version floor, and let an older version back
-        // in: the operator decides.
-        if let Some(path) = broken.into_iter().next() {
-            return Err(RestoreError::Unreadable { path });
+    /// Takes the holders of `blob` a directory named: how many were new.
+    pub(crate) fn take_holders(&mut self, blob: ContentHash, records: &[SignedHolder]) -> u64 {
+        let new = self.state.take_holders(blob, records, Instant::now());
+        if new > 0 {
+            self.changed = true;
+            self.providers_changed = true;
         }
-        let mut restored = 0;
-        for signed in manifests {
-            if self.offer_manifest(node, signed, Origin::Store).is_ok() {
-                restored += 1;
-            }
-        }
-        Ok(restored)
+        new
+    }
+
+    /// Files the manifests restored from the store at start-up (verified by the caller): the
+    /// number taken.
+    pub(crate) fn restore(&mut self, manifests: Vec<Verified>) -> usize {
+        manifests
+            .into_iter()
+            .filter(|verified| self.file(verified.clone(), Origin::Store).is_ok())
+            .count()
     }
 }

@@ -10,13 +10,14 @@
 //!
 //! Not captured: one key cannot fill the directory (its quota); a record older than
 //! [`MAX_RECORD_AGE`] (or dated in the future) is refused, so a captured announcement cannot be
-//! replayed; the control task takes announcements only for blobs this node is a directory node
-//! of ([`is_directory_node`]), of either of the blob's two keys
+//! replayed; announcements are kept only for blobs this node is a directory node of
+//! ([`Directory::take_announcement`], [`is_directory_node`]), of either of the blob's two keys
 //! (`wasmesh_protocol::holders::directory_keys`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::rejection::Rejection;
 use wasmesh_protocol::coordinates::Coordinate;
 use wasmesh_protocol::holders::{self, MAX_FOUND_HOLDERS, SignedHolder};
 use wasmesh_protocol::{ContentHash, PublicKey};
@@ -52,16 +53,25 @@ pub enum DirectoryRefusal {
     HolderQuota,
     /// The record is too old, or dated in the future.
     Stale,
+    /// The record's signature does not verify.
+    BadRecord,
+    /// The record is another node's: a node announces only itself.
+    NotOwnRecord,
+    /// Some blobs were left out: this node is no directory node of them.
+    NotResponsible,
 }
 
 impl DirectoryRefusal {
-    /// Its name, as a rejection reason.
-    pub fn reason(&self) -> &'static str {
+    /// The rejection it is counted as.
+    pub fn reason(&self) -> Rejection {
         match self {
-            Self::HoldersFull => "directory_holders_full",
-            Self::BlobsFull => "directory_blobs_full",
-            Self::HolderQuota => "directory_holder_quota",
-            Self::Stale => "directory_stale_record",
+            Self::HoldersFull => Rejection::DirectoryHoldersFull,
+            Self::BlobsFull => Rejection::DirectoryBlobsFull,
+            Self::HolderQuota => Rejection::DirectoryHolderQuota,
+            Self::Stale => Rejection::DirectoryStaleRecord,
+            Self::BadRecord => Rejection::HolderBadRecord,
+            Self::NotOwnRecord => Rejection::HolderNotOwnRecord,
+            Self::NotResponsible => Rejection::DirectoryNotResponsible,
         }
     }
 }
@@ -145,6 +155,36 @@ impl Directory {
 
     /// The holders of `blob` whose announcement stands at `now`, the `max` nearest to `near`
     /// first (at most [`MAX_FOUND_HOLDERS`]).
+    /// Takes an announcement that `from` sent: its record must verify and be its own; of its
+    /// blobs, only those this node `keeps` (is a directory node of) are kept, within the
+    /// quotas. Each reason some of it was not kept, to count.
+    pub fn take_announcement(
+        &mut self,
+        from: &libp2p::PeerId,
+        record: SignedHolder,
+        blobs: &[ContentHash],
+        mut keeps: impl FnMut(&ContentHash) -> bool,
+        now: Instant,
+        wall_ms: u64,
+    ) -> Vec<DirectoryRefusal> {
+        if record.verify().is_err() {
+            return vec![DirectoryRefusal::BadRecord];
+        }
+        if wasmesh_keys::identity::peer_id(&record.holder.node) != Some(*from) {
+            return vec![DirectoryRefusal::NotOwnRecord];
+        }
+        // A lookup would never come here for the others.
+        let ours: Vec<ContentHash> = blobs.iter().copied().filter(|b| keeps(b)).collect();
+        let mut refused = Vec::new();
+        if ours.len() < blobs.len() {
+            refused.push(DirectoryRefusal::NotResponsible);
+        }
+        if let Err(refusal) = self.announce(record, &ours, now, wall_ms) {
+            refused.push(refusal);
+        }
+        refused
+    }
+
     pub fn find(
         &self,
         blob: &ContentHash,

@@ -9,7 +9,8 @@
 //!   of, and [`holder_search`]: when to announce this node's blobs and look up holders;
 //! - [`peers`]: the peer table, its bounds, statuses and introductions, dialing and back-off;
 //! - [`manifests`]: whether a manifest is taken (trust, scope, names, rollback, equivocation);
-//! - [`registry`]: the modules held, their owners and their digest.
+//! - [`registry`]: the modules held, their owners and their digest;
+//! - [`routing`]: where a request can run, as the peer table shows it.
 
 pub mod admission;
 pub mod bootstrap;
@@ -18,4 +19,5 @@ pub mod holder_search;
 pub mod manifests;
 pub mod peers;
 pub mod registry;
+pub mod routing;
 pub mod state;

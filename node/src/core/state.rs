@@ -3,18 +3,26 @@
 //! [`NodeState::handle`] takes one [`Input`] at a time, with the time, and returns the
 //! [`Effect`]s the control task carries out on the swarm: no sockets, no clock, no locks.
 //!
-//! Statuses and introductions, which update the table without effects of their own, are taken
-//! through the table itself (`PeerTable::take_status`, `PeerTable::take_introductions`).
+//! What peers say goes through it too, as calls that return their effects: a neighbour's
+//! status ([`NodeState::take_status`]: the table, neighbour choice, whether to sync, whom to
+//! dial), the peers a neighbour introduces ([`NodeState::take_introductions`]), the holders a
+//! directory names ([`NodeState::take_holders`]), and keeping a connected peer as a neighbour
+//! ([`NodeState::keep`]).
 
 use std::time::Instant;
 
 use libp2p::{Multiaddr, PeerId};
+use wasmesh_protocol::ContentHash;
 use wasmesh_protocol::coordinates::{Coordinate, DIMENSIONS, Observation};
+use wasmesh_protocol::holders::SignedHolder;
+use wasmesh_protocol::wire::{PeerRecord, StatusMessage};
 
 use super::admission::{AdmissionBook, Verdict};
 use super::bootstrap::Bootstrap;
 use super::peers::exchange::PeerExchange;
+use super::peers::intake::{StatusRefusal, StatusTaken};
 use super::peers::{ForwardAnswer, PeerTable};
+use crate::rejection::Rejection;
 
 /// Something that happened, as the control task saw it.
 #[derive(Debug, Clone, Copy)]
@@ -95,17 +103,17 @@ pub enum Effect {
         /// The peer.
         peer: PeerId,
         /// The rejection to count and log.
-        count: Option<&'static str>,
+        count: Option<Rejection>,
     },
     /// Count (and log) the rejection `reason` of `peer`.
     Count {
         /// The peer.
         peer: PeerId,
         /// The reason.
-        reason: &'static str,
+        reason: Rejection,
     },
-    /// Keep connected `peer` as a neighbour: statuses go both ways from now on.
-    Keep {
+    /// Send this node's status to `peer`, which just became a neighbour.
+    SendStatus {
         /// The peer.
         peer: PeerId,
     },
@@ -143,6 +151,39 @@ pub struct NodeState {
     bootstrap: Bootstrap,
     own: PeerId,
     private_mesh: bool,
+    /// Whether peers' loopback, private and link-local addresses are dialed.
+    allow_private_addrs: bool,
+}
+
+/// What the node does about a status it took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusVerdict {
+    /// The answer asks for the peer's ready list.
+    pub want_ready: bool,
+    /// What taking it changed.
+    pub taken: StatusTaken,
+    /// What to do: the peer kept as a neighbour, a sync asked for, peers dialed.
+    pub effects: Vec<Effect>,
+}
+
+/// What a status is taken against: this node's manifests and connections.
+#[derive(Clone, Copy)]
+pub struct StatusContext<'a> {
+    /// This node's manifest digest: a peer's that differs is synced.
+    pub own_digest: ContentHash,
+    /// Whether a blob is one this node holds a manifest of.
+    pub known: &'a dyn Fn(&ContentHash) -> bool,
+    /// Peers with an open connection.
+    pub connected: usize,
+}
+
+impl std::fmt::Debug for StatusContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusContext")
+            .field("own_digest", &self.own_digest)
+            .field("connected", &self.connected)
+            .finish_non_exhaustive()
+    }
 }
 
 impl NodeState {
@@ -156,6 +197,84 @@ impl NodeState {
             bootstrap: Bootstrap::default(),
             own,
             private_mesh,
+            allow_private_addrs: false,
+        }
+    }
+
+    /// Whether peers' loopback, private and link-local addresses are taken and dialed.
+    pub fn allowing_private_addrs(mut self, allow: bool) -> Self {
+        self.allow_private_addrs = allow;
+        self
+    }
+
+    /// Takes a status `from` sent on its connection (in a private mesh, only once it is
+    /// admitted): the peer table takes it (see `PeerTable::take_status`), the peer is kept as
+    /// a neighbour (it keeps this node as one), a sync is asked for when its manifests differ
+    /// from this node's and it was not asked at that digest lately, and peers it made worth
+    /// dialing are dialed.
+    pub fn take_status(
+        &mut self,
+        from: PeerId,
+        status: StatusMessage,
+        context: StatusContext<'_>,
+        now: Instant,
+    ) -> Result<StatusVerdict, StatusRefusal> {
+        if !self.admits(&from) {
+            return Err(StatusRefusal::NotAdmitted);
+        }
+        let taken =
+            self.peers
+                .take_status(from, status, now, self.allow_private_addrs, context.known)?;
+        let mut effects = self.keep(from);
+        if let Some(digest) = taken.unsynced_digest.filter(|d| *d != context.own_digest) {
+            self.peers.synced(&from, digest, now);
+            effects.push(Effect::AskSync { peer: from });
+        }
+        effects.extend(self.dials(context.connected, now));
+        Ok(StatusVerdict {
+            want_ready: taken.want_ready,
+            taken,
+            effects,
+        })
+    }
+
+    /// Takes the peers a neighbour introduced; the new ones become dial targets.
+    pub fn take_introductions(
+        &mut self,
+        records: &[PeerRecord],
+        connected: usize,
+        now: Instant,
+    ) -> Vec<Effect> {
+        self.peers
+            .take_introductions(records, self.own, now, self.allow_private_addrs);
+        self.dials(connected, now)
+    }
+
+    /// Takes the holders of `blob` a directory named (their records verified by the caller):
+    /// how many this node did not know held it.
+    pub fn take_holders(
+        &mut self,
+        blob: ContentHash,
+        records: &[SignedHolder],
+        now: Instant,
+    ) -> u64 {
+        records
+            .iter()
+            .map(|record| {
+                let fresh =
+                    self.peers
+                        .take_holder(record, blob, self.own, now, self.allow_private_addrs);
+                u64::from(fresh)
+            })
+            .sum()
+    }
+
+    /// Keeps connected `peer` as a neighbour: statuses go both ways from now on. It gets this
+    /// node's status if it was not a neighbour.
+    pub fn keep(&mut self, peer: PeerId) -> Vec<Effect> {
+        match self.peers.make_neighbour(&peer) {
+            true => vec![Effect::SendStatus { peer }],
+            false => Vec::new(),
         }
     }
 
@@ -190,7 +309,7 @@ impl NodeState {
                 match self.admission.disconnected(&peer) {
                     true => vec![Effect::Count {
                         peer,
-                        reason: "not_admitted",
+                        reason: Rejection::NotAdmitted,
                     }],
                     false => Vec::new(),
                 }
@@ -208,7 +327,7 @@ impl NodeState {
                 match self.coordinate.observe(&theirs, rtt_ms, &direction) {
                     Observation::Implausible => vec![Effect::Count {
                         peer,
-                        reason: "coordinate_implausible",
+                        reason: Rejection::CoordinateImplausible,
                     }],
                     Observation::Taken | Observation::Invalid => Vec::new(),
                 }
@@ -244,13 +363,13 @@ impl NodeState {
             None => {
                 return vec![Effect::Disconnect {
                     peer,
-                    count: Some("peer_table_full"),
+                    count: Some(Rejection::PeerTableFull),
                 }];
             }
             // The least recently heard stranger made room.
             Some(Some(evicted)) => effects.push(Effect::Disconnect {
                 peer: evicted,
-                count: Some("stranger_evicted"),
+                count: Some(Rejection::StrangerEvicted),
             }),
             Some(None) => {}
         }
@@ -272,7 +391,7 @@ impl NodeState {
             Verdict::Admitted { newly: false } => Vec::new(),
             Verdict::Refused { counted } => vec![Effect::Disconnect {
                 peer,
-                count: counted.then_some("not_admitted"),
+                count: counted.then_some(Rejection::NotAdmitted),
             }],
         }
     }
@@ -283,24 +402,21 @@ impl NodeState {
             effects.push(Effect::ShutOut { peer });
             effects.push(Effect::Disconnect {
                 peer,
-                count: Some("membership_expired"),
+                count: Some(Rejection::MembershipExpired),
             });
         }
         for peer in self.admission.timed_out(now) {
             effects.push(Effect::Disconnect {
                 peer,
-                count: Some("admission_timeout"),
+                count: Some(Rejection::AdmissionTimeout),
             });
         }
         if let Some(peer) = self.exchange.next(connected, now) {
             effects.push(Effect::AskPeers { peer });
         }
-        effects.extend(
-            self.peers
-                .to_keep()
-                .into_iter()
-                .map(|peer| Effect::Keep { peer }),
-        );
+        for peer in self.peers.to_keep() {
+            effects.extend(self.keep(peer));
+        }
         effects.extend(self.dials(connected.len(), now));
         let neighbours = self.peers.neighbours().len();
         let is_connected = |peer: &PeerId| connected.contains(peer);

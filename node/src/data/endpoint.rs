@@ -17,10 +17,14 @@ use wasmesh_protocol::wire::{BLOB_ALPN, INVOKE_ALPN};
 use crate::admission::Admission;
 use crate::lock::lock;
 use crate::metrics::Metrics;
+use crate::rejection::Rejection;
 use crate::tls::{TlsError, TlsIdentity, peer_identity};
 
-/// Streams a peer may have open on one connection.
-pub const STREAMS_PER_CONNECTION: u32 = 8;
+/// Streams a peer may have open on one connection: room for its whole share of this node's
+/// forwarded requests (`forward_shares`), so that work beyond what a node takes is answered
+/// `Busy` at once rather than left waiting for stream credit, where it would look like a peer
+/// that stopped answering. Each stream is bounded by the stream window and its read deadline.
+pub const STREAMS_PER_CONNECTION: u32 = 128;
 /// Time to establish a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a closing endpoint waits for its port to be free, and how often it looks.
@@ -149,6 +153,9 @@ impl Connections {
     /// as their tasks next run), or after [`RELEASE_DEADLINE`].
     pub(crate) async fn release_port(&self) -> std::io::Result<()> {
         let port = self.endpoint.local_addr()?;
+        // A connection that has finished draining no longer hears of a move, and its handle
+        // keeps the socket it was made on: the cache lets go of them first.
+        crate::lock::lock(&self.cached).clear();
         for _ in 0..2 {
             let throwaway = std::net::UdpSocket::bind(SocketAddr::new(port.ip(), 0))?;
             self.endpoint.rebind(throwaway)?;
@@ -203,12 +210,11 @@ impl Connections {
         connected
     }
 
-    /// Closes and drops the cached connection to `peer` for `alpn` (it is likely dead: the
-    /// next request opens a new one).
+    /// Drops the cached connection to `peer` for `alpn` (it may be dead: the next request
+    /// opens a new one). It is not closed: the requests in flight on it go on, and fail on
+    /// their own if the peer is gone; it closes once the last of them ends.
     pub(crate) fn forget(&self, peer: PeerAddr, alpn: &'static [u8]) {
-        if let Some(connection) = lock(&self.cached).remove(&(peer.key, alpn)) {
-            connection.close(0u32.into(), b"unresponsive");
-        }
+        lock(&self.cached).remove(&(peer.key, alpn));
     }
 
     async fn handshake(
@@ -254,9 +260,9 @@ impl Connections {
             tokio::select! {
                 _ = connection.closed() => {}
                 _ = tokio::time::sleep(left) => {
-                    metrics.count_rejection("membership_expired");
+                    metrics.count_rejection(Rejection::MembershipExpired);
                     tracing::info!(peer = %connection.remote_address(), "membership expired; closing the QUIC connection");
-                    connection.close(VarInt::from_u32(3), b"membership expired");
+                    super::CloseCode::MembershipExpired.close(&connection);
                 }
             }
         });

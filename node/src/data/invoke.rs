@@ -103,6 +103,31 @@ pub(crate) async fn serve(
         .await
 }
 
+/// Waits until the peer has acknowledged the request, for as long as it shows signs of life:
+/// each `ack_within` that passes without the acknowledgement must have brought packets from it
+/// on this connection. A peer that is busy but alive gets the request's whole time (a slow
+/// forward is hedged by the request path); one that went silent is unresponsive.
+async fn acknowledged(
+    connection: &quinn::Connection,
+    send: &quinn::SendStream,
+    ack_within: Duration,
+) -> Result<(), ForwardError> {
+    let mut heard = connection.stats().udp_rx.datagrams;
+    loop {
+        if tokio::time::timeout(ack_within, send.stopped())
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        let now = connection.stats().udp_rx.datagrams;
+        if now == heard {
+            return Err(ForwardError::Unresponsive);
+        }
+        heard = now;
+    }
+}
+
 /// Sends a request to `peer` and waits for its reply, for at most `timeout`; the peer must
 /// acknowledge the request within `ack_within`.
 pub(crate) async fn forward(
@@ -125,19 +150,19 @@ pub(crate) async fn forward(
                 .await
                 .map_err(|e| protocol(&e))?;
             send.finish().map_err(|e| protocol(&e))?;
-            Ok::<_, ForwardError>((send, recv))
+            Ok::<_, ForwardError>((connection, send, recv))
         };
-        let (send, mut recv) = tokio::time::timeout(ack_within, hand_over)
+        let (connection, send, mut recv) = tokio::time::timeout(ack_within, hand_over)
             .await
             .map_err(|_| ForwardError::Unresponsive)??;
         let reply = read_framed(&mut recv, MAX_INVOKE_MESSAGE_SIZE);
         tokio::pin!(reply);
-        let acknowledged = tokio::time::timeout(ack_within, send.stopped());
+        let acknowledged = acknowledged(&connection, &send, ack_within);
         let bytes = tokio::select! {
             bytes = &mut reply => bytes,
             acked = acknowledged => match acked {
-                Ok(_) => reply.await,
-                Err(_) => return Err(ForwardError::Unresponsive),
+                Ok(()) => reply.await,
+                Err(error) => return Err(error),
             },
         }
         .map_err(|e| protocol(&e))?;

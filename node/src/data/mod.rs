@@ -13,8 +13,11 @@
 //! the part its protocol names.
 //! Every task it starts is tracked, and [`DataPlane::shutdown`] waits for them.
 
+use crate::rejection::Rejection;
+
 pub mod blob_fetch;
 pub mod blobs;
+mod close_code;
 pub mod endpoint;
 mod framing;
 pub mod invoke;
@@ -26,12 +29,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use quinn::{Connection, VarInt};
+use quinn::Connection;
 use tokio_util::task::TaskTracker;
 use wasmesh_protocol::wire::{BLOB_ALPN, INVOKE_ALPN, InvokeReply, InvokeRequest};
 use wasmesh_protocol::{ContentHash, PublicKey};
 
 pub use self::blob_fetch::{FetchError, FetchReport, MAX_PROVIDERS};
+pub use self::close_code::CloseCode;
 pub use self::endpoint::{ConnectError, DataPlaneError, PeerAddr, peer_key};
 pub use self::framing::{FrameError, RequestError};
 pub use self::invoke::{ForwardError, InvokeHandler};
@@ -100,7 +104,7 @@ impl DataPlane {
         self.inner
             .connections
             .endpoint()
-            .close(VarInt::from_u32(0), b"shutdown");
+            .close(CloseCode::Shutdown.code(), CloseCode::Shutdown.text());
     }
 
     /// Closes the endpoint, waits until every task it started has ended, and releases its
@@ -140,7 +144,7 @@ impl DataPlane {
             {
                 Arrival::Proceed(handshake) => handshake,
                 Arrival::Validate => {
-                    self.inner.metrics.count_rejection("quic_retry");
+                    self.inner.metrics.count_rejection(Rejection::QuicRetry);
                     if let Err(error) = incoming.retry() {
                         // It answered a Retry already: its address is proved, the places are not.
                         error.into_incoming().refuse();
@@ -148,7 +152,9 @@ impl DataPlane {
                     continue;
                 }
                 Arrival::Refuse => {
-                    self.inner.metrics.count_rejection("quic_handshake_limit");
+                    self.inner
+                        .metrics
+                        .count_rejection(Rejection::QuicHandshakeLimit);
                     incoming.refuse();
                     continue;
                 }
@@ -160,7 +166,7 @@ impl DataPlane {
                 let connecting = match incoming.accept() {
                     Ok(connecting) => connecting,
                     Err(error) => {
-                        this.inner.metrics.count_rejection("quic_handshake");
+                        this.inner.metrics.count_rejection(Rejection::QuicHandshake);
                         tracing::debug!(%error, "refused a QUIC connection");
                         return;
                     }
@@ -169,26 +175,26 @@ impl DataPlane {
                 {
                     Ok(Ok(connection)) => connection,
                     Ok(Err(error)) => {
-                        this.inner.metrics.count_rejection("quic_handshake");
+                        this.inner.metrics.count_rejection(Rejection::QuicHandshake);
                         tracing::debug!(%error, "refused a QUIC connection");
                         return;
                     }
                     Err(_) => {
-                        this.inner.metrics.count_rejection("quic_handshake_timeout");
+                        this.inner.metrics.count_rejection(Rejection::QuicHandshakeTimeout);
                         tracing::debug!("a QUIC handshake took too long; dropped");
                         return;
                     }
                 };
                 let Some(peer) = peer_key(&connection) else {
-                    connection.close(VarInt::from_u32(1), b"no peer key");
+                    CloseCode::NoPeerKey.close(&connection);
                     return;
                 };
                 let _place = match this.inner.inbound.admit(handshake, peer) {
                     Ok(place) => place,
                     Err(no_place) => {
-                        this.inner.metrics.count_rejection("quic_connection_limit");
+                        this.inner.metrics.count_rejection(Rejection::QuicConnectionLimit);
                         tracing::debug!(peer = %peer.fingerprint(), ?no_place, "no place for a QUIC connection");
-                        connection.close(VarInt::from_u32(4), b"too many connections");
+                        CloseCode::TooManyConnections.close(&connection);
                         return;
                     }
                 };
@@ -215,7 +221,7 @@ impl DataPlane {
                     let store = store.clone();
                     self.inner.tasks.spawn(async move {
                         if let Err(error) = this.inner.blobs.serve(send, recv, &store).await {
-                            this.inner.metrics.count_rejection("blob_request");
+                            this.inner.metrics.count_rejection(Rejection::BlobRequest);
                             tracing::debug!(%error, "refused a blob request");
                         }
                     });
@@ -230,13 +236,13 @@ impl DataPlane {
                         let metrics = &this.inner.metrics;
                         if let Err(error) = invoke::serve(send, recv, handler, from, metrics).await
                         {
-                            metrics.count_rejection("invoke_request");
+                            metrics.count_rejection(Rejection::InvokeRequest);
                             tracing::debug!(%error, "refused a forwarded request");
                         }
                     });
                 }
             }
-            _ => connection.close(VarInt::from_u32(1), b"unsupported protocol"),
+            _ => CloseCode::UnsupportedProtocol.close(&connection),
         }
     }
 

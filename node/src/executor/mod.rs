@@ -250,6 +250,11 @@ impl Executor {
         &self.inner.config.caps
     }
 
+    /// Guests that can run at once.
+    pub fn capacity(&self) -> usize {
+        self.inner.config.max_concurrent
+    }
+
     /// Compiles (or loads from the artifact cache) the module whose verified blob is `wasm`.
     /// Blocking: call it off the async runtime.
     pub fn prepare(

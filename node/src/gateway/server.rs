@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 
 use crate::config::GatewayLimits;
 use crate::metrics::Metrics;
+use crate::rejection::Rejection;
 
 /// Serves `router` on `listener` until `shutdown` turns true, then drains for at most `drain`.
 pub(crate) async fn serve(
@@ -60,7 +61,7 @@ pub(crate) async fn serve(
             }
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            metrics.count_rejection("gateway_connection_cap");
+            metrics.count_rejection(Rejection::GatewayConnectionCap);
             tracing::debug!(%peer, cap = limits.max_connections, "HTTP connection refused: at the cap");
             drop(stream);
             continue;

@@ -18,15 +18,15 @@ use wasmesh_protocol::receipt::{Receipt, SignedReceipt};
 use wasmesh_protocol::wire::{InvokeRefusal, InvokeReply, InvokeRequest};
 use wasmesh_protocol::{ContentHash, PublicKey, SignedManifest};
 
+use super::Router;
 use super::{Invocation, InvokeError, PeerTarget, Purpose, RouteTarget};
 use crate::core::peers::PeerFeedback;
 use crate::data::ForwardError;
 use crate::executor::{GuestError, Output};
-use crate::node::NodeInner;
 
 /// What one request needs while it is tried: the module, its input and its deadline.
 pub(super) struct Call<'a> {
-    pub(super) node: &'a Arc<NodeInner>,
+    pub(super) node: &'a Arc<Router>,
     pub(super) signed: &'a SignedManifest,
     pub(super) module_ref: String,
     pub(super) input: Vec<u8>,
@@ -158,7 +158,8 @@ impl Call<'_> {
         let limits = self.signed.manifest.limits;
         let ran = self
             .node
-            .run_local(module, self.input.clone(), limits, self.deadline)
+            .local
+            .run(module, self.input.clone(), limits, self.deadline)
             .await;
         match ran {
             Err(GuestError::Busy { detail }) => Taken::Busy(detail),

@@ -27,7 +27,6 @@ mod targets;
 mod verify;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
@@ -36,21 +35,29 @@ use wasmesh_protocol::receipt::SignedReceipt;
 use wasmesh_protocol::wire::FailureKind;
 use wasmesh_protocol::{ContentHash, ModuleRef};
 
-pub use self::verify::{AGREE_HEADER, MAX_AGREE, MAX_SPOT_CHECKS, SPOT_CHECK_RATE};
+pub(crate) use self::verify::{AGREE_HEADER, MAX_AGREE, MAX_SPOT_CHECKS, SPOT_CHECK_RATE};
+use crate::clock::NodeClock;
+use crate::control::handle::NodeHandle;
 use crate::core::peers::ForwardAnswer;
 use crate::core::peers::PeerFeedback;
+use crate::data::DataPlane;
 use crate::data::PeerAddr;
-use crate::executor::{GuestError, Output, Request};
-use crate::node::NodeInner;
+use crate::executor::{GuestError, Output};
+use crate::hedge_budget::HedgeBudget;
+use crate::local_run::LocalRunner;
+use crate::metrics::Metrics;
+use crate::possession::PossessionChecks;
+use crate::rejection::Rejection;
+use crate::view::Views;
 
 /// How long a request for a module with no known holder waits for the blob's directory nodes
 /// to name one (at most its own timeout).
-pub const FIND_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const FIND_WAIT: Duration = Duration::from_secs(2);
 
 /// Why an invocation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum InvokeError {
+pub(crate) enum InvokeError {
     /// No module matches the reference.
     #[error("unknown module {0}")]
     UnknownModule(String),
@@ -102,7 +109,7 @@ pub enum InvokeError {
 
 /// The answer of an invocation.
 #[derive(Debug, Clone)]
-pub struct Invocation {
+pub(crate) struct Invocation {
     /// The guest's output and costs.
     pub output: Output,
     /// Time spent on the network (round trips to the executing peer), if forwarded.
@@ -117,6 +124,30 @@ pub struct Invocation {
     pub receipt: Option<SignedReceipt>,
 }
 
+/// The request path (see the module docs): what routing reads and what it runs requests with.
+pub(crate) struct Router {
+    pub(crate) peer_id: PeerId,
+    pub(crate) clock: NodeClock,
+    pub(crate) views: Arc<Views>,
+    /// Asks the event loop for holders and probes, and reports answered forwards.
+    pub(crate) control: NodeHandle,
+    /// Woken when a peer becomes a provider of something, or a proof of possession ends.
+    pub(crate) providers_changed: Arc<tokio::sync::Notify>,
+    pub(crate) local: LocalRunner,
+    pub(crate) data_plane: DataPlane,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Whether slow forwards get a copy sent to the next candidate.
+    pub(crate) hedging: bool,
+    pub(crate) hedge_budget: HedgeBudget,
+    pub(crate) possession: Arc<PossessionChecks>,
+    /// The share of forwarded answers of raw-ABI modules checked again (`verify`).
+    pub(crate) spot_check_rate: f64,
+    /// Places of the spot checks under way.
+    pub(crate) spot_checks: Arc<tokio::sync::Semaphore>,
+    /// Where spot checks run; shutdown waits for them.
+    pub(crate) tasks: tokio_util::task::TaskTracker,
+}
+
 /// Why a request is run: for a client, or to check another answer.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Purpose {
@@ -126,7 +157,7 @@ pub(crate) struct Purpose {
     pub(crate) checking: bool,
 }
 
-impl NodeInner {
+impl Router {
     /// Runs a request where it is expected to finish first: here, or on a peer holding the
     /// module (see `wasmesh_protocol::routing`), trying the next candidate when one fails and,
     /// when a forward is slow, sending a copy to the next candidate (first answer wins).
@@ -139,7 +170,7 @@ impl NodeInner {
             .await
     }
 
-    /// [`NodeInner::invoke`], for `purpose`.
+    /// [`Router::invoke`], for `purpose`.
     pub(crate) async fn invoke_with(
         self: &Arc<Self>,
         module_ref: &ModuleRef,
@@ -194,43 +225,8 @@ impl NodeInner {
     fn trace_id(&self) -> u64 {
         match crate::telemetry::wire_context(&tracing::Span::current()) {
             Some(trace) => u64::from_be_bytes(trace.trace_id[8..].try_into().unwrap_or_default()),
-            None => {
-                self.status_seq.load(Ordering::Relaxed) ^ crate::clock::now_ms().rotate_left(20)
-            }
+            None => getrandom::u64().unwrap_or_else(|_| crate::clock::now_ms()),
         }
-    }
-
-    /// Runs a request here; an answer after `deadline` is a timeout.
-    pub(crate) async fn run_local(
-        &self,
-        module: Arc<crate::executor::CompiledModule>,
-        input: Vec<u8>,
-        limits: wasmesh_protocol::Limits,
-        deadline: Instant,
-    ) -> Result<Output, GuestError> {
-        let started = Instant::now();
-        let in_flight = crate::counted::Counted::enter(&self.in_flight);
-        let result = self
-            .executor
-            .run_until(module.clone(), Request { input, limits }, deadline)
-            .await;
-        drop(in_flight);
-        let outcome = match &result {
-            Ok(output) => {
-                module
-                    .exec_mean
-                    .observe(output.exec_time.as_micros() as u64);
-                let queued = started.elapsed().saturating_sub(output.exec_time);
-                self.metrics.queue_wait.observe(queued.as_secs_f64());
-                self.metrics
-                    .execution_duration
-                    .observe(output.exec_time.as_secs_f64());
-                "ok"
-            }
-            Err(error) => error.kind().as_str(),
-        };
-        self.metrics.count_invocation(outcome, "local");
-        result
     }
 
     /// Reports one answered forward to the control task: the peer's execution time and how
@@ -255,7 +251,7 @@ impl NodeInner {
         if receipt.verify().is_ok() {
             return false;
         }
-        self.metrics.count_rejection("bad_receipt");
+        self.metrics.count_rejection(Rejection::BadReceipt);
         tracing::warn!(%peer, trace_id = receipt.receipt.trace_id, "a peer's answer does not match its receipt; marking it down");
         self.mark_down(feedback);
         true
@@ -264,7 +260,7 @@ impl NodeInner {
     /// Stops routing to a peer for a while after a failed forward; the next request, on any
     /// task, sees it at once (`core::peers::PeerFeedback`).
     fn mark_down(&self, feedback: &PeerFeedback) {
-        feedback.mark_down(self.clock_ms(Instant::now()));
+        feedback.mark_down(self.clock.ms(Instant::now()));
     }
 }
 

@@ -25,18 +25,19 @@ use wasmesh_protocol::receipt::{SignedReceipt, comparable_outcome};
 use wasmesh_protocol::wire::FailureKind;
 use wasmesh_protocol::{Abi, ContentHash, ModuleRef, SignedManifest};
 
+use super::Router;
 use super::{Invocation, InvokeError, Purpose};
-use crate::node::NodeInner;
+use crate::rejection::Rejection;
 
 /// The share of forwarded answers of raw-ABI modules spot-checked in an open mesh, unless
 /// configured.
-pub const SPOT_CHECK_RATE: f64 = 0.05;
+pub(crate) const SPOT_CHECK_RATE: f64 = 0.05;
 /// The request header with which a client asks for answers that agree (`2` or `3`).
-pub const AGREE_HEADER: &str = "x-wasmesh-agree";
+pub(crate) const AGREE_HEADER: &str = "x-wasmesh-agree";
 /// Most holders a client may ask to agree.
-pub const MAX_AGREE: usize = 3;
+pub(crate) const MAX_AGREE: usize = 3;
 /// Spot checks under way at once; a sample beyond them is skipped.
-pub const MAX_SPOT_CHECKS: usize = 4;
+pub(crate) const MAX_SPOT_CHECKS: usize = 4;
 
 /// One holder's answer to a request, as far as answers are compared.
 #[derive(Debug, Clone)]
@@ -47,7 +48,7 @@ struct Opinion {
     receipt: Option<SignedReceipt>,
 }
 
-impl NodeInner {
+impl Router {
     /// Samples a forwarded answer for a spot check (see the module docs): `peer` answered
     /// `outcome`, signing `receipt`.
     pub(super) fn spot_check_sampled(
@@ -88,7 +89,7 @@ impl NodeInner {
     /// whichever answer two others contradict.
     async fn spot_check(self: &Arc<Self>, module: &ModuleRef, input: Vec<u8>, accused: Opinion) {
         let Some(first) = self.opinion(module, &input, &[accused.by]).await else {
-            self.metrics.count_rejection("spot_check_unanswered");
+            self.metrics.count_rejection(Rejection::SpotCheckUnanswered);
             return;
         };
         if first.outcome == accused.outcome {
@@ -104,7 +105,8 @@ impl NodeInner {
                 self.convict(&first, [&accused, &second]);
             }
             _ => {
-                self.metrics.count_rejection("spot_check_inconclusive");
+                self.metrics
+                    .count_rejection(Rejection::SpotCheckInconclusive);
                 tracing::warn!(module = %module, accused = %accused.by, other = %first.by, "a spot check found two different answers and no third to decide");
             }
         }
@@ -170,7 +172,7 @@ impl NodeInner {
         if let Some(peer) = self.views.load().peers.get(&liar.by) {
             peer.feedback.ban();
         }
-        self.metrics.count_rejection("receipt_contradicted");
+        self.metrics.count_rejection(Rejection::ReceiptContradicted);
         tracing::warn!(
             peer = %liar.by,
             receipt = %evidence(liar),

@@ -61,6 +61,8 @@ pub enum StatusRefusal {
     Invalid(&'static str),
     /// It comes from a peer the table does not hold (it was full when the peer connected).
     UnknownPeer,
+    /// It comes from a peer of a private mesh that has not proved membership yet.
+    NotAdmitted,
 }
 
 /// What taking a status changed.
@@ -92,7 +94,7 @@ impl PeerTable {
         allow_private_addrs: bool,
         known: impl Fn(&ContentHash) -> bool,
     ) -> Result<StatusTaken, StatusRefusal> {
-        if identity::peer_id(&status.node) != Some(from) {
+        if !identity::is_peer_id_of(&from, &status.node) {
             return Err(StatusRefusal::Invalid(
                 "status key does not match its sender",
             ));
@@ -196,7 +198,8 @@ impl PeerTable {
 
     /// Takes the peers a neighbour introduced (`records`, from its sync response): one not yet
     /// known gets an entry with its dialable addresses, if the table has room, and a known one
-    /// without addresses gets them. Returns how many were new. `own` is this node's id (a neighbour may introduce it back).
+    /// without addresses gets them. Returns how many were new. `own` is this node's id (a
+    /// neighbour may introduce it back).
     pub fn take_introductions(
         &mut self,
         records: &[PeerRecord],
@@ -206,7 +209,8 @@ impl PeerTable {
     ) -> usize {
         let mut introduced = 0;
         for record in records.iter().take(MAX_SYNC_PEERS) {
-            let Some(id) = identity::peer_id(&record.node).filter(|id| *id != own) else {
+            // The cheap id finds a known peer; a newcomer's key is checked before it is kept.
+            let Some(id) = identity::unchecked_peer_id(&record.node).filter(|id| *id != own) else {
                 continue;
             };
             let addrs = dialable(&record.addrs, allow_private_addrs);
@@ -219,6 +223,9 @@ impl PeerTable {
                 if known.addrs.is_empty() {
                     known.addrs = addrs;
                 }
+                continue;
+            }
+            if identity::peer_id(&record.node).is_none() {
                 continue;
             }
             let Some(placed) = self.track(id, Newcomer::Named, now) else {

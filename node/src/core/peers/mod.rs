@@ -23,8 +23,10 @@
 //! - Routing knowledge: round trips, coordinates, and what forwards to each peer showed (mean
 //!   execution time and spread per blob, and a failure marking it down for a while).
 //!
-//! The table is a persistent map (`imbl`): the control task clones it into the view the request
-//! path reads at the cost of a few reference counts.
+//! The table is a persistent map ordered by peer id (`imbl::OrdMap`): the control task clones
+//! it into the view the request path reads at the cost of a few reference counts, and every
+//! walk over it goes in the same order, so the same inputs give the same decisions (the scale
+//! model relies on it).
 
 pub mod exchange;
 mod feedback;
@@ -60,7 +62,7 @@ pub const REDIAL_AFTER: Duration = Duration::from_secs(1);
 /// What this node knows of its peers, bounded (see the module docs).
 #[derive(Debug, Default, Clone)]
 pub struct PeerTable {
-    peers: imbl::HashMap<PeerId, PeerInfo>,
+    peers: imbl::OrdMap<PeerId, PeerInfo>,
 }
 
 impl PeerTable {
@@ -79,9 +81,14 @@ impl PeerTable {
         self.peers.values()
     }
 
-    /// Every peer known, to change.
-    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut PeerInfo> {
-        self.peers.iter_mut().map(|(_, info)| info)
+    /// Changes every peer known with `change`.
+    pub fn update_each(&mut self, mut change: impl FnMut(&mut PeerInfo)) {
+        let peers: Vec<PeerId> = self.peers.keys().copied().collect();
+        for peer in peers {
+            if let Some(info) = self.peers.get_mut(&peer) {
+                change(info);
+            }
+        }
     }
 
     /// Peers known.

@@ -30,9 +30,7 @@ fn the_peer_table_is_bounded_and_keeps_its_chosen_connections() {
     assert!(peers.contains(&peer(newest)));
     assert!(!peers.contains(&peer(0)), "the least recently heard stayed");
 
-    for info in peers.values_mut() {
-        info.connected = true;
-    }
+    peers.update_each(|info| info.connected = true);
     assert!(
         peers
             .track(peer(u64::MAX - 1), Newcomer::Named, start)

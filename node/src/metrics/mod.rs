@@ -5,9 +5,12 @@
 //! `wasmesh_`, counters end in `_total`, durations are histograms in `_seconds`, sizes in
 //! `_bytes`; every label takes a small fixed set of values. The state gauges (slots, queue,
 //! peers and modules by state) are set from the node's view when the page is read
-//! (`NodeInner::refresh_gauges`). The node's traffic is counted by kind: libp2p's own metrics
+//! (by the gateway). The node's traffic is counted by kind: libp2p's own metrics
 //! (the transport's bytes, gossipsub's per topic) are registered in the same registry, and
 //! [`Metrics::traffic`] sums them with the node's own counts (sync, blobs, invokes) per kind.
+
+mod register;
+mod traffic;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -18,13 +21,16 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::Registry;
+
+pub use self::traffic::{Traffic, TrafficCount};
+use crate::rejection::Rejection;
 
 /// Label of a rejection: what was refused and why.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Reason {
-    /// Short machine-readable reason.
-    pub reason: String,
+    /// Short machine-readable reason ([`Rejection::as_str`]).
+    pub reason: &'static str,
 }
 
 /// Label of a request outcome.
@@ -252,69 +258,21 @@ impl Default for Metrics {
     }
 }
 
-/// Bytes and messages of one kind of traffic, both ways.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TrafficCount {
-    /// Bytes sent.
-    pub sent_bytes: u64,
-    /// Bytes received.
-    pub received_bytes: u64,
-    /// Messages sent.
-    pub sent_messages: u64,
-    /// Messages received (gossip: every copy, duplicates included).
-    pub received_messages: u64,
-}
-
-/// A node's traffic so far, by kind (see [`Metrics::traffic`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Traffic {
-    /// Statuses to and from connected peers, with their answers.
-    pub status: TrafficCount,
-    /// Manifest gossip (message bodies, every copy).
-    pub manifest: TrafficCount,
-    /// Sync and peer exchange.
-    pub sync: TrafficCount,
-    /// Holder announcements and lookups to directory nodes.
-    pub holders: TrafficCount,
-    /// Blobs.
-    pub blob: TrafficCount,
-    /// Forwarded requests.
-    pub invoke: TrafficCount,
-    /// Everything on libp2p connections, framing, encryption and gossip control included
-    /// (bytes only).
-    pub control_plane: TrafficCount,
-}
-
-impl Traffic {
-    /// Each kind with its name, in a fixed order.
-    pub fn by_kind(&self) -> [(&'static str, TrafficCount); 7] {
-        [
-            ("status", self.status),
-            ("manifest", self.manifest),
-            ("sync", self.sync),
-            ("holders", self.holders),
-            ("blob", self.blob),
-            ("invoke", self.invoke),
-            ("libp2p transport", self.control_plane),
-        ]
-    }
-}
-
 impl Metrics {
     /// Counts one refusal of outside input.
-    pub fn count_rejection(&self, reason: &str) {
+    pub fn count_rejection(&self, reason: Rejection) {
         self.rejections
             .get_or_create(&Reason {
-                reason: reason.to_owned(),
+                reason: reason.as_str(),
             })
             .inc();
     }
 
     /// How many refusals with `reason` were counted.
-    pub fn rejections_of(&self, reason: &str) -> u64 {
+    pub fn rejections_of(&self, reason: Rejection) -> u64 {
         self.rejections
             .get_or_create(&Reason {
-                reason: reason.to_owned(),
+                reason: reason.as_str(),
             })
             .get()
     }
@@ -352,146 +310,6 @@ impl Metrics {
     /// The registry, for libp2p to register its metrics in (see `control::build_swarm`).
     pub(crate) fn registry(&self) -> MutexGuard<'_, Registry> {
         crate::lock::lock(&self.registry)
-    }
-
-    fn register_own(&mut self) {
-        let registry = self
-            .registry
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        registry.register(
-            "manifests_accepted",
-            "Manifests accepted",
-            self.manifests_accepted.clone(),
-        );
-        registry.register(
-            "rejections",
-            "Outside input refused, by reason",
-            self.rejections.clone(),
-        );
-        registry.register(
-            "blobs_fetched",
-            "Blobs fetched and verified",
-            self.blobs_fetched.clone(),
-        );
-        registry.register(
-            "blobs_served",
-            "Blob ranges (of at most 1 MiB) served to peers",
-            self.blobs_served.clone(),
-        );
-        registry.register(
-            "invocations",
-            "Invocations by outcome and route",
-            self.invocations.clone(),
-        );
-        registry.register(
-            "modules_compiled",
-            "Modules compiled here",
-            self.modules_compiled.clone(),
-        );
-        registry.register(
-            "modules_loaded",
-            "Modules loaded without compiling (memory or artifact cache)",
-            self.modules_loaded.clone(),
-        );
-        registry.register(
-            "modules",
-            "Modules by state here (ready, pending, not_runnable, remote)",
-            self.modules.clone(),
-        );
-        registry.register(
-            "peers",
-            "Peers by state (known, connected, neighbour, down, leaving)",
-            self.peers.clone(),
-        );
-        registry.register(
-            "slots_busy",
-            "Execution slots in use",
-            self.slots_busy.clone(),
-        );
-        registry.register(
-            "queue_length",
-            "Requests waiting for an execution slot",
-            self.queue_length.clone(),
-        );
-        registry.register_with_unit(
-            "request_duration",
-            "Requests through the gateway, end to end, by route and outcome",
-            Unit::Seconds,
-            self.request_duration.clone(),
-        );
-        registry.register_with_unit(
-            "queue_wait",
-            "Time requests waited for an execution slot",
-            Unit::Seconds,
-            self.queue_wait.clone(),
-        );
-        registry.register_with_unit(
-            "execution_duration",
-            "Guest execution time",
-            Unit::Seconds,
-            self.execution_duration.clone(),
-        );
-        registry.register_with_unit(
-            "compile_duration",
-            "Compile time of modules compiled here",
-            Unit::Seconds,
-            self.compile_duration.clone(),
-        );
-        registry.register_with_unit(
-            "blob_fetch_duration",
-            "Time to fetch and verify a blob",
-            Unit::Seconds,
-            self.blob_fetch_duration.clone(),
-        );
-        registry.register_with_unit(
-            "blob_fetch_size",
-            "Sizes of the blobs fetched",
-            Unit::Bytes,
-            self.blob_fetch_size.clone(),
-        );
-        registry.register_with_unit(
-            "forward_round_trip",
-            "Forwards answered by a peer, from sending the request to its reply",
-            Unit::Seconds,
-            self.forward_round_trip.clone(),
-        );
-        registry.register(
-            "forward_failures",
-            "Forwards that got no reply (the peer was marked down, the next one tried)",
-            self.forward_failures.clone(),
-        );
-        registry.register("statuses", "Peer statuses taken", self.statuses.clone());
-        registry.register(
-            "holders_found",
-            "Holders of a blob that directory nodes named and this node did not know of",
-            self.holders_found.clone(),
-        );
-        registry.register(
-            "dials",
-            "Dials of peers this node started",
-            self.dials.clone(),
-        );
-        registry.register(
-            "hedges",
-            "Slow forwards copied to the next candidate",
-            self.hedges.clone(),
-        );
-        registry.register(
-            "spot_checks",
-            "Forwarded answers run again elsewhere to check them",
-            self.spot_checks.clone(),
-        );
-        registry.register(
-            "traffic_bytes",
-            "Bytes of the node's own protocols, by kind and direction",
-            self.traffic_bytes.clone(),
-        );
-        registry.register(
-            "traffic_messages",
-            "Messages of the node's own protocols, by kind and direction",
-            self.traffic_messages.clone(),
-        );
     }
 
     /// The Prometheus text exposition of all metrics.
@@ -538,58 +356,4 @@ impl Metrics {
         }
         text
     }
-
-    /// The node's traffic so far, by kind: its own counts (status, sync, holders, blobs,
-    /// forwarded requests), and libp2p's (manifest gossip, the transport's bytes), read from the
-    /// exposition.
-    pub fn traffic(&self) -> Traffic {
-        let own = |kind| {
-            let get = |family: &Family<Flow, Counter>, direction| {
-                family.get_or_create(&Flow { kind, direction }).get()
-            };
-            TrafficCount {
-                sent_bytes: get(&self.traffic_bytes, Direction::Sent),
-                received_bytes: get(&self.traffic_bytes, Direction::Received),
-                sent_messages: get(&self.traffic_messages, Direction::Sent),
-                received_messages: get(&self.traffic_messages, Direction::Received),
-            }
-        };
-        let text = self.encode();
-        let gossip = |topic: &str| {
-            let label = format!("\"{topic}\"");
-            TrafficCount {
-                sent_bytes: sum_of(&text, "_topic_msg_sent_bytes_total{", &label),
-                received_bytes: sum_of(&text, "_topic_msg_recv_bytes_unfiltered_total{", &label),
-                sent_messages: sum_of(&text, "_topic_msg_sent_counts_total{", &label),
-                received_messages: sum_of(
-                    &text,
-                    "_topic_msg_recv_counts_unfiltered_total{",
-                    &label,
-                ),
-            }
-        };
-        Traffic {
-            status: own(TrafficKind::Status),
-            manifest: gossip(wasmesh_protocol::wire::MANIFEST_TOPIC),
-            sync: own(TrafficKind::Sync),
-            holders: own(TrafficKind::Holders),
-            blob: own(TrafficKind::Blob),
-            invoke: own(TrafficKind::Invoke),
-            control_plane: TrafficCount {
-                sent_bytes: sum_of(&text, "_bandwidth_bytes_total{", "direction=\"Outbound\""),
-                received_bytes: sum_of(&text, "_bandwidth_bytes_total{", "direction=\"Inbound\""),
-                ..TrafficCount::default()
-            },
-        }
-    }
-}
-
-/// The sum of the samples of the exposition `text` whose line holds `metric` (the end of a
-/// metric's name and the opening brace of its labels) and `label`.
-fn sum_of(text: &str, metric: &str, label: &str) -> u64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#') && line.contains(metric) && line.contains(label))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|value| value as u64)
-        .sum()
 }

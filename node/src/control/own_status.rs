@@ -1,0 +1,80 @@
+//! This node's status, made by the event loop itself: when its ready list or manifests change
+//! (at once) and on the status interval (for its load and coordinate). Each status carries a
+//! sequence number from the wall clock, so a restarted node's statuses are newer than its old
+//! ones.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use wasmesh_protocol::PublicKey;
+use wasmesh_protocol::coordinates::Coordinate;
+use wasmesh_protocol::wire::{MAX_STATUS_BLOBS, StatusMessage, ready_version};
+
+use crate::core::registry::Registry;
+use crate::local_run::LocalLoad;
+
+/// Most libp2p addresses a status names.
+pub(crate) const MAX_STATUS_ADDRS: usize = 8;
+
+/// What this node's statuses are made of.
+#[derive(Debug)]
+pub(crate) struct StatusSource {
+    key: PublicKey,
+    /// Where peers reach this node's data plane.
+    quic_addr: String,
+    /// Where peers dial this node (at most [`MAX_STATUS_ADDRS`]).
+    p2p_addrs: Vec<String>,
+    load: Arc<LocalLoad>,
+    seq: u64,
+}
+
+impl StatusSource {
+    /// Statuses of node `key`, reachable at `quic_addr` and `p2p_addrs`, reporting `load`.
+    pub(crate) fn new(
+        key: PublicKey,
+        quic_addr: SocketAddr,
+        p2p_addrs: &[libp2p::Multiaddr],
+        load: Arc<LocalLoad>,
+    ) -> Self {
+        Self {
+            key,
+            quic_addr: quic_addr.to_string(),
+            p2p_addrs: p2p_addrs
+                .iter()
+                .take(MAX_STATUS_ADDRS)
+                .map(|a| a.to_string())
+                .collect(),
+            load,
+            // From the clock, so a restarted node's statuses are newer than its old ones.
+            seq: crate::clock::now_ms().saturating_mul(1000),
+        }
+    }
+
+    /// The next status: what `registry` holds ready (nothing once the node is leaving), the
+    /// load now, and `coordinate`.
+    pub(crate) fn make(&mut self, registry: &Registry, coordinate: Coordinate) -> StatusMessage {
+        let leaving = self.load.is_stopping();
+        let mut ready = if leaving {
+            Vec::new()
+        } else {
+            registry.ready_blobs()
+        };
+        // Past what peers accept, a status would be refused whole and this node would vanish
+        // from routing: it names the first blobs only (the rest is found by sync and fetch).
+        ready.truncate(MAX_STATUS_BLOBS);
+        self.seq += 1;
+        StatusMessage {
+            node: self.key,
+            quic_addr: self.quic_addr.clone(),
+            ready_version: ready_version(&ready),
+            ready: Some(ready),
+            in_flight: self.load.in_flight(),
+            capacity: self.load.capacity(),
+            seq: self.seq,
+            p2p_addrs: self.p2p_addrs.clone(),
+            manifests: registry.manifest_digest(),
+            coordinate,
+            leaving,
+        }
+    }
+}
