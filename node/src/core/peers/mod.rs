@@ -295,7 +295,7 @@ impl PeerTable {
             .filter(|p| p.connected && p.peer_id != *requester && !p.addrs.is_empty())
             .filter(|p| p.key.is_some())
             .collect();
-        connected.sort_by_key(|p| (p.is_stranger(now), std::cmp::Reverse(p.last_seen)));
+        connected.sort_by_cached_key(|p| (p.is_stranger(now), std::cmp::Reverse(p.last_seen)));
         connected
             .into_iter()
             .take(MAX_SYNC_PEERS)

@@ -66,9 +66,9 @@ impl PeerTable {
     /// when `p` must go, `None` when nobody may.
     fn victim(&self, newcomer: Newcomer, now: Instant) -> Option<Option<PeerId>> {
         let strangers = || self.peers.values().filter(|p| p.is_stranger(now));
-        let stranger_count = strangers().count();
         let full = self.peers.len() >= MAX_TRACKED_PEERS;
-        let strangers_full = newcomer == Newcomer::Stranger && stranger_count >= MAX_STRANGERS;
+        // Only a stranger is limited below a full table: nobody else needs the count.
+        let strangers_full = newcomer == Newcomer::Stranger && strangers().count() >= MAX_STRANGERS;
         if !full && !strangers_full {
             return Some(None);
         }
