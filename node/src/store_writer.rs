@@ -1,7 +1,8 @@
 //! The one task that writes the node's store on behalf of manifest intake: a manifest accepted
 //! from gossip or sync is taken in memory at once, and its file (written, fsynced, renamed, the
 //! folder fsynced) follows on a blocking thread, in the order accepted. So a slow disk delays
-//! nothing on the task that drives libp2p, and nothing holds the registry lock across an fsync.
+//! nothing on the task that drives libp2p, which owns the registry, and nothing waits on an
+//! fsync there.
 //!
 //! What it is sent is bounded by what intake accepts: manifests signed by trusted publishers,
 //! each newer than the one it replaces.

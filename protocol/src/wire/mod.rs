@@ -49,7 +49,8 @@ pub const PROTOCOL_VERSION: &str = "/wasmesh/2";
 pub const MANIFEST_TOPIC: &str = "wasmesh/manifests/2";
 /// libp2p protocol of status, sent to connected peers only.
 pub const STATUS_PROTOCOL: &str = "/wasmesh/status/2";
-/// libp2p Kademlia protocol of holder lookups (provider records keyed by blob hash).
+/// libp2p Kademlia protocol, for closest-peer lookups only: which nodes are a blob's directory
+/// nodes (holder records go over `/wasmesh/holders/1`, never as Kademlia records).
 pub const KAD_PROTOCOL: &str = "/wasmesh/kad/1";
 /// libp2p protocol of manifest sync (version 2: paged).
 pub const SYNC_PROTOCOL: &str = "/wasmesh/sync/2";
