@@ -15,7 +15,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use wasmesh_node::config::{NodeConfig, Replicate};
 use wasmesh_node::daemon::Node;
-use wasmesh_protocol::{Keypair, Limits, PublishBundle};
+use wasmesh_protocol::Keypair;
+use wasmesh_testkit::fixtures::{bundle, fixture};
+use wasmesh_testkit::gateway;
 
 const BODY: [u8; 64] = [b'x'; 64];
 const RUN_FOR: Duration = Duration::from_secs(3);
@@ -108,20 +110,6 @@ async fn native_echo_server() -> SocketAddr {
     addr
 }
 
-fn echo_bundle(keys: &Keypair) -> PublishBundle {
-    let wasm = wasmesh_node::module_file::read_module(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests/fixtures/echo.wat"),
-    )
-    .expect("fixture");
-    let manifest =
-        wasmesh_node::module_file::sign_module(&wasm, "echo".into(), 1, Limits::default(), keys)
-            .expect("the fixture is a valid module");
-    PublishBundle {
-        manifest,
-        module: wasm,
-    }
-}
-
 async fn start(
     publisher: &Keypair,
     bootstrap: Option<&Node>,
@@ -155,17 +143,8 @@ fn main() {
         let dirs = [tempfile::tempdir().expect("dir"), tempfile::tempdir().expect("dir")];
         let holder = start(&publisher, None, Replicate::All, dirs[0].path()).await;
         let router = start(&publisher, Some(&holder), Replicate::None, dirs[1].path()).await;
-        let body = echo_bundle(&publisher).encode();
-        let url = format!("{}/v1/publish", holder.url());
-        let published = tokio::task::spawn_blocking(move || {
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .build()
-                .into();
-            agent.post(&url).send(&body[..]).expect("publish").status().as_u16()
-        })
-        .await
-        .expect("join");
+        let echo = bundle(&publisher, fixture("echo.wat"), "echo", 1);
+        let published = gateway::publish(&holder.url(), &echo).await.status;
         assert_eq!(published, 201);
         let native = native_echo_server().await;
         // Wait until the router node can forward.
@@ -217,34 +196,21 @@ fn us(d: Duration) -> String {
     format!("{:.0} us", d.as_secs_f64() * 1e6)
 }
 
-async fn get_json(url: String) -> serde_json::Value {
-    tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let body = agent
-            .get(&url)
-            .call()
-            .expect("get")
-            .into_body()
-            .read_to_vec()
-            .expect("body");
-        serde_json::from_slice(&body).expect("json")
-    })
-    .await
-    .expect("join")
-}
-
 async fn router_can_forward(router: &Node) -> bool {
-    let modules = get_json(format!("{}/v1/modules", router.url())).await;
+    let modules = gateway::get(&router.url(), "/v1/modules")
+        .await
+        .json()
+        .expect("json");
     modules[0]["providers"]
         .as_array()
         .is_some_and(|p| !p.is_empty())
 }
 
 async fn peer_rtt_us(node: &Node) -> u64 {
-    let peers = get_json(format!("{}/v1/peers", node.url())).await;
+    let peers = gateway::get(&node.url(), "/v1/peers")
+        .await
+        .json()
+        .expect("json");
     peers
         .as_array()
         .and_then(|list| list.iter().find_map(|p| p["rtt_us"].as_u64()))

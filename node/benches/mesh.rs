@@ -14,7 +14,10 @@ use wasmesh_node::data::{DataPlane, PeerAddr};
 use wasmesh_node::metrics::Metrics;
 use wasmesh_node::store::Store;
 use wasmesh_node::tls::TlsIdentity;
-use wasmesh_protocol::{ContentHash, Keypair, Limits, PublishBundle};
+use wasmesh_protocol::{ContentHash, Keypair};
+use wasmesh_testkit::fixtures::{bundle, fixture};
+use wasmesh_testkit::gateway;
+use wasmesh_testkit::process::{NodeProcess, publisher_key};
 
 #[path = "support/raw_quinn.rs"]
 mod raw_quinn;
@@ -182,20 +185,6 @@ fn store_alone(size: usize, runs: usize) -> Duration {
     median(samples)
 }
 
-fn bundle(keys: &Keypair, name: &str) -> PublishBundle {
-    let wasm = wasmesh_node::module_file::read_module(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests/fixtures/reverse.wat"),
-    )
-    .expect("fixture");
-    let manifest =
-        wasmesh_node::module_file::sign_module(&wasm, name.to_owned(), 1, Limits::default(), keys)
-            .expect("the fixture is a valid module");
-    PublishBundle {
-        manifest,
-        module: wasm,
-    }
-}
-
 async fn publish_to_ready(nodes: usize, publishes: usize) -> Duration {
     let publisher = Keypair::from_seed([5; 32]);
     let mut dirs = Vec::new();
@@ -212,23 +201,13 @@ async fn publish_to_ready(nodes: usize, publishes: usize) -> Duration {
     }
     // Let the mesh form: every node connected to the first one's gossip.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
     let mut samples = Vec::new();
     for i in 0..publishes {
         let name = format!("m{i}");
-        let body = bundle(&publisher, &name).encode();
-        let url = format!("{}/v1/publish", mesh[0].url());
-        let agent = agent.clone();
+        let module = bundle(&publisher, fixture("reverse.wat"), &name, 1);
         let start = Instant::now();
-        let status = tokio::task::spawn_blocking(move || {
-            agent.post(&url).send(&body[..]).expect("publish").status()
-        })
-        .await
-        .expect("join");
-        assert_eq!(status.as_u16(), 201);
+        let status = gateway::publish(&mesh[0].url(), &module).await.status;
+        assert_eq!(status, 201);
         let module_ref = name.parse().expect("ref");
         while !mesh.iter().all(|n| n.is_ready(&module_ref)) {
             assert!(
@@ -245,31 +224,13 @@ async fn publish_to_ready(nodes: usize, publishes: usize) -> Duration {
     median(samples)
 }
 
+/// Resident memory of an idle `wasmesh node run` process, 5 s after it started serving.
 fn idle_rss_kib() -> u64 {
     let dir = tempfile::tempdir().expect("dir");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wasmesh"))
-        .args(["node", "run", "--data-dir"])
-        .arg(dir.path())
-        .args([
-            "--listen",
-            "/ip4/127.0.0.1/udp/0/quic-v1",
-            "--quic",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-        ])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("node process");
+    let (_, trust) = publisher_key(dir.path());
+    let node = NodeProcess::start(&dir.path().join("node"), &trust, &[], &[]);
     std::thread::sleep(Duration::from_secs(5));
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).expect("proc");
-    let _ = child.kill();
-    let _ = child.wait();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
+    node.rss_kib()
 }
 
 fn main() {

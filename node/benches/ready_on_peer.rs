@@ -15,13 +15,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-#[allow(dead_code)]
-#[path = "../tests/support/process.rs"]
-mod process;
 #[path = "support/raw_quinn.rs"]
 mod raw_quinn;
 
-use process::{NodeProcess, publisher_key, wait_until, wasmesh};
+use wasmesh_testkit::process::{NodeProcess, histogram_sum, publisher_key, wasmesh};
+use wasmesh_testkit::wait::{DEADLINE, wait_until};
 
 /// Size of the module.
 const SIZE: usize = 16 << 20;
@@ -120,20 +118,6 @@ fn large_module(seed: u64) -> Vec<u8> {
     module
 }
 
-/// A histogram's sum in `GET /metrics` of `node`, in seconds.
-fn histogram_sum(node: &NodeProcess, name: &str) -> f64 {
-    let text = ureq::get(&format!("{}/metrics", node.url))
-        .call()
-        .ok()
-        .and_then(|mut response| response.body_mut().read_to_string().ok())
-        .unwrap_or_default();
-    let prefix = format!("{name}_sum");
-    text.lines()
-        .filter_map(|line| line.strip_prefix(&prefix))
-        .filter_map(|rest| rest.split_whitespace().last()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Moves every thread of process `pid` to CPU `cpu`.
 fn pin(pid: u32, cpu: u32) {
     let status = Command::new("taskset")
@@ -159,7 +143,7 @@ fn main() {
     let (key, trust) = publisher_key(dir.path());
     let a = NodeProcess::start(&dir.path().join("a"), &trust, &[], &[]);
     let b = NodeProcess::start(&dir.path().join("b"), &trust, &[&a], &[]);
-    wait_until("B is connected to A", process::DEADLINE, || {
+    wait_until("B is connected to A", DEADLINE, || {
         a.status()["peers"].as_u64().unwrap_or(0) >= 1
     });
 
@@ -216,7 +200,7 @@ fn main() {
                 break now;
             }
             assert!(
-                started.elapsed() < process::DEADLINE,
+                started.elapsed() < DEADLINE,
                 "{name} never became ready on B"
             );
             std::thread::sleep(Duration::from_millis(1));
@@ -225,8 +209,8 @@ fn main() {
         let ready_on_a = ready_on_a.unwrap_or(ready_on_b);
         samples.push(ready_on_b - ready_on_a);
     }
-    let fetch = histogram_sum(&b, "wasmesh_blob_fetch_duration_seconds") / RUNS as f64;
-    let compile = histogram_sum(&b, "wasmesh_compile_duration_seconds") / RUNS as f64;
+    let fetch = histogram_sum(&b.url, "wasmesh_blob_fetch_duration_seconds") / RUNS as f64;
+    let compile = histogram_sum(&b.url, "wasmesh_compile_duration_seconds") / RUNS as f64;
     let ready = median(samples);
     let raw = median(raw_samples);
 

@@ -32,6 +32,7 @@ mod address_scope;
 pub mod admission;
 mod blob_tree;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod connection_limits;

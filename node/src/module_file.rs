@@ -1,5 +1,5 @@
 //! Module files: reading one from disk (a `.wasm` binary, or `.wat` text compiled to binary),
-//! and signing the manifest that publishes it.
+//! and signing the manifest that publishes it (alone, or in a publish bundle).
 
 use std::fs;
 use std::io::Read;
@@ -8,7 +8,9 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use wasmesh_protocol::limits::MAX_MODULE_SIZE;
 use wasmesh_protocol::manifest::validate_name;
-use wasmesh_protocol::{ContentHash, Keypair, Limits, Manifest, SignedManifest, wasm};
+use wasmesh_protocol::{
+    ContentHash, Keypair, Limits, Manifest, PublishBundle, SignedManifest, wasm,
+};
 
 /// Builds and signs the manifest of the module `bytes` as `name@version`, checking the module
 /// (its ABI is detected here) and the manifest first.
@@ -33,6 +35,22 @@ pub fn sign_module(
     };
     manifest.check_well_formed()?;
     Ok(manifest.sign(keys))
+}
+
+/// The module `bytes` with its manifest signed by [`sign_module`]: the body of
+/// `POST /v1/publish`.
+pub fn bundle(
+    bytes: Vec<u8>,
+    name: String,
+    version: u64,
+    limits: Limits,
+    keys: &Keypair,
+) -> anyhow::Result<PublishBundle> {
+    let manifest = sign_module(&bytes, name, version, limits, keys)?;
+    Ok(PublishBundle {
+        manifest,
+        module: bytes,
+    })
 }
 
 /// Reads the module at `path`. Text (`.wat`, or any file not starting with the Wasm magic

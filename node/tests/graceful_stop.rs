@@ -9,7 +9,7 @@ mod support;
 use std::time::Instant;
 
 use support::load::{Load, Mesh, Sample};
-use support::process::DEADLINE;
+use support::wait::DEADLINE;
 
 #[test]
 fn a_holder_stopped_with_sigterm_costs_no_request() {

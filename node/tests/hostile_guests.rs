@@ -14,8 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use support::Gateway;
 use support::hostile::{self, Hostile};
-use support::process::{self, DEADLINE, NodeProcess, wait_until};
+use support::process::{self, NodeProcess};
+use support::wait::{DEADLINE, wait_until};
 
 /// The deadline every hostile module is published with.
 const TIMEOUT_MS: u64 = 100;
@@ -46,15 +48,15 @@ impl Sampler {
         let url = url.to_owned();
         let stopped = stop.clone();
         let thread = std::thread::spawn(move || {
-            let agent = process::agent(Duration::from_secs(30));
+            let gateway = Gateway::with_timeout(&url, Duration::from_secs(30));
             let mut worst = Worst::default();
             while !stopped.load(Ordering::Relaxed) {
                 let sent = Instant::now();
-                let health = agent.get(&format!("{url}/healthz")).call();
-                assert!(health.is_ok_and(|r| r.status() == 200), "healthz failed");
+                let health = gateway.get("/healthz");
+                assert!(health.is_ok_and(|a| a.status == 200), "healthz failed");
                 worst.healthz = worst.healthz.max(sent.elapsed());
                 let sent = Instant::now();
-                let echo = process::invoke(&agent, &url, "echo", b"still here").unwrap();
+                let echo = gateway.invoke("echo", b"still here").unwrap();
                 assert_eq!(echo.status, 200, "{}", String::from_utf8_lossy(&echo.body));
                 worst.echo = worst.echo.max(sent.elapsed());
                 worst.samples += 1;
@@ -103,9 +105,9 @@ fn hammer(url: &str, name: &str) -> Vec<(u16, String, Duration)> {
         .map(|_| {
             let (url, name) = (url.to_owned(), name.to_owned());
             std::thread::spawn(move || {
-                let agent = process::agent(Duration::from_secs(60));
+                let gateway = Gateway::with_timeout(&url, Duration::from_secs(60));
                 let sent = Instant::now();
-                let answer = process::invoke(&agent, &url, &name, b"").unwrap();
+                let answer = gateway.invoke(&name, b"").unwrap();
                 let took = sent.elapsed();
                 let body: serde_json::Value =
                     serde_json::from_slice(&answer.body).unwrap_or_default();

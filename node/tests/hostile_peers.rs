@@ -16,8 +16,9 @@ use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm};
 use support::fixture_path;
-use support::process::{self, DEADLINE, NodeProcess, wait_until};
+use support::process::{self, NodeProcess};
 use support::raw_codec::RawCodec;
+use support::wait::{DEADLINE, wait_until};
 use tokio::sync::watch;
 use wasmesh_node::core::peers::MAX_TRACKED_PEERS;
 use wasmesh_protocol::wire::{STATUS_PROTOCOL, StatusMessage, ready_version};
@@ -204,8 +205,8 @@ async fn statuses_from_thousands_of_fresh_keys_leave_the_node_bounded_and_servin
         "RSS {rss_after} KiB after {STRANGERS} strangers, {rss_before} KiB before"
     );
     assert_eq!(dials, 0, "a stranger's made-up address was dialed");
-    let agent = process::agent(Duration::from_secs(10));
-    let answer = process::invoke(&agent, &node.url, "echo", b"still serving").unwrap();
+    let gateway = node.gateway(Duration::from_secs(10));
+    let answer = gateway.invoke("echo", b"still serving").unwrap();
     assert_eq!(
         (answer.status, answer.body.as_slice()),
         (200, &b"still serving"[..])

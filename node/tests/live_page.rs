@@ -13,7 +13,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 
 use support::fixture_path;
-use support::process::{self, DEADLINE, NodeProcess, get_json, wait_until};
+use support::process::{self, NodeProcess, get_json};
+use support::wait::{DEADLINE, wait_until};
 
 #[test]
 fn the_live_page_shows_peers_modules_and_rates() {

@@ -17,23 +17,15 @@ fn the_metrics_page_passes_promtool_and_counts_what_happened() {
     let (key, public) = process::publisher_key(dir.path());
     let node = NodeProcess::start(&dir.path().join("node"), &public, &[], &[]);
     process::publish(dir.path(), &key, &node, &fixture_path("echo.wat"), "echo");
-    let agent = process::agent(Duration::from_secs(30));
+    let gateway = node.gateway(Duration::from_secs(30));
     for _ in 0..3 {
-        let answer = process::invoke(&agent, &node.url, "echo", b"hello").unwrap();
+        let answer = gateway.invoke("echo", b"hello").unwrap();
         assert_eq!(answer.status, 200);
     }
     // One refusal, so the rejections family has a member.
-    let refused = agent
-        .post(&format!("{}/v1/publish", node.url))
-        .send(&b"not a bundle"[..])
-        .unwrap();
-    assert_eq!(refused.status(), 400);
-    let page = ureq::get(&format!("{}/metrics", node.url))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let refused = gateway.post("/v1/publish", b"not a bundle", &[]).unwrap();
+    assert_eq!(refused.status, 400);
+    let page = gateway.metrics().unwrap();
 
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])

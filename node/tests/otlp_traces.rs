@@ -21,7 +21,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use prost::Message;
 use support::fixture_path;
-use support::process::{self, DEADLINE, NodeProcess, wait_until};
+use support::process::{self, NodeProcess};
+use support::wait::{DEADLINE, wait_until};
 
 /// A span as the receiver got it.
 #[derive(Debug, Clone)]
@@ -119,14 +120,16 @@ fn a_forwarded_request_is_one_trace_across_both_nodes() {
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
-    let agent = process::agent(Duration::from_secs(30));
-    let mut answer = agent
-        .post(&format!("{}/v1/invoke/echo", router.url))
-        .header("traceparent", &traceparent)
-        .send(&b"traced"[..])
+    let gateway = router.gateway(Duration::from_secs(30));
+    let answer = gateway
+        .post(
+            "/v1/invoke/echo",
+            b"traced",
+            &[("traceparent", &traceparent)],
+        )
         .unwrap();
-    assert_eq!(answer.status(), 200);
-    assert_eq!(answer.body_mut().read_to_vec().unwrap(), b"traced");
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body, b"traced");
 
     let wanted = hex(trace_id);
     let of_trace = || -> Vec<Received> {
@@ -210,15 +213,17 @@ fn clients_cannot_make_a_node_record_every_request() {
     let node = NodeProcess::start_with_env(&dir.path().join("n"), &public, &[], &flags, &env);
     process::publish(dir.path(), &key, &node, &fixture_path("echo.wat"), "echo");
     wait_until("echo is ready", DEADLINE, || node.is_ready("echo"));
-    let agent = process::agent(Duration::from_secs(30));
+    let gateway = node.gateway(Duration::from_secs(30));
     let traced = |n: u32, path: &str| {
         let traceparent = format!("00-{n:032x}-00f067aa0ba902b7-01");
-        agent
-            .post(&format!("{}/v1/invoke/{path}", node.url))
-            .header("traceparent", &traceparent)
-            .send(&b"x"[..])
+        gateway
+            .post(
+                &format!("/v1/invoke/{path}"),
+                b"x",
+                &[("traceparent", &traceparent)],
+            )
             .unwrap()
-            .status()
+            .status
     };
     let started = std::time::Instant::now();
     for n in 1..=100 {

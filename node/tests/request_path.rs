@@ -10,7 +10,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use support::fixture_path;
-use support::process::{self, DEADLINE, NodeProcess, wait_until};
+use support::process::{self, NodeProcess};
+use support::wait::{DEADLINE, wait_until};
 
 /// A node with `echo` and `slow` (a guest that runs for about 30 ms) published and ready.
 fn node_with_guests(dir: &std::path::Path) -> NodeProcess {
@@ -57,12 +58,12 @@ fn held(node: &NodeProcess) -> (u64, u64, u64) {
 
 /// Sends `count` requests to `module` one after another; returns the slowest.
 fn requests_succeed(node: &NodeProcess, module: &str, count: usize) -> Duration {
-    let agent = process::agent(Duration::from_secs(30));
+    let gateway = node.gateway(Duration::from_secs(30));
     let mut slowest = Duration::ZERO;
     for i in 0..count {
         let input = format!("request {i}");
         let sent = Instant::now();
-        let answer = process::invoke(&agent, &node.url, module, input.as_bytes()).unwrap();
+        let answer = gateway.invoke(module, input.as_bytes()).unwrap();
         slowest = slowest.max(sent.elapsed());
         assert_eq!(
             answer.status,

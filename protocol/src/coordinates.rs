@@ -10,11 +10,14 @@
 //! the direction used when two coordinates coincide.
 //!
 //! A peer's coordinate is its own claim. One that claims an error below [`ERROR_FLOOR`] (it
-//! would get the full weight of every update), or that is sure of a place the measured round
-//! trip contradicts while this node is sure of its own ([`INCONSISTENT_ERROR`]), is ignored
-//! ([`Observation::Implausible`]); and no single update moves this node by more than its own
-//! error bound (its relative error times the round trip), so a liar can drag it only slowly,
-//! and only as far as honest samples let it.
+//! would get the full weight of every update; an honest node's error never goes below it), or
+//! that is sure of a place the measured round trip contradicts while this node is sure of its
+//! own ([`INCONSISTENT_ERROR`], judged against at least [`SHORT_RTT_MS`]), is ignored
+//! ([`Observation::Implausible`]). A contradiction still makes this node a little less sure of
+//! itself, since it may be the one that is wrong: once most of its samples contradict it, it
+//! follows them. No single update moves this node by more than its own error bound (its
+//! relative error times the round trip), so a liar can drag it only slowly, and only as far as
+//! honest samples let it.
 
 use bincode::{Decode, Encode};
 
@@ -36,6 +39,9 @@ pub const ERROR_FLOOR: f64 = 0.02;
 /// A sample whose relative error is above this, from a peer claiming to be trusted, while this
 /// node is trusted itself, contradicts the peer's claim.
 pub const INCONSISTENT_ERROR: f64 = 4.0;
+/// Round trips shorter than this (ms) count as this long when judging a contradiction: between
+/// nodes a millisecond apart, an estimate a few milliseconds off is the coordinates' resolution.
+pub const SHORT_RTT_MS: f64 = 5.0;
 /// The least error bound of a move (relative), so a node sure of itself can still follow a
 /// changed network.
 const MIN_MOVE_ERROR: f64 = 0.1;
@@ -122,17 +128,31 @@ impl Coordinate {
         }
         let estimate = self.distance_ms(other);
         let sample_error = (estimate - rtt_ms).abs() / rtt_ms;
-        let contradicted =
-            self.is_trusted() && other.is_trusted() && sample_error > INCONSISTENT_ERROR;
-        if other.error < ERROR_FLOOR || contradicted {
+        // Judged against at least `SHORT_RTT_MS`: a millisecond off a round trip shorter than
+        // that is an access link's noise, not a lie.
+        let miss = (estimate - rtt_ms).abs() / rtt_ms.max(SHORT_RTT_MS);
+        let contradicted = self.is_trusted() && other.is_trusted() && miss > INCONSISTENT_ERROR;
+        if other.error < ERROR_FLOOR {
             return Observation::Implausible;
         }
         let weight = self.error / (self.error + other.error).max(f64::EPSILON);
+        if contradicted {
+            // This node may be the one that is wrong: a contradiction does not move it, but
+            // makes it a little less sure of itself, so a node most of whose samples contradict
+            // it stops trusting its place and follows them again (one liar among honest peers
+            // cannot do that).
+            let seen = sample_error.min(INITIAL_ERROR);
+            self.error = (seen * ERROR_GAIN * weight + self.error * (1.0 - ERROR_GAIN * weight))
+                .clamp(ERROR_FLOOR, INITIAL_ERROR);
+            return Observation::Implausible;
+        }
         // No further than this node's own error bound in one step.
         let bound = self.error.max(MIN_MOVE_ERROR) * rtt_ms;
+        // Never below the floor: exact samples would otherwise make an honest node claim an
+        // error its peers refuse as implausible.
         self.error = (sample_error * ERROR_GAIN * weight
             + self.error * (1.0 - ERROR_GAIN * weight))
-            .min(INITIAL_ERROR);
+            .clamp(ERROR_FLOOR, INITIAL_ERROR);
         let step = (MOVE_GAIN * weight * (rtt_ms - estimate)).clamp(-bound, bound);
         // The unit vector from `other` to this node, heights included: the difference of the
         // positions and the sum of the heights, over the estimate (the norm of that vector).
@@ -179,7 +199,9 @@ mod tests {
             for a in 0..4 {
                 let b = (a + 1 + round % 3) % 4;
                 let other = coords[b];
-                let _ = coords[a].observe(&other, rtt(a, b), &direction(a + round));
+                let seen = coords[a].observe(&other, rtt(a, b), &direction(a + round));
+                // However exact the samples, honest nodes never find each other implausible.
+                assert_eq!(seen, Observation::Taken, "round {round}: {a} of {b}");
             }
         }
         for a in 0..4 {
@@ -208,6 +230,31 @@ mod tests {
             Observation::Invalid
         );
         assert_eq!(mine, before);
+    }
+
+    /// Two nodes of one site, 0.4 ms apart, whose coordinates say 2.5 ms: a few milliseconds
+    /// is the coordinates' resolution, not a contradiction, however sure both are.
+    #[test]
+    fn near_neighbours_a_few_milliseconds_off_are_not_contradictions() {
+        let east = [1.0; DIMENSIONS];
+        let sure = |x: f64| Coordinate {
+            vec: {
+                let mut vec = [0.0; DIMENSIONS];
+                vec[0] = x;
+                vec
+            },
+            height: 0.1,
+            error: 0.2,
+        };
+        let mut mine = sure(0.0);
+        assert!((mine.distance_ms(&sure(2.3)) - 2.5).abs() < 1e-9);
+        assert_eq!(mine.observe(&sure(2.3), 0.4, &east), Observation::Taken);
+        // Far off a long round trip still is one.
+        let mut mine = sure(0.0);
+        assert_eq!(
+            mine.observe(&sure(500.0), 40.0, &east),
+            Observation::Implausible
+        );
     }
 
     /// A peer that claims an error of 0 would get the full weight of every update: it is
@@ -252,10 +299,48 @@ mod tests {
         assert!(mine.is_trusted());
         let sure = mine;
         let claims_trust = Coordinate { error: 0.5, ..far };
-        assert_eq!(
-            mine.observe(&claims_trust, 20.0, &east),
-            Observation::Implausible
-        );
-        assert_eq!(mine, sure);
+        // One liar among honest peers: never moves it, and it stays sure of itself.
+        for _ in 0..50 {
+            assert_eq!(
+                mine.observe(&claims_trust, 20.0, &east),
+                Observation::Implausible
+            );
+            for _ in 0..3 {
+                let _ = mine.observe(&honest, 10.0, &east);
+            }
+            assert!(mine.is_trusted(), "{mine:?}");
+        }
+        assert!(mine.moved_from(&sure) < 1.0, "{mine:?} vs {sure:?}");
+    }
+
+    /// A node sure of a wrong place (1,000 ms from where it is) that every sample contradicts
+    /// stops being sure, and then moves to where the samples say.
+    #[test]
+    fn a_node_sure_of_a_wrong_place_is_corrected_by_the_majority() {
+        let east = [1.0; DIMENSIONS];
+        let place = |x: f64, error: f64| {
+            let mut vec = [0.0; DIMENSIONS];
+            vec[0] = x;
+            Coordinate {
+                vec,
+                height: 0.1,
+                error,
+            }
+        };
+        let mut mine = place(1_000.0, 0.05);
+        let peers = [place(5.0, 0.2), place(-5.0, 0.2)];
+        let rtt = 5.2;
+        for _ in 0..1_000 {
+            for peer in &peers {
+                let _ = mine.observe(peer, rtt, &east);
+            }
+        }
+        for peer in &peers {
+            let estimate = mine.distance_ms(peer);
+            assert!(
+                (estimate - rtt).abs() < rtt,
+                "{mine:?}: {estimate} ms for {rtt} ms"
+            );
+        }
     }
 }

@@ -60,6 +60,9 @@ enum Command {
         /// Requests routed.
         #[arg(long, default_value_t = 10_000)]
         requests: usize,
+        /// No progress lines.
+        #[arg(long)]
+        quiet: bool,
         /// Holders of the routed module [default: 2% of the nodes, at least 3].
         #[arg(long)]
         holders: Option<usize>,
@@ -137,6 +140,7 @@ fn execute(command: Command) -> anyhow::Result<bool> {
             requests,
             holders,
             modules,
+            quiet,
             json,
             plot,
         } => {
@@ -145,6 +149,7 @@ fn execute(command: Command) -> anyhow::Result<bool> {
             params.publishes = publishes.max(1);
             params.requests = requests;
             params.modules = modules;
+            params.progress = !quiet;
             if let Some(holders) = holders {
                 params.holders = holders.clamp(1, nodes);
             }

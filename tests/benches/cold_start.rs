@@ -18,10 +18,11 @@
 
 use std::time::{Duration, Instant};
 
-use wasmesh_protocol::{Keypair, Limits, ModuleRef, PublishBundle};
+use wasmesh_protocol::{Keypair, Limits, ModuleRef};
 use wasmesh_sim::cluster::{Cluster, NodeSetup, wait_for};
 use wasmesh_sim::latency::{LatencyMatrix, LatencyModel};
-use wasmesh_tests::{code_like_bytes, fixture};
+use wasmesh_testkit::process::histogram_sum;
+use wasmesh_tests::{Gateway, code_like_bytes, fixture};
 
 const CITIES: [&str; 5] = ["Frankfurt", "New York", "Singapore", "Sao Paulo", "Tokyo"];
 /// The module's size.
@@ -51,20 +52,6 @@ fn module(seed: u64) -> Vec<u8> {
     module
 }
 
-/// The sum of histogram `name` in `GET /metrics` of the node at `url`, in seconds.
-fn histogram_sum(url: &str, name: &str) -> f64 {
-    let text = ureq::get(&format!("{url}/metrics"))
-        .call()
-        .ok()
-        .and_then(|mut response| response.body_mut().read_to_string().ok())
-        .unwrap_or_default();
-    let prefix = format!("{name}_sum");
-    text.lines()
-        .filter_map(|line| line.strip_prefix(&prefix))
-        .filter_map(|rest| rest.split_whitespace().last()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// One cold start, in milliseconds: gossip, fetch, compile, rest of ready, first request.
 struct Parts([f64; 5]);
 
@@ -78,19 +65,9 @@ async fn cold_start(
     let name = format!("cold{run}");
     let module_ref: ModuleRef = name.parse().expect("a module name");
     let bytes = module(run);
-    let manifest = wasmesh_node::module_file::sign_module(
-        &bytes,
-        name.clone(),
-        1,
-        Limits::default(),
-        publisher,
-    )
-    .expect("sign");
-    let bundle = PublishBundle {
-        manifest,
-        module: bytes,
-    }
-    .encode();
+    let bundle =
+        wasmesh_node::module_file::bundle(bytes, name.clone(), 1, Limits::default(), publisher)
+            .expect("sign");
     let far = cluster.node(to).expect("running");
     let far_url = cluster.url(to);
     let before = {
@@ -105,11 +82,13 @@ async fn cold_start(
         .expect("metrics")
     };
 
-    let publish_url = format!("{}/v1/publish", cluster.url(from));
+    let origin = Gateway::new(&cluster.url(from));
     let started = Instant::now();
     let publishing = tokio::task::spawn_blocking(move || {
-        let response = ureq::post(&publish_url).send(&bundle[..]).expect("publish");
-        assert!(response.status().is_success(), "{}", response.status());
+        origin
+            .publish(&bundle)
+            .and_then(|a| a.ok())
+            .expect("publish");
     });
     let gossip = wait_for("the far node holds the manifest", DEADLINE, EVERY, || {
         far.held_version(&module_ref).is_some()
@@ -122,16 +101,12 @@ async fn cold_start(
     .await
     .expect("ready");
     let ready_at = started.elapsed();
-    let invoke_url = format!("{far_url}/v1/invoke/{name}");
+    let far_gateway = Gateway::new(&far_url);
     let route = tokio::task::spawn_blocking(move || {
-        let response = ureq::post(&invoke_url)
-            .send(&b"cold start"[..])
-            .expect("invoke");
-        assert_eq!(response.status(), 200);
-        response
-            .headers()
-            .get("x-wasmesh-route")
-            .and_then(|v| v.to_str().ok())
+        let answer = far_gateway.invoke(&name, b"cold start").expect("invoke");
+        assert_eq!(answer.status, 200);
+        answer
+            .header("x-wasmesh-route")
             .unwrap_or_default()
             .to_owned()
     })

@@ -8,7 +8,7 @@ use wasmesh_node::rejection::Rejection;
 use wasmesh_protocol::ContentHash;
 use wasmesh_tests::liar::{FORGED, Signing, lying_holder};
 use wasmesh_tests::{
-    MESH_DEADLINE, TestNode, bundle, fixture, invoke, publish, publisher, wait_until,
+    MESH_DEADLINE, TestNode, bundle, fixture, invoke, publish, publisher, wait_until_async,
 };
 
 /// Honest holders A and B, and a router R that replicates nothing and checks every forwarded
@@ -25,7 +25,7 @@ async fn two_holders_and_a_router() -> (TestNode, TestNode, TestNode, Vec<u8>) {
     let published = bundle(&p, fixture("echo.wat"), "echo", 1);
     assert_eq!(publish(&a, &published).await.status, 201);
     b.wait_ready("echo").await;
-    wait_until("R serves echo", MESH_DEADLINE, || async {
+    wait_until_async("R serves echo", MESH_DEADLINE, || async {
         invoke(&r, "echo", b"warm").await.status == 200
     })
     .await;
@@ -47,7 +47,7 @@ async fn a_claimed_holder_that_cannot_prove_it_is_never_routed_to() {
             Some(liar.peer_id.to_string().as_str())
         );
     }
-    wait_until("the failed proof is counted", MESH_DEADLINE, || async {
+    wait_until_async("the failed proof is counted", MESH_DEADLINE, || async {
         r.node
             .metrics()
             .rejections_of(Rejection::PossessionUnproven)
@@ -66,7 +66,7 @@ async fn a_holder_that_signs_forged_answers_is_caught_by_spot_checks() {
     let liar = lying_holder(62, &r, hash, Some(&module), Signing::Receipt).await;
     let liar_id = liar.peer_id.to_string();
     let forged = std::sync::atomic::AtomicUsize::new(0);
-    wait_until("the liar is caught", MESH_DEADLINE, || async {
+    wait_until_async("the liar is caught", MESH_DEADLINE, || async {
         let answer = invoke(&r, "echo", b"who").await;
         if answer.body == FORGED {
             assert_eq!(
@@ -103,8 +103,9 @@ async fn a_client_asking_for_agreement_gets_only_an_agreed_answer() {
     let hash = ContentHash::of(&module);
     let _liar = lying_holder(63, &r, hash, Some(&module), Signing::Receipt).await;
     for i in 0..10u8 {
-        let answer = wasmesh_tests::post_with(
-            format!("{}/v1/invoke/echo", r.url()),
+        let answer = wasmesh_tests::gateway::post(
+            &r.url(),
+            "/v1/invoke/echo",
             vec![i],
             &[("x-wasmesh-agree", "2")],
         )
@@ -118,26 +119,28 @@ async fn a_client_asking_for_agreement_gets_only_an_agreed_answer() {
     }
     // More holders than may be asked, or a WASI module, whose answers may differ by design:
     // refused.
-    let too_many = wasmesh_tests::post_with(
-        format!("{}/v1/invoke/echo", r.url()),
+    let too_many = wasmesh_tests::gateway::post(
+        &r.url(),
+        "/v1/invoke/echo",
         Vec::new(),
         &[("x-wasmesh-agree", "9")],
     )
     .await;
-    assert_eq!(too_many.json()["error"], "bad_agreement");
+    assert_eq!(too_many.json().unwrap()["error"], "bad_agreement");
     let p = publisher(1);
     let wasi = bundle(&p, fixture("wasi_echo.wat"), "wasi-echo", 1);
     assert_eq!(publish(&a, &wasi).await.status, 201);
-    wait_until("R knows wasi-echo", MESH_DEADLINE, || async {
+    wait_until_async("R knows wasi-echo", MESH_DEADLINE, || async {
         r.version_of("wasi-echo") == Some(1)
     })
     .await;
-    let refused = wasmesh_tests::post_with(
-        format!("{}/v1/invoke/wasi-echo", r.url()),
+    let refused = wasmesh_tests::gateway::post(
+        &r.url(),
+        "/v1/invoke/wasi-echo",
         Vec::new(),
         &[("x-wasmesh-agree", "2")],
     )
     .await;
     assert_eq!(refused.status, 400);
-    assert_eq!(refused.json()["error"], "not_deterministic");
+    assert_eq!(refused.json().unwrap()["error"], "not_deterministic");
 }

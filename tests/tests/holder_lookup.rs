@@ -32,7 +32,7 @@ async fn a_holder_that_is_not_a_neighbour_is_found_through_the_directory() {
             .status,
         201
     );
-    wasmesh_tests::wait_until(
+    wasmesh_tests::wait_until_async(
         "E and D hold the manifest",
         wasmesh_tests::MESH_DEADLINE,
         || async { e.version_of("rev") == Some(1) && d.version_of("rev") == Some(1) },
@@ -166,7 +166,7 @@ async fn one_key_announcing_thousands_of_blobs_leaves_an_honest_holder_findable(
             .status,
         201
     );
-    wasmesh_tests::wait_until("E finds H", wasmesh_tests::MESH_DEADLINE, || async {
+    wasmesh_tests::wait_until_async("E finds H", wasmesh_tests::MESH_DEADLINE, || async {
         invoke(&e, "rev", b"abc").await.status == 200
     })
     .await;

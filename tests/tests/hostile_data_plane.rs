@@ -20,7 +20,7 @@ use wasmesh_protocol::wire::{
 use wasmesh_protocol::{ContentHash, Keypair};
 use wasmesh_tests::liar::{Signing, lying_holder};
 use wasmesh_tests::{
-    MESH_DEADLINE, TestNode, bundle, fixture, get, invoke, publish, publisher, wait_until,
+    MESH_DEADLINE, TestNode, bundle, fixture, gateway, invoke, publish, publisher, wait_until_async,
 };
 
 /// A QUIC client endpoint of a stranger with key `seed`.
@@ -73,7 +73,7 @@ async fn one_peer_holds_at_most_a_few_connections() {
             })
             .count()
     };
-    wait_until(
+    wait_until_async(
         "the connections past the share are closed",
         MESH_DEADLINE,
         || async { closed_for_the_share() == 4 },
@@ -114,7 +114,7 @@ async fn an_oversized_invoke_frame_is_refused_and_counted() {
         .expect("the node ends the stream")
         .unwrap_or_default();
     assert!(answer.is_empty(), "answered an oversized frame: {answer:?}");
-    wait_until("the frame is counted", MESH_DEADLINE, || async {
+    wait_until_async("the frame is counted", MESH_DEADLINE, || async {
         node.node.metrics().rejections_of(Rejection::InvokeRequest) >= 1
     })
     .await;
@@ -270,11 +270,14 @@ async fn throwaway_keys_cannot_fill_the_queue_ahead_of_local_requests() {
             }));
         }
     }
-    wait_until(
+    wait_until_async(
         "the strangers' forwards are taken or refused",
         MESH_DEADLINE,
         || async {
-            let status = get(format!("{}/v1/status", node.url())).await.json();
+            let status = gateway::get(&node.url(), "/v1/status")
+                .await
+                .json()
+                .unwrap();
             let held = status["running"].as_u64().unwrap() + status["queued"].as_u64().unwrap();
             held == 2 && node.node.metrics().rejections_of(Rejection::ForwardShare) == 10
         },
@@ -314,7 +317,7 @@ async fn a_forged_answer_is_caught_by_its_receipt() {
     let published = bundle(&p, fixture("echo.wat"), "echo", 1);
     assert_eq!(publish(&holder, &published).await.status, 201);
     // The router forwards to the honest holder, and hands its receipt to the client.
-    wait_until(
+    wait_until_async(
         "the router serves echo through the holder",
         MESH_DEADLINE,
         || async { invoke(&router, "echo", b"abc").await.status == 200 },
@@ -402,7 +405,7 @@ async fn half_open_handshakes_leave_room_for_a_real_peer() {
             .unwrap();
         silent.push(socket);
     }
-    wait_until(
+    wait_until_async(
         "the node has seen the handshakes",
         MESH_DEADLINE,
         || async { node.node.metrics().rejections_of(Rejection::QuicRetry) >= 400 },

@@ -19,7 +19,7 @@ use wasmesh_protocol::wire::{
 use wasmesh_protocol::{ContentHash, Keypair, SignedManifest};
 use wasmesh_tests::stranger::RawCodec;
 use wasmesh_tests::{
-    MESH_DEADLINE, TestNode, bundle, fixture, invoke, publish, publisher, wait_until,
+    MESH_DEADLINE, TestNode, bundle, fixture, invoke, publish, publisher, wait_until_async,
 };
 
 #[derive(NetworkBehaviour)]
@@ -229,7 +229,7 @@ async fn malformed_blob_requests_are_rejected_and_counted() {
             "answered a malformed request: {answer:?}"
         );
     }
-    wait_until(
+    wait_until_async(
         "the three malformed requests are counted",
         MESH_DEADLINE,
         || async { a.node.metrics().rejections_of(Rejection::BlobRequest) >= 3 },

@@ -6,7 +6,8 @@ use std::process::{Command, Stdio};
 
 use wasmesh_node::rejection::Rejection;
 use wasmesh_tests::{
-    MESH_DEADLINE, TestNode, bundle, fixture, invoke, publish, publisher, wait_until, wasmesh_bin,
+    MESH_DEADLINE, TestNode, bundle, fixture, invoke, publish, publisher, wait_until_async,
+    wasmesh_bin,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -65,7 +66,7 @@ async fn an_untrusted_publisher_is_refused_and_reaches_no_node() {
     for via in [&a, &c] {
         let answer = publish(via, &bundle(&stranger, fixture("echo.wat"), "evil", 1)).await;
         assert_eq!(answer.status, 403);
-        assert_eq!(answer.json()["error"], "untrusted_publisher");
+        assert_eq!(answer.json().unwrap()["error"], "untrusted_publisher");
     }
     // A trusted module published after the refusals reaches everyone; the refused one did not.
     let answer = publish(&a, &bundle(&trusted, fixture("echo.wat"), "good", 1)).await;
@@ -123,8 +124,8 @@ async fn version_two_replaces_version_one_and_one_cannot_come_back() {
 
     for via in [&a, &c] {
         let answer = publish(via, &v1).await;
-        assert_eq!(answer.status, 409, "{:?}", answer.json());
-        assert_eq!(answer.json()["error"], "not_newer");
+        assert_eq!(answer.status, 409, "{:?}", answer.json().unwrap());
+        assert_eq!(answer.json().unwrap()["error"], "not_newer");
     }
     for node in [&a, &b, &c] {
         assert_eq!(node.version_of("svc"), Some(2));
@@ -151,7 +152,7 @@ async fn a_lying_provider_is_detected_and_the_blob_comes_from_another() {
     a.node.shutdown().await;
 
     let c = TestNode::start(&[p.public()], &[&liar]).await;
-    wait_until("the newcomer detects the lie", MESH_DEADLINE, || async {
+    wait_until_async("the newcomer detects the lie", MESH_DEADLINE, || async {
         c.node.metrics().rejections_of(Rejection::BlobHashMismatch) >= 1
     })
     .await;
@@ -244,7 +245,7 @@ async fn a_node_counts_its_traffic_by_kind() {
     assert_eq!(publish(&a, &published).await.status, 201);
     b.wait_ready("rev").await;
     // Statuses go out every status interval; wait for one of each side's to arrive.
-    wait_until("statuses counted", MESH_DEADLINE, || async {
+    wait_until_async("statuses counted", MESH_DEADLINE, || async {
         [&a, &b]
             .iter()
             .all(|n| n.node.metrics().traffic().status.received_messages > 0)

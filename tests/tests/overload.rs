@@ -24,7 +24,7 @@ async fn a_full_queue_answers_busy_with_retry_after() {
         .map(|i| {
             let url = node.url();
             tokio::spawn(async move {
-                wasmesh_tests::post(format!("{url}/v1/invoke/spin"), vec![i]).await
+                wasmesh_tests::gateway::post(&url, "/v1/invoke/spin", vec![i], &[]).await
             })
         })
         .collect();
@@ -41,7 +41,7 @@ async fn a_full_queue_answers_busy_with_retry_after() {
     );
     assert!(ok >= 1, "{answers:?}");
     for answer in busy {
-        assert_eq!(answer.json()["error"], "busy");
+        assert_eq!(answer.json().unwrap()["error"], "busy");
         assert_eq!(answer.header("retry-after"), Some("1"));
     }
     // Nothing stays held: the next requests are served.

@@ -7,7 +7,7 @@ use wasmesh_protocol::coordinates::Coordinate;
 use wasmesh_protocol::wire::{StatusMessage, ready_version};
 use wasmesh_protocol::{ContentHash, Keypair};
 use wasmesh_tests::stranger::StatusSender;
-use wasmesh_tests::{MESH_DEADLINE, TestNode, wait_until};
+use wasmesh_tests::{MESH_DEADLINE, TestNode, wait_until_async};
 
 fn connected(node: &TestNode, other: &TestNode) -> bool {
     let id = other.node.peer_id();
@@ -23,7 +23,7 @@ async fn peers_introduced_by_a_neighbour_are_dialed() {
     let b = TestNode::start(&[], &[&a]).await;
     let c = TestNode::start(&[], &[&a]).await;
     // B and C only know A; A introduces each to the other.
-    wait_until("B and C are connected", MESH_DEADLINE, || async {
+    wait_until_async("B and C are connected", MESH_DEADLINE, || async {
         connected(&b, &c) && connected(&c, &b)
     })
     .await;
@@ -55,7 +55,7 @@ async fn a_status_for_another_key_is_refused_and_its_sender_disconnected() {
         .send_until("A refuses the status", status, || refused() > 0)
         .await;
     assert!(refused() > 0 || closed);
-    wait_until("A disconnects the sender", MESH_DEADLINE, || async {
+    wait_until_async("A disconnects the sender", MESH_DEADLINE, || async {
         !a.node.peer_views().iter().any(|p| p.connected)
     })
     .await;

@@ -13,7 +13,9 @@ use wasmesh_node::rejection::Rejection;
 use wasmesh_node::store::Store;
 use wasmesh_node::tls::TlsIdentity;
 use wasmesh_protocol::{ContentHash, Keypair};
-use wasmesh_tests::{MESH_DEADLINE, TestNode, bundle, fixture, publish, publisher, wait_until};
+use wasmesh_tests::{
+    MESH_DEADLINE, TestNode, bundle, fixture, publish, publisher, wait_until_async,
+};
 
 const MESH: &str = "edge-private";
 
@@ -85,13 +87,13 @@ async fn only_certified_nodes_get_manifests_and_blobs() {
     // An open node, then a node certified by another admin, try to join through A.
     let refused = || a.node.metrics().rejections_of(Rejection::NotAdmitted);
     let outsider = TestNode::start(&trust, &[&a]).await;
-    wait_until("A refuses the open node", MESH_DEADLINE, || async {
+    wait_until_async("A refuses the open node", MESH_DEADLINE, || async {
         refused() >= 1
     })
     .await;
     let before = refused();
     let forged = member(&rogue_admin, &rogue_admin, &trust, &[&a], &keys, "forged").await;
-    wait_until(
+    wait_until_async(
         "A refuses the node of another mesh",
         MESH_DEADLINE,
         || async { refused() > before },
@@ -163,7 +165,7 @@ async fn a_member_is_disconnected_when_its_membership_expires() {
     // back: B's redials fail admission.
     let b_id = b.node.peer_id();
     let expired = || a.node.metrics().rejections_of(Rejection::MembershipExpired);
-    wait_until(
+    wait_until_async(
         "A disconnects B when its membership expires",
         MESH_DEADLINE,
         || async {
@@ -178,7 +180,7 @@ async fn a_member_is_disconnected_when_its_membership_expires() {
     .await;
     let refused = a.node.metrics().rejections_of(Rejection::NotAdmitted)
         + a.node.metrics().rejections_of(Rejection::QuicHandshake);
-    wait_until(
+    wait_until_async(
         "B's attempts to come back are refused",
         MESH_DEADLINE,
         || async {
@@ -242,10 +244,11 @@ async fn an_uncertified_peer_learns_no_member_through_kademlia() {
     let c = member(&admin, &admin, &trust, &[&a], &keys, "c").await;
     let members = [b.node.peer_id(), c.node.peer_id()];
     // Their statuses carry their addresses, which let A's Kademlia route through them.
-    wait_until("A has the members' statuses", MESH_DEADLINE, || async {
-        let peers = wasmesh_tests::get(format!("{}/v1/peers", a.url()))
+    wait_until_async("A has the members' statuses", MESH_DEADLINE, || async {
+        let peers = wasmesh_tests::gateway::get(&a.url(), "/v1/peers")
             .await
-            .json();
+            .json()
+            .unwrap();
         members.iter().all(|m| {
             peers
                 .as_array()

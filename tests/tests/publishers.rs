@@ -8,7 +8,7 @@ use wasmesh_keys::TrustEntry;
 use wasmesh_node::rejection::Rejection;
 use wasmesh_protocol::ContentHash;
 use wasmesh_tests::{
-    MESH_DEADLINE, TestNode, bundle, fixture, invoke, publish, publisher, wait_until,
+    MESH_DEADLINE, TestNode, bundle, fixture, invoke, publish, publisher, wait_until_async,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -30,7 +30,7 @@ async fn a_second_publisher_cannot_take_over_a_name() {
             "{:?}",
             String::from_utf8_lossy(&takeover.body)
         );
-        let reason = takeover.json();
+        let reason = takeover.json().unwrap();
         assert_eq!(reason["error"], "name_owned");
         let owner_hex = owner.public().to_string();
         assert!(
@@ -74,7 +74,7 @@ async fn a_scoped_key_publishes_only_the_names_in_its_scope() {
         "{:?}",
         String::from_utf8_lossy(&outside.body)
     );
-    assert_eq!(outside.json()["error"], "name_out_of_scope");
+    assert_eq!(outside.json().unwrap()["error"], "name_out_of_scope");
     assert_eq!(a.node.metrics().rejections_of(Rejection::NameOutOfScope), 1);
 
     let inside = publish(&a, &bundle(&images, fixture("reverse.wat"), "img-flip", 1)).await;
@@ -151,7 +151,7 @@ async fn two_blobs_under_one_version_converge_on_the_lower_hash() {
         "{:?}",
         String::from_utf8_lossy(&second.body)
     );
-    wait_until("both nodes keep the lower hash", MESH_DEADLINE, || async {
+    wait_until_async("both nodes keep the lower hash", MESH_DEADLINE, || async {
         [&a, &b]
             .iter()
             .all(|n| n.node.blob_of(&"twice".parse().unwrap()) == Some(lower))

@@ -23,13 +23,14 @@ async fn two_holders_and_a_router(wat: &str, name: &str) -> (TestNode, TestNode,
         201
     );
     b.wait_ready(name).await;
-    wasmesh_tests::wait_until(
+    wasmesh_tests::wait_until_async(
         "C knows both holders",
         wasmesh_tests::MESH_DEADLINE,
         || async {
-            let modules = wasmesh_tests::get(format!("{}/v1/modules", c.url()))
+            let modules = wasmesh_tests::gateway::get(&c.url(), "/v1/modules")
                 .await
-                .json();
+                .json()
+                .unwrap();
             modules[0]["providers"].as_array().map_or(0, Vec::len) == 2
         },
     )
@@ -50,9 +51,10 @@ async fn a_node_without_the_module_forwards_to_a_holder_with_failover() {
         Some(a.node.peer_id().to_string().as_str())
     );
 
-    let peers = wasmesh_tests::get(format!("{}/v1/peers", a.url()))
+    let peers = wasmesh_tests::gateway::get(&a.url(), "/v1/peers")
         .await
-        .json();
+        .json()
+        .unwrap();
     let me = a.node.peer_id().to_string();
     assert!(
         peers
@@ -102,7 +104,7 @@ async fn a_node_without_the_module_forwards_to_a_holder_with_failover() {
         "{:?}",
         String::from_utf8_lossy(&answer.body)
     );
-    assert_eq!(answer.json()["error"], "no_provider");
+    assert_eq!(answer.json().unwrap()["error"], "no_provider");
     assert!(
         started.elapsed() < Duration::from_millis(1_000),
         "took {:?}",
@@ -120,12 +122,12 @@ async fn unknown_modules_and_oversized_inputs_are_refused() {
     assert_eq!(publish(&a, &small).await.status, 201);
     assert_eq!(invoke(&a, "nothing-here", b"x").await.status, 404);
     assert_eq!(
-        invoke(&a, "nothing-here", b"x").await.json()["error"],
+        invoke(&a, "nothing-here", b"x").await.json().unwrap()["error"],
         "unknown_module"
     );
     let answer = invoke(&a, "small", &[0u8; 17]).await;
     assert_eq!(answer.status, 413);
-    assert_eq!(answer.json()["error"], "input_too_large");
+    assert_eq!(answer.json().unwrap()["error"], "input_too_large");
     assert_eq!(invoke(&a, "small", &[0u8; 16]).await.status, 200);
 }
 
@@ -148,7 +150,7 @@ async fn load_that_saturates_one_holder_spreads_to_the_other() {
         .map(|i| {
             let url = c.url();
             tokio::spawn(async move {
-                wasmesh_tests::post(format!("{url}/v1/invoke/spin"), vec![i]).await
+                wasmesh_tests::gateway::post(&url, "/v1/invoke/spin", vec![i], &[]).await
             })
         })
         .collect();
@@ -181,7 +183,7 @@ async fn a_node_over_its_blob_quota_routes_instead_of_replicating() {
     let published = bundle(&p, fixture("reverse.wat"), "rev", 1);
     assert!(published.module.len() > 100);
     assert_eq!(publish(&a, &published).await.status, 201);
-    wasmesh_tests::wait_until(
+    wasmesh_tests::wait_until_async(
         "the tight node forwards",
         wasmesh_tests::MESH_DEADLINE,
         || async { invoke(&tight, "rev", b"ab").await.status == 200 },

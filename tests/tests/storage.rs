@@ -6,7 +6,9 @@
 use wasmesh_node::config::NodeConfig;
 use wasmesh_node::daemon::Node;
 use wasmesh_node::rejection::Rejection;
-use wasmesh_tests::{MESH_DEADLINE, TestNode, bundle, fixture, publish, publisher, wait_until};
+use wasmesh_tests::{
+    MESH_DEADLINE, TestNode, bundle, fixture, publish, publisher, wait_until_async,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_damaged_stored_manifest_stops_the_restart_and_names_the_file() {
@@ -44,7 +46,7 @@ async fn a_publish_over_the_blob_quota_is_refused() {
         "{:?}",
         String::from_utf8_lossy(&answer.body)
     );
-    assert_eq!(answer.json()["error"], "over_quota");
+    assert_eq!(answer.json().unwrap()["error"], "over_quota");
     assert!(!node.is_ready("echo"));
     assert_eq!(
         node.node
@@ -69,7 +71,7 @@ async fn a_node_without_room_on_its_disk_fetches_nothing_and_waits() {
             .status,
         201
     );
-    wait_until("B finds no room for the blob", MESH_DEADLINE, || async {
+    wait_until_async("B finds no room for the blob", MESH_DEADLINE, || async {
         b.node.metrics().rejections_of(Rejection::DiskFull) >= 1
     })
     .await;
@@ -80,7 +82,7 @@ async fn a_node_without_room_on_its_disk_fetches_nothing_and_waits() {
     );
     assert!(!b.is_ready("echo"));
     // B knows the module and routes requests for it to A meanwhile.
-    wait_until("B serves the module from A", MESH_DEADLINE, || async {
+    wait_until_async("B serves the module from A", MESH_DEADLINE, || async {
         let answer = wasmesh_tests::invoke(&b, "echo", b"abc").await;
         (answer.status, answer.body.as_slice()) == (200, &b"abc"[..])
     })
@@ -98,5 +100,5 @@ async fn a_node_without_room_on_its_disk_fetches_nothing_and_waits() {
         "{:?}",
         String::from_utf8_lossy(&refused.body)
     );
-    assert_eq!(refused.json()["error"], "disk_full");
+    assert_eq!(refused.json().unwrap()["error"], "disk_full");
 }

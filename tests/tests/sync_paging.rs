@@ -4,10 +4,13 @@
 use wasmesh_node::config::Replicate;
 use wasmesh_protocol::wire::MAX_SYNC_MANIFESTS;
 use wasmesh_protocol::{Abi, ContentHash, Limits, Manifest};
-use wasmesh_tests::{MESH_DEADLINE, TestNode, get, publisher, wait_until};
+use wasmesh_tests::{MESH_DEADLINE, TestNode, gateway, publisher, wait_until_async};
 
 async fn modules_held(node: &TestNode) -> u64 {
-    get(format!("{}/v1/status", node.url())).await.json()["modules"]
+    gateway::get(&node.url(), "/v1/status")
+        .await
+        .json()
+        .unwrap()["modules"]
         .as_u64()
         .unwrap()
 }
@@ -48,7 +51,7 @@ async fn a_newcomer_gets_more_manifests_than_one_sync_response_holds() {
         config.replicate = Replicate::None;
     })
     .await;
-    wait_until(
+    wait_until_async(
         "the newcomer holds every manifest",
         MESH_DEADLINE,
         || async { modules_held(&newcomer).await == count as u64 },

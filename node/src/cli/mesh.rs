@@ -9,6 +9,7 @@ use wasmesh_protocol::{ModuleRef, PublishBundle};
 
 use super::http;
 use super::limit_args::LimitArgs;
+use crate::client::Gateway;
 use crate::config::{NodeArgs, NodeConfig};
 use crate::daemon::Node;
 use crate::module_file::read_module;
@@ -175,16 +176,16 @@ pub(super) fn publish(args: PublishArgs) -> anyhow::Result<()> {
     let bundle = PublishBundle {
         manifest: signed,
         module,
-    }
-    .encode();
-    let url = format!("{}/v1/publish", args.node.trim_end_matches('/'));
+    };
+    let gateway = Gateway::new(&args.node);
     eprintln!("publishing {size} bytes to {}", args.node);
     // Large modules show a progress bar while uploading (the node then verifies and compiles).
     let answer = if size > 1 << 20 {
-        http::post_with_progress(&url, bundle)?
+        http::post_with_progress(&gateway, "/v1/publish", bundle.encode())?
     } else {
-        http::post(&url, &bundle)?
-    };
+        gateway.publish(&bundle)?
+    }
+    .ok()?;
     let summary: serde_json::Value = serde_json::from_slice(&answer.body).unwrap_or_default();
     eprintln!(
         "published {}@{} ({})",
@@ -210,14 +211,12 @@ pub(super) fn call(args: CallArgs) -> anyhow::Result<()> {
         }
         None => {}
     }
-    let url = format!(
-        "{}/v1/invoke/{}",
-        args.node.trim_end_matches('/'),
-        args.module_ref
-    );
-    let answer = http::post(&url, &input)?;
+    let answer = Gateway::new(&args.node)
+        .invoke(&args.module_ref, &input)?
+        .ok()?;
     if args.verbose {
-        for (name, value) in &answer.headers {
+        let ours = |name: &str| name.starts_with("x-wasmesh") || name == "server-timing";
+        for (name, value) in answer.headers.iter().filter(|(name, _)| ours(name)) {
             eprintln!("{name}: {value}");
         }
     }
@@ -229,13 +228,13 @@ pub(super) fn call(args: CallArgs) -> anyhow::Result<()> {
 }
 
 pub(super) fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let base = args.node.trim_end_matches('/');
-    let status = http::get(&format!("{base}/v1/status"))?;
+    let gateway = Gateway::new(&args.node);
+    let status = gateway.get("/v1/status")?.ok()?;
     if args.json {
         return super::emit(&format!("{}\n", String::from_utf8_lossy(&status.body)));
     }
     let s: serde_json::Value = serde_json::from_slice(&status.body).context("bad status JSON")?;
-    let modules = http::get(&format!("{base}/v1/modules"))?;
+    let modules = gateway.get("/v1/modules")?.ok()?;
     let modules: serde_json::Value =
         serde_json::from_slice(&modules.body).context("bad modules JSON")?;
     let mut text = format!(

@@ -20,7 +20,8 @@
 //! without waiting, and the next view carries it.
 //! A hedged copy of a forward is an attempt like the first; the first good answer wins and
 //! dropping the rest cancels them. A module with no known holder asks the blob's directory
-//! nodes (`control::holders`) and waits up to [`FIND_WAIT`] for one.
+//! nodes (`control::holders`) and waits up to [`FIND_WAIT`] for one; one that must forward and
+//! knows fewer holders than the plan probes asks them too, without waiting.
 
 mod call;
 mod targets;
@@ -32,6 +33,7 @@ use std::time::{Duration, Instant};
 use libp2p::PeerId;
 use tracing::Instrument;
 use wasmesh_protocol::receipt::SignedReceipt;
+use wasmesh_protocol::routing;
 use wasmesh_protocol::wire::FailureKind;
 use wasmesh_protocol::{ContentHash, ModuleRef};
 
@@ -197,6 +199,11 @@ impl Router {
                 .find_holders(&entry, wait, &purpose.exclude)
                 .instrument(route.clone())
                 .await;
+        } else if wants_more_holders(&targets) && !purpose.checking {
+            // Too few to choose the nearest from: the directory is asked in the background (the
+            // control task asks it at most every `FIND_AGAIN_AFTER` per blob), and later
+            // requests choose among what it names.
+            self.control.find_holders(entry.signed.manifest.blob);
         }
         route.record("candidates", targets.len());
         if input.len() > limits.max_input as usize {
@@ -274,6 +281,16 @@ fn ack_deadline(rtt_us: u64) -> Duration {
 enum RouteTarget {
     Local(Arc<crate::executor::CompiledModule>),
     Peer(PeerTarget),
+}
+
+/// Whether a request with these `targets` should look for more holders: it must forward, and
+/// it knows fewer than the plan probes ([`routing::PROBE_BEST`]), so the nearest holder may be
+/// one it does not know.
+fn wants_more_holders(targets: &[RouteTarget]) -> bool {
+    let forwards_only = targets
+        .iter()
+        .all(|target| matches!(target, RouteTarget::Peer(_)));
+    forwards_only && targets.len() < routing::PROBE_BEST
 }
 
 /// A peer a request can be forwarded to.

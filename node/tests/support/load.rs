@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::fixture_path;
-use super::process::{self, DEADLINE, NodeProcess, wait_until};
+use super::process::{self, NodeProcess};
+use super::wait::{DEADLINE, wait_until};
+use super::{Gateway, fixture_path};
 
 /// A and B hold the module, C routes to them (`--replicate none`).
 pub struct Mesh {
@@ -38,19 +39,18 @@ impl Mesh {
             DEADLINE,
             || a.is_ready(name) && b.is_ready(name) && c.providers_of(name) == 2,
         );
-        let agent = process::agent(Duration::from_secs(30));
+        let gateway = c.gateway(Duration::from_secs(30));
         wait_until("C forwards the module", DEADLINE, || {
-            process::invoke(&agent, &c.url, name, b"x").is_ok_and(|a| a.status == 200)
+            gateway.invoke(name, b"x").is_ok_and(|a| a.status == 200)
         });
         Self { a, b, c, _dir: dir }
     }
 
     /// The holder C forwards to now, and the other one.
     pub fn split_by_use(self, name: &str) -> (NodeProcess, NodeProcess, NodeProcess) {
-        let agent = process::agent(Duration::from_secs(30));
-        let used = process::invoke(&agent, &self.c.url, name, b"who")
-            .unwrap()
-            .executed_by;
+        let gateway = self.c.gateway(Duration::from_secs(30));
+        let answer = gateway.invoke(name, b"who").unwrap();
+        let used = answer.executed_by().to_owned();
         let Self { a, b, c, .. } = self;
         let (used_holder, other) = if used == a.peer_id { (a, b) } else { (b, a) };
         assert_eq!(used, used_holder.peer_id, "C runs nothing itself");
@@ -86,20 +86,20 @@ impl Load {
                 let (stop, answered) = (stop.clone(), answered.clone());
                 let (url, name) = (url.to_owned(), name.to_owned());
                 std::thread::spawn(move || {
-                    let agent = process::agent(Duration::from_secs(30));
+                    let gateway = Gateway::with_timeout(&url, Duration::from_secs(30));
                     let mut samples = Vec::new();
                     let mut i = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         let input = format!("client {client} request {i}");
                         let sent = Instant::now();
-                        let answer = process::invoke(&agent, &url, &name, input.as_bytes());
+                        let answer = gateway.invoke(&name, input.as_bytes());
                         let (ok, detail, executed_by) = match answer {
                             Ok(a) => (
                                 a.status == 200 && a.body == input.as_bytes(),
                                 format!("{} {}", a.status, String::from_utf8_lossy(&a.body)),
-                                a.executed_by,
+                                a.executed_by().to_owned(),
                             ),
-                            Err(e) => (false, e, String::new()),
+                            Err(e) => (false, e.to_string(), String::new()),
                         };
                         answered.fetch_add(1, Ordering::Relaxed);
                         samples.push(Sample {

@@ -1,38 +1,14 @@
-//! Helpers shared by the node's integration tests.
-#![allow(dead_code)]
-
-use std::path::{Path, PathBuf};
+//! Helpers shared by the node's integration tests: guest builders and load of their own, the
+//! rest from `wasmesh-testkit`.
+#![allow(dead_code, unused_imports)]
 
 pub mod hostile;
 pub mod load;
-pub mod process;
 #[path = "../../../tests/src/raw_codec.rs"]
 pub mod raw_codec;
 
-/// A built example guest (`guests/out/NAME.wasm`); run `scripts/build-guests.sh` first.
-pub fn built_guest(name: &str) -> Vec<u8> {
-    let path = built_guest_path(name);
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; build the example guests with scripts/build-guests.sh (scripts/test.sh does)",
-            path.display()
-        )
-    })
-}
-
-/// Where `scripts/build-guests.sh` puts the example guest `name`.
-pub fn built_guest_path(name: &str) -> PathBuf {
-    guests_dir().join("out").join(format!("{name}.wasm"))
-}
-
-/// A WAT fixture's path.
-pub fn fixture_path(name: &str) -> PathBuf {
-    guests_dir().join("fixtures").join(name)
-}
-
-fn guests_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests")
-}
+pub use wasmesh_testkit::fixtures::{built_guest, built_guest_path, fixture_path};
+pub use wasmesh_testkit::{Gateway, process, wait};
 
 /// An RGB PNG of `width` x `height` with gradients and a product pattern (compresses like a
 /// simple photo rather than a flat fill).

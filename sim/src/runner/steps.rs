@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use wasmesh_protocol::{Keypair, Limits, PublishBundle};
+use wasmesh_node::client::Gateway;
+use wasmesh_protocol::{Keypair, Limits};
 
 use crate::cluster::Cluster;
 use crate::scenario::{FaultSpec, PublishSpec, Scenario};
@@ -91,15 +92,15 @@ pub(super) async fn publish(
 ) -> anyhow::Result<Published> {
     let path = scenario.module_path(spec);
     let bytes = wasmesh_node::module_file::read_module(&path)?;
-    let manifest = wasmesh_node::module_file::sign_module(
-        &bytes,
+    let bundle = wasmesh_node::module_file::bundle(
+        bytes,
         spec.name.clone(),
         spec.version,
         Limits::default(),
         publisher,
     )
     .with_context(|| format!("cannot publish {}", path.display()))?;
-    let blob = manifest.manifest.blob;
+    let blob = bundle.manifest.manifest.blob;
     let via = spec
         .via
         .or_else(|| {
@@ -109,29 +110,11 @@ pub(super) async fn publish(
                 .find(|&h| cluster.is_running(h))
         })
         .context("no running node to publish through")?;
-    let bundle = PublishBundle {
-        manifest,
-        module: bytes,
-    }
-    .encode();
-    let url = format!("{}/v1/publish", cluster.url(via));
+    let gateway = Gateway::new(&cluster.url(via));
     let at = Instant::now();
-    let (status, body) = tokio::task::spawn_blocking(move || -> anyhow::Result<(u16, String)> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let response = agent.post(&url).send(&bundle[..])?;
-        let status = response.status().as_u16();
-        let body = response.into_body().read_to_string().unwrap_or_default();
-        Ok((status, body))
-    })
-    .await??;
-    anyhow::ensure!(
-        (200..300).contains(&status),
-        "publishing {} through node {via} failed: HTTP {status}: {body}",
-        spec.name
-    );
+    tokio::task::spawn_blocking(move || gateway.publish(&bundle)?.ok())
+        .await?
+        .with_context(|| format!("publishing {} through node {via} failed", spec.name))?;
     Ok(Published {
         name: spec.name.clone(),
         version: spec.version,

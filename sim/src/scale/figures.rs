@@ -42,6 +42,10 @@ pub struct RoutingFigures {
     pub unrouted: usize,
     /// Share of requests whose entry asked the blob's directory nodes (it knew no holder).
     pub via_directory_fraction: f64,
+    /// Share of requests whose entry wanted more holders (it had to forward and knew fewer than
+    /// the plan probes): it asks the directory nodes in the background, at most once per
+    /// `FIND_AGAIN_AFTER` per blob, and what they name serves later requests.
+    pub searched_fraction: f64,
     /// Share of requests routed where the oracle would.
     pub oracle_fraction: f64,
     /// (chosen round trip + execution) / (oracle round trip + execution).
@@ -64,6 +68,8 @@ pub struct RoutingFigures {
 pub struct FormationFigures {
     /// Connections per node, mean.
     pub mean_connections: f64,
+    /// Connections per node: a mesh whose nodes all dial the same few peers shows it here.
+    pub connections: Percentiles,
     /// Neighbours per node (statuses both ways), mean.
     pub mean_neighbours: f64,
     /// Control-plane messages per node while the mesh formed, by kind.

@@ -98,8 +98,8 @@ impl Mesh {
     }
 
     /// The nodes join over `window` of model time, each through a random node that joined
-    /// before it; then the model runs until `window + settle`.
-    pub(crate) fn join(&mut self, window: Duration, settle: Duration, rng: &mut Pcg64) {
+    /// before it (the caller then runs the model with [`Mesh::run_until`]).
+    pub(crate) fn schedule_joins(&mut self, window: Duration, rng: &mut Pcg64) {
         let n = self.nodes.len();
         let step = window.as_micros() as u64 / n.max(1) as u64;
         for i in 0..n {
@@ -118,7 +118,6 @@ impl Mesh {
                 .with_bootstrap(&bootstrap, self.base + Duration::from_micros(at));
             self.push(at, i as NodeId, Delivery::Tick);
         }
-        self.run_until((window + settle).as_micros() as u64);
     }
 
     /// Delivers what is due within `within_us` from now, leaving the clock where it is: the
@@ -425,6 +424,14 @@ impl Mesh {
             .map(|node| node.state.peers.neighbours().len())
             .sum();
         total as f64 / self.nodes.len().max(1) as f64
+    }
+
+    /// Connections of each node.
+    pub(crate) fn connections(&self) -> Vec<f64> {
+        self.nodes
+            .iter()
+            .map(|node| node.connected.len() as f64)
+            .collect()
     }
 
     /// Connections per node, mean.

@@ -56,6 +56,27 @@ const PINGS_PER_ROUND: usize = 8;
 const STATUS_EVERY_ROUNDS: usize = 4;
 /// Kademlia lookups sampled for their cost.
 const LOOKUP_SAMPLES: usize = 200;
+/// Progress lines while the mesh forms.
+const PROGRESS_STEPS: u64 = 10;
+
+/// Lines on standard error saying how far a run is, with the wall time so far.
+struct Progress {
+    started: Option<std::time::Instant>,
+}
+
+impl Progress {
+    fn new(on: bool) -> Self {
+        Self {
+            started: on.then(std::time::Instant::now),
+        }
+    }
+
+    fn line(&self, what: std::fmt::Arguments<'_>) {
+        if let Some(started) = self.started {
+            eprintln!("scale: {what} ({:.1} s)", started.elapsed().as_secs_f64());
+        }
+    }
+}
 
 /// What to simulate.
 #[derive(Debug, Clone)]
@@ -76,11 +97,13 @@ pub struct ScaleParams {
     pub join: Duration,
     /// The time the mesh runs after the last node joined, before the coordinates settle.
     pub settle: Duration,
+    /// Progress lines on standard error.
+    pub progress: bool,
 }
 
 impl ScaleParams {
     /// Defaults for `nodes` nodes: 8 publishes, 10,000 requests, 2% of the nodes (at least 3)
-    /// as holders, 100 modules ready on every node.
+    /// as holders, 100 modules ready on every node, no progress lines.
     pub fn new(nodes: usize, seed: u64) -> Self {
         Self {
             nodes,
@@ -91,6 +114,7 @@ impl ScaleParams {
             modules: 100,
             join: Duration::from_secs(30),
             settle: Duration::from_secs(30),
+            progress: false,
         }
     }
 }
@@ -99,14 +123,26 @@ impl ScaleParams {
 pub fn run(params: &ScaleParams) -> ScaleReport {
     let wall = std::time::Instant::now();
     let mut rng = Pcg64::seed_from_u64(params.seed);
+    let progress = Progress::new(params.progress);
     let mut mesh = Mesh::new(params.nodes, &mut rng);
-    mesh.join(params.join, params.settle, &mut rng);
+    mesh.schedule_joins(params.join, &mut rng);
+    let formed_us = (params.join + params.settle).as_micros() as u64;
+    for tenth in 1..=PROGRESS_STEPS {
+        mesh.run_until(formed_us * tenth / PROGRESS_STEPS);
+        progress.line(format_args!(
+            "forming the mesh: {:.0} of {:.0} s of model time, {:.1} connections per node",
+            mesh.now_us as f64 / 1e6,
+            formed_us as f64 / 1e6,
+            mesh.mean_connections()
+        ));
+    }
     mesh.settle_coordinates(
         COORDINATE_ROUNDS,
         PINGS_PER_ROUND,
         STATUS_EVERY_ROUNDS,
         &mut rng,
     );
+    progress.line(format_args!("coordinates settled"));
     let formation = formation_figures(&mesh, params.nodes);
     mesh.stop_ticking();
 
@@ -123,9 +159,11 @@ pub fn run(params: &ScaleParams) -> ScaleReport {
         directories.announce(&mut mesh, *holder);
     }
 
+    progress.line(format_args!("{} holders announced", holders.len()));
     let gossip = gossip_params(&mesh);
     let overlay = Overlay::new(&mesh, &gossip, &mut rng);
     let publishes = publish_all(&overlay, &gossip, params, &mut rng);
+    progress.line(format_args!("{} manifests gossiped", params.publishes));
     let (routing, routing_every_holder_known) = requests::route_all(
         &mut mesh,
         &mut directories,
@@ -177,6 +215,7 @@ fn formation_figures(mesh: &Mesh, nodes: usize) -> FormationFigures {
     let per_node = |count: u64| round3(count as f64 / nodes.max(1) as f64);
     FormationFigures {
         mean_connections: round3(mesh.mean_connections()),
+        connections: Percentiles::of(&mesh.connections()),
         mean_neighbours: round3(mesh.mean_neighbours()),
         messages_per_node: mesh
             .carried

@@ -4,7 +4,8 @@
 //! does (its core asks to dial them, the connection opens, a ping comes back) and plans again.
 //! The requests are sampled at one moment of the mesh's life: what one sets off is in place
 //! for the next, and every status is as fresh as the node's status interval keeps it.
-//! An entry that knows no holder asks the blob's directory nodes first. Claims to hold the
+//! An entry that knows no holder asks the blob's directory nodes first; one that must forward
+//! and knows fewer holders than the plan probes asks them after routing, as the node does. Claims to hold the
 //! blob are proved at once (the model's data plane delivers).
 //!
 //! The oracle knows every holder and every round trip; the baseline plans over every holder,
@@ -31,6 +32,7 @@ struct Routed {
     known: usize,
     measured: bool,
     asked_directory: bool,
+    searched: bool,
 }
 
 /// What the sampled requests gave.
@@ -38,6 +40,7 @@ struct Routed {
 struct Tally {
     unrouted: usize,
     via_directory: usize,
+    searched: usize,
     hits: usize,
     measured: usize,
     probed: usize,
@@ -55,6 +58,7 @@ impl Tally {
             holders,
             unrouted: self.unrouted,
             via_directory_fraction: round3(self.via_directory as f64 / count),
+            searched_fraction: round3(self.searched as f64 / count),
             oracle_fraction: round3(self.hits as f64 / count),
             stretch: Percentiles::of(&self.stretch),
             extra_rtt_ms: Percentiles::of(&self.extra),
@@ -101,6 +105,7 @@ pub(crate) fn route_all(
         node_tally.known += routed.known;
         node_tally.measured += usize::from(routed.measured);
         node_tally.via_directory += usize::from(routed.asked_directory);
+        node_tally.searched += usize::from(routed.searched);
         match routed.chosen {
             Some(chosen) => node_tally.take(mesh, holders, entry, chosen),
             None => node_tally.unrouted += 1,
@@ -133,6 +138,7 @@ fn route_one(
         known: 0,
         measured: false,
         asked_directory: false,
+        searched: false,
     };
     let local = holders.contains(&entry).then_some(LocalHolder {
         in_flight: 0,
@@ -155,6 +161,12 @@ fn route_one(
             });
             let measured = |id: &usize| *id == Candidates::LOCAL || chosen_peers.contains_key(id);
             routed.measured = plan.order.iter().any(measured);
+            // As the node: forwarding with fewer holders known than the plan probes asks the
+            // directory without waiting; the answer serves later requests.
+            if local.is_none() && known < routing::PROBE_BEST && !routed.asked_directory {
+                directories.find(mesh, entry);
+                routed.searched = true;
+            }
             return routed;
         }
         for id in &plan.probe {

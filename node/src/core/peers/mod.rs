@@ -190,17 +190,22 @@ impl PeerTable {
 
     /// The peers to dial now, with their addresses, given `connected` open connections: those
     /// neither connected nor being dialed, whose back-off is over and whose dials have not failed
-    /// too often, up to [`MAX_DIALED_PEERS`] connections in all. `own` is this node.
+    /// too often, up to [`MAX_DIALED_PEERS`] connections and dials under way in all, in the order
+    /// [`spread_rank`] gives them from this node (`own`), so that the nodes of a mesh do not all
+    /// dial the same peers.
     pub fn to_dial(
         &self,
         own: &PeerId,
         connected: usize,
         now: Instant,
     ) -> Vec<(PeerId, Vec<Multiaddr>)> {
-        if connected >= MAX_DIALED_PEERS {
+        let dialing = self.peers.values().filter(|p| p.dialing).count();
+        let room = MAX_DIALED_PEERS.saturating_sub(connected + dialing);
+        if room == 0 {
             return Vec::new();
         }
-        self.peers
+        let mut candidates: Vec<&PeerInfo> = self
+            .peers
             .values()
             .filter(|p| {
                 !p.connected
@@ -211,7 +216,11 @@ impl PeerTable {
                     && !p.addrs.is_empty()
                     && !p.is_stranger(now)
             })
-            .take(MAX_DIALED_PEERS - connected)
+            .collect();
+        candidates.sort_by_cached_key(|p| spread_rank(own, &p.peer_id));
+        candidates
+            .into_iter()
+            .take(room)
             .map(|p| (p.peer_id, p.addrs.clone()))
             .collect()
     }
@@ -285,8 +294,9 @@ impl PeerTable {
     }
 
     /// Connected peers with known keys and addresses, to introduce to `requester`: those this
-    /// node has a record with first (strangers' addresses are their word only), then the most
-    /// recently heard, at most [`MAX_SYNC_PEERS`], each with at most [`MAX_PEER_ADDRS`]
+    /// node has a record with first (strangers' addresses are their word only), then in the
+    /// order [`spread_rank`] gives them from the requester (so that a node's peers do not all
+    /// hear of the same few), at most [`MAX_SYNC_PEERS`], each with at most [`MAX_PEER_ADDRS`]
     /// addresses.
     pub fn introductions(&self, requester: &PeerId, now: Instant) -> Vec<PeerRecord> {
         let mut connected: Vec<&PeerInfo> = self
@@ -295,7 +305,7 @@ impl PeerTable {
             .filter(|p| p.connected && p.peer_id != *requester && !p.addrs.is_empty())
             .filter(|p| p.key.is_some())
             .collect();
-        connected.sort_by_cached_key(|p| (p.is_stranger(now), std::cmp::Reverse(p.last_seen)));
+        connected.sort_by_cached_key(|p| (p.is_stranger(now), spread_rank(requester, &p.peer_id)));
         connected
             .into_iter()
             .take(MAX_SYNC_PEERS)
@@ -404,6 +414,24 @@ pub struct ForwardAnswer {
     pub exec_us: u64,
     /// The whole forward, microseconds.
     pub took_us: u64,
+}
+
+/// A rank of `peer` seen from `from`, the same for the same pair and unrelated across pairs:
+/// walks over peers in this order (dials, introductions) differ from node to node, where walks in
+/// id order would send every node of a mesh to the peers with the lowest ids.
+pub fn spread_rank(from: &PeerId, peer: &PeerId) -> u64 {
+    let tail = |id: &PeerId| {
+        let digest = id.as_ref().digest();
+        let mut bytes = [0u8; 8];
+        let len = digest.len().min(8);
+        bytes[..len].copy_from_slice(&digest[digest.len() - len..]);
+        u64::from_le_bytes(bytes)
+    };
+    // SplitMix64's finaliser: every input bit reaches every output bit.
+    let mut x = tail(from) ^ tail(peer);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 /// Most peers a node keeps what it knows of. Connections from fresh keys cost an attacker

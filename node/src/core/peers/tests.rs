@@ -202,7 +202,8 @@ proptest::proptest! {
                 proptest::prop_assert!(table.get(peer).is_some_and(|p| p.connected));
             }
             let to_dial = table.to_dial(&own, connected.len(), now);
-            proptest::prop_assert!(to_dial.len() + connected.len() <= MAX_DIALED_PEERS.max(connected.len()));
+            let busy = connected.len() + table.values().filter(|p| p.dialing).count();
+            proptest::prop_assert!(to_dial.len() + busy <= MAX_DIALED_PEERS.max(busy));
             for (id, addrs) in to_dial {
                 let info = table.get(&id).unwrap();
                 proptest::prop_assert!(!info.connected && !info.dialing && id != own);
@@ -213,4 +214,41 @@ proptest::proptest! {
             }
         }
     }
+}
+
+/// Nodes that know the same peers dial different ones, and dials under way count toward the
+/// cap: a mesh where every node dials the lowest ids, and dials again before its dials have
+/// opened, piles its connections onto a few peers.
+#[test]
+fn dials_spread_over_the_peers_and_count_those_under_way() {
+    let start = Instant::now();
+    let address: Multiaddr = "/ip4/127.0.0.1/udp/4001/quic-v1".parse().unwrap();
+    let mut table = PeerTable::default();
+    for n in 0..4 * MAX_DIALED_PEERS as u64 {
+        let placed = table.track(peer(n), Newcomer::Named, start).unwrap();
+        placed.info.addrs = vec![address.clone()];
+    }
+    let chosen_by = |own: u64| -> HashSet<PeerId> {
+        let dials = table.to_dial(&peer(1_000 + own), 0, start);
+        assert_eq!(dials.len(), MAX_DIALED_PEERS);
+        dials.into_iter().map(|(id, _)| id).collect()
+    };
+    let (first, second) = (chosen_by(1), chosen_by(2));
+    let shared = first.intersection(&second).count();
+    assert!(
+        shared < MAX_DIALED_PEERS / 2,
+        "two nodes chose {shared} of the same {MAX_DIALED_PEERS} peers"
+    );
+
+    let own = peer(1_001);
+    let dials = table.to_dial(&own, 4, start);
+    assert_eq!(dials.len(), MAX_DIALED_PEERS - 4);
+    for (id, _) in &dials[..10] {
+        table.dial_started(id, true, start);
+    }
+    assert_eq!(
+        table.to_dial(&own, 4, start).len(),
+        MAX_DIALED_PEERS - 4 - 10,
+        "dials under way take their places"
+    );
 }

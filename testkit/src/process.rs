@@ -1,29 +1,32 @@
 //! Real `wasmesh node run` processes on 127.0.0.1, as an operator starts them, and the CLI calls
 //! a publisher makes. A process is killed (SIGKILL) when its handle drops.
+//!
+//! The binary is the one cargo built with the test or bench (`cargo test --workspace` builds
+//! it for every test; a crate's own integration tests get it too).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Generous deadline for anything that crosses processes on a busy CI machine.
-pub const DEADLINE: Duration = Duration::from_secs(60);
+use wasmesh_node::client::Gateway;
 
-/// Waits until `condition` holds, checking every 20 ms; panics with `what` after `deadline`.
-pub fn wait_until(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !condition() {
-        assert!(
-            start.elapsed() < deadline,
-            "timed out after {deadline:?} waiting until {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// The `wasmesh` binary built alongside the running test or bench (`target/<profile>/wasmesh`).
+pub fn wasmesh_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = profile_dir.join("wasmesh");
+    assert!(
+        bin.exists(),
+        "{} not built; run the tests with `cargo test --workspace`",
+        bin.display()
+    );
+    bin
 }
 
 /// Runs the `wasmesh` binary in `dir` and returns its stdout; panics on failure.
 pub fn wasmesh(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_wasmesh"))
+    let out = Command::new(wasmesh_bin())
         .args(args)
         .current_dir(dir)
         .output()
@@ -97,7 +100,7 @@ impl NodeProcess {
             args.push(peer.p2p.clone());
         }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wasmesh"))
+        let mut child = Command::new(wasmesh_bin())
             .args(&args)
             .current_dir(dir)
             .env("RUST_LOG", "warn")
@@ -182,12 +185,17 @@ impl NodeProcess {
         metric_at(&self.url, name)
     }
 
-    /// `GET /v1/status` as JSON.
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
+    /// Its gateway; each call gives up after `timeout`.
+    pub fn gateway(&self, timeout: Duration) -> Gateway {
+        Gateway::with_timeout(&self.url, timeout)
+    }
+
+    /// `GET /v1/status` as JSON.
     pub fn status(&self) -> serde_json::Value {
         get_json(&format!("{}/v1/status", self.url))
     }
@@ -218,72 +226,34 @@ impl Drop for NodeProcess {
     }
 }
 
-/// The value of a counter or gauge in the node at `url`'s `GET /metrics` (0 when absent).
+/// The value of a counter or gauge in the node at `url`'s `GET /metrics`, summed over its
+/// labels (0 when absent or the node does not answer).
 pub fn metric_at(url: &str, name: &str) -> u64 {
-    let text = ureq::get(&format!("{url}/metrics"))
-        .call()
-        .ok()
-        .and_then(|mut response| response.body_mut().read_to_string().ok())
-        .unwrap_or_default();
+    let text = Gateway::new(url).metrics().unwrap_or_default();
     text.lines()
         .filter_map(|line| line.strip_prefix(name))
         .filter_map(|rest| rest.split_whitespace().last()?.parse::<f64>().ok())
         .sum::<f64>() as u64
 }
 
+/// The sum of histogram `name` in the node at `url`'s `GET /metrics`, over its labels, in the
+/// histogram's unit (0 when absent or the node does not answer).
+pub fn histogram_sum(url: &str, name: &str) -> f64 {
+    let text = Gateway::new(url).metrics().unwrap_or_default();
+    let prefix = format!("{name}_sum");
+    text.lines()
+        .filter_map(|line| line.strip_prefix(&prefix))
+        .filter_map(|rest| rest.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// `GET url` as JSON (`null` when the node does not answer).
 pub fn get_json(url: &str) -> serde_json::Value {
-    ureq::get(url)
-        .call()
+    Gateway::new(url)
+        .get("")
         .ok()
-        .and_then(|mut response| response.body_mut().read_to_vec().ok())
-        .and_then(|body| serde_json::from_slice(&body).ok())
+        .and_then(|answer| answer.json().ok())
         .unwrap_or(serde_json::Value::Null)
-}
-
-/// An answer to an invoke: status, executing peer, body.
-#[derive(Debug)]
-pub struct Answer {
-    pub status: u16,
-    pub executed_by: String,
-    pub body: Vec<u8>,
-}
-
-/// `POST /v1/invoke/{module}` with `input`, answered whatever the status.
-pub fn invoke(
-    agent: &ureq::Agent,
-    url: &str,
-    module: &str,
-    input: &[u8],
-) -> Result<Answer, String> {
-    let mut response = agent
-        .post(&format!("{url}/v1/invoke/{module}"))
-        .send(input)
-        .map_err(|e| e.to_string())?;
-    let executed_by = response
-        .headers()
-        .get("x-wasmesh-executed-by")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let body = response
-        .body_mut()
-        .read_to_vec()
-        .map_err(|e| e.to_string())?;
-    Ok(Answer {
-        status: response.status().as_u16(),
-        executed_by,
-        body,
-    })
-}
-
-/// An HTTP agent that returns 4xx/5xx answers instead of errors, with a whole-call timeout.
-pub fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(timeout))
-        .build()
-        .into()
 }
 
 /// Publishes a WAT fixture through `node` with the CLI.
