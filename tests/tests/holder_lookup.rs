@@ -172,3 +172,60 @@ async fn one_key_announcing_thousands_of_blobs_leaves_an_honest_holder_findable(
     .await;
     assert!(e.node.metrics().holders_found.get() >= 1);
 }
+
+/// A node that must forward and knows fewer holders than it would compare asks the directory in
+/// the background while its requests go to the holder it knows: E's neighbour G holds the
+/// module, E's requests run there, and E learns of H, which joins later and which no neighbour
+/// names, from H's announcement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_knows_one_holder_looks_for_more_while_it_forwards() {
+    let p = publisher(1);
+    let d = TestNode::start_with(&[p.public()], &[], |config| {
+        config.replicate = Replicate::None
+    })
+    .await;
+    let g = TestNode::start(&[p.public()], &[&d]).await;
+    let e = TestNode::start_with(&[p.public()], &[&d, &g], |config| {
+        config.replicate = Replicate::None;
+    })
+    .await;
+    let rev = bundle(&p, fixture("reverse.wat"), "rev", 1);
+    assert_eq!(publish(&g, &rev).await.status, 201);
+    wasmesh_tests::wait_until_async(
+        "E's requests run on G",
+        wasmesh_tests::MESH_DEADLINE,
+        || async { invoke(&e, "rev", b"abc").await.status == 200 },
+    )
+    .await;
+
+    // H joins once E's first search is over; as in the test above, it is never anyone's
+    // neighbour but serves where it says. The module is published on it too; it announces the
+    // blob once it holds it.
+    let h = TestNode::start_with(&[p.public()], &[&d], |config| {
+        config.announce = vec!["/ip4/127.0.0.1/udp/1/quic-v1".parse().unwrap()];
+        config.allow_private_addrs = false;
+    })
+    .await;
+    assert_eq!(publish(&h, &rev).await.status, 201);
+    h.wait_ready("rev").await;
+    let blob = h.node.blob_of(&"rev".parse().unwrap()).unwrap();
+    let h_id = h.node.peer_id();
+    let e_knows_h = || {
+        e.node
+            .peer_views()
+            .iter()
+            .any(|p| p.peer_id == h_id && p.ready.contains(&blob))
+    };
+    assert!(!e_knows_h(), "E heard of H before asking");
+    let found_before = e.node.metrics().holders_found.get();
+    wasmesh_tests::wait_until_async(
+        "E learns of H through the directory while its requests run on G",
+        wasmesh_tests::MESH_DEADLINE * 2,
+        || async {
+            let answer = invoke(&e, "rev", b"abc").await;
+            assert_eq!((answer.status, answer.body.as_slice()), (200, &b"cba"[..]));
+            e.node.metrics().holders_found.get() > found_before && e_knows_h()
+        },
+    )
+    .await;
+}

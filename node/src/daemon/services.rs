@@ -124,6 +124,7 @@ pub(super) fn api(
         spot_check_rate: shared.policy.spot_check_rate,
         spot_checks: Arc::new(tokio::sync::Semaphore::new(crate::request::MAX_SPOT_CHECKS)),
         tasks: shared.tasks.clone(),
+        searched_at_ms: Default::default(),
     });
     let publisher = Arc::new(Publisher {
         policy: shared.policy.clone(),

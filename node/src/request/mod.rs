@@ -148,6 +148,8 @@ pub(crate) struct Router {
     pub(crate) spot_checks: Arc<tokio::sync::Semaphore>,
     /// Where spot checks run; shutdown waits for them.
     pub(crate) tasks: tokio_util::task::TaskTracker,
+    /// When (node clock, ms) a request last asked the directory in the background.
+    pub(crate) searched_at_ms: std::sync::atomic::AtomicU64,
 }
 
 /// Why a request is run: for a client, or to check another answer.
@@ -200,10 +202,9 @@ impl Router {
                 .instrument(route.clone())
                 .await;
         } else if wants_more_holders(&targets) && !purpose.checking {
-            // Too few to choose the nearest from: the directory is asked in the background (the
-            // control task asks it at most every `FIND_AGAIN_AFTER` per blob), and later
-            // requests choose among what it names.
-            self.control.find_holders(entry.signed.manifest.blob);
+            // Too few to choose the nearest from: the directory is asked in the background, and
+            // later requests choose among what it names.
+            self.search_in_background(entry.signed.manifest.blob);
         }
         route.record("candidates", targets.len());
         if input.len() > limits.max_input as usize {
@@ -225,6 +226,25 @@ impl Router {
             purpose,
         };
         call.run(targets).await
+    }
+
+    /// Asks the control task for more holders of `blob` without waiting, at most once per
+    /// [`BACKGROUND_SEARCH_EVERY`] for all blobs (the control task asks a blob's directory
+    /// nodes at most every `FIND_AGAIN_AFTER`), so a stream of forwards does not wake it for
+    /// each request.
+    fn search_in_background(&self, blob: ContentHash) {
+        use std::sync::atomic::Ordering;
+        let now_ms = self.clock.now_ms();
+        let last = self.searched_at_ms.load(Ordering::Relaxed);
+        let every = BACKGROUND_SEARCH_EVERY.as_millis() as u64;
+        if now_ms.saturating_sub(last) >= every
+            && self
+                .searched_at_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.control.find_holders(blob);
+        }
     }
 
     /// The id that correlates a request's log lines on every node: its trace's, when it is
@@ -282,6 +302,9 @@ enum RouteTarget {
     Local(Arc<crate::executor::CompiledModule>),
     Peer(PeerTarget),
 }
+
+/// How often requests that know too few holders may ask for more in the background.
+const BACKGROUND_SEARCH_EVERY: Duration = Duration::from_millis(250);
 
 /// Whether a request with these `targets` should look for more holders: it must forward, and
 /// it knows fewer than the plan probes ([`routing::PROBE_BEST`]), so the nearest holder may be
