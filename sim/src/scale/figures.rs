@@ -70,6 +70,9 @@ pub struct FormationFigures {
     pub mean_connections: f64,
     /// Connections per node: a mesh whose nodes all dial the same few peers shows it here.
     pub connections: Percentiles,
+    /// The relative error each node's coordinate claims once settled (1.0 and above: not
+    /// trusted for routing).
+    pub coordinate_error: Percentiles,
     /// Neighbours per node (statuses both ways), mean.
     pub mean_neighbours: f64,
     /// Control-plane messages per node while the mesh formed, by kind.

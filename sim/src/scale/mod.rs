@@ -216,6 +216,13 @@ fn formation_figures(mesh: &Mesh, nodes: usize) -> FormationFigures {
     FormationFigures {
         mean_connections: round3(mesh.mean_connections()),
         connections: Percentiles::of(&mesh.connections()),
+        coordinate_error: Percentiles::of(
+            &mesh
+                .nodes
+                .iter()
+                .map(|node| round3(node.coordinate().error))
+                .collect::<Vec<_>>(),
+        ),
         mean_neighbours: round3(mesh.mean_neighbours()),
         messages_per_node: mesh
             .carried
