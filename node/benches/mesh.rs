@@ -16,7 +16,7 @@ use wasmesh_node::store::Store;
 use wasmesh_node::tls::TlsIdentity;
 use wasmesh_protocol::{ContentHash, Keypair};
 use wasmesh_testkit::fixtures::{bundle, fixture};
-use wasmesh_testkit::gateway;
+use wasmesh_testkit::Gateway;
 use wasmesh_testkit::process::{NodeProcess, publisher_key};
 
 #[path = "support/raw_quinn.rs"]
@@ -201,12 +201,19 @@ async fn publish_to_ready(nodes: usize, publishes: usize) -> Duration {
     }
     // Let the mesh form: every node connected to the first one's gossip.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    // One client for every publish, so its connection is reused as a publisher's would be.
+    let origin = Gateway::new(&mesh[0].url());
     let mut samples = Vec::new();
     for i in 0..publishes {
         let name = format!("m{i}");
-        let module = bundle(&publisher, fixture("reverse.wat"), &name, 1);
+        let body = bundle(&publisher, fixture("reverse.wat"), &name, 1).encode();
+        let client = origin.clone();
         let start = Instant::now();
-        let status = gateway::publish(&mesh[0].url(), &module).await.status;
+        let status = tokio::task::spawn_blocking(move || {
+            client.post("/v1/publish", &body, &[]).expect("publish").status
+        })
+        .await
+        .expect("join");
         assert_eq!(status, 201);
         let module_ref = name.parse().expect("ref");
         while !mesh.iter().all(|n| n.is_ready(&module_ref)) {

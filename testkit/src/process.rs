@@ -11,14 +11,19 @@ use std::time::{Duration, Instant};
 
 use wasmesh_node::client::Gateway;
 
-/// The `wasmesh` binary built alongside the running test or bench (`target/<profile>/wasmesh`).
+/// The `wasmesh` binary: `$WASMESH_BIN` if set (a bench binary copied elsewhere to compare
+/// builds), else the one cargo built alongside the running test or bench
+/// (`target/<profile>/wasmesh`).
 pub fn wasmesh_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("WASMESH_BIN") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().and_then(Path::parent).unwrap();
     let bin = profile_dir.join("wasmesh");
     assert!(
         bin.exists(),
-        "{} not built; run the tests with `cargo test --workspace`",
+        "{} not built; run the tests with `cargo test --workspace`, or set WASMESH_BIN",
         bin.display()
     );
     bin
