@@ -15,8 +15,8 @@ use wasmesh_node::metrics::Metrics;
 use wasmesh_node::store::Store;
 use wasmesh_node::tls::TlsIdentity;
 use wasmesh_protocol::{ContentHash, Keypair};
-use wasmesh_testkit::fixtures::{bundle, fixture};
 use wasmesh_testkit::Gateway;
+use wasmesh_testkit::fixtures::{bundle, fixture};
 use wasmesh_testkit::process::{NodeProcess, publisher_key};
 
 #[path = "support/raw_quinn.rs"]
@@ -210,7 +210,10 @@ async fn publish_to_ready(nodes: usize, publishes: usize) -> Duration {
         let client = origin.clone();
         let start = Instant::now();
         let status = tokio::task::spawn_blocking(move || {
-            client.post("/v1/publish", &body, &[]).expect("publish").status
+            client
+                .post("/v1/publish", &body, &[])
+                .expect("publish")
+                .status
         })
         .await
         .expect("join");

@@ -89,12 +89,17 @@ pub struct GatewayLimits {
     pub max_connections: usize,
 }
 
+/// How long a client may take to send a request's headers, and then its body, by default.
+pub const GATEWAY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open gateway connections at most, by default.
+pub const GATEWAY_MAX_CONNECTIONS: usize = 4096;
+
 impl Default for GatewayLimits {
     fn default() -> Self {
         Self {
-            header_read_timeout: Duration::from_secs(10),
-            body_timeout: Duration::from_secs(10),
-            max_connections: 4096,
+            header_read_timeout: GATEWAY_READ_TIMEOUT,
+            body_timeout: GATEWAY_READ_TIMEOUT,
+            max_connections: GATEWAY_MAX_CONNECTIONS,
         }
     }
 }

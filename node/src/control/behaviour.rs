@@ -27,6 +27,13 @@ use crate::metrics::Metrics;
 /// library's defaults.
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
 
+/// How long a sync, status or holder request, or a Kademlia lookup, may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connection with no stream open stays up (statuses and pings keep neighbours'
+/// connections busy).
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// The composed libp2p behaviour.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
@@ -98,7 +105,7 @@ pub(crate) fn build_swarm(
             let sync = request_response::Behaviour::with_codec(
                 LimitedCodec::new(metrics.clone()),
                 [(StreamProtocol::new(SYNC_PROTOCOL), ProtocolSupport::Full)],
-                request_response::Config::default().with_request_timeout(Duration::from_secs(10)),
+                request_response::Config::default().with_request_timeout(REQUEST_TIMEOUT),
             );
             let status = request_response::Behaviour::with_codec(
                 LimitedCodec::new(metrics.clone()),
@@ -125,7 +132,7 @@ pub(crate) fn build_swarm(
                 inbound_limit: InboundPerAddress::new(max_inbound_per_address),
             })
         })?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
         .build();
     drop(registry);
     Ok(swarm)
@@ -178,7 +185,7 @@ fn kademlia(id: libp2p::PeerId, private: bool) -> kad::Behaviour<kad::store::Mem
     if private {
         config.set_kbucket_inserts(kad::BucketInserts::Manual);
     }
-    config.set_query_timeout(Duration::from_secs(10));
+    config.set_query_timeout(REQUEST_TIMEOUT);
     // A lookup ends once the closest few have answered: as many as a blob's directory nodes.
     config.set_replication_factor(LOOKUP_CLOSEST);
     let mut kad = kad::Behaviour::with_config(id, kad::store::MemoryStore::new(id), config);

@@ -102,14 +102,22 @@ fn server_transport() -> quinn::TransportConfig {
     transport
 }
 
+/// Bytes a connection may have in flight towards a peer (a blob's ranges at the speed of a
+/// long, fast link).
+const SEND_WINDOW: u64 = 64 << 20;
+/// How often an idle connection is kept alive, so a cached one is ready for the next forward.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// Silence after which a connection is dead (ms).
+const IDLE_TIMEOUT_MS: u32 = 30_000;
+
 fn common_transport() -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     transport
-        .send_window(64 << 20)
+        .send_window(SEND_WINDOW)
         .max_concurrent_bidi_streams(VarInt::from_u32(STREAMS_PER_CONNECTION))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
-        .keep_alive_interval(Some(Duration::from_secs(5)))
-        .max_idle_timeout(Some(VarInt::from_u32(30_000).into()));
+        .keep_alive_interval(Some(KEEP_ALIVE))
+        .max_idle_timeout(Some(VarInt::from_u32(IDLE_TIMEOUT_MS).into()));
     transport
 }
 

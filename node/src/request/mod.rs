@@ -294,8 +294,12 @@ impl Router {
 /// How long a peer's QUIC stack may take to acknowledge a forwarded request before it is taken
 /// for dead: four round trips plus the peer's largest acknowledgement delay and some slack.
 fn ack_deadline(rtt_us: u64) -> Duration {
-    Duration::from_micros(rtt_us.saturating_mul(4)) + Duration::from_millis(150)
+    Duration::from_micros(rtt_us.saturating_mul(4)) + ACK_SLACK
 }
+
+/// What [`ack_deadline`] adds to four round trips: the peer's largest acknowledgement delay and
+/// some slack.
+const ACK_SLACK: Duration = Duration::from_millis(150);
 
 /// A place a request can run.
 enum RouteTarget {

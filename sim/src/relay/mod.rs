@@ -25,6 +25,8 @@ use tokio::net::UdpSocket;
 /// Most nodes the address scheme has room for (127.0.0.2 ..= 127.0.0.251).
 pub const MAX_NODES: usize = 250;
 const MAX_DATAGRAM: usize = 65_536;
+/// How long the delay thread sleeps with no packet queued (a new packet wakes it sooner).
+const IDLE_WAKE: Duration = Duration::from_millis(100);
 
 /// The address node `index` binds its sockets to.
 pub fn node_ip(index: usize) -> Ipv4Addr {
@@ -208,7 +210,7 @@ impl Shared {
                     continue;
                 }
                 Some(next) => next.due - now,
-                None => Duration::from_millis(100),
+                None => IDLE_WAKE,
             };
             queue = self
                 .wake

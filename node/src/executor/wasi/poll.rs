@@ -221,10 +221,13 @@ fn parse(bytes: &[u8], stdio: &Stdio, now: Instant) -> Result<Subscription, i32>
     }
 }
 
+/// A time so far ahead it stands for never (a year).
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// When a clock subscription is due, or `None` for a clock this host does not offer. A time too
 /// far ahead to represent is due never (the deadline ends the wait).
 fn clock_due(clock: u32, timeout_ns: u64, absolute: bool, now: Instant) -> Option<Instant> {
-    let far = now + Duration::from_secs(365 * 24 * 3600);
+    let far = now + NEVER;
     let after = |ns: u64| now.checked_add(Duration::from_nanos(ns)).unwrap_or(far);
     match (clock, absolute) {
         (CLOCKID_REALTIME | CLOCKID_MONOTONIC, false) => Some(after(timeout_ns)),
