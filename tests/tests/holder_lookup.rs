@@ -4,7 +4,19 @@
 
 use wasmesh_node::config::Replicate;
 use wasmesh_node::rejection::Rejection;
+use wasmesh_protocol::Keypair;
 use wasmesh_tests::{TestNode, bundle, fixture, invoke, publish, publisher};
+
+/// A node that is never anyone's neighbour: it announces a libp2p address where nothing listens
+/// and dials no loopback address it is told of. Its data plane is where it says, so requests
+/// forwarded to it run.
+async fn hidden_holder(p: &Keypair, bootstrap: &TestNode) -> TestNode {
+    TestNode::start_with(&[p.public()], &[bootstrap], |config| {
+        config.announce = vec!["/ip4/127.0.0.1/udp/1/quic-v1".parse().unwrap()];
+        config.allow_private_addrs = false;
+    })
+    .await
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_holder_that_is_not_a_neighbour_is_found_through_the_directory() {
@@ -17,11 +29,7 @@ async fn a_holder_that_is_not_a_neighbour_is_found_through_the_directory() {
         config.replicate = Replicate::None
     })
     .await;
-    let h = TestNode::start_with(&[p.public()], &[&d], |config| {
-        config.announce = vec!["/ip4/127.0.0.1/udp/1/quic-v1".parse().unwrap()];
-        config.allow_private_addrs = false;
-    })
-    .await;
+    let h = hidden_holder(&p, &d).await;
     let e = TestNode::start_with(&[p.public()], &[&d], |config| {
         config.replicate = Replicate::None;
     })
@@ -155,11 +163,7 @@ async fn one_key_announcing_thousands_of_blobs_leaves_an_honest_holder_findable(
 
     // An honest holder H (whose libp2p address E cannot dial) publishes: E finds it through
     // the directories.
-    let h = TestNode::start_with(&[p.public()], &[&d], |config| {
-        config.announce = vec!["/ip4/127.0.0.1/udp/1/quic-v1".parse().unwrap()];
-        config.allow_private_addrs = false;
-    })
-    .await;
+    let h = hidden_holder(&p, &d).await;
     assert_eq!(
         publish(&h, &bundle(&p, fixture("reverse.wat"), "rev", 1))
             .await
@@ -201,11 +205,7 @@ async fn a_node_that_knows_one_holder_looks_for_more_while_it_forwards() {
     // H joins once E's first search is over; as in the test above, it is never anyone's
     // neighbour but serves where it says. The module is published on it too; it announces the
     // blob once it holds it.
-    let h = TestNode::start_with(&[p.public()], &[&d], |config| {
-        config.announce = vec!["/ip4/127.0.0.1/udp/1/quic-v1".parse().unwrap()];
-        config.allow_private_addrs = false;
-    })
-    .await;
+    let h = hidden_holder(&p, &d).await;
     assert_eq!(publish(&h, &rev).await.status, 201);
     h.wait_ready("rev").await;
     let blob = h.node.blob_of(&"rev".parse().unwrap()).unwrap();
