@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond Rust, when it is missing: promtool (Debian package
 # prometheus) for the metrics check, Debian's chromium for the live page's browser test, and
-# playwright-core (npm, pinned by node/tests/browser/package-lock.json) to drive it. Debian
-# packages need root (or sudo); everything else stays inside the repository.
+# playwright-core (npm, pinned by node/tests/browser/package-lock.json) to drive it, and nftables
+# for the NAT harness's routers (its tests skip when not run as root). Debian packages need root
+# (or sudo); everything else stays inside the repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,8 @@ command -v promtool >/dev/null || missing+=(prometheus)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
+command -v nft >/dev/null || missing+=(nftables)
+command -v ip >/dev/null || missing+=(iproute2)
 
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then

@@ -17,7 +17,7 @@ use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 
 /// The IP an address starts with, if it starts with one.
-fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
+pub(crate) fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
     match addr.iter().next()? {
         Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
         Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),

@@ -63,6 +63,8 @@ rejections! {
     BlobRequest => "blob_request",
     /// A forwarded request was malformed.
     InvokeRequest => "invoke_request",
+    /// A reach request (an observation, an introduction, a punch) was malformed or late.
+    ReachRequest => "reach_request",
     /// A peer's forwards held its share of this node's slots.
     ForwardShare => "forward_share",
     /// Forwarded requests held all the slots they may.

@@ -11,12 +11,13 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use wasmesh_protocol::ContentHash;
 use wasmesh_protocol::coordinates::Coordinate;
+use wasmesh_protocol::{ContentHash, PublicKey};
 
 use crate::core::peers::PeerTable;
 use crate::core::registry::Registry;
 use crate::data::PeerAddr;
+use crate::own_addresses::AddressReport;
 
 /// What the node knows, as of one moment.
 #[derive(Debug, Clone, Default)]
@@ -27,6 +28,8 @@ pub(crate) struct View {
     pub peers: PeerTable,
     /// This node's network coordinate.
     pub coordinate: Coordinate,
+    /// This node's advertised addresses and reachability (`None` before the first view).
+    pub addresses: Option<AddressReport>,
 }
 
 impl View {
@@ -36,6 +39,27 @@ impl View {
             .providers_of(hash)
             .into_iter()
             .map(|(key, addr)| PeerAddr { key, addr })
+            .collect()
+    }
+}
+
+impl View {
+    /// The rendezvous the peer with node key `key` stands on behind its NAT, where this node
+    /// can reach them (see `core::peers::data_path`); none for a public peer.
+    pub(crate) fn rendezvous_of(&self, key: PublicKey) -> Vec<PeerAddr> {
+        let Some(peer) = wasmesh_keys::identity::peer_id(&key).and_then(|id| self.peers.get(&id))
+        else {
+            return Vec::new();
+        };
+        peer.rendezvous
+            .iter()
+            .filter_map(|id| self.peers.get(id))
+            .filter_map(|rv| {
+                Some(PeerAddr {
+                    key: rv.key?,
+                    addr: rv.data_addr()?,
+                })
+            })
             .collect()
     }
 }

@@ -1,5 +1,6 @@
-//! Real `wasmesh node run` processes on 127.0.0.1, as an operator starts them, and the CLI calls
-//! a publisher makes. A process is killed (SIGKILL) when its handle drops.
+//! Real `wasmesh node run` processes, as an operator starts them: on 127.0.0.1, or on a host of
+//! the NAT harness ([`crate::nat`]) listening on every interface; and the CLI calls a publisher
+//! makes. A process is killed (SIGKILL) when its handle drops.
 //!
 //! The binary is the one cargo built with the test or bench (`cargo test --workspace` builds
 //! it for every test; a crate's own integration tests get it too).
@@ -10,6 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use wasmesh_node::client::Gateway;
+
+use crate::nat::Host;
 
 /// The `wasmesh` binary: `$WASMESH_BIN` if set (a bench binary copied elsewhere to compare
 /// builds), else the one cargo built alongside the running test or bench
@@ -65,7 +68,15 @@ pub struct NodeProcess {
     pub peer_id: String,
     /// Its data folder.
     pub dir: PathBuf,
+    /// The harness host it runs on (`None`: this machine, on loopback).
+    host: Option<Host>,
 }
+
+/// Where a node on loopback listens: libp2p, data plane, gateway.
+const LOOPBACK_LISTEN: [&str; 3] = ["/ip4/127.0.0.1/udp/0/quic-v1", "127.0.0.1:0", "127.0.0.1:0"];
+/// Where a node on a harness host listens: every interface (as `wasmesh node run` does by
+/// default), with the gateway on the host's loopback.
+const HOST_LISTEN: [&str; 3] = ["/ip4/0.0.0.0/udp/0/quic-v1", "0.0.0.0:0", "127.0.0.1:0"];
 
 impl NodeProcess {
     /// Starts `wasmesh node run` on loopback with OS-chosen ports, trusting `trust`, joining
@@ -82,18 +93,49 @@ impl NodeProcess {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        let mut command = Command::new(wasmesh_bin());
+        command.envs(env.iter().copied());
+        Self::spawn(command, None, dir, trust, bootstrap, extra)
+    }
+
+    /// As [`NodeProcess::start`], on `host` of the NAT harness, listening on all its
+    /// interfaces. Its gateway, metrics and status are called from inside the host.
+    pub fn start_on(
+        host: &Host,
+        dir: &Path,
+        trust: &str,
+        bootstrap: &[&NodeProcess],
+        extra: &[&str],
+    ) -> Self {
+        let command = host.command(wasmesh_bin());
+        Self::spawn(command, Some(host.clone()), dir, trust, bootstrap, extra)
+    }
+
+    fn spawn(
+        mut command: Command,
+        host: Option<Host>,
+        dir: &Path,
+        trust: &str,
+        bootstrap: &[&NodeProcess],
+        extra: &[&str],
+    ) -> Self {
         std::fs::create_dir_all(dir).expect("node dir");
+        let [listen, quic, http] = if host.is_some() {
+            HOST_LISTEN
+        } else {
+            LOOPBACK_LISTEN
+        };
         let mut args: Vec<String> = [
             "node",
             "run",
             "--data-dir",
             ".",
             "--listen",
-            "/ip4/127.0.0.1/udp/0/quic-v1",
+            listen,
             "--quic",
-            "127.0.0.1:0",
+            quic,
             "--http",
-            "127.0.0.1:0",
+            http,
             "--trust",
             trust,
         ]
@@ -105,11 +147,10 @@ impl NodeProcess {
             args.push(peer.p2p.clone());
         }
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let mut child = Command::new(wasmesh_bin())
+        let mut child = command
             .args(&args)
             .current_dir(dir)
             .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -133,7 +174,7 @@ impl NodeProcess {
                 .map(|w| w.trim_end_matches(',').to_owned())
                 .unwrap_or_else(|| panic!("no {prefix} in {banner:?}"))
         };
-        let p2p = field("/ip4/127.0.0.1/udp/");
+        let p2p = field("/ip4/");
         let peer_id = p2p.rsplit('/').next().expect("a peer id").to_owned();
         Self {
             child,
@@ -141,6 +182,15 @@ impl NodeProcess {
             p2p,
             peer_id,
             dir: dir.to_owned(),
+            host,
+        }
+    }
+
+    /// Runs `work` where this node's gateway can be reached: inside its harness host, or here.
+    pub fn within<T: Send>(&self, work: impl FnOnce() -> T + Send) -> T {
+        match &self.host {
+            Some(host) => host.enter(work),
+            None => work(),
         }
     }
 
@@ -187,7 +237,7 @@ impl NodeProcess {
 
     /// The value of a counter or gauge in `GET /metrics` (0 when absent).
     pub fn metric(&self, name: &str) -> u64 {
-        metric_at(&self.url, name)
+        self.within(|| metric_at(&self.url, name))
     }
 
     /// Its process id.
@@ -195,19 +245,20 @@ impl NodeProcess {
         self.child.id()
     }
 
-    /// Its gateway; each call gives up after `timeout`.
+    /// Its gateway; each call gives up after `timeout`. On a harness host, call it inside
+    /// [`NodeProcess::within`].
     pub fn gateway(&self, timeout: Duration) -> Gateway {
         Gateway::with_timeout(&self.url, timeout)
     }
 
     /// `GET /v1/status` as JSON.
     pub fn status(&self) -> serde_json::Value {
-        get_json(&format!("{}/v1/status", self.url))
+        self.within(|| get_json(&format!("{}/v1/status", self.url)))
     }
 
     /// Whether the module `name` is ready on this node.
     pub fn is_ready(&self, name: &str) -> bool {
-        let modules = get_json(&format!("{}/v1/modules", self.url));
+        let modules = self.within(|| get_json(&format!("{}/v1/modules", self.url)));
         modules.as_array().is_some_and(|list| {
             list.iter()
                 .any(|m| m["name"] == name && m["ready"] == serde_json::Value::Bool(true))
@@ -216,7 +267,7 @@ impl NodeProcess {
 
     /// How many peers report `name` ready, as this node's `/v1/modules` lists them.
     pub fn providers_of(&self, name: &str) -> usize {
-        let modules = get_json(&format!("{}/v1/modules", self.url));
+        let modules = self.within(|| get_json(&format!("{}/v1/modules", self.url)));
         modules
             .as_array()
             .and_then(|list| list.iter().find(|m| m["name"] == name))

@@ -56,6 +56,23 @@ pub enum ControlCommand {
     ForwardAnswered(ForwardAnswer),
     /// Manifests screened off the loop (`super::verifier`), to be filed.
     Screened(Box<ScreenedBatch>),
+    /// A peer's data-plane connection to this node opened or closed (see
+    /// `core::peers::data_path`).
+    DataPlaneSeen {
+        /// The peer's node key.
+        key: wasmesh_protocol::PublicKey,
+        /// Where its packets come from.
+        addr: std::net::SocketAddr,
+        /// Opened, or closed.
+        open: bool,
+    },
+    /// A rendezvous saw this node's data-plane packets come from `addr` (see `standing`).
+    QuicObserved {
+        /// The rendezvous' node key.
+        by: wasmesh_protocol::PublicKey,
+        /// Where it saw them come from.
+        addr: std::net::SocketAddr,
+    },
 }
 
 /// Manifests from one origin, screened off the loop.

@@ -37,6 +37,12 @@ impl EventLoop {
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
+                self.owner.change_addresses(|own| own.add_listen(address));
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                tracing::info!(%address, "no longer listening");
+                self.owner
+                    .change_addresses(|own| own.remove_listen(&address));
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -240,8 +246,9 @@ impl EventLoop {
         }
     }
 
-    /// A peer's identify: one of another protocol version is disconnected; in an open mesh,
-    /// its listen addresses let Kademlia route through it (in a private mesh, members'
+    /// A peer's identify: one of another protocol version is disconnected; where it saw this
+    /// node's connection come from is noted (`own_addresses`); in an open mesh, its listen
+    /// addresses let Kademlia route through it (in a private mesh, members'
     /// addresses come from their statuses instead, once they are admitted).
     fn on_identify(&mut self, peer: PeerId, info: identify::Info) {
         if info.protocol_version != PROTOCOL_VERSION {
@@ -250,6 +257,9 @@ impl EventLoop {
             let _ = self.swarm.disconnect_peer_id(peer);
             return;
         }
+        let observed = info.observed_addr;
+        self.owner
+            .change_addresses(|own| own.observed(peer, observed));
         if self.owner.policy().is_private() {
             return;
         }

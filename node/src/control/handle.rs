@@ -113,4 +113,23 @@ impl NodeHandle {
     pub fn forward_answered(&self, answer: ForwardAnswer) {
         let _ = self.0.try_send(ControlCommand::ForwardAnswered(answer));
     }
+
+    /// Reports that a peer's data-plane connection to this node opened or closed (without
+    /// waiting).
+    pub fn data_plane_seen(
+        &self,
+        key: wasmesh_protocol::PublicKey,
+        addr: std::net::SocketAddr,
+        open: bool,
+    ) {
+        let _ = self
+            .0
+            .try_send(ControlCommand::DataPlaneSeen { key, addr, open });
+    }
+
+    /// Reports where a rendezvous saw this node's data-plane packets come from (without
+    /// waiting).
+    pub fn quic_observed(&self, by: wasmesh_protocol::PublicKey, addr: std::net::SocketAddr) {
+        let _ = self.0.try_send(ControlCommand::QuicObserved { by, addr });
+    }
 }

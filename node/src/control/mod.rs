@@ -179,6 +179,16 @@ impl EventLoop {
                     .handle(Input::ForwardAnswered(answer), Instant::now());
             }
             ControlCommand::Screened(batch) => self.file_screened(*batch),
+            ControlCommand::DataPlaneSeen { key, addr, open } => {
+                self.owner
+                    .state_mut()
+                    .peers
+                    .data_plane_seen(key, addr, open);
+            }
+            ControlCommand::QuicObserved { by, addr } => {
+                self.owner
+                    .change_addresses(|own| own.quic_observed(by, addr));
+            }
         }
     }
 

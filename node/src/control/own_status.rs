@@ -3,7 +3,6 @@
 //! sequence number from the wall clock, so a restarted node's statuses are newer than its old
 //! ones.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use wasmesh_protocol::PublicKey;
@@ -12,6 +11,7 @@ use wasmesh_protocol::wire::{MAX_STATUS_BLOBS, StatusMessage, ready_version};
 
 use crate::core::registry::Registry;
 use crate::local_run::LocalLoad;
+use crate::own_addresses::OwnAddresses;
 
 /// Most libp2p addresses a status names.
 pub(crate) const MAX_STATUS_ADDRS: usize = 8;
@@ -20,34 +20,33 @@ pub(crate) const MAX_STATUS_ADDRS: usize = 8;
 #[derive(Debug)]
 pub(crate) struct StatusSource {
     key: PublicKey,
-    /// Where peers reach this node's data plane.
-    quic_addr: String,
-    /// Where peers dial this node (at most [`MAX_STATUS_ADDRS`]).
-    p2p_addrs: Vec<String>,
+    /// Where peers reach this node (its data plane, and at most [`MAX_STATUS_ADDRS`] libp2p
+    /// addresses).
+    addresses: OwnAddresses,
     load: Arc<LocalLoad>,
     seq: u64,
 }
 
 impl StatusSource {
-    /// Statuses of node `key`, reachable at `quic_addr` and `p2p_addrs`, reporting `load`.
-    pub(crate) fn new(
-        key: PublicKey,
-        quic_addr: SocketAddr,
-        p2p_addrs: &[libp2p::Multiaddr],
-        load: Arc<LocalLoad>,
-    ) -> Self {
+    /// Statuses of node `key`, reachable at `addresses`, reporting `load`.
+    pub(crate) fn new(key: PublicKey, addresses: OwnAddresses, load: Arc<LocalLoad>) -> Self {
         Self {
             key,
-            quic_addr: quic_addr.to_string(),
-            p2p_addrs: p2p_addrs
-                .iter()
-                .take(MAX_STATUS_ADDRS)
-                .map(|a| a.to_string())
-                .collect(),
+            addresses,
             load,
             // From the clock, so a restarted node's statuses are newer than its old ones.
             seq: crate::clock::now_ms().saturating_mul(1000),
         }
+    }
+
+    /// This node's addresses.
+    pub(crate) fn addresses(&self) -> &OwnAddresses {
+        &self.addresses
+    }
+
+    /// This node's addresses, to change (the next status advertises them).
+    pub(crate) fn addresses_mut(&mut self) -> &mut OwnAddresses {
+        &mut self.addresses
     }
 
     /// The next status: what `registry` holds ready (nothing once the node is leaving), the
@@ -65,13 +64,19 @@ impl StatusSource {
         self.seq += 1;
         StatusMessage {
             node: self.key,
-            quic_addr: self.quic_addr.clone(),
+            quic_addr: self.addresses.quic().to_string(),
             ready_version: ready_version(&ready),
             ready: Some(ready),
             in_flight: self.load.in_flight(),
             capacity: self.load.capacity(),
             seq: self.seq,
-            p2p_addrs: self.p2p_addrs.clone(),
+            p2p_addrs: self
+                .addresses
+                .p2p()
+                .iter()
+                .take(MAX_STATUS_ADDRS)
+                .map(ToString::to_string)
+                .collect(),
             manifests: registry.manifest_digest(),
             coordinate,
             leaving,

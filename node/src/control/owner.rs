@@ -31,6 +31,7 @@ use crate::core::peers::intake::StatusRefusal;
 use crate::core::registry::{ModuleState, Registry};
 use crate::core::state::{Effect, Input, NodeState, StatusContext, StatusVerdict};
 use crate::metrics::Metrics;
+use crate::own_addresses::OwnAddresses;
 use crate::policy::Policy;
 use crate::refusal_log::Refusals;
 use crate::rejection::Rejection;
@@ -153,6 +154,7 @@ impl Owner {
                 registry: self.registry.clone(),
                 peers: self.state.peers.clone(),
                 coordinate: self.state.coordinate,
+                addresses: Some(self.services.status.addresses().report()),
             });
             self.changed = false;
         }
@@ -173,6 +175,17 @@ impl Owner {
             self.services.providers_changed.notify_waiters();
         }
         std::mem::take(&mut self.status_changed)
+    }
+
+    /// Changes this node's addresses with `change`; when what it advertises changed, the next
+    /// view shows it, the status is sent again at once, and the blobs held are announced again
+    /// with the new holder record.
+    pub(crate) fn change_addresses(&mut self, change: impl FnOnce(&mut OwnAddresses) -> bool) {
+        if change(self.services.status.addresses_mut()) {
+            self.changed = true;
+            self.status_changed = true;
+            self.holder_work.search.announce_again();
+        }
     }
 
     /// Makes this node's status again (its load, its ready list, its coordinate), the one

@@ -72,6 +72,12 @@ impl HolderSearch {
         due
     }
 
+    /// This node's holder record changed (its addresses): every ready blob is announced again
+    /// at the next round, so directories stop handing out the old record.
+    pub fn announce_again(&mut self) {
+        self.announced.clear();
+    }
+
     /// A request or an ingest wants holders of `blob`: whether a lookup starts now (then it
     /// counts as started).
     pub fn want(&mut self, blob: ContentHash, now: Instant) -> bool {

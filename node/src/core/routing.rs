@@ -81,7 +81,7 @@ pub fn candidates<'a>(
     for peer in table.values() {
         let claims = peer.ready.contains(blob)
             && peer.key.is_some()
-            && peer.quic_addr.is_some()
+            && peer.data_addr().is_some()
             && !peer.leaving
             && peer.peer_id != *own
             && !exclude.contains(&peer.peer_id);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use libp2p::core::transport::ListenerId;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, Swarm};
@@ -22,8 +22,8 @@ use crate::gateway::{self, Api};
 /// How long the listeners may take to report their addresses.
 const LISTEN_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Builds the swarm and waits for its listeners: the swarm, and the addresses other nodes can
-/// bootstrap from (with `/p2p/<peer id>`).
+/// Builds the swarm and waits for its listeners: the swarm, and every address they reported
+/// (one per interface for a listener on `0.0.0.0`; later ones reach the event loop).
 pub(super) async fn start_swarm(
     config: &NodeConfig,
     shared: &Shared,
@@ -46,16 +46,7 @@ pub(super) async fn start_swarm(
     for addr in &config.announce {
         swarm.add_external_address(addr.clone());
     }
-    let advertised = if config.announce.is_empty() {
-        listen_addrs
-    } else {
-        config.announce.clone()
-    };
-    let p2p_addrs = advertised
-        .into_iter()
-        .map(|a| a.clone().with_p2p(shared.peer_id).unwrap_or(a))
-        .collect();
-    Ok((swarm, p2p_addrs))
+    Ok((swarm, listen_addrs))
 }
 
 /// Binds the gateway and spawns its task: its address, and the task (which ends once its
@@ -87,7 +78,8 @@ pub(super) async fn start_gateway(
 }
 
 /// Waits until every one of `listeners` has reported an address (a listener on 0.0.0.0
-/// reports one per interface); the addresses reported by then.
+/// reports one per interface, one after another); the addresses reported by then, with those
+/// already waiting after the last.
 async fn wait_for_listeners(
     swarm: &mut Swarm<Behaviour>,
     mut listeners: HashSet<ListenerId>,
@@ -106,6 +98,11 @@ async fn wait_for_listeners(
                 SwarmEvent::ListenerError { error, .. } => anyhow::bail!("listener failed: {error}"),
                 _ => {}
             },
+        }
+    }
+    while let Some(event) = swarm.next().now_or_never().flatten() {
+        if let SwarmEvent::NewListenAddr { address, .. } = event {
+            addrs.push(address);
         }
     }
     Ok(addrs)

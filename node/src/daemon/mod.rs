@@ -78,12 +78,14 @@ impl Node {
         format!("http://{}", self.http_addr)
     }
 
-    /// The QUIC data-plane address.
+    /// The QUIC data-plane address peers are told (the bound one, a wildcard replaced by this
+    /// node's best address).
     pub fn quic_addr(&self) -> SocketAddr {
         self.quic_addr
     }
 
-    /// Addresses other nodes can bootstrap from (with `/p2p/<peer id>`).
+    /// Addresses other nodes can bootstrap from (with `/p2p/<peer id>`), best first, as this
+    /// node advertised them at start.
     pub fn p2p_addrs(&self) -> &[Multiaddr] {
         &self.p2p_addrs
     }

@@ -76,6 +76,25 @@ pub(super) fn spawn_forward_server(config: &NodeConfig, shared: &Shared, planes:
         metrics: shared.metrics.clone(),
     });
     shared.tasks.spawn(
+        crate::standing::keep(
+            shared.views.clone(),
+            planes.data_plane.clone(),
+            planes.control.clone(),
+            planes.shutdown.clone(),
+        )
+        .in_current_span(),
+    );
+    let views = shared.views.clone();
+    planes
+        .data_plane
+        .on_rendezvous_lookup(Arc::new(move |key| views.load().rendezvous_of(key)));
+    let control = planes.control.clone();
+    planes
+        .data_plane
+        .on_peer_seen(Arc::new(move |key, addr, open| {
+            control.data_plane_seen(key, addr, open);
+        }));
+    shared.tasks.spawn(
         planes
             .data_plane
             .clone()

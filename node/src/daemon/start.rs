@@ -29,6 +29,7 @@ use crate::data::DataPlane;
 use crate::executor::{Executor, ExecutorConfig};
 use crate::local_run::{LocalLoad, LocalRunner};
 use crate::metrics::Metrics;
+use crate::own_addresses::OwnAddresses;
 use crate::policy::Policy;
 use crate::possession::PossessionChecks;
 use crate::refusal_log::Refusals;
@@ -154,8 +155,19 @@ async fn start_services(config: NodeConfig, shared: Shared) -> anyhow::Result<No
         shared.policy.admission.clone(),
         shared.metrics.clone(),
     )?;
-    let quic_addr = data_plane.local_addr()?;
-    let (swarm, p2p_addrs) = listeners::start_swarm(&config, &shared).await?;
+    let (swarm, listen_addrs) = listeners::start_swarm(&config, &shared).await?;
+    let own_addresses = OwnAddresses::new(
+        listen_addrs,
+        config.announce.clone(),
+        data_plane.local_addr()?,
+        config.announce_quic,
+    );
+    let quic_addr = own_addresses.quic();
+    let p2p_addrs = own_addresses
+        .p2p()
+        .into_iter()
+        .map(|a| a.clone().with_p2p(shared.peer_id).unwrap_or(a))
+        .collect();
     let (control, commands) = NodeHandle::channel(COMMAND_QUEUE);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let planes = Planes {
@@ -181,13 +193,7 @@ async fn start_services(config: NodeConfig, shared: Shared) -> anyhow::Result<No
         shutdown: shutdown_rx,
     };
     let (ingests, ingest_queue) = IngestQueue::new();
-    let advertised_quic = config.announce_quic.unwrap_or(quic_addr);
-    let status = StatusSource::new(
-        shared.keys.public(),
-        advertised_quic,
-        &p2p_addrs,
-        shared.load.clone(),
-    );
+    let status = StatusSource::new(shared.keys.public(), own_addresses, shared.load.clone());
     let owner = restored_owner(&config, &shared, &planes, ingests, status)?;
     services::spawn_event_loop(&config, &shared, &planes, swarm, owner, commands);
     services::spawn_forward_server(&config, &shared, &planes);

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -12,7 +12,7 @@ use quinn::{Connection, Endpoint, VarInt};
 use tokio_util::task::TaskTracker;
 use wasmesh_keys::SignedMembershipCert;
 use wasmesh_protocol::PublicKey;
-use wasmesh_protocol::wire::{BLOB_ALPN, INVOKE_ALPN};
+use wasmesh_protocol::wire::{BLOB_ALPN, INVOKE_ALPN, REACH_ALPN};
 
 use crate::admission::Admission;
 use crate::lock::lock;
@@ -65,6 +65,12 @@ pub struct ConnectError {
 /// A connection's peer and protocol (ALPN).
 type ConnectionKey = (PublicKey, &'static [u8]);
 
+/// The rendezvous a peer behind a NAT stands on, by its node key (none for a public peer).
+pub(crate) type RendezvousOf = Arc<dyn Fn(PublicKey) -> Vec<PeerAddr> + Send + Sync>;
+
+/// How long a dial to a peer behind a NAT waits for its introduction before the handshake.
+pub const INTRODUCTION_WAIT: Duration = Duration::from_secs(2);
+
 /// The endpoint and its outgoing connections.
 pub(crate) struct Connections {
     endpoint: Endpoint,
@@ -76,6 +82,8 @@ pub(crate) struct Connections {
     /// Who may be served and used: in a private mesh, connections end with the peer's
     /// membership.
     admission: Admission,
+    /// Where the rendezvous of peers behind NATs are, once set.
+    rendezvous_of: OnceLock<RendezvousOf>,
     metrics: Arc<Metrics>,
     tasks: TaskTracker,
 }
@@ -131,7 +139,8 @@ impl Connections {
         metrics: Arc<Metrics>,
         tasks: TaskTracker,
     ) -> Result<Self, DataPlaneError> {
-        let tls = identity.server_config(admission.clone(), &[BLOB_ALPN, INVOKE_ALPN])?;
+        let tls =
+            identity.server_config(admission.clone(), &[BLOB_ALPN, INVOKE_ALPN, REACH_ALPN])?;
         let crypto = QuicServerConfig::try_from(tls)
             .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -144,6 +153,7 @@ impl Connections {
             cached: Mutex::default(),
             dialing: Mutex::default(),
             admission,
+            rendezvous_of: OnceLock::new(),
             metrics,
             tasks,
         })
@@ -182,11 +192,24 @@ impl Connections {
     }
 
     /// The connection to `peer` for `alpn`: the cached one while it is open, else a new one
-    /// (one handshake per peer and protocol at a time).
+    /// (one handshake per peer and protocol at a time). A node behind a NAT first asks its
+    /// rendezvous to introduce it, so the peer's NAT, if it has one, lets the handshake in.
     pub(crate) async fn connect(
         &self,
         peer: PeerAddr,
         alpn: &'static [u8],
+    ) -> Result<Connection, ConnectError> {
+        self.connect_introduced(peer, alpn, alpn != REACH_ALPN)
+            .await
+    }
+
+    /// [`Connections::connect`], asking the rendezvous for an introduction first if
+    /// `introduce` (a dial that answers a punch request must not ask for one in turn).
+    pub(crate) async fn connect_introduced(
+        &self,
+        peer: PeerAddr,
+        alpn: &'static [u8],
+        introduce: bool,
     ) -> Result<Connection, ConnectError> {
         let key = (peer.key, alpn);
         let cached = || {
@@ -204,7 +227,12 @@ impl Connections {
         let turn = dialing.lock().await;
         let connected = match cached() {
             Some(connection) => Ok(connection),
-            None => self.handshake(peer, alpn).await,
+            None => {
+                if introduce {
+                    self.ask_introduction(peer.key).await;
+                }
+                self.handshake(peer, alpn).await
+            }
         };
         if let Ok(connection) = &connected {
             lock(&self.cached).insert(key, connection.clone());
@@ -216,6 +244,37 @@ impl Connections {
             dialing_map.remove(&key);
         }
         connected
+    }
+
+    /// Tells this node how to find the rendezvous a peer behind a NAT stands on (set once).
+    pub(crate) fn set_rendezvous_of(&self, lookup: RendezvousOf) {
+        let _ = self.rendezvous_of.set(lookup);
+    }
+
+    /// When `target` is behind a NAT (it names rendezvous), asks its rendezvous to introduce
+    /// this node, so the target sends packets to this node's address and its NAT lets this
+    /// node's handshake in. Waits at most [`INTRODUCTION_WAIT`]; the handshake follows anyway.
+    async fn ask_introduction(&self, target: PublicKey) {
+        let Some(rendezvous) = self.rendezvous_of.get().map(|lookup| lookup(target)) else {
+            return;
+        };
+        if rendezvous.is_empty() {
+            return;
+        }
+        let introduction = async {
+            let reach = rendezvous
+                .iter()
+                .map(|rv| Box::pin(self.connect_introduced(*rv, REACH_ALPN, false)));
+            let connections = futures::future::join_all(reach)
+                .await
+                .into_iter()
+                .filter_map(Result::ok)
+                .collect();
+            super::reach::introduce(connections, target).await
+        };
+        let introduced = tokio::time::timeout(INTRODUCTION_WAIT, introduction).await;
+        self.metrics
+            .count_introduction(matches!(introduced, Ok(Some(_))));
     }
 
     /// Drops the cached connection to `peer` for `alpn` (it may be dead: the next request

@@ -23,15 +23,17 @@ mod framing;
 pub mod invoke;
 mod possession;
 mod range_compression;
+mod reach;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use quinn::Connection;
 use tokio_util::task::TaskTracker;
-use wasmesh_protocol::wire::{BLOB_ALPN, INVOKE_ALPN, InvokeReply, InvokeRequest};
+use wasmesh_protocol::wire::{BLOB_ALPN, INVOKE_ALPN, InvokeReply, InvokeRequest, REACH_ALPN};
 use wasmesh_protocol::{ContentHash, PublicKey};
 
 pub use self::blob_fetch::{FetchError, FetchReport, MAX_PROVIDERS};
@@ -41,6 +43,7 @@ pub use self::framing::{FrameError, RequestError};
 pub use self::invoke::{ForwardError, InvokeHandler};
 use crate::admission::Admission;
 use crate::connection_limits::{Arrival, ConnectionLimits, HANDSHAKE_TIMEOUT};
+use crate::lock::lock;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::tls::TlsIdentity;
@@ -60,6 +63,47 @@ struct Inner {
     tasks: TaskTracker,
     /// Forwarded requests being answered now (refusals included), until their reply is sent.
     answering: AtomicU32,
+    /// Told of each peer's connection as it opens and closes, once set.
+    seen: OnceLock<SeenHook>,
+    /// The reach connections NATed nodes keep to this node.
+    rendezvous: Arc<reach::Rendezvous>,
+    /// The reach connections this node keeps to its rendezvous whose punch requests are being
+    /// answered (by `stable_id`).
+    standing: Mutex<HashSet<usize>>,
+}
+
+/// Told when a peer's connection to this node opens (`true`) or closes (`false`): the peer's
+/// node key, and the address its packets come from (for a peer behind a NAT, the only address
+/// this node can reach it at: see `core::peers::data_path`).
+pub type SeenHook = Arc<dyn Fn(PublicKey, SocketAddr, bool) + Send + Sync>;
+
+/// Tells the hook a connection opened, and that it closed when dropped (when its task ends,
+/// however it ends).
+struct SeenWhileOpen {
+    hook: Option<SeenHook>,
+    peer: PublicKey,
+    addr: SocketAddr,
+}
+
+impl SeenWhileOpen {
+    fn open(hook: Option<&SeenHook>, peer: PublicKey, addr: SocketAddr) -> Self {
+        if let Some(hook) = hook {
+            hook(peer, addr, true);
+        }
+        Self {
+            hook: hook.cloned(),
+            peer,
+            addr,
+        }
+    }
+}
+
+impl Drop for SeenWhileOpen {
+    fn drop(&mut self) {
+        if let Some(hook) = &self.hook {
+            hook(self.peer, self.addr, false);
+        }
+    }
 }
 
 impl std::fmt::Debug for DataPlane {
@@ -90,6 +134,9 @@ impl DataPlane {
                 metrics,
                 tasks,
                 answering: AtomicU32::new(0),
+                seen: OnceLock::new(),
+                rendezvous: Arc::default(),
+                standing: Mutex::default(),
             }),
         })
     }
@@ -117,6 +164,19 @@ impl DataPlane {
         if let Err(error) = self.inner.connections.release_port().await {
             tracing::warn!(%error, "cannot release the QUIC port; it stays bound while connections drain");
         }
+    }
+
+    /// Tells `hook` of every peer connection accepted from now on, as it opens and closes (set
+    /// once; later calls are ignored).
+    pub fn on_peer_seen(&self, hook: SeenHook) {
+        let _ = self.inner.seen.set(hook);
+    }
+
+    /// Tells the data plane where the rendezvous of a peer behind a NAT are (see
+    /// `core::peers::data_path`), so its dials to such a peer ask for an introduction (set
+    /// once).
+    pub fn on_rendezvous_lookup(&self, lookup: endpoint::RendezvousOf) {
+        self.inner.connections.set_rendezvous_of(lookup);
     }
 
     /// Forwarded requests being answered now, refusals included (a stopping node waits for
@@ -201,6 +261,8 @@ impl DataPlane {
                 this.inner
                     .connections
                     .close_at_membership_expiry(&connection);
+                let _seen =
+                    SeenWhileOpen::open(this.inner.seen.get(), peer, connection.remote_address());
                 this.serve_connection(connection, peer, store, invoke).await
             });
         }
@@ -242,6 +304,11 @@ impl DataPlane {
                     });
                 }
             }
+            (Some(REACH_ALPN), _) => {
+                let rendezvous = self.inner.rendezvous.clone();
+                let (metrics, tasks) = (self.inner.metrics.clone(), self.inner.tasks.clone());
+                rendezvous.serve(connection, from, metrics, tasks).await;
+            }
             _ => CloseCode::UnsupportedProtocol.close(&connection),
         }
     }
@@ -264,6 +331,50 @@ impl DataPlane {
             &self.inner.metrics,
         )
         .await
+    }
+
+    /// Opens a reach connection to the rendezvous `peer` unless one is open, and keeps it (see
+    /// `standing`). For a new one: answers the rendezvous' punch requests while it lasts, and
+    /// returns where the rendezvous sees this node's packets come from.
+    pub async fn stand_on(&self, peer: PeerAddr) -> Result<Option<SocketAddr>, ConnectError> {
+        let connection = self.inner.connections.connect(peer, REACH_ALPN).await?;
+        let id = connection.stable_id();
+        if !lock(&self.inner.standing).insert(id) {
+            return Ok(None);
+        }
+        let this = self.clone();
+        let dial = move |key, addr| {
+            let this = this.clone();
+            this.inner.metrics.punches.inc();
+            this.inner.tasks.clone().spawn(async move {
+                let peer = PeerAddr { key, addr };
+                if let Err(error) = this
+                    .inner
+                    .connections
+                    .connect_introduced(peer, BLOB_ALPN, false)
+                    .await
+                {
+                    tracing::debug!(%error, "a punched dial failed");
+                }
+            });
+        };
+        let (metrics, tasks, this) = (
+            self.inner.metrics.clone(),
+            self.inner.tasks.clone(),
+            self.clone(),
+        );
+        let answering = connection.clone();
+        self.inner.tasks.spawn(async move {
+            reach::answer_punches(answering, metrics, tasks, dial).await;
+            lock(&this.inner.standing).remove(&id);
+        });
+        match reach::observe(&connection).await {
+            Ok(seen) => Ok(Some(seen)),
+            Err(error) => {
+                tracing::debug!(%error, rendezvous = %peer.addr, "no observation from a rendezvous");
+                Ok(None)
+            }
+        }
     }
 
     /// Asks `peer` for the chunk group `group` of the blob `hash` of `size` bytes and checks it

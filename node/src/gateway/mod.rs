@@ -172,6 +172,7 @@ async fn status(State(node): State<Node>) -> Response {
         "private_mesh": node.private_mesh,
         "stopping": node.local.load().is_stopping(),
         "coordinate": coordinate_json(&view.coordinate),
+        "addresses": view.addresses,
     }))
     .into_response()
 }
@@ -232,7 +233,7 @@ async fn peers(State(node): State<Node>) -> Response {
                 "capacity": p.capacity,
                 "modules": p.ready.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
                 "addrs": p.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-                "quic_addr": p.quic_addr.map(|a| a.to_string()),
+                "quic_addr": p.data_addr().map(|a| a.to_string()),
                 "gossip_score": p.gossip_score,
             })
         })

@@ -58,6 +58,13 @@ pub struct RouteOutcome {
     pub outcome: &'static str,
 }
 
+/// Label of an attempt that ends one of a fixed set of ways.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Ended {
+    /// How it ended.
+    pub outcome: &'static str,
+}
+
 /// A histogram family whose members share one set of buckets.
 pub type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
@@ -213,6 +220,11 @@ pub struct Metrics {
     pub holders_found: Counter,
     /// Dials of peers this node started (bootstrap, redial, peer exchange, probes).
     pub dials: Counter,
+    /// Introductions to peers behind NATs this node asked their rendezvous for, by outcome
+    /// (`introduced`, `not_introduced`).
+    pub introductions: Family<Ended, Counter>,
+    /// Punch requests this node answered behind its NAT (dials toward a peer about to dial it).
+    pub punches: Counter,
     /// Bytes the node's own protocols moved (message bodies), by kind and direction.
     pub traffic_bytes: Family<Flow, Counter>,
     /// Messages the node's own protocols moved, by kind and direction.
@@ -249,6 +261,8 @@ impl Default for Metrics {
             statuses: Counter::default(),
             holders_found: Counter::default(),
             dials: Counter::default(),
+            introductions: Family::default(),
+            punches: Counter::default(),
             traffic_bytes: Family::default(),
             traffic_messages: Family::default(),
             registry: Mutex::new(Registry::with_prefix("wasmesh")),
@@ -266,6 +280,16 @@ impl Metrics {
                 reason: reason.as_str(),
             })
             .inc();
+    }
+
+    /// Counts one introduction asked for, and whether it was made.
+    pub fn count_introduction(&self, introduced: bool) {
+        let outcome = if introduced {
+            "introduced"
+        } else {
+            "not_introduced"
+        };
+        self.introductions.get_or_create(&Ended { outcome }).inc();
     }
 
     /// How many refusals with `reason` were counted.

@@ -156,6 +156,16 @@ impl Metrics {
             self.dials.clone(),
         );
         registry.register(
+            "introductions",
+            "Introductions to peers behind NATs asked of their rendezvous, by outcome",
+            self.introductions.clone(),
+        );
+        registry.register(
+            "punches",
+            "Punch requests answered behind a NAT (dials toward a peer about to dial this node)",
+            self.punches.clone(),
+        );
+        registry.register(
             "traffic_bytes",
             "Bytes of the node's own protocols, by kind and direction",
             self.traffic_bytes.clone(),

@@ -128,6 +128,6 @@ impl Router {
 fn peer_addr(peer: &PeerInfo) -> Option<PeerAddr> {
     Some(PeerAddr {
         key: peer.key?,
-        addr: peer.quic_addr?,
+        addr: peer.data_addr()?,
     })
 }

@@ -28,9 +28,14 @@
 //!   providers at once. A client that sets [`BlobRequest::zstd`] may get the range as one zstd
 //!   frame instead ([`BlobHeader::FoundZstd`]), when the server finds that it compresses.
 //!
+//! - **Reach** (QUIC, ALPN [`REACH_ALPN`]): a node behind a NAT keeps a connection to a few
+//!   public nodes, which reach it through it and introduce it to other NATed nodes for hole
+//!   punching (see the `reach` module).
+//!
 //! Every message has a stated maximum size; decoders refuse anything larger.
 
 mod invoke;
+mod reach;
 
 use bincode::{Decode, Encode};
 
@@ -41,6 +46,7 @@ use crate::hash::ContentHash;
 use crate::manifest::{MAX_SIGNED_MANIFEST_SIZE, ModuleKey, SignedManifest};
 
 pub use self::invoke::*;
+pub use self::reach::*;
 
 /// The protocol version a node announces (libp2p identify). A peer announcing another one is
 /// refused: statuses, topics and lookups changed between versions.

@@ -125,11 +125,21 @@ impl PeerTable {
         peer.capacity = status.capacity;
         peer.seq = status.seq;
         // Dial addresses travel with the ready list; a status without it keeps the last ones.
-        let advertised_count = status.p2p_addrs.len();
+        // Rendezvous (`data_path`) are not addresses to dial: none of them is dropped.
+        let advertised_count = status
+            .p2p_addrs
+            .iter()
+            .filter(|a| {
+                a.parse::<Multiaddr>()
+                    .map_or(true, |a| !super::data_path::is_circuit(&a))
+            })
+            .count();
         let addrs = dialable(&status.p2p_addrs, allow_private_addrs);
         let dropped_addresses = addrs.len() < advertised_count;
-        if carries_list || !addrs.is_empty() {
+        let rendezvous = super::data_path::rendezvous_in(&status.p2p_addrs);
+        if carries_list || !addrs.is_empty() || !rendezvous.is_empty() {
             peer.addrs = addrs;
+            peer.rendezvous = rendezvous;
         }
         peer.last_seen = now;
         peer.coordinate = Some(status.coordinate);
@@ -193,6 +203,7 @@ impl PeerTable {
         if !addrs.is_empty() {
             peer.addrs = addrs;
         }
+        peer.rendezvous = super::data_path::rendezvous_in(&holder.p2p_addrs);
         peer.ready.insert(blob)
     }
 
@@ -238,12 +249,13 @@ impl PeerTable {
     }
 }
 
-/// The addresses of `advertised` this node may dial: well-formed, and globally routable unless
-/// `allow_private_addrs`.
+/// The addresses of `advertised` this node may dial: well-formed, globally routable unless
+/// `allow_private_addrs`, and not a rendezvous (`.../p2p-circuit`: see `data_path`).
 fn dialable(advertised: &[String], allow_private_addrs: bool) -> Vec<Multiaddr> {
     advertised
         .iter()
         .filter_map(|a| a.parse::<Multiaddr>().ok())
+        .filter(|a| !super::data_path::is_circuit(a))
         .filter(|a| allow_private_addrs || address_scope::is_global(a))
         .collect()
 }

@@ -28,6 +28,7 @@
 //! walk over it goes in the same order, so the same inputs give the same decisions (the scale
 //! model relies on it).
 
+pub mod data_path;
 pub mod exchange;
 mod feedback;
 pub mod intake;
@@ -329,7 +330,7 @@ impl PeerTable {
         self.peers
             .values()
             .filter(|p| p.ready.contains(hash))
-            .filter_map(|p| Some((p.key?, p.quic_addr?)))
+            .filter_map(|p| Some((p.key?, p.data_addr()?)))
             .collect()
     }
 }
@@ -341,8 +342,13 @@ pub struct PeerInfo {
     pub peer_id: PeerId,
     /// Node key (from its status; its QUIC certificate must carry it).
     pub key: Option<PublicKey>,
-    /// QUIC data-plane address.
+    /// QUIC data-plane address it advertised (if this node may dial it).
     pub quic_addr: Option<SocketAddr>,
+    /// Where this node's data plane saw a connection from it come from, while one is open
+    /// (see [`PeerInfo::data_addr`]).
+    pub seen_quic_addr: Option<SocketAddr>,
+    /// The nodes it keeps a reach connection to, when it is behind a NAT (see `data_path`).
+    pub rendezvous: Vec<PeerId>,
     /// Blobs it reports ready.
     pub ready: HashSet<ContentHash>,
     /// The version of `ready` (`None` until its list arrived).
@@ -445,6 +451,8 @@ impl PeerInfo {
             peer_id,
             key: None,
             quic_addr: None,
+            seen_quic_addr: None,
+            rendezvous: Vec::new(),
             ready: HashSet::new(),
             ready_version: None,
             neighbour: false,

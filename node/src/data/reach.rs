@@ -1,0 +1,229 @@
+//! The reach protocol (`wasmesh/reach/1`, see `wasmesh_protocol::wire`'s reach messages), both
+//! sides.
+//!
+//! - A public node is a *rendezvous*: it keeps the reach connections NATed nodes open to it, by
+//!   their key ([`Rendezvous`]), tells each where its packets come from, and introduces one to
+//!   another: the target is told to send packets to the asker's mapping, and the asker learns
+//!   the target's.
+//! - A NATed node stands on a few rendezvous (`standing`): it asks each where it is seen
+//!   ([`observe`]), answers their punch requests by dialing the address named
+//!   ([`answer_punches`]), and before it dials a peer asks them to introduce it ([`introduce`]),
+//!   so that both NATs have sent to each other when the handshake's packets arrive.
+//!
+//! Bounds: every message is at most [`MAX_REACH_MESSAGE_SIZE`] bytes and must arrive within
+//! [`REACH_TIMEOUT`]; an introduction waits at most that long for the target's answer. The
+//! rendezvous keeps one connection per key (the newest), within the data plane's connection
+//! limits.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use quinn::Connection;
+use tokio_util::task::TaskTracker;
+use wasmesh_protocol::PublicKey;
+use wasmesh_protocol::wire::{
+    MAX_REACH_MESSAGE_SIZE, PunchAck, PunchRequest, ReachReply, ReachRequest,
+};
+
+use super::framing::{read_framed, read_request, write_framed};
+use crate::lock::lock;
+use crate::metrics::Metrics;
+use crate::rejection::Rejection;
+
+/// How long one reach exchange may take (a request arriving, an answer coming back).
+pub(crate) const REACH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why a reach exchange failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum ReachError {
+    /// The stream could not be opened or written.
+    #[error("the connection failed: {0}")]
+    Connection(String),
+    /// No answer came in time, or it was not one.
+    #[error("no valid answer within {REACH_TIMEOUT:?}")]
+    NoAnswer,
+}
+
+/// The reach connections NATed nodes keep to this node, by their key.
+#[derive(Default)]
+pub(crate) struct Rendezvous {
+    standing: Mutex<HashMap<PublicKey, Connection>>,
+}
+
+impl Rendezvous {
+    /// Serves the reach connection `connection` of the node `from` until it closes.
+    pub(crate) async fn serve(
+        self: Arc<Self>,
+        connection: Connection,
+        from: PublicKey,
+        metrics: Arc<Metrics>,
+        tasks: TaskTracker,
+    ) {
+        lock(&self.standing).insert(from, connection.clone());
+        while let Ok((send, recv)) = connection.accept_bi().await {
+            let (this, asker, metrics) = (self.clone(), connection.clone(), metrics.clone());
+            tasks.spawn(async move {
+                if let Err(error) = this.answer(send, recv, from, &asker).await {
+                    metrics.count_rejection(Rejection::ReachRequest);
+                    tracing::debug!(%error, "refused a reach request");
+                }
+            });
+        }
+        let mut standing = lock(&self.standing);
+        if standing
+            .get(&from)
+            .is_some_and(|c| c.stable_id() == connection.stable_id())
+        {
+            standing.remove(&from);
+        }
+    }
+
+    /// Answers one request of `from`, whose reach connection is `asker`.
+    async fn answer(
+        &self,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+        from: PublicKey,
+        asker: &Connection,
+    ) -> Result<(), super::RequestError> {
+        let request = read_request(
+            &mut recv,
+            MAX_REACH_MESSAGE_SIZE,
+            REACH_TIMEOUT,
+            ReachRequest::decode,
+        )
+        .await?;
+        let reply = match request {
+            ReachRequest::Observe => ReachReply::Observed(asker.remote_address()),
+            ReachRequest::Introduce { target } => {
+                let standing = lock(&self.standing).get(&target).cloned();
+                match standing {
+                    Some(target_connection) if target != from => {
+                        let punch = PunchRequest {
+                            peer: from,
+                            addr: asker.remote_address(),
+                        };
+                        match exchange(&target_connection, &punch.encode(), PunchAck::decode).await
+                        {
+                            Ok(PunchAck) => {
+                                ReachReply::Introduced(target_connection.remote_address())
+                            }
+                            Err(error) => {
+                                tracing::debug!(%error, target = %target.fingerprint(), "a NATed node did not answer a punch request");
+                                ReachReply::Unknown
+                            }
+                        }
+                    }
+                    _ => ReachReply::Unknown,
+                }
+            }
+        };
+        // The asker may have gone: nothing is lost.
+        let _ = write_framed(&mut send, &reply.encode()).await;
+        let _ = send.finish();
+        Ok(())
+    }
+}
+
+/// Opens a stream on `connection`, writes `request` and reads the answer, within
+/// [`REACH_TIMEOUT`].
+async fn exchange<T, E>(
+    connection: &Connection,
+    request: &[u8],
+    decode: fn(&[u8]) -> Result<T, E>,
+) -> Result<T, ReachError> {
+    let round = async {
+        let (mut send, mut recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| ReachError::Connection(e.to_string()))?;
+        write_framed(&mut send, request)
+            .await
+            .map_err(|e| ReachError::Connection(e.to_string()))?;
+        let _ = send.finish();
+        let bytes = read_framed(&mut recv, MAX_REACH_MESSAGE_SIZE)
+            .await
+            .map_err(|_| ReachError::NoAnswer)?;
+        decode(&bytes).map_err(|_| ReachError::NoAnswer)
+    };
+    tokio::time::timeout(REACH_TIMEOUT, round)
+        .await
+        .map_err(|_| ReachError::NoAnswer)?
+}
+
+/// Asks the rendezvous at the other end of `connection` where this node's packets come from.
+pub(crate) async fn observe(connection: &Connection) -> Result<SocketAddr, ReachError> {
+    match exchange(
+        connection,
+        &ReachRequest::Observe.encode(),
+        ReachReply::decode,
+    )
+    .await?
+    {
+        ReachReply::Observed(addr) => Ok(addr),
+        _ => Err(ReachError::NoAnswer),
+    }
+}
+
+/// Asks each rendezvous in `rendezvous` at once to introduce this node to `target`; where the
+/// first that could says the target's packets come from.
+pub(crate) async fn introduce(
+    rendezvous: Vec<Connection>,
+    target: PublicKey,
+) -> Option<SocketAddr> {
+    let request = ReachRequest::Introduce { target }.encode();
+    let asks = rendezvous.iter().map(|connection| {
+        let request = &request;
+        Box::pin(async move {
+            match exchange(connection, request, ReachReply::decode).await {
+                Ok(ReachReply::Introduced(addr)) => Ok(addr),
+                _ => Err(()),
+            }
+        })
+    });
+    if rendezvous.is_empty() {
+        return None;
+    }
+    futures::future::select_ok(asks)
+        .await
+        .ok()
+        .map(|(addr, _)| addr)
+}
+
+/// Answers the punch requests the rendezvous at the other end of `connection` sends, until
+/// the connection closes: each is acknowledged, then `dial` is called with the peer and the
+/// address named.
+pub(crate) async fn answer_punches(
+    connection: Connection,
+    metrics: Arc<Metrics>,
+    tasks: TaskTracker,
+    dial: impl Fn(PublicKey, SocketAddr) + Send + Sync + 'static,
+) {
+    let dial = Arc::new(dial);
+    while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+        let (dial, metrics) = (dial.clone(), metrics.clone());
+        tasks.spawn(async move {
+            match read_request(
+                &mut recv,
+                MAX_REACH_MESSAGE_SIZE,
+                REACH_TIMEOUT,
+                PunchRequest::decode,
+            )
+            .await
+            {
+                Ok(punch) => {
+                    let _ = write_framed(&mut send, &PunchAck.encode()).await;
+                    let _ = send.finish();
+                    dial(punch.peer, punch.addr);
+                }
+                Err(error) => {
+                    metrics.count_rejection(Rejection::ReachRequest);
+                    tracing::debug!(%error, "refused a punch request");
+                }
+            }
+        });
+    }
+}

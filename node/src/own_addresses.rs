@@ -1,0 +1,403 @@
+//! This node's own addresses: what its listeners report (one per interface for a listener on
+//! `0.0.0.0`), what the operator announces, and where peers saw its connections come from
+//! (identify's observed address); which of them its statuses advertise, and what they say of
+//! its reachability.
+//!
+//! Advertised, best first (the first is the one printed for bootstrapping): the announced
+//! addresses alone when there are any; otherwise globally routable listen addresses, then
+//! observed global addresses two peers agree on, then the rendezvous this node stands on
+//! behind a NAT (`/p2p/<rendezvous>/p2p-circuit`, see `standing`), then private ones (peers on
+//! the same LAN dial them; peers elsewhere drop them, see `address_scope`), and loopback only
+//! when there is nothing else (a mesh on one machine). Never a wildcard.
+
+use std::net::{IpAddr, SocketAddr};
+
+use libp2p::{Multiaddr, PeerId};
+use serde::Serialize;
+
+use wasmesh_protocol::PublicKey;
+
+use crate::address_scope::{ip_of, is_global, socket_is_dialable};
+use crate::core::peers::data_path::circuit_via;
+
+/// Observed addresses remembered, at most, of each kind (a peer can report anything).
+const MAX_OBSERVED: usize = 8;
+/// Peers that must report the same observed address before it is advertised.
+const CONFIRMATIONS: usize = 2;
+
+/// What this node can say of how peers reach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reachability {
+    /// The operator announced its addresses.
+    Announced,
+    /// It listens on a globally routable address.
+    Public,
+    /// It listens on private addresses only, and peers saw it at a global one: a NAT is in
+    /// between, and peers outside cannot dial it.
+    BehindNat,
+    /// Private or loopback addresses only, and no peer has seen it elsewhere: a LAN or one
+    /// machine.
+    Local,
+}
+
+/// A global address peers saw this node at, and who said so.
+#[derive(Debug, Clone)]
+struct Observation {
+    addr: Multiaddr,
+    reporters: Vec<PeerId>,
+}
+
+/// This node's addresses (see the module docs).
+#[derive(Debug, Clone)]
+pub(crate) struct OwnAddresses {
+    listen: Vec<Multiaddr>,
+    announce: Vec<Multiaddr>,
+    observed: Vec<Observation>,
+    /// Where the data plane is bound (perhaps `0.0.0.0:port`).
+    data_plane: SocketAddr,
+    /// Where rendezvous saw the data plane's packets come from, by rendezvous (at most
+    /// [`MAX_OBSERVED`]).
+    quic_observed: Vec<(PublicKey, SocketAddr)>,
+    announce_quic: Option<SocketAddr>,
+}
+
+/// What the node's status page shows of its addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AddressReport {
+    /// The libp2p addresses advertised, best first.
+    pub p2p: Vec<String>,
+    /// The data-plane address advertised.
+    pub quic: String,
+    /// How peers reach this node.
+    pub reachability: Reachability,
+    /// Whether peers can dial its data plane where it is (else it stands on rendezvous).
+    pub direct: bool,
+}
+
+impl OwnAddresses {
+    /// A node whose listeners reported `listen`, announcing `announce`, its data plane bound
+    /// at `data_plane` (announced as `announce_quic`, if set).
+    pub(crate) fn new(
+        listen: Vec<Multiaddr>,
+        announce: Vec<Multiaddr>,
+        data_plane: SocketAddr,
+        announce_quic: Option<SocketAddr>,
+    ) -> Self {
+        let mut own = Self {
+            listen: Vec::new(),
+            announce,
+            observed: Vec::new(),
+            data_plane,
+            quic_observed: Vec::new(),
+            announce_quic,
+        };
+        for addr in listen {
+            own.add_listen(addr);
+        }
+        own
+    }
+
+    /// A listener reported `addr`; whether it was new.
+    pub(crate) fn add_listen(&mut self, addr: Multiaddr) -> bool {
+        if is_wildcard(&addr) || self.listen.contains(&addr) {
+            return false;
+        }
+        self.listen.push(addr);
+        true
+    }
+
+    /// A listener's `addr` went away (an interface went down); whether it was known.
+    pub(crate) fn remove_listen(&mut self, addr: &Multiaddr) -> bool {
+        let before = self.listen.len();
+        self.listen.retain(|a| a != addr);
+        self.listen.len() != before
+    }
+
+    /// `peer` saw this node's connection come from `addr`; whether what is advertised
+    /// changed. Only global addresses count (a peer on the same LAN sees a private one).
+    pub(crate) fn observed(&mut self, peer: PeerId, addr: Multiaddr) -> bool {
+        if !is_global(&addr) || ip_of(&addr).is_none() {
+            return false;
+        }
+        let advertised_before = self.p2p();
+        let reachability_before = self.reachability();
+        let room = self.observed.len() < MAX_OBSERVED;
+        match self.observed.iter_mut().find(|o| o.addr == addr) {
+            Some(known)
+                if !known.reporters.contains(&peer) && known.reporters.len() < CONFIRMATIONS =>
+            {
+                known.reporters.push(peer);
+            }
+            Some(_) => {}
+            None if room => self.observed.push(Observation {
+                addr,
+                reporters: vec![peer],
+            }),
+            None => {}
+        }
+        self.p2p() != advertised_before || self.reachability() != reachability_before
+    }
+
+    /// Rendezvous `by` saw the data plane's packets come from `addr`; whether what is
+    /// advertised changed.
+    pub(crate) fn quic_observed(&mut self, by: PublicKey, addr: SocketAddr) -> bool {
+        let before = self.quic();
+        let room = self.quic_observed.len() < MAX_OBSERVED;
+        match self.quic_observed.iter_mut().find(|(key, _)| *key == by) {
+            Some(known) => known.1 = addr,
+            None if room => self.quic_observed.push((by, addr)),
+            None => return false,
+        }
+        self.quic() != before
+    }
+
+    /// The address every rendezvous agrees the data plane's packets come from: the NAT maps
+    /// this node's socket to one address whoever it sends to. `None` before any said, or when
+    /// they disagree (a NAT that maps each destination apart: nobody can dial that).
+    fn agreed_quic_observation(&self) -> Option<SocketAddr> {
+        let (_, first) = *self.quic_observed.first()?;
+        self.quic_observed
+            .iter()
+            .all(|(_, addr)| *addr == first)
+            .then_some(first)
+    }
+
+    /// The libp2p addresses to advertise, best first.
+    pub(crate) fn p2p(&self) -> Vec<Multiaddr> {
+        if !self.announce.is_empty() {
+            return self.announce.clone();
+        }
+        let confirmed = self
+            .observed
+            .iter()
+            .filter(|o| o.reporters.len() >= CONFIRMATIONS)
+            .map(|o| o.addr.clone());
+        let (global, rest): (Vec<_>, Vec<_>) = self.listen.iter().cloned().partition(is_global);
+        let (loopback, private): (Vec<_>, Vec<_>) = rest
+            .into_iter()
+            .partition(|a| ip_of(a).is_some_and(|ip| ip.is_loopback()));
+        let circuits = self
+            .quic_observed
+            .iter()
+            .filter_map(|(rendezvous, _)| wasmesh_keys::identity::peer_id(rendezvous))
+            .map(circuit_via);
+        let mut advertised: Vec<Multiaddr> = Vec::new();
+        for addr in global
+            .into_iter()
+            .chain(confirmed)
+            .chain(circuits)
+            .chain(private)
+        {
+            if !advertised.contains(&addr) {
+                advertised.push(addr);
+            }
+        }
+        if advertised.is_empty() {
+            advertised = loopback;
+        }
+        advertised
+    }
+
+    /// The data-plane address to advertise: the announced one; else the bound one (a wildcard
+    /// replaced by the IP of the best advertised listen address) if it is globally routable;
+    /// else the one the rendezvous agree they see; else the bound one.
+    pub(crate) fn quic(&self) -> SocketAddr {
+        if let Some(announced) = self.announce_quic {
+            return announced;
+        }
+        let own = self.own_quic();
+        if socket_is_dialable(&own, false) {
+            return own;
+        }
+        self.agreed_quic_observation().unwrap_or(own)
+    }
+
+    /// The bound data-plane address, a wildcard replaced by the IP of this node's best own
+    /// interface (a listen address: global, then private, then loopback; never an observed
+    /// one, which is the NAT's).
+    fn own_quic(&self) -> SocketAddr {
+        if !self.data_plane.ip().is_unspecified() {
+            return self.data_plane;
+        }
+        let family_matches = |ip: &IpAddr| ip.is_ipv4() == self.data_plane.is_ipv4();
+        let rank = |ip: &IpAddr| {
+            if ip.is_loopback() {
+                2
+            } else if socket_is_dialable(&SocketAddr::new(*ip, 0), false) {
+                0
+            } else {
+                1
+            }
+        };
+        let own_ip = self
+            .listen
+            .iter()
+            .filter_map(ip_of)
+            .filter(|ip| family_matches(ip) && !ip.is_unspecified())
+            .min_by_key(rank);
+        match own_ip {
+            Some(ip) => SocketAddr::new(ip, self.data_plane.port()),
+            None => self.data_plane,
+        }
+    }
+
+    /// Whether peers can dial this node's data plane where it is: an announced address, or a
+    /// globally routable own one. A node that cannot be dialed stands on rendezvous
+    /// (`standing`).
+    pub(crate) fn dialable_directly(&self) -> bool {
+        self.announce_quic.is_some() || socket_is_dialable(&self.own_quic(), false)
+    }
+
+    /// How peers reach this node.
+    pub(crate) fn reachability(&self) -> Reachability {
+        if !self.announce.is_empty() {
+            Reachability::Announced
+        } else if self.listen.iter().any(is_global) {
+            Reachability::Public
+        } else if !self.observed.is_empty() {
+            Reachability::BehindNat
+        } else {
+            Reachability::Local
+        }
+    }
+
+    /// What the status page shows.
+    pub(crate) fn report(&self) -> AddressReport {
+        AddressReport {
+            p2p: self.p2p().iter().map(ToString::to_string).collect(),
+            quic: self.quic().to_string(),
+            reachability: self.reachability(),
+            direct: self.dialable_directly(),
+        }
+    }
+}
+
+fn is_wildcard(addr: &Multiaddr) -> bool {
+    ip_of(addr).is_some_and(|ip| ip.is_unspecified())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(text: &str) -> Multiaddr {
+        text.parse().unwrap()
+    }
+
+    fn socket(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    fn listening_on(listen: &[&str]) -> OwnAddresses {
+        OwnAddresses::new(
+            listen.iter().map(|a| addr(a)).collect(),
+            Vec::new(),
+            "0.0.0.0:4202".parse().unwrap(),
+            None,
+        )
+    }
+
+    #[test]
+    fn a_wildcard_listener_advertises_its_interfaces_global_first_and_never_loopback_beside_them() {
+        let own = listening_on(&[
+            "/ip4/127.0.0.1/udp/4201/quic-v1",
+            "/ip4/0.0.0.0/udp/4201/quic-v1",
+            "/ip4/192.168.1.5/udp/4201/quic-v1",
+            "/ip4/198.18.0.7/udp/4201/quic-v1",
+        ]);
+        assert_eq!(
+            own.p2p(),
+            vec![
+                addr("/ip4/198.18.0.7/udp/4201/quic-v1"),
+                addr("/ip4/192.168.1.5/udp/4201/quic-v1"),
+            ]
+        );
+        assert_eq!(own.quic(), socket("198.18.0.7:4202"));
+        assert_eq!(own.reachability(), Reachability::Public);
+    }
+
+    #[test]
+    fn a_node_on_loopback_only_advertises_loopback() {
+        let own = listening_on(&["/ip4/127.0.0.1/udp/4201/quic-v1"]);
+        assert_eq!(own.p2p(), vec![addr("/ip4/127.0.0.1/udp/4201/quic-v1")]);
+        assert_eq!(own.quic(), socket("127.0.0.1:4202"));
+        assert_eq!(own.reachability(), Reachability::Local);
+    }
+
+    #[test]
+    fn an_observed_address_is_advertised_once_two_peers_agree_and_says_a_nat_is_in_between() {
+        let mut own = listening_on(&["/ip4/10.1.0.2/udp/4201/quic-v1"]);
+        let public = addr("/ip4/198.18.0.101/udp/4201/quic-v1");
+        let (first, second) = (PeerId::random(), PeerId::random());
+        assert!(own.observed(first, public.clone()), "reachability changes");
+        assert_eq!(own.reachability(), Reachability::BehindNat);
+        assert!(
+            !own.p2p().contains(&public),
+            "one peer's word is not enough"
+        );
+        assert!(!own.observed(first, public.clone()), "the same peer twice");
+        assert!(own.observed(second, public.clone()));
+        assert_eq!(own.p2p()[0], public);
+        assert!(own.p2p().contains(&addr("/ip4/10.1.0.2/udp/4201/quic-v1")));
+    }
+
+    #[test]
+    fn behind_a_nat_the_rendezvous_agree_on_the_data_plane_address_and_are_named() {
+        let mut own = listening_on(&["/ip4/10.1.0.2/udp/4201/quic-v1"]);
+        let (first, second) = (
+            wasmesh_protocol::Keypair::from_seed([1; 32]).public(),
+            wasmesh_protocol::Keypair::from_seed([2; 32]).public(),
+        );
+        let mapped = socket("198.18.0.101:4202");
+        assert!(own.quic_observed(first, mapped));
+        assert_eq!(own.quic(), mapped);
+        let circuit = circuit_via(wasmesh_keys::identity::peer_id(&first).unwrap());
+        assert_eq!(
+            own.p2p(),
+            vec![circuit, addr("/ip4/10.1.0.2/udp/4201/quic-v1")]
+        );
+        assert!(
+            !own.quic_observed(second, mapped),
+            "agreement changes nothing"
+        );
+        assert!(
+            own.quic_observed(second, socket("198.18.0.101:5000")),
+            "a NAT that maps each destination apart"
+        );
+        assert_eq!(
+            own.quic(),
+            socket("10.1.0.2:4202"),
+            "nobody can dial such a mapping"
+        );
+    }
+
+    #[test]
+    fn private_observations_and_floods_of_observations_are_ignored() {
+        let mut own = listening_on(&["/ip4/10.1.0.2/udp/4201/quic-v1"]);
+        assert!(!own.observed(PeerId::random(), addr("/ip4/10.1.0.9/udp/9/quic-v1")));
+        for port in 0..100u16 {
+            own.observed(
+                PeerId::random(),
+                addr(&format!("/ip4/198.18.0.1/udp/{port}/quic-v1")),
+            );
+        }
+        assert_eq!(own.observed.len(), MAX_OBSERVED);
+    }
+
+    #[test]
+    fn announced_addresses_are_advertised_alone() {
+        let own = OwnAddresses::new(
+            vec![addr("/ip4/10.0.0.2/udp/4201/quic-v1")],
+            vec![addr("/dns4/node.example.org/udp/4201/quic-v1")],
+            "0.0.0.0:4202".parse().unwrap(),
+            Some("203.0.113.9:4202".parse().unwrap()),
+        );
+        assert_eq!(
+            own.p2p(),
+            vec![addr("/dns4/node.example.org/udp/4201/quic-v1")]
+        );
+        assert_eq!(own.quic(), socket("203.0.113.9:4202"));
+        assert_eq!(own.reachability(), Reachability::Announced);
+    }
+}
