@@ -11,13 +11,13 @@
 //! CPU 1, as two machines would have.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[path = "support/raw_quinn.rs"]
 mod raw_quinn;
 
+use wasmesh_testkit::fixtures::large_module;
 use wasmesh_testkit::process::{NodeProcess, histogram_sum, publisher_key, wasmesh};
 use wasmesh_testkit::wait::{DEADLINE, wait_until};
 
@@ -93,31 +93,6 @@ impl Drop for RawBetweenProcesses {
     }
 }
 
-/// A valid module of exactly `SIZE` bytes: the reverse fixture and a custom section of bytes
-/// that do not repeat (distinct per `seed`, so each publish is a new blob).
-fn large_module(seed: u64) -> Vec<u8> {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guests/fixtures/reverse.wat");
-    let mut module = wat::parse_file(fixture).expect("the fixture");
-    let name = b"payload";
-    // Section id, its size (5-byte LEB128), the name's length and the name.
-    let overhead = 1 + 5 + 1 + name.len();
-    let payload = SIZE - module.len() - overhead;
-    let content = 1 + name.len() + payload;
-    module.push(0);
-    for i in 0..5 {
-        let more = if i < 4 { 0x80 } else { 0 };
-        module.push(((content >> (7 * i)) & 0x7f) as u8 | more);
-    }
-    module.push(name.len() as u8);
-    module.extend_from_slice(name);
-    let start = module.len();
-    module.resize(SIZE, 0);
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(&seed.to_le_bytes());
-    hasher.finalize_xof().fill(&mut module[start..]);
-    module
-}
-
 /// Moves every thread of process `pid` to CPU `cpu`.
 fn pin(pid: u32, cpu: u32) {
     let status = Command::new("taskset")
@@ -162,7 +137,7 @@ fn main() {
         raw_samples.push(raw_streams.time_stream());
         let name = format!("large{run}");
         let path = dir.path().join(format!("{name}.wasm"));
-        std::fs::write(&path, large_module(run as u64)).expect("module file");
+        std::fs::write(&path, large_module(SIZE, run as u64)).expect("module file");
         let publishing = {
             let (dir, key, url, path, name) = (
                 dir.path().to_owned(),

@@ -65,6 +65,12 @@ rejections! {
     InvokeRequest => "invoke_request",
     /// A reach request (an observation, an introduction, a punch) was malformed or late.
     ReachRequest => "reach_request",
+    /// A punch request came while as many punch dials as allowed were under way.
+    PunchLimit => "punch_limit",
+    /// A relay session was asked for while as many as allowed were open.
+    RelayFull => "relay_full",
+    /// A relay session reached its byte cap and was closed.
+    RelayBytes => "relay_bytes",
     /// A peer's forwards held its share of this node's slots.
     ForwardShare => "forward_share",
     /// Forwarded requests held all the slots they may.

@@ -49,6 +49,31 @@ pub fn bundle(keys: &Keypair, wasm: Vec<u8>, name: &str, version: u64) -> Publis
         .unwrap_or_else(|e| panic!("cannot sign {name}@{version}: {e:#}"))
 }
 
+/// A valid module of exactly `size` bytes: the reverse fixture and a custom section of bytes
+/// that do not compress, distinct per `seed` (so each is a new blob).
+pub fn large_module(size: usize, seed: u64) -> Vec<u8> {
+    let mut module = fixture("reverse.wat");
+    let name = b"payload";
+    // Section id, its size (5-byte LEB128), the name's length and the name.
+    let overhead = 1 + 5 + 1 + name.len();
+    let payload = size - module.len() - overhead;
+    let content = 1 + name.len() + payload;
+    module.push(0);
+    for i in 0..5 {
+        let more = if i < 4 { 0x80 } else { 0 };
+        module.push(((content >> (7 * i)) & 0x7f) as u8 | more);
+    }
+    module.push(name.len() as u8);
+    module.extend_from_slice(name);
+    let mut counter = seed << 32;
+    while module.len() < size {
+        module.extend_from_slice(&ContentHash::of(&counter.to_le_bytes()).0);
+        counter += 1;
+    }
+    module.truncate(size);
+    module
+}
+
 /// `len` bytes that do not compress (a BLAKE3 stream).
 pub fn incompressible_bytes(len: usize) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(len + 32);

@@ -142,8 +142,9 @@ fn a_request_entering_at_a_public_node_runs_on_a_holder_behind_each_kind_of_nat(
 
 /// One cell of the NAT matrix: A public and replicating nothing, B behind `b_nat` holding echo
 /// and rev, C behind `c_nat` replicating rev only. Panics unless a request entering at A runs
-/// on B, one entering at C runs on B, and rev becomes ready at C (fetched from B).
-fn matrix_cell(internet: &mut Internet, a_host: &Host, b_nat: NatKind, c_nat: NatKind) {
+/// on B, one entering at C runs on B, and rev becomes ready at C (fetched from B). Returns the
+/// paths C's data-plane connections took: how many were direct, punched and relayed.
+fn matrix_cell(internet: &mut Internet, a_host: &Host, b_nat: NatKind, c_nat: NatKind) -> [u64; 3] {
     let (b_host, c_host) = (internet.verified_host(b_nat), internet.verified_host(c_nat));
     let pair = Pair::start(a_host, &b_host);
     let keys = publisher(1);
@@ -173,6 +174,14 @@ fn matrix_cell(internet: &mut Internet, a_host: &Host, b_nat: NatKind, c_nat: Na
             answer.status == 200 && answer.executed_by() == pair.b.peer_id
         });
     }
+    let paths = ["direct", "punched", "relayed"]
+        .map(|path| c.metric(&format!("wasmesh_data_dials_total{{outcome=\"{path}\"}}")));
+    // The route C's connections took, for the record (`-- --nocapture` shows it).
+    eprintln!(
+        "{cell}: C's dials direct {}, punched {}, relayed {}",
+        paths[0], paths[1], paths[2]
+    );
+    paths
 }
 
 /// Every kind of NAT.
@@ -183,36 +192,107 @@ const MAPPING_KEPT: [NatKind; 3] = [NatKind::None, NatKind::FullCone, NatKind::P
 const OPEN: [NatKind; 2] = [NatKind::None, NatKind::FullCone];
 
 /// Runs the matrix cells with B behind `b_nat` and C behind each of `c_nats`, each in a new
-/// internet with A on it.
-fn cells(b_nat: NatKind, c_nats: &[NatKind]) {
+/// internet with A on it; unless `relay_allowed`, C must have reached B without a relay.
+fn cells(b_nat: NatKind, c_nats: &[NatKind], relay_allowed: bool) {
     for &c_nat in c_nats {
         let Some(mut internet) = Internet::create() else {
             return;
         };
         let a_host = internet.host(NatKind::None);
-        matrix_cell(&mut internet, &a_host, b_nat, c_nat);
+        let [_, _, relayed] = matrix_cell(&mut internet, &a_host, b_nat, c_nat);
+        assert!(
+            relay_allowed || relayed == 0,
+            "B behind {b_nat:?}, C behind {c_nat:?}: {relayed} relayed dials, none needed"
+        );
     }
 }
 
 #[test]
 fn a_holder_on_the_internet_is_reached_from_behind_every_nat() {
-    cells(NatKind::None, &ANY);
+    cells(NatKind::None, &ANY, false);
 }
 
 #[test]
 fn a_holder_behind_a_full_cone_is_reached_from_behind_every_nat() {
-    cells(NatKind::FullCone, &ANY);
+    cells(NatKind::FullCone, &ANY, false);
 }
 
 /// Both NATs drop what arrives unasked: the rendezvous A introduces C, and both punch.
 #[test]
 fn a_holder_behind_a_port_restricted_nat_is_reached_through_an_introduction() {
-    cells(NatKind::PortRestricted, &MAPPING_KEPT);
+    cells(NatKind::PortRestricted, &MAPPING_KEPT, false);
 }
 
-/// B's NAT maps each destination apart, so the address A sees is useless to C: B's own dial
-/// to C (answering the introduction) gets through C's open NAT, and C uses that path.
+/// B's NAT maps each destination apart, so the address A sees is useless to C: C's punched
+/// handshake fails, and C goes through a relay (or through B's own connection to it, when that
+/// comes first).
 #[test]
 fn a_holder_behind_a_symmetric_nat_is_reached_from_open_nats() {
-    cells(NatKind::Symmetric, &OPEN);
+    cells(NatKind::Symmetric, &OPEN, true);
+}
+
+/// No hole punching gets through a NAT that maps each destination apart facing one that drops
+/// what it did not ask for: A opens a relay session, and C reaches B through it.
+#[test]
+fn nodes_that_cannot_punch_reach_each_other_through_a_relay() {
+    let pairs = [
+        (NatKind::PortRestricted, NatKind::Symmetric),
+        (NatKind::Symmetric, NatKind::PortRestricted),
+        (NatKind::Symmetric, NatKind::Symmetric),
+    ];
+    for (b_nat, c_nat) in pairs {
+        let Some(mut internet) = Internet::create() else {
+            return;
+        };
+        let a_host = internet.host(NatKind::None);
+        let [_, _, relayed] = matrix_cell(&mut internet, &a_host, b_nat, c_nat);
+        assert!(
+            relayed > 0,
+            "B behind {b_nat:?}, C behind {c_nat:?}: C's path is relayed"
+        );
+    }
+}
+
+/// B, behind a port-restricted NAT, stands on the public A and D. Once A is gone, a request
+/// entering at D still runs on B, and so does one entering at E, a public node that joins
+/// after A left (B's rendezvous then are D and E).
+#[test]
+fn a_node_behind_a_nat_that_loses_a_rendezvous_is_reached_through_the_others() {
+    let Some(mut internet) = Internet::create() else {
+        return;
+    };
+    let (a_host, b_host) = (
+        internet.host(NatKind::None),
+        internet.verified_host(NatKind::PortRestricted),
+    );
+    let (d_host, e_host) = (internet.host(NatKind::None), internet.host(NatKind::None));
+    let mut pair = Pair::start(&a_host, &b_host);
+    let trust = publisher(1).public().to_string();
+    let routers = ["--replicate", "none"];
+    let d = NodeProcess::start_on(
+        &d_host,
+        &pair._dirs.path().join("d"),
+        &trust,
+        &[&pair.a],
+        &routers,
+    );
+    let runs_on_b = |entry: &NodeProcess| {
+        let answer = entry.within(|| entry.gateway(DEADLINE).invoke("echo", b"hi").unwrap());
+        answer.status == 200 && answer.executed_by() == pair.b.peer_id
+    };
+    wait_until("D runs echo on B", DEADLINE, || runs_on_b(&d));
+    pair.a.kill();
+    wait_until("D still runs echo on B", DEADLINE, || runs_on_b(&d));
+    let e = NodeProcess::start_on(
+        &e_host,
+        &pair._dirs.path().join("e"),
+        &trust,
+        &[&d],
+        &routers,
+    );
+    wait_until(
+        "E, joining after A left, runs echo on B",
+        2 * DEADLINE,
+        || runs_on_b(&e),
+    );
 }

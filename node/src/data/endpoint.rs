@@ -68,9 +68,6 @@ type ConnectionKey = (PublicKey, &'static [u8]);
 /// The rendezvous a peer behind a NAT stands on, by its node key (none for a public peer).
 pub(crate) type RendezvousOf = Arc<dyn Fn(PublicKey) -> Vec<PeerAddr> + Send + Sync>;
 
-/// How long a dial to a peer behind a NAT waits for its introduction before the handshake.
-pub const INTRODUCTION_WAIT: Duration = Duration::from_secs(2);
-
 /// The endpoint and its outgoing connections.
 pub(crate) struct Connections {
     endpoint: Endpoint,
@@ -83,8 +80,10 @@ pub(crate) struct Connections {
     /// membership.
     admission: Admission,
     /// Where the rendezvous of peers behind NATs are, once set.
-    rendezvous_of: OnceLock<RendezvousOf>,
-    metrics: Arc<Metrics>,
+    pub(super) rendezvous_of: OnceLock<RendezvousOf>,
+    /// The relay sessions that reach peers no punched handshake got through to, by key.
+    pub(super) relayed: Mutex<HashMap<PublicKey, SocketAddr>>,
+    pub(super) metrics: Arc<Metrics>,
     tasks: TaskTracker,
 }
 
@@ -154,6 +153,7 @@ impl Connections {
             dialing: Mutex::default(),
             admission,
             rendezvous_of: OnceLock::new(),
+            relayed: Mutex::default(),
             metrics,
             tasks,
         })
@@ -215,7 +215,11 @@ impl Connections {
         let cached = || {
             lock(&self.cached)
                 .get(&key)
-                .filter(|c| c.close_reason().is_none() && c.remote_address() == peer.addr)
+                .filter(|c| {
+                    c.close_reason().is_none()
+                        && (c.remote_address() == peer.addr
+                            || self.relayed_path(peer.key) == Some(c.remote_address()))
+                })
                 .cloned()
         };
         if let Some(connection) = cached() {
@@ -227,12 +231,7 @@ impl Connections {
         let turn = dialing.lock().await;
         let connected = match cached() {
             Some(connection) => Ok(connection),
-            None => {
-                if introduce {
-                    self.ask_introduction(peer.key).await;
-                }
-                self.handshake(peer, alpn).await
-            }
+            None => self.dial(peer, alpn, introduce).await,
         };
         if let Ok(connection) = &connected {
             lock(&self.cached).insert(key, connection.clone());
@@ -251,32 +250,6 @@ impl Connections {
         let _ = self.rendezvous_of.set(lookup);
     }
 
-    /// When `target` is behind a NAT (it names rendezvous), asks its rendezvous to introduce
-    /// this node, so the target sends packets to this node's address and its NAT lets this
-    /// node's handshake in. Waits at most [`INTRODUCTION_WAIT`]; the handshake follows anyway.
-    async fn ask_introduction(&self, target: PublicKey) {
-        let Some(rendezvous) = self.rendezvous_of.get().map(|lookup| lookup(target)) else {
-            return;
-        };
-        if rendezvous.is_empty() {
-            return;
-        }
-        let introduction = async {
-            let reach = rendezvous
-                .iter()
-                .map(|rv| Box::pin(self.connect_introduced(*rv, REACH_ALPN, false)));
-            let connections = futures::future::join_all(reach)
-                .await
-                .into_iter()
-                .filter_map(Result::ok)
-                .collect();
-            super::reach::introduce(connections, target).await
-        };
-        let introduced = tokio::time::timeout(INTRODUCTION_WAIT, introduction).await;
-        self.metrics
-            .count_introduction(matches!(introduced, Ok(Some(_))));
-    }
-
     /// Drops the cached connection to `peer` for `alpn` (it may be dead: the next request
     /// opens a new one). It is not closed: the requests in flight on it go on, and fail on
     /// their own if the peer is gone; it closes once the last of them ends.
@@ -284,10 +257,12 @@ impl Connections {
         lock(&self.cached).remove(&(peer.key, alpn));
     }
 
-    async fn handshake(
+    /// A handshake with `peer` for `alpn`, within `within`.
+    pub(super) async fn handshake(
         &self,
         peer: PeerAddr,
         alpn: &'static [u8],
+        within: Duration,
     ) -> Result<Connection, ConnectError> {
         let fail = |reason: String| ConnectError {
             addr: peer.addr,
@@ -306,7 +281,7 @@ impl Connections {
             self.endpoint.connect_with(config, peer.addr, "wasmesh")
         })
         .map_err(|e| fail(e.to_string()))?;
-        let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        let connection = tokio::time::timeout(within, connecting)
             .await
             .map_err(|_| fail("timed out".into()))?
             .map_err(|e| fail(e.to_string()))?;

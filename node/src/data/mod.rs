@@ -24,6 +24,8 @@ pub mod invoke;
 mod possession;
 mod range_compression;
 mod reach;
+pub mod relay;
+pub mod traversal;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -70,7 +72,13 @@ struct Inner {
     /// The reach connections this node keeps to its rendezvous whose punch requests are being
     /// answered (by `stable_id`).
     standing: Mutex<HashSet<usize>>,
+    /// Places for dials that answer punch requests (at most [`MAX_PUNCH_DIALS`] at once).
+    punch_dials: Arc<tokio::sync::Semaphore>,
 }
+
+/// Dials answering punch requests under way at once, at most: each is a handshake toward an
+/// address a rendezvous named, on behalf of a node that asked it.
+pub const MAX_PUNCH_DIALS: usize = 16;
 
 /// Told when a peer's connection to this node opens (`true`) or closes (`false`): the peer's
 /// node key, and the address its packets come from (for a peer behind a NAT, the only address
@@ -125,6 +133,7 @@ impl DataPlane {
         let tasks = TaskTracker::new();
         let connections =
             endpoint::Connections::bind(addr, identity, admission, metrics.clone(), tasks.clone())?;
+        let rendezvous = Arc::new(reach::Rendezvous::new(addr.ip(), metrics.clone()));
         Ok(Self {
             inner: Arc::new(Inner {
                 connections,
@@ -135,8 +144,9 @@ impl DataPlane {
                 tasks,
                 answering: AtomicU32::new(0),
                 seen: OnceLock::new(),
-                rendezvous: Arc::default(),
+                rendezvous,
                 standing: Mutex::default(),
+                punch_dials: Arc::new(tokio::sync::Semaphore::new(MAX_PUNCH_DIALS)),
             }),
         })
     }
@@ -345,8 +355,14 @@ impl DataPlane {
         let this = self.clone();
         let dial = move |key, addr| {
             let this = this.clone();
+            let Ok(permit) = this.inner.punch_dials.clone().try_acquire_owned() else {
+                this.inner.metrics.count_rejection(Rejection::PunchLimit);
+                tracing::debug!(%addr, "too many punch dials under way; one refused");
+                return;
+            };
             this.inner.metrics.punches.inc();
             this.inner.tasks.clone().spawn(async move {
+                let _permit = permit;
                 let peer = PeerAddr { key, addr };
                 if let Err(error) = this
                     .inner

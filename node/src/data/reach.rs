@@ -16,7 +16,7 @@
 //! limits.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,6 +28,7 @@ use wasmesh_protocol::wire::{
 };
 
 use super::framing::{read_framed, read_request, write_framed};
+use super::relay::Relays;
 use crate::lock::lock;
 use crate::metrics::Metrics;
 use crate::rejection::Rejection;
@@ -47,13 +48,25 @@ pub(crate) enum ReachError {
     NoAnswer,
 }
 
-/// The reach connections NATed nodes keep to this node, by their key.
-#[derive(Default)]
+/// The reach connections NATed nodes keep to this node, by their key, and the relay sessions it
+/// opens for them.
 pub(crate) struct Rendezvous {
     standing: Mutex<HashMap<PublicKey, Connection>>,
+    relays: Relays,
+    /// The IP the data plane is bound to (relay sessions bind to it too).
+    own_ip: IpAddr,
 }
 
 impl Rendezvous {
+    /// A rendezvous whose data plane is bound to `own_ip`.
+    pub(crate) fn new(own_ip: IpAddr, metrics: Arc<Metrics>) -> Self {
+        Self {
+            standing: Mutex::default(),
+            relays: Relays::new(metrics),
+            own_ip,
+        }
+    }
+
     /// Serves the reach connection `connection` of the node `from` until it closes.
     pub(crate) async fn serve(
         self: Arc<Self>,
@@ -65,8 +78,9 @@ impl Rendezvous {
         lock(&self.standing).insert(from, connection.clone());
         while let Ok((send, recv)) = connection.accept_bi().await {
             let (this, asker, metrics) = (self.clone(), connection.clone(), metrics.clone());
+            let relay_tasks = tasks.clone();
             tasks.spawn(async move {
-                if let Err(error) = this.answer(send, recv, from, &asker).await {
+                if let Err(error) = this.answer(send, recv, from, &asker, &relay_tasks).await {
                     metrics.count_rejection(Rejection::ReachRequest);
                     tracing::debug!(%error, "refused a reach request");
                 }
@@ -88,6 +102,7 @@ impl Rendezvous {
         mut recv: quinn::RecvStream,
         from: PublicKey,
         asker: &Connection,
+        tasks: &TaskTracker,
     ) -> Result<(), super::RequestError> {
         let request = read_request(
             &mut recv,
@@ -98,33 +113,82 @@ impl Rendezvous {
         .await?;
         let reply = match request {
             ReachRequest::Observe => ReachReply::Observed(asker.remote_address()),
-            ReachRequest::Introduce { target } => {
-                let standing = lock(&self.standing).get(&target).cloned();
-                match standing {
-                    Some(target_connection) if target != from => {
-                        let punch = PunchRequest {
-                            peer: from,
-                            addr: asker.remote_address(),
-                        };
-                        match exchange(&target_connection, &punch.encode(), PunchAck::decode).await
-                        {
-                            Ok(PunchAck) => {
-                                ReachReply::Introduced(target_connection.remote_address())
-                            }
-                            Err(error) => {
-                                tracing::debug!(%error, target = %target.fingerprint(), "a NATed node did not answer a punch request");
-                                ReachReply::Unknown
-                            }
-                        }
-                    }
-                    _ => ReachReply::Unknown,
-                }
-            }
+            ReachRequest::Introduce { target } => self.introduce(from, asker, target).await,
+            ReachRequest::Relay { target } => self.relay(from, asker, target, tasks).await,
         };
         // The asker may have gone: nothing is lost.
         let _ = write_framed(&mut send, &reply.encode()).await;
         let _ = send.finish();
         Ok(())
+    }
+}
+
+impl Rendezvous {
+    /// The target's reach connection, unless it keeps none here (or is the asker).
+    fn standing(&self, target: PublicKey, from: PublicKey) -> Option<Connection> {
+        (target != from)
+            .then(|| lock(&self.standing).get(&target).cloned())
+            .flatten()
+    }
+
+    /// Tells `target` (if it stands here) to send packets to `addr` for `from`: whether it
+    /// said it would.
+    async fn punch(&self, target: &Connection, from: PublicKey, addr: SocketAddr) -> bool {
+        let punch = PunchRequest { peer: from, addr };
+        match exchange(target, &punch.encode(), PunchAck::decode).await {
+            Ok(PunchAck) => true,
+            Err(error) => {
+                tracing::debug!(%error, "a NATed node did not answer a punch request");
+                false
+            }
+        }
+    }
+
+    /// Introduces `from` (reach connection `asker`) to `target`: the target punches toward the
+    /// asker's mapping, and the asker learns the target's.
+    async fn introduce(
+        &self,
+        from: PublicKey,
+        asker: &Connection,
+        target: PublicKey,
+    ) -> ReachReply {
+        match self.standing(target, from) {
+            Some(to) if self.punch(&to, from, asker.remote_address()).await => {
+                ReachReply::Introduced(to.remote_address())
+            }
+            _ => ReachReply::Unknown,
+        }
+    }
+
+    /// Opens a relay session between `from` (reach connection `asker`) and `target`, and tells
+    /// the target to dial the asker through it.
+    async fn relay(
+        &self,
+        from: PublicKey,
+        asker: &Connection,
+        target: PublicKey,
+        tasks: &TaskTracker,
+    ) -> ReachReply {
+        let Some(to) = self.standing(target, from) else {
+            return ReachReply::Unknown;
+        };
+        let ends = [asker.remote_address().ip(), to.remote_address().ip()];
+        // The address each end reaches this node at (the session listens on every interface).
+        let at = |connection: &Connection, port| {
+            SocketAddr::new(connection.local_ip().unwrap_or(self.own_ip), port)
+        };
+        let port = match self.relays.open(self.own_ip, ends, tasks).await {
+            Ok(session) => session.port(),
+            Err(error) => {
+                tracing::info!(%error, "no relay session for an asker");
+                return ReachReply::Unknown;
+            }
+        };
+        if self.punch(&to, from, at(&to, port)).await {
+            ReachReply::Relayed(at(asker, port))
+        } else {
+            ReachReply::Unknown
+        }
     }
 }
 
@@ -187,6 +251,28 @@ pub(crate) async fn introduce(
     if rendezvous.is_empty() {
         return None;
     }
+    futures::future::select_ok(asks)
+        .await
+        .ok()
+        .map(|(addr, _)| addr)
+}
+
+/// Asks each rendezvous in `rendezvous` at once for a relay session to `target`; the address
+/// of the first session opened.
+pub(crate) async fn relay(rendezvous: Vec<Connection>, target: PublicKey) -> Option<SocketAddr> {
+    if rendezvous.is_empty() {
+        return None;
+    }
+    let request = ReachRequest::Relay { target }.encode();
+    let asks = rendezvous.iter().map(|connection| {
+        let request = &request;
+        Box::pin(async move {
+            match exchange(connection, request, ReachReply::decode).await {
+                Ok(ReachReply::Relayed(addr)) => Ok(addr),
+                _ => Err(()),
+            }
+        })
+    });
     futures::future::select_ok(asks)
         .await
         .ok()

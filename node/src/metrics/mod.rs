@@ -225,6 +225,13 @@ pub struct Metrics {
     pub introductions: Family<Ended, Counter>,
     /// Punch requests this node answered behind its NAT (dials toward a peer about to dial it).
     pub punches: Counter,
+    /// New data-plane connections this node opened, by the path they took (`direct`,
+    /// `punched`, `relayed`) or `failed`.
+    pub data_dials: Family<Ended, Counter>,
+    /// Relay sessions this node keeps open now, as a rendezvous.
+    pub relay_sessions: Gauge,
+    /// Bytes this node relayed between nodes behind NATs.
+    pub relayed_bytes: Counter,
     /// Bytes the node's own protocols moved (message bodies), by kind and direction.
     pub traffic_bytes: Family<Flow, Counter>,
     /// Messages the node's own protocols moved, by kind and direction.
@@ -263,6 +270,9 @@ impl Default for Metrics {
             dials: Counter::default(),
             introductions: Family::default(),
             punches: Counter::default(),
+            data_dials: Family::default(),
+            relay_sessions: Gauge::default(),
+            relayed_bytes: Counter::default(),
             traffic_bytes: Family::default(),
             traffic_messages: Family::default(),
             registry: Mutex::new(Registry::with_prefix("wasmesh")),
@@ -290,6 +300,13 @@ impl Metrics {
             "not_introduced"
         };
         self.introductions.get_or_create(&Ended { outcome }).inc();
+    }
+
+    /// Counts a new data-plane connection by the path it took.
+    pub fn count_data_dial(&self, path: &'static str) {
+        self.data_dials
+            .get_or_create(&Ended { outcome: path })
+            .inc();
     }
 
     /// How many refusals with `reason` were counted.

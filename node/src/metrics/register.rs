@@ -166,6 +166,21 @@ impl Metrics {
             self.punches.clone(),
         );
         registry.register(
+            "data_dials",
+            "New data-plane connections by the path they took (direct, punched, relayed) or failed",
+            self.data_dials.clone(),
+        );
+        registry.register(
+            "relay_sessions",
+            "Relay sessions open on this node for nodes behind NATs",
+            self.relay_sessions.clone(),
+        );
+        registry.register(
+            "relayed_bytes",
+            "Bytes relayed between nodes behind NATs",
+            self.relayed_bytes.clone(),
+        );
+        registry.register(
             "traffic_bytes",
             "Bytes of the node's own protocols, by kind and direction",
             self.traffic_bytes.clone(),

@@ -3,8 +3,9 @@
 // screenshot, then the ids of the peers the page must list.
 //
 // Steps, each announced on stdout as "STEP <name>" (the Rust test answers on stdin):
-//   peers    the page lists every peer            -> the test publishes the module, answers
-//   module   the module appears with its providers    "published"
+//   peers    the page lists every peer, and a badge -> the test publishes the module, answers
+//            says how peers reach the node             "published"
+//   module   the module appears with its providers
 //   rates    after requests, the request rate moves
 //   done     no console errors; screenshot saved
 import { chromium } from "playwright-core";
@@ -45,6 +46,12 @@ try {
   for (const peer of peers) {
     await page.waitForSelector(`#peers tr[data-peer="${peer}"]`, deadline);
   }
+  // Nodes on loopback: the badge says the node is reachable on this machine only.
+  await page.waitForFunction(
+    () => document.getElementById("node-badges").textContent.includes("local"),
+    null,
+    deadline,
+  );
   step("peers");
 
   const answer = await lines.next();

@@ -8,7 +8,8 @@
 //! - the NATed node opens a stream and writes a [`ReachRequest`]; the rendezvous answers with a
 //!   [`ReachReply`];
 //! - the rendezvous opens a stream on a NATed node's connection and writes a [`PunchRequest`];
-//!   the NATed node answers with a [`PunchAck`] and dials the address named.
+//!   the NATed node answers with a [`PunchAck`] and dials the address named (the asker's
+//!   mapping, or a relay session of the rendezvous).
 
 use std::net::SocketAddr;
 
@@ -33,6 +34,12 @@ pub enum ReachRequest {
         /// The node key of the node to be reached.
         target: PublicKey,
     },
+    /// A punched dial to `target` failed (NATs that map each destination apart): open a relay
+    /// session between the two, and tell `target` to dial the asker through it.
+    Relay {
+        /// The node key of the node to be reached.
+        target: PublicKey,
+    },
 }
 
 /// The rendezvous' answer.
@@ -42,7 +49,12 @@ pub enum ReachReply {
     Observed(SocketAddr),
     /// The target was told, and its packets come from this address: dial it there.
     Introduced(SocketAddr),
-    /// The target keeps no connection to this rendezvous (or did not answer it).
+    /// A relay session is open at this address of the rendezvous: dial the target there (it
+    /// was told to dial the asker there too). The rendezvous forwards the packets of both, as
+    /// they are: the QUIC connection through it stays end-to-end encrypted and authenticated.
+    Relayed(SocketAddr),
+    /// The target keeps no connection to this rendezvous (or did not answer it), or no relay
+    /// session could be opened.
     Unknown,
 }
 

@@ -73,13 +73,25 @@ function drawNode(status) {
   $("peer-known").textContent = `${status.peers_known} known`;
   $("module-count").textContent = `${status.ready} / ${status.modules}`;
   const badges = [];
+  const reach = status.addresses;
+  if (reach) {
+    // How peers reach this node, with the addresses it advertises on hover.
+    const names = { public: "public", behind_nat: "behind NAT", announced: "announced", local: "local" };
+    const via = reach.direct ? "" : " (via rendezvous)";
+    badges.push([
+      `${names[reach.reachability] ?? reach.reachability}${via}`,
+      "badge",
+      [`QUIC ${reach.quic}`, ...reach.p2p].join("\n"),
+    ]);
+  }
   if (status.private_mesh) badges.push(["private mesh", "badge"]);
   if (status.stopping) badges.push(["stopping", "badge warn"]);
   $("node-badges").replaceChildren(
-    ...badges.map(([text, className]) => {
+    ...badges.map(([text, className, title]) => {
       const span = document.createElement("span");
       span.className = className;
       span.textContent = text;
+      if (title) span.title = title;
       return span;
     }),
   );

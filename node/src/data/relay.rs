@@ -1,0 +1,238 @@
+//! Relay sessions a rendezvous keeps for two nodes whose NATs hole punching cannot get through
+//! (a NAT that maps each destination apart, facing one that drops what it did not ask for).
+//!
+//! A session is one UDP socket of the rendezvous. Each of the two nodes dials the other at the
+//! session's address, so the first packets from each end's IP tell the session where that end
+//! is (behind a NAT that maps each destination apart, the port is not known before); from then
+//! on every datagram from one end goes to the other, as it is. The QUIC connection inside stays
+//! end-to-end: the rendezvous sees only encrypted packets, and each end checks the other's key.
+//!
+//! Bounds: at most [`MAX_RELAY_SESSIONS`] sessions at once, each ending after
+//! [`RELAY_LIFETIME`], after [`RELAY_IDLE`] without a packet, or once it has moved
+//! [`RELAY_BYTES`]; datagrams from any other source are dropped. Each refusal and cut is
+//! counted; the sessions open and the bytes relayed are in the metrics.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::task::TaskTracker;
+
+use crate::metrics::Metrics;
+use crate::rejection::Rejection;
+
+/// Relay sessions open at once, at most.
+pub const MAX_RELAY_SESSIONS: usize = 32;
+/// Bytes one session moves, both ways together, at most.
+pub const RELAY_BYTES: u64 = 256 << 20;
+/// How long a session lasts, at most (the two ends then ask again, or go elsewhere).
+pub const RELAY_LIFETIME: Duration = Duration::from_secs(600);
+/// How long a session lasts without a packet.
+pub const RELAY_IDLE: Duration = Duration::from_secs(30);
+/// Largest datagram relayed (a QUIC packet is at most about 1,500 bytes on the links here).
+const MAX_DATAGRAM: usize = 2048;
+
+/// Why no session was opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    /// As many sessions as allowed are open.
+    #[error("{MAX_RELAY_SESSIONS} relay sessions are open")]
+    Full,
+    /// The session's socket could not be bound.
+    #[error("cannot bind a relay socket: {0}")]
+    Bind(std::io::Error),
+}
+
+/// The relay sessions of one node.
+pub(crate) struct Relays {
+    places: Arc<Semaphore>,
+    /// Bytes one session moves, at most.
+    byte_cap: u64,
+    metrics: Arc<Metrics>,
+}
+
+impl Relays {
+    /// [`MAX_RELAY_SESSIONS`] sessions of at most [`RELAY_BYTES`] each.
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+        Self::with_caps(MAX_RELAY_SESSIONS, RELAY_BYTES, metrics)
+    }
+
+    /// At most `sessions` sessions of at most `byte_cap` bytes each.
+    fn with_caps(sessions: usize, byte_cap: u64, metrics: Arc<Metrics>) -> Self {
+        Self {
+            places: Arc::new(Semaphore::new(sessions)),
+            byte_cap,
+            metrics,
+        }
+    }
+
+    /// Opens a session between the nodes at `ends` (their IP addresses) on a new socket at
+    /// `ip`, its task tracked by `tasks`; the socket's address.
+    pub(crate) async fn open(
+        &self,
+        ip: IpAddr,
+        ends: [IpAddr; 2],
+        tasks: &TaskTracker,
+    ) -> Result<SocketAddr, RelayError> {
+        let Ok(place) = self.places.clone().try_acquire_owned() else {
+            self.metrics.count_rejection(Rejection::RelayFull);
+            return Err(RelayError::Full);
+        };
+        let socket = UdpSocket::bind(SocketAddr::new(ip, 0))
+            .await
+            .map_err(RelayError::Bind)?;
+        let addr = socket.local_addr().map_err(RelayError::Bind)?;
+        self.metrics.relay_sessions.inc();
+        let (metrics, byte_cap) = (self.metrics.clone(), self.byte_cap);
+        tasks.spawn(async move {
+            let session = Session {
+                socket,
+                ends,
+                seen: [None, None],
+                moved: 0,
+                byte_cap,
+            };
+            session.run(&metrics, place).await;
+            metrics.relay_sessions.dec();
+        });
+        Ok(addr)
+    }
+}
+
+/// One session: its socket, the IPs of its two ends, and where each end's packets come from
+/// once seen.
+struct Session {
+    socket: UdpSocket,
+    ends: [IpAddr; 2],
+    seen: [Option<SocketAddr>; 2],
+    moved: u64,
+    byte_cap: u64,
+}
+
+impl Session {
+    /// Forwards datagrams between the two ends until the session's bounds end it.
+    async fn run(mut self, metrics: &Metrics, _place: OwnedSemaphorePermit) {
+        let lifetime = tokio::time::sleep(RELAY_LIFETIME);
+        tokio::pin!(lifetime);
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            let received = tokio::select! {
+                () = &mut lifetime => return,
+                received = tokio::time::timeout(RELAY_IDLE, self.socket.recv_from(&mut buf)) => received,
+            };
+            let Ok(Ok((len, from))) = received else {
+                return;
+            };
+            let Some(side) = self.ends.iter().position(|ip| *ip == from.ip()) else {
+                continue;
+            };
+            self.seen[side].get_or_insert(from);
+            if self.seen[side] != Some(from) {
+                // Another socket at that end's address: not the node the session is for.
+                continue;
+            }
+            let Some(to) = self.seen[1 - side] else {
+                continue;
+            };
+            self.moved += len as u64;
+            if self.moved > self.byte_cap {
+                metrics.count_rejection(Rejection::RelayBytes);
+                tracing::info!(
+                    bytes = self.moved,
+                    "a relay session reached its byte cap; closed"
+                );
+                return;
+            }
+            metrics.relayed_bytes.inc_by(len as u64);
+            let _ = self.socket.send_to(&buf[..len], to).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    /// A UDP socket on loopback address `127.0.0.<host>`, the end of a session.
+    async fn end(host: u8) -> UdpSocket {
+        UdpSocket::bind((Ipv4Addr::new(127, 0, 0, host), 0))
+            .await
+            .unwrap()
+    }
+
+    async fn receive(socket: &UdpSocket) -> Option<Vec<u8>> {
+        let mut buf = [0u8; 64];
+        let wait = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf));
+        let (len, _) = wait.await.ok()?.ok()?;
+        Some(buf[..len].to_vec())
+    }
+
+    #[tokio::test]
+    async fn a_session_carries_datagrams_between_its_two_ends_only() {
+        let metrics = Arc::new(Metrics::default());
+        let relays = Relays::new(metrics.clone());
+        let (b, c, stranger) = (end(2).await, end(3).await, end(2).await);
+        let ends = [
+            Ipv4Addr::new(127, 0, 0, 2).into(),
+            Ipv4Addr::new(127, 0, 0, 3).into(),
+        ];
+        let tasks = TaskTracker::new();
+        let session = relays
+            .open(Ipv4Addr::LOCALHOST.into(), ends, &tasks)
+            .await
+            .unwrap();
+        assert_eq!(metrics.relay_sessions.get(), 1);
+        // Each end's first datagram tells the session where it is; B's arrives before C is
+        // known, and is dropped (QUIC sends again).
+        b.send_to(b"lost", session).await.unwrap();
+        c.send_to(b"hello b", session).await.unwrap();
+        assert_eq!(receive(&b).await.as_deref(), Some(&b"hello b"[..]));
+        b.send_to(b"hello c", session).await.unwrap();
+        assert_eq!(receive(&c).await.as_deref(), Some(&b"hello c"[..]));
+        // Another socket at B's address is not B.
+        stranger.send_to(b"intruder", session).await.unwrap();
+        b.send_to(b"still b", session).await.unwrap();
+        assert_eq!(receive(&c).await.as_deref(), Some(&b"still b"[..]));
+        assert_eq!(metrics.relayed_bytes.get(), 7 + 7 + 7);
+    }
+
+    #[tokio::test]
+    async fn sessions_beyond_the_cap_are_refused_and_one_past_its_bytes_is_cut() {
+        let metrics = Arc::new(Metrics::default());
+        let relays = Relays::with_caps(2, 100, metrics.clone());
+        let ends = [
+            Ipv4Addr::new(127, 0, 0, 2).into(),
+            Ipv4Addr::new(127, 0, 0, 3).into(),
+        ];
+        let tasks = TaskTracker::new();
+        let loopback = Ipv4Addr::LOCALHOST.into();
+        let session = relays.open(loopback, ends, &tasks).await.unwrap();
+        relays.open(loopback, ends, &tasks).await.unwrap();
+        assert!(matches!(
+            relays.open(loopback, ends, &tasks).await,
+            Err(RelayError::Full)
+        ));
+        assert_eq!(metrics.rejections_of(Rejection::RelayFull), 1);
+        let (b, c) = (end(2).await, end(3).await);
+        c.send_to(b"here", session).await.unwrap();
+        let datagram = [7u8; 40];
+        b.send_to(&datagram, session).await.unwrap();
+        assert!(receive(&c).await.is_some());
+        b.send_to(&datagram, session).await.unwrap();
+        assert!(receive(&c).await.is_some());
+        b.send_to(&datagram, session).await.unwrap();
+        assert_eq!(
+            receive(&c).await,
+            None,
+            "past 100 bytes the session is closed"
+        );
+        assert_eq!(metrics.rejections_of(Rejection::RelayBytes), 1);
+        // Its place is free again.
+        relays.open(loopback, ends, &tasks).await.unwrap();
+    }
+}

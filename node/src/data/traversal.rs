@@ -1,0 +1,109 @@
+//! How a new data-plane connection gets through NATs, by the path it takes:
+//!
+//! - **direct**: a handshake with the peer's address (a public peer, a full-cone NAT, or a
+//!   peer whose own connection to this node shows the way: `core::peers::data_path`);
+//! - **punched**: the peer names rendezvous (it is behind a NAT), so one of them is asked to
+//!   introduce this node first: the peer sends packets to this node's mapping while this node
+//!   sends to the peer's, and both NATs let the handshake in (`reach`);
+//! - **relayed**: the punched handshake failed (a NAT that maps each destination apart), so a
+//!   rendezvous opens a relay session and both dial through it (`relay`); the session's address
+//!   is remembered for the peer's later connections.
+//!
+//! Each dial is counted by the path it took (`wasmesh_data_dials_total{outcome}`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use quinn::Connection;
+use wasmesh_protocol::PublicKey;
+use wasmesh_protocol::wire::REACH_ALPN;
+
+use super::endpoint::{CONNECT_TIMEOUT, ConnectError, Connections, PeerAddr};
+use super::reach;
+use crate::lock::lock;
+
+/// How long a dial to a peer behind a NAT waits for its introduction before the handshake.
+pub const INTRODUCTION_WAIT: Duration = Duration::from_secs(2);
+/// How long a punched handshake may take before a relay is asked for: both ends send at once,
+/// so it completes within a few round trips or not at all.
+pub const PUNCHED_HANDSHAKE: Duration = Duration::from_secs(3);
+
+impl Connections {
+    /// A new connection to `peer` for `alpn`, by the first path that works (see the module
+    /// docs); `introduce` false: straight to its address only (a dial that answers a punch
+    /// request must not ask for an introduction in turn).
+    pub(super) async fn dial(
+        &self,
+        peer: PeerAddr,
+        alpn: &'static [u8],
+        introduce: bool,
+    ) -> Result<Connection, ConnectError> {
+        if let Some(session) = self.relayed_path(peer.key) {
+            let through = PeerAddr {
+                key: peer.key,
+                addr: session,
+            };
+            match self.handshake(through, alpn, CONNECT_TIMEOUT).await {
+                Ok(connection) => return Ok(self.took("relayed", connection)),
+                Err(_) => {
+                    lock(&self.relayed).remove(&peer.key);
+                }
+            }
+        }
+        let rendezvous = if introduce {
+            self.rendezvous_connections(peer.key).await
+        } else {
+            Vec::new()
+        };
+        if rendezvous.is_empty() {
+            let connected = self.handshake(peer, alpn, CONNECT_TIMEOUT).await;
+            return connected.map(|c| self.took("direct", c));
+        }
+        let introduction = reach::introduce(rendezvous.clone(), peer.key);
+        let introduced = tokio::time::timeout(INTRODUCTION_WAIT, introduction).await;
+        self.metrics
+            .count_introduction(matches!(introduced, Ok(Some(_))));
+        let punched = match self.handshake(peer, alpn, PUNCHED_HANDSHAKE).await {
+            Ok(connection) => return Ok(self.took("punched", connection)),
+            Err(error) => error,
+        };
+        let Some(session) = reach::relay(rendezvous, peer.key).await else {
+            self.metrics.count_data_dial("failed");
+            return Err(punched);
+        };
+        let through = PeerAddr {
+            key: peer.key,
+            addr: session,
+        };
+        let connection = self.handshake(through, alpn, CONNECT_TIMEOUT).await?;
+        lock(&self.relayed).insert(peer.key, session);
+        Ok(self.took("relayed", connection))
+    }
+
+    /// The relay session that reaches `peer`, if one did.
+    pub(super) fn relayed_path(&self, peer: PublicKey) -> Option<SocketAddr> {
+        lock(&self.relayed).get(&peer).copied()
+    }
+
+    /// Reach connections to the rendezvous `target` names (none for a public peer), opened as
+    /// needed; those that could not be opened are left out.
+    async fn rendezvous_connections(&self, target: PublicKey) -> Vec<Connection> {
+        let Some(rendezvous) = self.rendezvous_of.get().map(|lookup| lookup(target)) else {
+            return Vec::new();
+        };
+        let reach = rendezvous
+            .iter()
+            .map(|rv| Box::pin(self.connect_introduced(*rv, REACH_ALPN, false)));
+        futures::future::join_all(reach)
+            .await
+            .into_iter()
+            .filter_map(Result::ok)
+            .collect()
+    }
+
+    /// Counts a dial by the path it took, and hands its connection on.
+    fn took(&self, path: &'static str, connection: Connection) -> Connection {
+        self.metrics.count_data_dial(path);
+        connection
+    }
+}
