@@ -179,6 +179,9 @@ impl Ingestor {
             .await
             .map(|report| report.served)
             .map_err(|failures| {
+                for (provider, error) in &failures {
+                    tracing::info!(module = %manifest.name, provider = %provider.addr, %error, "fetch from a provider failed");
+                }
                 failures
                     .iter()
                     .any(|(_, e)| matches!(e, FetchError::Store(e) if e.is_disk_full()))
