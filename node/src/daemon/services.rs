@@ -85,9 +85,10 @@ pub(super) fn spawn_forward_server(config: &NodeConfig, shared: &Shared, planes:
         .in_current_span(),
     );
     let views = shared.views.clone();
-    planes
-        .data_plane
-        .on_rendezvous_lookup(Arc::new(move |key| views.load().rendezvous_of(key)));
+    planes.data_plane.enable_reach(crate::data::ReachSettings {
+        rendezvous_of: Arc::new(move |key| views.load().rendezvous_of(key)),
+        allow_private_addrs: shared.policy.allow_private_addrs,
+    });
     let control = planes.control.clone();
     planes
         .data_plane

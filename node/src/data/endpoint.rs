@@ -66,7 +66,25 @@ pub struct ConnectError {
 type ConnectionKey = (PublicKey, &'static [u8]);
 
 /// The rendezvous a peer behind a NAT stands on, by its node key (none for a public peer).
-pub(crate) type RendezvousOf = Arc<dyn Fn(PublicKey) -> Vec<PeerAddr> + Send + Sync>;
+pub type RendezvousOf = Arc<dyn Fn(PublicKey) -> Vec<PeerAddr> + Send + Sync>;
+
+/// What reaching peers behind NATs needs from the rest of the node (`traversal`).
+#[derive(Clone)]
+pub struct ReachSettings {
+    /// Where the rendezvous of a peer are.
+    pub rendezvous_of: RendezvousOf,
+    /// Whether a punch or a relay may send packets to loopback, private and link-local
+    /// addresses (as the node's policy says of every address peers name).
+    pub allow_private_addrs: bool,
+}
+
+impl std::fmt::Debug for ReachSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReachSettings")
+            .field("allow_private_addrs", &self.allow_private_addrs)
+            .finish_non_exhaustive()
+    }
+}
 
 /// The endpoint and its outgoing connections.
 pub(crate) struct Connections {
@@ -79,8 +97,8 @@ pub(crate) struct Connections {
     /// Who may be served and used: in a private mesh, connections end with the peer's
     /// membership.
     admission: Admission,
-    /// Where the rendezvous of peers behind NATs are, once set.
-    pub(super) rendezvous_of: OnceLock<RendezvousOf>,
+    /// How peers behind NATs are reached, once set (until then, only directly).
+    pub(super) reach: OnceLock<ReachSettings>,
     /// The relay sessions that reach peers no punched handshake got through to, by key.
     pub(super) relayed: Mutex<HashMap<PublicKey, SocketAddr>>,
     pub(super) metrics: Arc<Metrics>,
@@ -152,7 +170,7 @@ impl Connections {
             cached: Mutex::default(),
             dialing: Mutex::default(),
             admission,
-            rendezvous_of: OnceLock::new(),
+            reach: OnceLock::new(),
             relayed: Mutex::default(),
             metrics,
             tasks,
@@ -245,9 +263,16 @@ impl Connections {
         connected
     }
 
-    /// Tells this node how to find the rendezvous a peer behind a NAT stands on (set once).
-    pub(crate) fn set_rendezvous_of(&self, lookup: RendezvousOf) {
-        let _ = self.rendezvous_of.set(lookup);
+    /// Tells this node how to reach peers behind NATs (set once).
+    pub(crate) fn set_reach(&self, settings: ReachSettings) {
+        let _ = self.reach.set(settings);
+    }
+
+    /// Whether an address a rendezvous named (a punch, a relay session) may be sent packets
+    /// to: a rendezvous must not steer this node to its own host or LAN (`address_scope`).
+    pub(crate) fn may_send_to(&self, addr: &SocketAddr) -> bool {
+        let allow_private_addrs = self.reach.get().is_some_and(|r| r.allow_private_addrs);
+        crate::address_scope::socket_is_dialable(addr, allow_private_addrs)
     }
 
     /// Drops the cached connection to `peer` for `alpn` (it may be dead: the next request

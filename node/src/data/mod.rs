@@ -40,7 +40,7 @@ use wasmesh_protocol::{ContentHash, PublicKey};
 
 pub use self::blob_fetch::{FetchError, FetchReport, MAX_PROVIDERS};
 pub use self::close_code::CloseCode;
-pub use self::endpoint::{ConnectError, DataPlaneError, PeerAddr, peer_key};
+pub use self::endpoint::{ConnectError, DataPlaneError, PeerAddr, ReachSettings, peer_key};
 pub use self::framing::{FrameError, RequestError};
 pub use self::invoke::{ForwardError, InvokeHandler};
 use crate::admission::Admission;
@@ -182,11 +182,11 @@ impl DataPlane {
         let _ = self.inner.seen.set(hook);
     }
 
-    /// Tells the data plane where the rendezvous of a peer behind a NAT are (see
-    /// `core::peers::data_path`), so its dials to such a peer ask for an introduction (set
-    /// once).
-    pub fn on_rendezvous_lookup(&self, lookup: endpoint::RendezvousOf) {
-        self.inner.connections.set_rendezvous_of(lookup);
+    /// Tells the data plane how to reach peers behind NATs: where their rendezvous are (see
+    /// `core::peers::data_path`), so its dials to such a peer ask for an introduction, and
+    /// which addresses a rendezvous may name (set once).
+    pub fn enable_reach(&self, settings: endpoint::ReachSettings) {
+        self.inner.connections.set_reach(settings);
     }
 
     /// Forwarded requests being answered now, refusals included (a stopping node waits for
@@ -355,6 +355,13 @@ impl DataPlane {
         let this = self.clone();
         let dial = move |key, addr| {
             let this = this.clone();
+            if !this.inner.connections.may_send_to(&addr) {
+                this.inner
+                    .metrics
+                    .count_rejection(Rejection::PeerAddressNotGlobal);
+                tracing::info!(%addr, "a rendezvous named an address this node does not send to");
+                return;
+            }
             let Ok(permit) = this.inner.punch_dials.clone().try_acquire_owned() else {
                 this.inner.metrics.count_rejection(Rejection::PunchLimit);
                 tracing::debug!(%addr, "too many punch dials under way; one refused");

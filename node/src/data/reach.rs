@@ -177,7 +177,7 @@ impl Rendezvous {
         let at = |connection: &Connection, port| {
             SocketAddr::new(connection.local_ip().unwrap_or(self.own_ip), port)
         };
-        let port = match self.relays.open(self.own_ip, ends, tasks).await {
+        let port = match self.relays.open(from, self.own_ip, ends, tasks).await {
             Ok(session) => session.port(),
             Err(error) => {
                 tracing::info!(%error, "no relay session for an asker");

@@ -7,7 +7,8 @@
 //! on every datagram from one end goes to the other, as it is. The QUIC connection inside stays
 //! end-to-end: the rendezvous sees only encrypted packets, and each end checks the other's key.
 //!
-//! Bounds: at most [`MAX_RELAY_SESSIONS`] sessions at once, each ending after
+//! Bounds: at most [`MAX_RELAY_SESSIONS`] sessions at once ([`MAX_RELAY_SESSIONS_PER_NODE`]
+//! asked for by one node), each ending after
 //! [`RELAY_LIFETIME`], after [`RELAY_IDLE`] without a packet, or once it has moved
 //! [`RELAY_BYTES`]; datagrams from any other source are dropped. Each refusal and cut is
 //! counted; the sessions open and the bytes relayed are in the metrics.
@@ -20,11 +21,16 @@ use tokio::net::UdpSocket;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
+use wasmesh_protocol::PublicKey;
+
 use crate::metrics::Metrics;
+use crate::per_peer::{PeerPlace, PerPeer};
 use crate::rejection::Rejection;
 
 /// Relay sessions open at once, at most.
 pub const MAX_RELAY_SESSIONS: usize = 32;
+/// Relay sessions one node may have asked for and hold at once, at most.
+pub const MAX_RELAY_SESSIONS_PER_NODE: usize = 4;
 /// Bytes one session moves, both ways together, at most.
 pub const RELAY_BYTES: u64 = 256 << 20;
 /// How long a session lasts, at most (the two ends then ask again, or go elsewhere).
@@ -38,8 +44,8 @@ const MAX_DATAGRAM: usize = 2048;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RelayError {
-    /// As many sessions as allowed are open.
-    #[error("{MAX_RELAY_SESSIONS} relay sessions are open")]
+    /// As many sessions as allowed are open, in all or for the asker.
+    #[error("as many relay sessions as allowed are open")]
     Full,
     /// The session's socket could not be bound.
     #[error("cannot bind a relay socket: {0}")]
@@ -49,6 +55,8 @@ pub enum RelayError {
 /// The relay sessions of one node.
 pub(crate) struct Relays {
     places: Arc<Semaphore>,
+    /// Sessions per asker.
+    per_asker: PerPeer,
     /// Bytes one session moves, at most.
     byte_cap: u64,
     metrics: Arc<Metrics>,
@@ -64,20 +72,26 @@ impl Relays {
     fn with_caps(sessions: usize, byte_cap: u64, metrics: Arc<Metrics>) -> Self {
         Self {
             places: Arc::new(Semaphore::new(sessions)),
+            per_asker: PerPeer::new(MAX_RELAY_SESSIONS_PER_NODE),
             byte_cap,
             metrics,
         }
     }
 
-    /// Opens a session between the nodes at `ends` (their IP addresses) on a new socket at
-    /// `ip`, its task tracked by `tasks`; the socket's address.
+    /// Opens a session that `asker` asked for between the nodes at `ends` (their IP
+    /// addresses) on a new socket at `ip`, its task tracked by `tasks`; the socket's address.
     pub(crate) async fn open(
         &self,
+        asker: PublicKey,
         ip: IpAddr,
         ends: [IpAddr; 2],
         tasks: &TaskTracker,
     ) -> Result<SocketAddr, RelayError> {
-        let Ok(place) = self.places.clone().try_acquire_owned() else {
+        let places = self
+            .per_asker
+            .try_take(asker)
+            .zip(self.places.clone().try_acquire_owned().ok());
+        let Some(place) = places else {
             self.metrics.count_rejection(Rejection::RelayFull);
             return Err(RelayError::Full);
         };
@@ -114,7 +128,7 @@ struct Session {
 
 impl Session {
     /// Forwards datagrams between the two ends until the session's bounds end it.
-    async fn run(mut self, metrics: &Metrics, _place: OwnedSemaphorePermit) {
+    async fn run(mut self, metrics: &Metrics, _place: (PeerPlace, OwnedSemaphorePermit)) {
         let lifetime = tokio::time::sleep(RELAY_LIFETIME);
         tokio::pin!(lifetime);
         let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -165,6 +179,10 @@ mod tests {
             .unwrap()
     }
 
+    fn asker() -> PublicKey {
+        wasmesh_protocol::Keypair::from_seed([9; 32]).public()
+    }
+
     async fn receive(socket: &UdpSocket) -> Option<Vec<u8>> {
         let mut buf = [0u8; 64];
         let wait = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf));
@@ -183,7 +201,7 @@ mod tests {
         ];
         let tasks = TaskTracker::new();
         let session = relays
-            .open(Ipv4Addr::LOCALHOST.into(), ends, &tasks)
+            .open(asker(), Ipv4Addr::LOCALHOST.into(), ends, &tasks)
             .await
             .unwrap();
         assert_eq!(metrics.relay_sessions.get(), 1);
@@ -211,10 +229,10 @@ mod tests {
         ];
         let tasks = TaskTracker::new();
         let loopback = Ipv4Addr::LOCALHOST.into();
-        let session = relays.open(loopback, ends, &tasks).await.unwrap();
-        relays.open(loopback, ends, &tasks).await.unwrap();
+        let session = relays.open(asker(), loopback, ends, &tasks).await.unwrap();
+        relays.open(asker(), loopback, ends, &tasks).await.unwrap();
         assert!(matches!(
-            relays.open(loopback, ends, &tasks).await,
+            relays.open(asker(), loopback, ends, &tasks).await,
             Err(RelayError::Full)
         ));
         assert_eq!(metrics.rejections_of(Rejection::RelayFull), 1);
@@ -233,6 +251,25 @@ mod tests {
         );
         assert_eq!(metrics.rejections_of(Rejection::RelayBytes), 1);
         // Its place is free again.
-        relays.open(loopback, ends, &tasks).await.unwrap();
+        relays.open(asker(), loopback, ends, &tasks).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn one_node_holds_at_most_its_share_of_the_sessions() {
+        let metrics = Arc::new(Metrics::default());
+        let relays = Relays::new(metrics.clone());
+        let ends = [
+            Ipv4Addr::new(127, 0, 0, 2).into(),
+            Ipv4Addr::new(127, 0, 0, 3).into(),
+        ];
+        let (tasks, loopback) = (TaskTracker::new(), Ipv4Addr::LOCALHOST.into());
+        for _ in 0..MAX_RELAY_SESSIONS_PER_NODE {
+            relays.open(asker(), loopback, ends, &tasks).await.unwrap();
+        }
+        let more = relays.open(asker(), loopback, ends, &tasks).await;
+        assert!(matches!(more, Err(RelayError::Full)));
+        let other = wasmesh_protocol::Keypair::from_seed([10; 32]).public();
+        relays.open(other, loopback, ends, &tasks).await.unwrap();
+        assert_eq!(metrics.rejections_of(Rejection::RelayFull), 1);
     }
 }

@@ -57,6 +57,9 @@ impl Connections {
         };
         if rendezvous.is_empty() {
             let connected = self.handshake(peer, alpn, CONNECT_TIMEOUT).await;
+            if connected.is_err() {
+                self.metrics.count_data_dial("failed");
+            }
             return connected.map(|c| self.took("direct", c));
         }
         let introduction = reach::introduce(rendezvous.clone(), peer.key);
@@ -67,7 +70,10 @@ impl Connections {
             Ok(connection) => return Ok(self.took("punched", connection)),
             Err(error) => error,
         };
-        let Some(session) = reach::relay(rendezvous, peer.key).await else {
+        let session = reach::relay(rendezvous, peer.key)
+            .await
+            .filter(|session| self.may_send_to(session));
+        let Some(session) = session else {
             self.metrics.count_data_dial("failed");
             return Err(punched);
         };
@@ -75,9 +81,16 @@ impl Connections {
             key: peer.key,
             addr: session,
         };
-        let connection = self.handshake(through, alpn, CONNECT_TIMEOUT).await?;
-        lock(&self.relayed).insert(peer.key, session);
-        Ok(self.took("relayed", connection))
+        match self.handshake(through, alpn, CONNECT_TIMEOUT).await {
+            Ok(connection) => {
+                lock(&self.relayed).insert(peer.key, session);
+                Ok(self.took("relayed", connection))
+            }
+            Err(error) => {
+                self.metrics.count_data_dial("failed");
+                Err(error)
+            }
+        }
     }
 
     /// The relay session that reaches `peer`, if one did.
@@ -88,7 +101,7 @@ impl Connections {
     /// Reach connections to the rendezvous `target` names (none for a public peer), opened as
     /// needed; those that could not be opened are left out.
     async fn rendezvous_connections(&self, target: PublicKey) -> Vec<Connection> {
-        let Some(rendezvous) = self.rendezvous_of.get().map(|lookup| lookup(target)) else {
+        let Some(rendezvous) = self.reach.get().map(|reach| (reach.rendezvous_of)(target)) else {
             return Vec::new();
         };
         let reach = rendezvous
