@@ -184,6 +184,13 @@ fn matrix_cell(internet: &mut Internet, a_host: &Host, b_nat: NatKind, c_nat: Na
     paths
 }
 
+/// [`matrix_cell`] on a new internet with A on it; `None` where the harness cannot run.
+fn cell_on_a_new_internet(b_nat: NatKind, c_nat: NatKind) -> Option<[u64; 3]> {
+    let mut internet = Internet::create()?;
+    let a_host = internet.host(NatKind::None);
+    Some(matrix_cell(&mut internet, &a_host, b_nat, c_nat))
+}
+
 /// Every kind of NAT.
 const ANY: [NatKind; 4] = NatKind::ALL;
 /// The NATs that keep one mapping for every destination (and no NAT).
@@ -191,15 +198,12 @@ const MAPPING_KEPT: [NatKind; 3] = [NatKind::None, NatKind::FullCone, NatKind::P
 /// The NATs that let in whatever arrives at a mapping (and no NAT).
 const OPEN: [NatKind; 2] = [NatKind::None, NatKind::FullCone];
 
-/// Runs the matrix cells with B behind `b_nat` and C behind each of `c_nats`, each in a new
-/// internet with A on it; unless `relay_allowed`, C must have reached B without a relay.
+/// Runs the matrix cells with B behind `b_nat` and C behind each of `c_nats`; unless `relay_allowed`, C must have reached B without a relay.
 fn cells(b_nat: NatKind, c_nats: &[NatKind], relay_allowed: bool) {
     for &c_nat in c_nats {
-        let Some(mut internet) = Internet::create() else {
+        let Some([_, _, relayed]) = cell_on_a_new_internet(b_nat, c_nat) else {
             return;
         };
-        let a_host = internet.host(NatKind::None);
-        let [_, _, relayed] = matrix_cell(&mut internet, &a_host, b_nat, c_nat);
         assert!(
             relay_allowed || relayed == 0,
             "B behind {b_nat:?}, C behind {c_nat:?}: {relayed} relayed dials, none needed"
@@ -241,11 +245,9 @@ fn nodes_that_cannot_punch_reach_each_other_through_a_relay() {
         (NatKind::Symmetric, NatKind::Symmetric),
     ];
     for (b_nat, c_nat) in pairs {
-        let Some(mut internet) = Internet::create() else {
+        let Some([_, _, relayed]) = cell_on_a_new_internet(b_nat, c_nat) else {
             return;
         };
-        let a_host = internet.host(NatKind::None);
-        let [_, _, relayed] = matrix_cell(&mut internet, &a_host, b_nat, c_nat);
         assert!(
             relayed > 0,
             "B behind {b_nat:?}, C behind {c_nat:?}: C's path is relayed"

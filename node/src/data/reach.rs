@@ -238,39 +238,41 @@ pub(crate) async fn introduce(
     rendezvous: Vec<Connection>,
     target: PublicKey,
 ) -> Option<SocketAddr> {
-    let request = ReachRequest::Introduce { target }.encode();
-    let asks = rendezvous.iter().map(|connection| {
-        let request = &request;
-        Box::pin(async move {
-            match exchange(connection, request, ReachReply::decode).await {
-                Ok(ReachReply::Introduced(addr)) => Ok(addr),
-                _ => Err(()),
-            }
-        })
-    });
-    if rendezvous.is_empty() {
-        return None;
-    }
-    futures::future::select_ok(asks)
-        .await
-        .ok()
-        .map(|(addr, _)| addr)
+    let request = ReachRequest::Introduce { target };
+    first_address(&rendezvous, &request, |reply| match reply {
+        ReachReply::Introduced(addr) => Some(addr),
+        _ => None,
+    })
+    .await
 }
 
 /// Asks each rendezvous in `rendezvous` at once for a relay session to `target`; the address
 /// of the first session opened.
 pub(crate) async fn relay(rendezvous: Vec<Connection>, target: PublicKey) -> Option<SocketAddr> {
+    let request = ReachRequest::Relay { target };
+    first_address(&rendezvous, &request, |reply| match reply {
+        ReachReply::Relayed(addr) => Some(addr),
+        _ => None,
+    })
+    .await
+}
+
+/// Sends `request` to each rendezvous at once; the address `pick` finds in the first reply
+/// that has one.
+async fn first_address(
+    rendezvous: &[Connection],
+    request: &ReachRequest,
+    pick: fn(ReachReply) -> Option<SocketAddr>,
+) -> Option<SocketAddr> {
     if rendezvous.is_empty() {
         return None;
     }
-    let request = ReachRequest::Relay { target }.encode();
+    let request = request.encode();
     let asks = rendezvous.iter().map(|connection| {
         let request = &request;
         Box::pin(async move {
-            match exchange(connection, request, ReachReply::decode).await {
-                Ok(ReachReply::Relayed(addr)) => Ok(addr),
-                _ => Err(()),
-            }
+            let reply = exchange(connection, request, ReachReply::decode).await;
+            reply.ok().and_then(pick).ok_or(())
         })
     });
     futures::future::select_ok(asks)
