@@ -150,7 +150,10 @@ impl NodeProcess {
         let mut child = command
             .args(&args)
             .current_dir(dir)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                node_log_filter().unwrap_or_else(|| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -165,8 +168,17 @@ impl NodeProcess {
                 _ => panic!("the node exited before serving: {:?}", child.wait()),
             }
         };
-        // Keep draining its log so the node never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        // Keep draining its log so the node never blocks on a full pipe; shown with
+        // `WASMESH_TEST_NODE_LOG` set (see `node_log_filter`).
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+        let shown = node_log_filter().is_some();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if shown {
+                    eprintln!("[{}] {line}", name.as_deref().unwrap_or("node"));
+                }
+            }
+        });
         let field = |prefix: &str| {
             banner
                 .split_whitespace()
@@ -280,6 +292,13 @@ impl Drop for NodeProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The log filter of the nodes tests start: `WASMESH_TEST_NODE_LOG` (for example `info` or
+/// `wasmesh_node::data=debug`) when set, and their log lines then go to the test's stderr
+/// under each node's directory name; else `warn`, and the lines are dropped.
+fn node_log_filter() -> Option<String> {
+    std::env::var("WASMESH_TEST_NODE_LOG").ok()
 }
 
 /// The value of a counter or gauge in the node at `url`'s `GET /metrics`, summed over its

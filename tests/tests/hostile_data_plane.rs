@@ -9,13 +9,15 @@ use std::time::Duration;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use wasmesh_node::admission::Admission;
 use wasmesh_node::connection_limits::MAX_CONNECTIONS_PER_PEER;
+use wasmesh_node::data::relay::MAX_RELAY_SESSIONS_PER_NODE;
 use wasmesh_node::data::{CloseCode, DataPlane, FetchError, PeerAddr};
 use wasmesh_node::metrics::Metrics;
 use wasmesh_node::rejection::Rejection;
 use wasmesh_node::store::Store;
 use wasmesh_node::tls::TlsIdentity;
 use wasmesh_protocol::wire::{
-    BLOB_ALPN, BlobHeader, INVOKE_ALPN, InvokeRefusal, InvokeReply, InvokeRequest,
+    BLOB_ALPN, BlobHeader, INVOKE_ALPN, InvokeRefusal, InvokeReply, InvokeRequest, PunchAck,
+    PunchRequest, REACH_ALPN, ReachReply, ReachRequest,
 };
 use wasmesh_protocol::{ContentHash, Keypair};
 use wasmesh_tests::liar::{Signing, lying_holder};
@@ -428,4 +430,89 @@ async fn half_open_handshakes_leave_room_for_a_real_peer() {
         node.node.metrics().rejections_of(Rejection::QuicRetry)
     );
     drop(silent);
+}
+
+/// Writes `message` framed (a 4-byte little-endian length, then the bytes) and finishes.
+async fn write_frame(send: &mut quinn::SendStream, message: &[u8]) {
+    let len = u32::try_from(message.len()).unwrap();
+    send.write_all(&len.to_le_bytes()).await.unwrap();
+    send.write_all(message).await.unwrap();
+    send.finish().unwrap();
+}
+
+/// Reads one framed message of at most 256 bytes.
+async fn read_frame(recv: &mut quinn::RecvStream) -> Vec<u8> {
+    let mut len = [0u8; 4];
+    recv.read_exact(&mut len).await.unwrap();
+    let mut message = vec![0u8; u32::from_le_bytes(len) as usize];
+    assert!(message.len() <= 256, "an oversized reach frame");
+    recv.read_exact(&mut message).await.unwrap();
+    message
+}
+
+/// Acknowledges every punch request the node sends on `connection`, as a NATed node does.
+fn acknowledge_punches(connection: quinn::Connection) {
+    tokio::spawn(async move {
+        while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+            PunchRequest::decode(&read_frame(&mut recv).await).unwrap();
+            write_frame(&mut send, &PunchAck.encode()).await;
+        }
+    });
+}
+
+/// Asks the node, over the reach connection `connection`, for a relay session to `target`.
+async fn ask_for_relay(
+    connection: &quinn::Connection,
+    target: wasmesh_protocol::PublicKey,
+) -> ReachReply {
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    write_frame(&mut send, &ReachRequest::Relay { target }.encode()).await;
+    let reply = tokio::time::timeout(MESH_DEADLINE, read_frame(&mut recv))
+        .await
+        .expect("the node answers a relay request");
+    ReachReply::decode(&reply).unwrap()
+}
+
+/// Strangers stand on a node as NATed nodes do, and one asks it for relay session after
+/// relay session to another: past its share the node refuses, counts the refusal, and another
+/// asker still gets a session; the node meanwhile serves its own requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn relay_sessions_past_an_askers_share_are_refused_and_the_relay_keeps_serving() {
+    let (node, _) = serving_echo().await;
+    let (target_identity, target_endpoint) = stranger(31);
+    let target = connect(&target_identity, &target_endpoint, &node, REACH_ALPN).await;
+    acknowledge_punches(target);
+    let target_key = Keypair::from_seed([31; 32]).public();
+    let (asker_identity, asker_endpoint) = stranger(32);
+    let asker = connect(&asker_identity, &asker_endpoint, &node, REACH_ALPN).await;
+    // The target's standing connection is served as soon as the handshake ends; wait for the
+    // first session rather than for that.
+    wait_until_async("a first relay session opens", MESH_DEADLINE, || async {
+        matches!(
+            ask_for_relay(&asker, target_key).await,
+            ReachReply::Relayed(_)
+        )
+    })
+    .await;
+    for _ in 1..MAX_RELAY_SESSIONS_PER_NODE {
+        let reply = ask_for_relay(&asker, target_key).await;
+        assert!(matches!(reply, ReachReply::Relayed(_)), "{reply:?}");
+    }
+    assert_eq!(
+        node.node.metrics().relay_sessions.get(),
+        MAX_RELAY_SESSIONS_PER_NODE as i64
+    );
+    assert_eq!(ask_for_relay(&asker, target_key).await, ReachReply::Unknown);
+    assert_eq!(node.node.metrics().rejections_of(Rejection::RelayFull), 1);
+    assert_eq!(
+        invoke(&node, "echo", b"serving while relaying").await.body,
+        b"serving while relaying"
+    );
+    let (other_identity, other_endpoint) = stranger(33);
+    let other = connect(&other_identity, &other_endpoint, &node, REACH_ALPN).await;
+    let reply = ask_for_relay(&other, target_key).await;
+    assert!(
+        matches!(reply, ReachReply::Relayed(_)),
+        "another asker: {reply:?}"
+    );
 }

@@ -298,3 +298,46 @@ fn a_node_behind_a_nat_that_loses_a_rendezvous_is_reached_through_the_others() {
         || runs_on_b(&e),
     );
 }
+
+/// B and C, each behind a symmetric NAT, stand on the public A and D, and C reaches B through a
+/// relay session of one of them. Once that relay is gone, C reaches B through the other.
+#[test]
+fn nodes_that_lose_their_relay_go_through_another() {
+    let Some(mut internet) = Internet::create() else {
+        return;
+    };
+    let a_host = internet.host(NatKind::None);
+    let b_host = internet.verified_host(NatKind::Symmetric);
+    let (c_host, d_host) = (
+        internet.verified_host(NatKind::Symmetric),
+        internet.host(NatKind::None),
+    );
+    let pair = Pair::start(&a_host, &b_host);
+    let trust = publisher(1).public().to_string();
+    let routers = ["--replicate", "none"];
+    let dir = |name| pair._dirs.path().join(name);
+    let d = NodeProcess::start_on(&d_host, &dir("d"), &trust, &[&pair.a], &routers);
+    let c = NodeProcess::start_on(&c_host, &dir("c"), &trust, &[&pair.a, &d], &routers);
+    let runs_on_b = || {
+        let answer = c.within(|| c.gateway(DEADLINE).invoke("echo", b"hi").unwrap());
+        answer.status == 200 && answer.executed_by() == pair.b.peer_id
+    };
+    wait_until("C runs echo on B", 2 * DEADLINE, runs_on_b);
+    let relayed_bytes = |node: &NodeProcess| node.metric("wasmesh_relayed_bytes_total");
+    let (mut relay, other) = if relayed_bytes(&pair.a) >= relayed_bytes(&d) {
+        (pair.a, d)
+    } else {
+        (d, pair.a)
+    };
+    assert!(relayed_bytes(&relay) > 0, "C's path to B is relayed");
+    let relayed_before = c.metric("wasmesh_data_dials_total{outcome=\"relayed\"}");
+    relay.kill();
+    let lost = std::time::Instant::now();
+    wait_until("C runs echo on B again", 2 * DEADLINE, runs_on_b);
+    eprintln!(
+        "C reached B again {:?} after its relay went",
+        lost.elapsed()
+    );
+    assert!(relayed_bytes(&other) > 0, "the other rendezvous relays now");
+    assert!(c.metric("wasmesh_data_dials_total{outcome=\"relayed\"}") > relayed_before);
+}

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Connection, Endpoint, VarInt};
 use tokio_util::task::TaskTracker;
@@ -91,7 +92,7 @@ pub(crate) struct Connections {
     endpoint: Endpoint,
     identity: TlsIdentity,
     transport: Arc<quinn::TransportConfig>,
-    cached: Mutex<HashMap<ConnectionKey, Connection>>,
+    pub(super) cached: Mutex<HashMap<ConnectionKey, Connection>>,
     /// One lock per peer and protocol, held while connecting.
     dialing: Mutex<HashMap<ConnectionKey, Arc<tokio::sync::Mutex<()>>>>,
     /// Who may be served and used: in a private mesh, connections end with the peer's
@@ -213,7 +214,7 @@ impl Connections {
     /// (one handshake per peer and protocol at a time). A node behind a NAT first asks its
     /// rendezvous to introduce it, so the peer's NAT, if it has one, lets the handshake in.
     pub(crate) async fn connect(
-        &self,
+        self: &Arc<Self>,
         peer: PeerAddr,
         alpn: &'static [u8],
     ) -> Result<Connection, ConnectError> {
@@ -223,44 +224,64 @@ impl Connections {
 
     /// [`Connections::connect`], asking the rendezvous for an introduction first if
     /// `introduce` (a dial that answers a punch request must not ask for one in turn).
-    pub(crate) async fn connect_introduced(
-        &self,
+    ///
+    /// The dial runs on a task of its own: a caller that stops waiting (a request whose peer
+    /// did not answer in time) does not cancel it, so a path that takes a while to find (an
+    /// introduction, a relay session) is found once, and the next caller takes it.
+    ///
+    /// A boxed `Send` future, as the dial may open reach connections through this in turn.
+    pub(crate) fn connect_introduced(
+        self: &Arc<Self>,
         peer: PeerAddr,
         alpn: &'static [u8],
         introduce: bool,
-    ) -> Result<Connection, ConnectError> {
+    ) -> BoxFuture<'static, Result<Connection, ConnectError>> {
         let key = (peer.key, alpn);
-        let cached = || {
-            lock(&self.cached)
-                .get(&key)
-                .filter(|c| {
-                    c.close_reason().is_none()
-                        && (c.remote_address() == peer.addr
-                            || self.relayed_path(peer.key) == Some(c.remote_address()))
-                })
-                .cloned()
-        };
-        if let Some(connection) = cached() {
-            return Ok(connection);
+        if let Some(connection) = self.cached(key, peer) {
+            return Box::pin(std::future::ready(Ok(connection)));
         }
         // A burst of requests to a peer not yet connected shares one connection (peers cap the
         // connections they accept from one key).
         let dialing = lock(&self.dialing).entry(key).or_default().clone();
-        let turn = dialing.lock().await;
-        let connected = match cached() {
-            Some(connection) => Ok(connection),
-            None => self.dial(peer, alpn, introduce).await,
-        };
-        if let Ok(connection) = &connected {
-            lock(&self.cached).insert(key, connection.clone());
-        }
-        drop(turn);
-        let mut dialing_map = lock(&self.dialing);
-        // The map's handle and this one: nobody else is waiting.
-        if Arc::strong_count(&dialing) <= 2 {
-            dialing_map.remove(&key);
-        }
-        connected
+        let this = self.clone();
+        let dial = self.tasks.spawn(async move {
+            let turn = dialing.clone().lock_owned().await;
+            let connected = match this.cached(key, peer) {
+                Some(connection) => Ok(connection),
+                None => this.dial(peer, alpn, introduce).await,
+            };
+            if let Ok(connection) = &connected {
+                lock(&this.cached).insert(key, connection.clone());
+            }
+            drop(turn);
+            let mut dialing_map = lock(&this.dialing);
+            // The map's handle and this one: nobody else is waiting.
+            if Arc::strong_count(&dialing) <= 2 {
+                dialing_map.remove(&key);
+            }
+            connected
+        });
+        Box::pin(async move {
+            dial.await.unwrap_or_else(|_| {
+                Err(ConnectError {
+                    addr: peer.addr,
+                    reason: "the dial was stopped (the node is stopping)".into(),
+                })
+            })
+        })
+    }
+
+    /// The open connection to `peer` for the protocol of `key`, if one is cached: made to its
+    /// address, or through the relay session that reaches it.
+    fn cached(&self, key: ConnectionKey, peer: PeerAddr) -> Option<Connection> {
+        lock(&self.cached)
+            .get(&key)
+            .filter(|c| {
+                c.close_reason().is_none()
+                    && (c.remote_address() == peer.addr
+                        || self.relayed_path(peer.key) == Some(c.remote_address()))
+            })
+            .cloned()
     }
 
     /// Tells this node how to reach peers behind NATs (set once).
@@ -279,7 +300,13 @@ impl Connections {
     /// opens a new one). It is not closed: the requests in flight on it go on, and fail on
     /// their own if the peer is gone; it closes once the last of them ends.
     pub(crate) fn forget(&self, peer: PeerAddr, alpn: &'static [u8]) {
-        lock(&self.cached).remove(&(peer.key, alpn));
+        let forgotten = lock(&self.cached).remove(&(peer.key, alpn));
+        // A connection through a relay session that went silent: the relay may be gone, so
+        // the next dial looks for a path afresh.
+        let mut relayed = lock(&self.relayed);
+        if forgotten.is_some_and(|c| relayed.get(&peer.key) == Some(&c.remote_address())) {
+            relayed.remove(&peer.key);
+        }
     }
 
     /// A handshake with `peer` for `alpn`, within `within`.

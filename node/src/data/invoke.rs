@@ -131,7 +131,7 @@ async fn acknowledged(
 /// Sends a request to `peer` and waits for its reply, for at most `timeout`; the peer must
 /// acknowledge the request within `ack_within`.
 pub(crate) async fn forward(
-    connections: &Connections,
+    connections: &Arc<Connections>,
     peer: PeerAddr,
     request: &InvokeRequest,
     timeout: Duration,

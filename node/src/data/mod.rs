@@ -25,12 +25,13 @@ mod possession;
 mod range_compression;
 mod reach;
 pub mod relay;
+mod seen;
 pub mod traversal;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use quinn::Connection;
@@ -43,6 +44,7 @@ pub use self::close_code::CloseCode;
 pub use self::endpoint::{ConnectError, DataPlaneError, PeerAddr, ReachSettings, peer_key};
 pub use self::framing::{FrameError, RequestError};
 pub use self::invoke::{ForwardError, InvokeHandler};
+pub use self::seen::SeenHook;
 use crate::admission::Admission;
 use crate::connection_limits::{Arrival, ConnectionLimits, HANDSHAKE_TIMEOUT};
 use crate::lock::lock;
@@ -57,7 +59,7 @@ pub struct DataPlane {
 }
 
 struct Inner {
-    connections: endpoint::Connections,
+    connections: Arc<endpoint::Connections>,
     blobs: blobs::Blobs,
     fetcher: blob_fetch::BlobFetcher,
     inbound: ConnectionLimits,
@@ -66,7 +68,7 @@ struct Inner {
     /// Forwarded requests being answered now (refusals included), until their reply is sent.
     answering: AtomicU32,
     /// Told of each peer's connection as it opens and closes, once set.
-    seen: OnceLock<SeenHook>,
+    seen: Arc<seen::SeenConnections>,
     /// The reach connections NATed nodes keep to this node.
     rendezvous: Arc<reach::Rendezvous>,
     /// The reach connections this node keeps to its rendezvous whose punch requests are being
@@ -79,40 +81,6 @@ struct Inner {
 /// Dials answering punch requests under way at once, at most: each is a handshake toward an
 /// address a rendezvous named, on behalf of a node that asked it.
 pub const MAX_PUNCH_DIALS: usize = 16;
-
-/// Told when a peer's connection to this node opens (`true`) or closes (`false`): the peer's
-/// node key, and the address its packets come from (for a peer behind a NAT, the only address
-/// this node can reach it at: see `core::peers::data_path`).
-pub type SeenHook = Arc<dyn Fn(PublicKey, SocketAddr, bool) + Send + Sync>;
-
-/// Tells the hook a connection opened, and that it closed when dropped (when its task ends,
-/// however it ends).
-struct SeenWhileOpen {
-    hook: Option<SeenHook>,
-    peer: PublicKey,
-    addr: SocketAddr,
-}
-
-impl SeenWhileOpen {
-    fn open(hook: Option<&SeenHook>, peer: PublicKey, addr: SocketAddr) -> Self {
-        if let Some(hook) = hook {
-            hook(peer, addr, true);
-        }
-        Self {
-            hook: hook.cloned(),
-            peer,
-            addr,
-        }
-    }
-}
-
-impl Drop for SeenWhileOpen {
-    fn drop(&mut self) {
-        if let Some(hook) = &self.hook {
-            hook(self.peer, self.addr, false);
-        }
-    }
-}
 
 impl std::fmt::Debug for DataPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -132,7 +100,8 @@ impl DataPlane {
     ) -> Result<Self, DataPlaneError> {
         let tasks = TaskTracker::new();
         let connections =
-            endpoint::Connections::bind(addr, identity, admission, metrics.clone(), tasks.clone())?;
+            endpoint::Connections::bind(addr, identity, admission, metrics.clone(), tasks.clone())
+                .map(Arc::new)?;
         let rendezvous = Arc::new(reach::Rendezvous::new(addr.ip(), metrics.clone()));
         Ok(Self {
             inner: Arc::new(Inner {
@@ -143,7 +112,7 @@ impl DataPlane {
                 metrics,
                 tasks,
                 answering: AtomicU32::new(0),
-                seen: OnceLock::new(),
+                seen: Arc::default(),
                 rendezvous,
                 standing: Mutex::default(),
                 punch_dials: Arc::new(tokio::sync::Semaphore::new(MAX_PUNCH_DIALS)),
@@ -179,7 +148,7 @@ impl DataPlane {
     /// Tells `hook` of every peer connection accepted from now on, as it opens and closes (set
     /// once; later calls are ignored).
     pub fn on_peer_seen(&self, hook: SeenHook) {
-        let _ = self.inner.seen.set(hook);
+        self.inner.seen.set_hook(hook);
     }
 
     /// Tells the data plane how to reach peers behind NATs: where their rendezvous are (see
@@ -271,8 +240,7 @@ impl DataPlane {
                 this.inner
                     .connections
                     .close_at_membership_expiry(&connection);
-                let _seen =
-                    SeenWhileOpen::open(this.inner.seen.get(), peer, connection.remote_address());
+                let _seen = this.inner.seen.opened(peer, connection.remote_address());
                 this.serve_connection(connection, peer, store, invoke).await
             });
         }
@@ -371,12 +339,7 @@ impl DataPlane {
             this.inner.tasks.clone().spawn(async move {
                 let _permit = permit;
                 let peer = PeerAddr { key, addr };
-                if let Err(error) = this
-                    .inner
-                    .connections
-                    .connect_introduced(peer, BLOB_ALPN, false)
-                    .await
-                {
+                if let Err(error) = this.inner.connections.punch_toward(peer).await {
                     tracing::debug!(%error, "a punched dial failed");
                 }
             });

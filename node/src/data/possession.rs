@@ -6,6 +6,8 @@
 //!
 //! The group's bytes are checked and dropped; nothing is stored.
 
+use std::sync::Arc;
+
 use bao_tree::io::fsm::{ResponseDecoder, ResponseDecoderNext};
 use iroh_io::TokioStreamReader;
 use wasmesh_protocol::ContentHash;
@@ -18,7 +20,7 @@ use crate::blob_tree;
 
 /// Asks `peer` for chunk group `group` of the blob `hash` of `size` bytes and checks it.
 pub(crate) async fn prove(
-    connections: &Connections,
+    connections: &Arc<Connections>,
     peer: PeerAddr,
     hash: ContentHash,
     size: u64,

@@ -4,7 +4,9 @@
 //! A session is one UDP socket of the rendezvous. Each of the two nodes dials the other at the
 //! session's address, so the first packets from each end's IP tell the session where that end
 //! is (behind a NAT that maps each destination apart, the port is not known before); from then
-//! on every datagram from one end goes to the other, as it is. The QUIC connection inside stays
+//! on every datagram from one end goes to the other, as it is. The first few datagrams of the
+//! end seen first wait for the other end (a handshake's first packet is not lost to the order
+//! the two ends arrive in, and the handshake does not wait for QUIC to send it again). The QUIC connection inside stays
 //! end-to-end: the rendezvous sees only encrypted packets, and each end checks the other's key.
 //!
 //! Bounds: at most [`MAX_RELAY_SESSIONS`] sessions at once ([`MAX_RELAY_SESSIONS_PER_NODE`]
@@ -39,6 +41,8 @@ pub const RELAY_LIFETIME: Duration = Duration::from_secs(600);
 pub const RELAY_IDLE: Duration = Duration::from_secs(30);
 /// Largest datagram relayed (a QUIC packet is at most about 1,500 bytes on the links here).
 const MAX_DATAGRAM: usize = 2048;
+/// Datagrams of the end seen first kept until the other end is seen, at most.
+const HELD_DATAGRAMS: usize = 8;
 
 /// Why no session was opened.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +110,7 @@ impl Relays {
                 socket,
                 ends,
                 seen: [None, None],
+                held: Vec::new(),
                 moved: 0,
                 byte_cap,
             };
@@ -122,6 +127,8 @@ struct Session {
     socket: UdpSocket,
     ends: [IpAddr; 2],
     seen: [Option<SocketAddr>; 2],
+    /// Datagrams of the end seen first, for the other end once it is seen.
+    held: Vec<Vec<u8>>,
     moved: u64,
     byte_cap: u64,
 }
@@ -143,26 +150,47 @@ impl Session {
             let Some(side) = self.ends.iter().position(|ip| *ip == from.ip()) else {
                 continue;
             };
+            let first = self.seen[side].is_none();
             self.seen[side].get_or_insert(from);
             if self.seen[side] != Some(from) {
                 // Another socket at that end's address: not the node the session is for.
                 continue;
             }
+            if first {
+                // What the other end sent before this one was seen.
+                for datagram in std::mem::take(&mut self.held) {
+                    if !self.forward(&datagram, from, metrics).await {
+                        return;
+                    }
+                }
+            }
             let Some(to) = self.seen[1 - side] else {
+                if self.held.len() < HELD_DATAGRAMS {
+                    self.held.push(buf[..len].to_vec());
+                }
                 continue;
             };
-            self.moved += len as u64;
-            if self.moved > self.byte_cap {
-                metrics.count_rejection(Rejection::RelayBytes);
-                tracing::info!(
-                    bytes = self.moved,
-                    "a relay session reached its byte cap; closed"
-                );
+            if !self.forward(&buf[..len], to, metrics).await {
                 return;
             }
-            metrics.relayed_bytes.inc_by(len as u64);
-            let _ = self.socket.send_to(&buf[..len], to).await;
         }
+    }
+
+    /// Sends `datagram` on to `to`, counting its bytes: false once the session has moved its
+    /// byte cap (it ends).
+    async fn forward(&mut self, datagram: &[u8], to: SocketAddr, metrics: &Metrics) -> bool {
+        self.moved += datagram.len() as u64;
+        if self.moved > self.byte_cap {
+            metrics.count_rejection(Rejection::RelayBytes);
+            tracing::info!(
+                bytes = self.moved,
+                "a relay session reached its byte cap; closed"
+            );
+            return false;
+        }
+        metrics.relayed_bytes.inc_by(datagram.len() as u64);
+        let _ = self.socket.send_to(datagram, to).await;
+        true
     }
 }
 
@@ -206,9 +234,10 @@ mod tests {
             .unwrap();
         assert_eq!(metrics.relay_sessions.get(), 1);
         // Each end's first datagram tells the session where it is; B's arrives before C is
-        // known, and is dropped (QUIC sends again).
-        b.send_to(b"lost", session).await.unwrap();
+        // known, and waits for C.
+        b.send_to(b"early", session).await.unwrap();
         c.send_to(b"hello b", session).await.unwrap();
+        assert_eq!(receive(&c).await.as_deref(), Some(&b"early"[..]));
         assert_eq!(receive(&b).await.as_deref(), Some(&b"hello b"[..]));
         b.send_to(b"hello c", session).await.unwrap();
         assert_eq!(receive(&c).await.as_deref(), Some(&b"hello c"[..]));
@@ -216,7 +245,7 @@ mod tests {
         stranger.send_to(b"intruder", session).await.unwrap();
         b.send_to(b"still b", session).await.unwrap();
         assert_eq!(receive(&c).await.as_deref(), Some(&b"still b"[..]));
-        assert_eq!(metrics.relayed_bytes.get(), 7 + 7 + 7);
+        assert_eq!(metrics.relayed_bytes.get(), 5 + 7 + 7 + 7);
     }
 
     #[tokio::test]

@@ -5,18 +5,21 @@
 //! - **punched**: the peer names rendezvous (it is behind a NAT), so one of them is asked to
 //!   introduce this node first: the peer sends packets to this node's mapping while this node
 //!   sends to the peer's, and both NATs let the handshake in (`reach`);
-//! - **relayed**: the punched handshake failed (a NAT that maps each destination apart), so a
-//!   rendezvous opens a relay session and both dial through it (`relay`); the session's address
-//!   is remembered for the peer's later connections.
+//! - **relayed**: the punched handshake failed (a NAT that maps each destination apart), or the
+//!   peer advertises only its private address (its rendezvous saw it at different mappings, so
+//!   no punch can reach it, and it is not tried), so a rendezvous opens a relay session and
+//!   both dial through it (`relay`); the session's address is remembered for the peer's later
+//!   connections.
 //!
 //! Each dial is counted by the path it took (`wasmesh_data_dials_total{outcome}`).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use quinn::Connection;
 use wasmesh_protocol::PublicKey;
-use wasmesh_protocol::wire::REACH_ALPN;
+use wasmesh_protocol::wire::{BLOB_ALPN, REACH_ALPN};
 
 use super::endpoint::{CONNECT_TIMEOUT, ConnectError, Connections, PeerAddr};
 use super::reach;
@@ -33,7 +36,7 @@ impl Connections {
     /// docs); `introduce` false: straight to its address only (a dial that answers a punch
     /// request must not ask for an introduction in turn).
     pub(super) async fn dial(
-        &self,
+        self: &Arc<Self>,
         peer: PeerAddr,
         alpn: &'static [u8],
         introduce: bool,
@@ -62,17 +65,24 @@ impl Connections {
             }
             return connected.map(|c| self.took("direct", c));
         }
-        let introduction = reach::introduce(rendezvous.clone(), peer.key);
-        let introduced = tokio::time::timeout(INTRODUCTION_WAIT, introduction).await;
-        self.metrics
-            .count_introduction(matches!(introduced, Ok(Some(_))));
-        let punched = match self.handshake(peer, alpn, PUNCHED_HANDSHAKE).await {
-            Ok(connection) => return Ok(self.took("punched", connection)),
-            Err(error) => error,
+        let punched = if self.may_send_to(&peer.addr) {
+            match self.punch(&rendezvous, peer, alpn).await {
+                Ok(connection) => return Ok(self.took("punched", connection)),
+                Err(error) => error,
+            }
+        } else {
+            // No mapping its rendezvous agree on (a NAT that maps each destination apart): no
+            // punch can get through, and its private address is not for this node to try.
+            ConnectError {
+                addr: peer.addr,
+                reason: "behind a NAT that no punch gets through".into(),
+            }
         };
+        tracing::debug!(peer = %peer.addr, %punched, rendezvous = rendezvous.len(), "no punched path; asking for a relay");
         let session = reach::relay(rendezvous, peer.key)
             .await
             .filter(|session| self.may_send_to(session));
+        tracing::debug!(peer = %peer.addr, ?session, "relay session");
         let Some(session) = session else {
             self.metrics.count_data_dial("failed");
             return Err(punched);
@@ -93,6 +103,37 @@ impl Connections {
         }
     }
 
+    /// Asks `rendezvous` to introduce this node to `peer`, then tries a handshake at its
+    /// address while the peer sends toward this node's mapping.
+    async fn punch(
+        &self,
+        rendezvous: &[Connection],
+        peer: PeerAddr,
+        alpn: &'static [u8],
+    ) -> Result<Connection, ConnectError> {
+        let introduction = reach::introduce(rendezvous.to_vec(), peer.key);
+        let introduced = tokio::time::timeout(INTRODUCTION_WAIT, introduction).await;
+        self.metrics
+            .count_introduction(matches!(introduced, Ok(Some(_))));
+        self.handshake(peer, alpn, PUNCHED_HANDSHAKE).await
+    }
+
+    /// Answers a punch request: a handshake toward `peer` at the address a rendezvous named,
+    /// started at once rather than behind other dials to the peer. Its packets open this
+    /// node's NAT toward the peer's mapping, or show a relay session where this node is; a
+    /// connection it makes is kept for the blobs asked of the peer, unless one is open.
+    pub(super) async fn punch_toward(&self, peer: PeerAddr) -> Result<(), ConnectError> {
+        let connection = self.handshake(peer, BLOB_ALPN, PUNCHED_HANDSHAKE).await?;
+        let mut cached = lock(&self.cached);
+        let open = cached
+            .get(&(peer.key, BLOB_ALPN))
+            .is_some_and(|c| c.close_reason().is_none());
+        if !open {
+            cached.insert((peer.key, BLOB_ALPN), connection);
+        }
+        Ok(())
+    }
+
     /// The relay session that reaches `peer`, if one did.
     pub(super) fn relayed_path(&self, peer: PublicKey) -> Option<SocketAddr> {
         lock(&self.relayed).get(&peer).copied()
@@ -100,13 +141,13 @@ impl Connections {
 
     /// Reach connections to the rendezvous `target` names (none for a public peer), opened as
     /// needed; those that could not be opened are left out.
-    async fn rendezvous_connections(&self, target: PublicKey) -> Vec<Connection> {
+    async fn rendezvous_connections(self: &Arc<Self>, target: PublicKey) -> Vec<Connection> {
         let Some(rendezvous) = self.reach.get().map(|reach| (reach.rendezvous_of)(target)) else {
             return Vec::new();
         };
         let reach = rendezvous
             .iter()
-            .map(|rv| Box::pin(self.connect_introduced(*rv, REACH_ALPN, false)));
+            .map(|rv| self.connect_introduced(*rv, REACH_ALPN, false));
         futures::future::join_all(reach)
             .await
             .into_iter()
@@ -116,6 +157,7 @@ impl Connections {
 
     /// Counts a dial by the path it took, and hands its connection on.
     fn took(&self, path: &'static str, connection: Connection) -> Connection {
+        tracing::debug!(path, peer = %connection.remote_address(), "dialed");
         self.metrics.count_data_dial(path);
         connection
     }

@@ -184,7 +184,12 @@ impl PeerTable {
         let Ok(quic_addr) = holder.quic_addr.parse::<SocketAddr>() else {
             return false;
         };
-        if !address_scope::socket_is_dialable(&quic_addr, allow_private_addrs) {
+        // A holder behind a NAT whose mapping its rendezvous do not agree on advertises its
+        // private address: it is reached through the rendezvous it names, never dialed there.
+        let rendezvous = super::data_path::rendezvous_in(&holder.p2p_addrs);
+        if !address_scope::socket_is_dialable(&quic_addr, allow_private_addrs)
+            && rendezvous.is_empty()
+        {
             return false;
         }
         let Some(placed) = self.track(id, Newcomer::Named, now) else {
@@ -203,7 +208,7 @@ impl PeerTable {
         if !addrs.is_empty() {
             peer.addrs = addrs;
         }
-        peer.rendezvous = super::data_path::rendezvous_in(&holder.p2p_addrs);
+        peer.rendezvous = rendezvous;
         peer.ready.insert(blob)
     }
 

@@ -2,7 +2,7 @@
 //! checks every hash pair and chunk group against the blob's hash as it arrives.
 
 use std::ops::Range;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bao_tree::io::BaoContentItem;
 use bao_tree::io::fsm::{ResponseDecoder, ResponseDecoderNext};
@@ -54,7 +54,7 @@ impl Target<'_> {
     /// returns the verified bytes it delivered, and its failure.
     pub(super) async fn run_lane(
         &self,
-        connections: &Connections,
+        connections: &Arc<Connections>,
         provider_index: usize,
         lane: usize,
         provider: PeerAddr,

@@ -75,7 +75,7 @@ impl BlobFetcher {
     /// fetched fails at once, with no failures: the one under way will store it.
     pub(crate) async fn fetch(
         &self,
-        connections: &Connections,
+        connections: &Arc<Connections>,
         providers: &[PeerAddr],
         hash: ContentHash,
         size: u64,
@@ -140,7 +140,7 @@ pub struct FetchReport {
 /// Fails, with each provider's failure, if the providers left some of it missing; what was
 /// verified stays for the next attempt.
 async fn fetch(
-    connections: &Connections,
+    connections: &Arc<Connections>,
     providers: &[PeerAddr],
     hash: ContentHash,
     size: u64,
