@@ -19,6 +19,7 @@ use wasmesh_protocol::PublicKey;
 
 use crate::address_scope::{ip_of, is_global, socket_is_dialable};
 use crate::core::peers::data_path::circuit_via;
+use crate::data::SeenByRendezvous;
 
 /// Observed addresses remembered, at most, of each kind (a peer can report anything).
 const MAX_OBSERVED: usize = 8;
@@ -41,6 +42,20 @@ pub enum Reachability {
     Local,
 }
 
+/// What this node found of the NAT in front of its data plane, from what its rendezvous saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NatKind {
+    /// One mapping whoever it sends to, and a rendezvous reached it there from a port it never
+    /// sent to: peers dial it there directly (a full-cone NAT).
+    Open,
+    /// One mapping whoever it sends to, and a rendezvous' dial back from a new port did not
+    /// get in: a peer gets in once both have sent to each other (hole punching).
+    Filtering,
+    /// Each rendezvous saw another mapping: no punch reaches it, a relay does.
+    Symmetric,
+}
+
 /// A global address peers saw this node at, and who said so.
 #[derive(Debug, Clone)]
 struct Observation {
@@ -59,6 +74,8 @@ pub(crate) struct OwnAddresses {
     /// Where rendezvous saw the data plane's packets come from, by rendezvous (at most
     /// [`MAX_OBSERVED`]).
     quic_observed: Vec<(PublicKey, SocketAddr)>,
+    /// Where rendezvous dialed back, and whether that got in (at most [`MAX_OBSERVED`]).
+    dialed_back: Vec<(SocketAddr, bool)>,
     announce_quic: Option<SocketAddr>,
 }
 
@@ -73,6 +90,8 @@ pub struct AddressReport {
     pub reachability: Reachability,
     /// Whether peers can dial its data plane where it is (else it stands on rendezvous).
     pub direct: bool,
+    /// What it found of the NAT in front of it (`None`: no NAT, or nothing known yet).
+    pub nat: Option<NatKind>,
 }
 
 impl OwnAddresses {
@@ -90,6 +109,7 @@ impl OwnAddresses {
             observed: Vec::new(),
             data_plane,
             quic_observed: Vec::new(),
+            dialed_back: Vec::new(),
             announce_quic,
         };
         for addr in listen {
@@ -139,17 +159,46 @@ impl OwnAddresses {
         self.p2p() != advertised_before || self.reachability() != reachability_before
     }
 
-    /// Rendezvous `by` saw the data plane's packets come from `addr`; whether what is
-    /// advertised changed.
-    pub(crate) fn quic_observed(&mut self, by: PublicKey, addr: SocketAddr) -> bool {
-        let before = self.quic();
+    /// Rendezvous `by` saw the data plane's packets come from `observed.seen`, and dialed
+    /// back there if `observed.dialed_back` says so; whether what is advertised changed.
+    pub(crate) fn quic_observed(&mut self, by: PublicKey, observed: SeenByRendezvous) -> bool {
+        let before = (self.quic(), self.nat());
+        let addr = observed.seen;
         let room = self.quic_observed.len() < MAX_OBSERVED;
         match self.quic_observed.iter_mut().find(|(key, _)| *key == by) {
             Some(known) => known.1 = addr,
             None if room => self.quic_observed.push((by, addr)),
             None => return false,
         }
-        self.quic() != before
+        if let Some(reached) = observed.dialed_back {
+            if self.dialed_back.len() == MAX_OBSERVED {
+                self.dialed_back.remove(0);
+            }
+            self.dialed_back.push((addr, reached));
+        }
+        (self.quic(), self.nat()) != before
+    }
+
+    /// What this node found of the NAT in front of its data plane: nothing for a node peers
+    /// dial where it is, or before a rendezvous said; symmetric when the rendezvous saw
+    /// different mappings; else what the latest dial back to the mapping found.
+    pub(crate) fn nat(&self) -> Option<NatKind> {
+        if self.dialable_directly() || self.quic_observed.is_empty() {
+            return None;
+        }
+        let Some(mapping) = self.agreed_quic_observation() else {
+            return Some(NatKind::Symmetric);
+        };
+        let (_, reached) = self
+            .dialed_back
+            .iter()
+            .rev()
+            .find(|(addr, _)| *addr == mapping)?;
+        Some(if *reached {
+            NatKind::Open
+        } else {
+            NatKind::Filtering
+        })
     }
 
     /// The address every rendezvous agrees the data plane's packets come from: the NAT maps
@@ -269,6 +318,7 @@ impl OwnAddresses {
             quic: self.quic().to_string(),
             reachability: self.reachability(),
             direct: self.dialable_directly(),
+            nat: self.nat(),
         }
     }
 }
@@ -287,6 +337,10 @@ mod tests {
 
     fn socket(text: &str) -> SocketAddr {
         text.parse().unwrap()
+    }
+
+    fn seen_at(seen: SocketAddr, dialed_back: Option<bool>) -> SeenByRendezvous {
+        SeenByRendezvous { seen, dialed_back }
     }
 
     fn listening_on(listen: &[&str]) -> OwnAddresses {
@@ -350,7 +404,7 @@ mod tests {
             wasmesh_protocol::Keypair::from_seed([2; 32]).public(),
         );
         let mapped = socket("198.18.0.101:4202");
-        assert!(own.quic_observed(first, mapped));
+        assert!(own.quic_observed(first, seen_at(mapped, None)));
         assert_eq!(own.quic(), mapped);
         let circuit = circuit_via(wasmesh_keys::identity::peer_id(&first).unwrap());
         assert_eq!(
@@ -358,17 +412,35 @@ mod tests {
             vec![circuit, addr("/ip4/10.1.0.2/udp/4201/quic-v1")]
         );
         assert!(
-            !own.quic_observed(second, mapped),
+            !own.quic_observed(second, seen_at(mapped, None)),
             "agreement changes nothing"
         );
         assert!(
-            own.quic_observed(second, socket("198.18.0.101:5000")),
+            own.quic_observed(second, seen_at(socket("198.18.0.101:5000"), None)),
             "a NAT that maps each destination apart"
         );
         assert_eq!(
             own.quic(),
             socket("10.1.0.2:4202"),
             "nobody can dial such a mapping"
+        );
+    }
+
+    #[test]
+    fn the_nat_kind_comes_from_the_dial_backs_and_the_mappings_seen() {
+        let mut own = listening_on(&["/ip4/10.1.0.2/udp/4201/quic-v1"]);
+        let rendezvous = |seed| wasmesh_protocol::Keypair::from_seed([seed; 32]).public();
+        let mapped = socket("198.18.0.101:4202");
+        assert_eq!(own.nat(), None, "nothing said yet");
+        assert!(own.quic_observed(rendezvous(1), seen_at(mapped, Some(false))));
+        assert_eq!(own.nat(), Some(NatKind::Filtering));
+        assert!(own.quic_observed(rendezvous(2), seen_at(mapped, Some(true))));
+        assert_eq!(own.nat(), Some(NatKind::Open), "the latest dial back");
+        assert!(own.quic_observed(rendezvous(3), seen_at(socket("198.18.0.101:6000"), None)));
+        assert_eq!(own.nat(), Some(NatKind::Symmetric));
+        assert_eq!(
+            listening_on(&["/ip4/198.18.0.7/udp/4201/quic-v1"]).nat(),
+            None
         );
     }
 

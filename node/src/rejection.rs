@@ -71,6 +71,8 @@ rejections! {
     RelayFull => "relay_full",
     /// A relay session reached its byte cap and was closed.
     RelayBytes => "relay_bytes",
+    /// A dial back was asked of this node while as many as allowed were under way.
+    DialBackFull => "dial_back_full",
     /// A peer's forwards held its share of this node's slots.
     ForwardShare => "forward_share",
     /// Forwarded requests held all the slots they may.

@@ -46,7 +46,7 @@ pub(crate) async fn keep(
         let stood = targets.iter().map(|peer| data_plane.stand_on(*peer));
         for (peer, result) in targets.iter().zip(futures::future::join_all(stood).await) {
             match result {
-                Ok(Some(seen)) => control.quic_observed(peer.key, seen),
+                Ok(Some(observed)) => control.quic_observed(peer.key, observed),
                 Ok(None) => {}
                 Err(error) => {
                     tracing::debug!(rendezvous = %peer.addr, %error, "cannot keep a standing connection");

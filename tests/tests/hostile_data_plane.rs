@@ -9,6 +9,7 @@ use std::time::Duration;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use wasmesh_node::admission::Admission;
 use wasmesh_node::connection_limits::MAX_CONNECTIONS_PER_PEER;
+use wasmesh_node::data::MAX_DIAL_BACKS;
 use wasmesh_node::data::relay::MAX_RELAY_SESSIONS_PER_NODE;
 use wasmesh_node::data::{CloseCode, DataPlane, FetchError, PeerAddr};
 use wasmesh_node::metrics::Metrics;
@@ -465,12 +466,7 @@ async fn ask_for_relay(
     connection: &quinn::Connection,
     target: wasmesh_protocol::PublicKey,
 ) -> ReachReply {
-    let (mut send, mut recv) = connection.open_bi().await.unwrap();
-    write_frame(&mut send, &ReachRequest::Relay { target }.encode()).await;
-    let reply = tokio::time::timeout(MESH_DEADLINE, read_frame(&mut recv))
-        .await
-        .expect("the node answers a relay request");
-    ReachReply::decode(&reply).unwrap()
+    reach_exchange(connection, ReachRequest::Relay { target }).await
 }
 
 /// Strangers stand on a node as NATed nodes do, and one asks it for relay session after
@@ -514,5 +510,43 @@ async fn relay_sessions_past_an_askers_share_are_refused_and_the_relay_keeps_ser
     assert!(
         matches!(reply, ReachReply::Relayed(_)),
         "another asker: {reply:?}"
+    );
+}
+
+/// Sends `request` on the reach connection `connection` and reads the reply.
+async fn reach_exchange(connection: &quinn::Connection, request: ReachRequest) -> ReachReply {
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    write_frame(&mut send, &request.encode()).await;
+    let reply = tokio::time::timeout(MESH_DEADLINE, read_frame(&mut recv))
+        .await
+        .expect("the node answers a reach request");
+    ReachReply::decode(&reply).unwrap()
+}
+
+/// A stranger asks for dial back after dial back at once (a client endpoint, so none gets
+/// in): past the cap the node refuses and counts the refusal, and answers the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dial_backs_past_the_cap_are_refused_and_counted() {
+    let (node, _) = serving_echo().await;
+    let (identity, endpoint) = stranger(34);
+    let connection = connect(&identity, &endpoint, &node, REACH_ALPN).await;
+    let asks = (0..MAX_DIAL_BACKS + 2).map(|_| reach_exchange(&connection, ReachRequest::DialBack));
+    let replies = futures::future::join_all(asks).await;
+    let refused = replies
+        .iter()
+        .filter(|r| **r == ReachReply::Unknown)
+        .count();
+    assert_eq!(refused, 2, "{replies:?}");
+    assert!(
+        replies.contains(&ReachReply::DialedBack(false)),
+        "a client endpoint lets no handshake in: {replies:?}"
+    );
+    assert_eq!(
+        node.node.metrics().rejections_of(Rejection::DialBackFull),
+        2
+    );
+    assert_eq!(
+        invoke(&node, "echo", b"still here").await.body,
+        b"still here"
     );
 }

@@ -66,12 +66,12 @@ pub enum ControlCommand {
         /// Opened, or closed.
         open: bool,
     },
-    /// A rendezvous saw this node's data-plane packets come from `addr` (see `standing`).
+    /// A rendezvous observed this node's data plane (see `standing`).
     QuicObserved {
         /// The rendezvous' node key.
         by: wasmesh_protocol::PublicKey,
-        /// Where it saw them come from.
-        addr: std::net::SocketAddr,
+        /// Where it saw its packets come from, and whether its dial back got in.
+        observed: crate::data::SeenByRendezvous,
     },
 }
 

@@ -11,6 +11,7 @@ use super::command::ControlCommand;
 use crate::core::manifests::{Offered, Origin, Refusal, Verified};
 use crate::core::peers::ForwardAnswer;
 use crate::core::registry::ModuleState;
+use crate::data::SeenByRendezvous;
 
 /// The control task has stopped (the node is shutting down).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -127,9 +128,11 @@ impl NodeHandle {
             .try_send(ControlCommand::DataPlaneSeen { key, addr, open });
     }
 
-    /// Reports where a rendezvous saw this node's data-plane packets come from (without
-    /// waiting).
-    pub fn quic_observed(&self, by: wasmesh_protocol::PublicKey, addr: std::net::SocketAddr) {
-        let _ = self.0.try_send(ControlCommand::QuicObserved { by, addr });
+    /// Reports where a rendezvous saw this node's data-plane packets come from, and whether
+    /// its dial back got in (without waiting).
+    pub fn quic_observed(&self, by: wasmesh_protocol::PublicKey, observed: SeenByRendezvous) {
+        let _ = self
+            .0
+            .try_send(ControlCommand::QuicObserved { by, observed });
     }
 }

@@ -185,9 +185,9 @@ impl EventLoop {
                     .peers
                     .data_plane_seen(key, addr, open);
             }
-            ControlCommand::QuicObserved { by, addr } => {
+            ControlCommand::QuicObserved { by, observed } => {
                 self.owner
-                    .change_addresses(|own| own.quic_observed(by, addr));
+                    .change_addresses(|own| own.quic_observed(by, observed));
             }
         }
     }

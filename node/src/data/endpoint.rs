@@ -320,13 +320,7 @@ impl Connections {
             addr: peer.addr,
             reason,
         };
-        let tls = self
-            .identity
-            .client_config(peer.key, &self.admission, alpn)
-            .map_err(|e| fail(e.to_string()))?;
-        let crypto = QuicClientConfig::try_from(tls).map_err(|e| fail(e.to_string()))?;
-        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-        config.transport_config(self.transport.clone());
+        let config = self.client_config(peer, alpn)?;
         // quinn's connection driver takes the current span and keeps it while the connection
         // lives: it is made with no span current (a request's trace must end with the request).
         let connecting = tracing::dispatcher::with_default(&tracing::Dispatch::none(), || {
@@ -339,6 +333,27 @@ impl Connections {
             .map_err(|e| fail(e.to_string()))?;
         self.close_at_membership_expiry(&connection);
         Ok(connection)
+    }
+
+    /// The client side of a handshake with `peer` for `alpn`: its key checked, this node's
+    /// presented, the transport of the connections this node opens.
+    pub(super) fn client_config(
+        &self,
+        peer: PeerAddr,
+        alpn: &'static [u8],
+    ) -> Result<quinn::ClientConfig, ConnectError> {
+        let fail = |reason: String| ConnectError {
+            addr: peer.addr,
+            reason,
+        };
+        let tls = self
+            .identity
+            .client_config(peer.key, &self.admission, alpn)
+            .map_err(|e| fail(e.to_string()))?;
+        let crypto = QuicClientConfig::try_from(tls).map_err(|e| fail(e.to_string()))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        config.transport_config(self.transport.clone());
+        Ok(config)
     }
 
     /// In a private mesh, admission was checked at the handshake: the connection is closed when

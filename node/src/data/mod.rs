@@ -44,7 +44,9 @@ pub use self::close_code::CloseCode;
 pub use self::endpoint::{ConnectError, DataPlaneError, PeerAddr, ReachSettings, peer_key};
 pub use self::framing::{FrameError, RequestError};
 pub use self::invoke::{ForwardError, InvokeHandler};
+pub use self::reach::MAX_DIAL_BACKS;
 pub use self::seen::SeenHook;
+
 use crate::admission::Admission;
 use crate::connection_limits::{Arrival, ConnectionLimits, HANDSHAKE_TIMEOUT};
 use crate::lock::lock;
@@ -78,6 +80,17 @@ struct Inner {
     punch_dials: Arc<tokio::sync::Semaphore>,
 }
 
+/// What a rendezvous observed of this node when it first stood on it (see
+/// [`DataPlane::stand_on`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeenByRendezvous {
+    /// Where the node's packets come from (its NAT's mapping).
+    pub seen: SocketAddr,
+    /// Whether a handshake from a port the node never sent to reached it there (`None`: the
+    /// rendezvous did not try).
+    pub dialed_back: Option<bool>,
+}
+
 /// Dials answering punch requests under way at once, at most: each is a handshake toward an
 /// address a rendezvous named, on behalf of a node that asked it.
 pub const MAX_PUNCH_DIALS: usize = 16;
@@ -102,7 +115,11 @@ impl DataPlane {
         let connections =
             endpoint::Connections::bind(addr, identity, admission, metrics.clone(), tasks.clone())
                 .map(Arc::new)?;
-        let rendezvous = Arc::new(reach::Rendezvous::new(addr.ip(), metrics.clone()));
+        let rendezvous = Arc::new(reach::Rendezvous::new(
+            addr.ip(),
+            connections.clone(),
+            metrics.clone(),
+        ));
         Ok(Self {
             inner: Arc::new(Inner {
                 connections,
@@ -313,8 +330,8 @@ impl DataPlane {
 
     /// Opens a reach connection to the rendezvous `peer` unless one is open, and keeps it (see
     /// `standing`). For a new one: answers the rendezvous' punch requests while it lasts, and
-    /// returns where the rendezvous sees this node's packets come from.
-    pub async fn stand_on(&self, peer: PeerAddr) -> Result<Option<SocketAddr>, ConnectError> {
+    /// returns what the rendezvous observed of this node.
+    pub async fn stand_on(&self, peer: PeerAddr) -> Result<Option<SeenByRendezvous>, ConnectError> {
         let connection = self.inner.connections.connect(peer, REACH_ALPN).await?;
         let id = connection.stable_id();
         if !lock(&self.inner.standing).insert(id) {
@@ -354,13 +371,21 @@ impl DataPlane {
             reach::answer_punches(answering, metrics, tasks, dial).await;
             lock(&this.inner.standing).remove(&id);
         });
-        match reach::observe(&connection).await {
-            Ok(seen) => Ok(Some(seen)),
+        let seen = match reach::observe(&connection).await {
+            Ok(seen) => seen,
             Err(error) => {
                 tracing::debug!(%error, rendezvous = %peer.addr, "no observation from a rendezvous");
-                Ok(None)
+                return Ok(None);
             }
+        };
+        let dialed_back = reach::dial_back(&connection).await;
+        if let Err(error) = &dialed_back {
+            tracing::debug!(%error, rendezvous = %peer.addr, "no dial back from a rendezvous");
         }
+        Ok(Some(SeenByRendezvous {
+            seen,
+            dialed_back: dialed_back.ok(),
+        }))
     }
 
     /// Asks `peer` for the chunk group `group` of the blob `hash` of `size` bytes and checks it

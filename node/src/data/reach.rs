@@ -6,12 +6,16 @@
 //!   another: the target is told to send packets to the asker's mapping, and the asker learns
 //!   the target's.
 //! - A NATed node stands on a few rendezvous (`standing`): it asks each where it is seen
-//!   ([`observe`]), answers their punch requests by dialing the address named
+//!   ([`observe`]) and to dial it back there from a port it never sent to ([`dial_back`]: does
+//!   its NAT let strangers in at its mapping?), answers their punch requests by dialing the
+//!   address named
 //!   ([`answer_punches`]), and before it dials a peer asks them to introduce it ([`introduce`]),
 //!   so that both NATs have sent to each other when the handshake's packets arrive.
 //!
 //! Bounds: every message is at most [`MAX_REACH_MESSAGE_SIZE`] bytes and must arrive within
-//! [`REACH_TIMEOUT`]; an introduction waits at most that long for the target's answer. The
+//! [`REACH_TIMEOUT`]; an introduction waits at most that long for the target's answer. A dial
+//! back goes only where the asker's own connection comes from (never to an address it names),
+//! at most [`MAX_DIAL_BACKS`] at once, the rest refused and counted. The
 //! rendezvous keeps one connection per key (the newest), within the data plane's connection
 //! limits.
 
@@ -21,12 +25,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use quinn::Connection;
+use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use wasmesh_protocol::PublicKey;
 use wasmesh_protocol::wire::{
     MAX_REACH_MESSAGE_SIZE, PunchAck, PunchRequest, ReachReply, ReachRequest,
 };
 
+use super::endpoint::{Connections, PeerAddr};
 use super::framing::{read_framed, read_request, write_framed};
 use super::relay::Relays;
 use crate::lock::lock;
@@ -35,6 +41,8 @@ use crate::rejection::Rejection;
 
 /// How long one reach exchange may take (a request arriving, an answer coming back).
 pub(crate) const REACH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Dial backs under way at once, at most: each binds a socket for a handshake.
+pub const MAX_DIAL_BACKS: usize = 4;
 
 /// Why a reach exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -55,15 +63,28 @@ pub(crate) struct Rendezvous {
     relays: Relays,
     /// The IP the data plane is bound to (relay sessions bind to it too).
     own_ip: IpAddr,
+    /// This node's connections (dial backs are made with its identity).
+    connections: Arc<Connections>,
+    /// Places for dial backs under way (at most [`MAX_DIAL_BACKS`] at once).
+    dial_backs: Semaphore,
+    metrics: Arc<Metrics>,
 }
 
 impl Rendezvous {
-    /// A rendezvous whose data plane is bound to `own_ip`.
-    pub(crate) fn new(own_ip: IpAddr, metrics: Arc<Metrics>) -> Self {
+    /// A rendezvous whose data plane is bound to `own_ip`, of the node whose connections are
+    /// `connections`.
+    pub(crate) fn new(
+        own_ip: IpAddr,
+        connections: Arc<Connections>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             standing: Mutex::default(),
-            relays: Relays::new(metrics),
+            relays: Relays::new(metrics.clone()),
             own_ip,
+            connections,
+            dial_backs: Semaphore::new(MAX_DIAL_BACKS),
+            metrics,
         }
     }
 
@@ -115,6 +136,7 @@ impl Rendezvous {
             ReachRequest::Observe => ReachReply::Observed(asker.remote_address()),
             ReachRequest::Introduce { target } => self.introduce(from, asker, target).await,
             ReachRequest::Relay { target } => self.relay(from, asker, target, tasks).await,
+            ReachRequest::DialBack => self.dial_back(from, asker).await,
         };
         // The asker may have gone: nothing is lost.
         let _ = write_framed(&mut send, &reply.encode()).await;
@@ -158,6 +180,22 @@ impl Rendezvous {
             }
             _ => ReachReply::Unknown,
         }
+    }
+
+    /// Tries a handshake with `from` where its reach connection `asker` comes from, from a
+    /// new port (see `Connections::dial_back`); refused when as many are under way as
+    /// allowed.
+    async fn dial_back(&self, from: PublicKey, asker: &Connection) -> ReachReply {
+        let Ok(_place) = self.dial_backs.try_acquire() else {
+            self.metrics.count_rejection(Rejection::DialBackFull);
+            tracing::debug!("as many dial backs under way as allowed; one refused");
+            return ReachReply::Unknown;
+        };
+        let peer = PeerAddr {
+            key: from,
+            addr: asker.remote_address(),
+        };
+        ReachReply::DialedBack(self.connections.dial_back(peer).await)
     }
 
     /// Opens a relay session between `from` (reach connection `asker`) and `target`, and tells
@@ -228,6 +266,16 @@ pub(crate) async fn observe(connection: &Connection) -> Result<SocketAddr, Reach
     .await?
     {
         ReachReply::Observed(addr) => Ok(addr),
+        _ => Err(ReachError::NoAnswer),
+    }
+}
+
+/// Asks the rendezvous at the other end of `connection` to dial this node back where it sees
+/// the connection come from, from a port this node never sent to: whether that got through.
+pub(crate) async fn dial_back(connection: &Connection) -> Result<bool, ReachError> {
+    let request = ReachRequest::DialBack.encode();
+    match exchange(connection, &request, ReachReply::decode).await? {
+        ReachReply::DialedBack(reached) => Ok(reached),
         _ => Err(ReachError::NoAnswer),
     }
 }

@@ -11,16 +11,19 @@
 //!   both dial through it (`relay`); the session's address is remembered for the peer's later
 //!   connections.
 //!
-//! Each dial is counted by the path it took (`wasmesh_data_dials_total{outcome}`).
+//! Each dial is counted by the path it took (`wasmesh_data_dials_total{outcome}`). A rendezvous
+//! also dials a NATed node back from a new socket when asked (`dial_back`): whether its NAT
+//! lets strangers in at its mapping.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use quinn::Connection;
+use quinn::{Connection, Endpoint};
 use wasmesh_protocol::PublicKey;
 use wasmesh_protocol::wire::{BLOB_ALPN, REACH_ALPN};
 
+use super::close_code::CloseCode;
 use super::endpoint::{CONNECT_TIMEOUT, ConnectError, Connections, PeerAddr};
 use super::reach;
 use crate::lock::lock;
@@ -30,6 +33,8 @@ pub const INTRODUCTION_WAIT: Duration = Duration::from_secs(2);
 /// How long a punched handshake may take before a relay is asked for: both ends send at once,
 /// so it completes within a few round trips or not at all.
 pub const PUNCHED_HANDSHAKE: Duration = Duration::from_secs(3);
+/// How long a dial back's handshake may take (within the asker's wait for the answer).
+pub const DIAL_BACK_WAIT: Duration = Duration::from_secs(1);
 
 impl Connections {
     /// A new connection to `peer` for `alpn`, by the first path that works (see the module
@@ -132,6 +137,28 @@ impl Connections {
             cached.insert((peer.key, BLOB_ALPN), connection);
         }
         Ok(())
+    }
+
+    /// A handshake with `peer` at its address from a new socket, a port the peer never sent
+    /// to, within [`DIAL_BACK_WAIT`]: whether it got through (the peer's NAT, if any, lets
+    /// strangers in at that mapping). The connection is closed at once.
+    pub(super) async fn dial_back(&self, peer: PeerAddr) -> bool {
+        let Ok(config) = self.client_config(peer, BLOB_ALPN) else {
+            return false;
+        };
+        let bound = self.endpoint().local_addr().map(|own| own.ip());
+        let Ok(endpoint) = bound.and_then(|ip| Endpoint::client(SocketAddr::new(ip, 0))) else {
+            return false;
+        };
+        let reached = match endpoint.connect_with(config, peer.addr, "wasmesh") {
+            Ok(connecting) => matches!(
+                tokio::time::timeout(DIAL_BACK_WAIT, connecting).await,
+                Ok(Ok(_))
+            ),
+            Err(_) => false,
+        };
+        endpoint.close(CloseCode::Shutdown.code(), b"dialed back");
+        reached
     }
 
     /// The relay session that reaches `peer`, if one did.

@@ -2,6 +2,8 @@
 //! dial keeps a connection of this protocol open to a few public nodes, its *rendezvous*: they
 //! reach it over that connection's NAT mapping, and they introduce it to other NATed nodes so
 //! that both send packets to each other at once and their NATs let them in (hole punching).
+//! A rendezvous also dials a NATed node back at its mapping from a new port, so that the node
+//! learns what kind of NAT it is behind.
 //!
 //! Every message is framed as on the other data-plane protocols (a 4-byte little-endian
 //! length, then the message), one exchange per bidirectional stream:
@@ -40,6 +42,9 @@ pub enum ReachRequest {
         /// The node key of the node to be reached.
         target: PublicKey,
     },
+    /// Try a handshake with the asker where this connection's packets come from, from a port
+    /// it never sent to: does its NAT let strangers in at its mapping?
+    DialBack,
 }
 
 /// The rendezvous' answer.
@@ -54,8 +59,10 @@ pub enum ReachReply {
     /// they are: the QUIC connection through it stays end-to-end encrypted and authenticated.
     Relayed(SocketAddr),
     /// The target keeps no connection to this rendezvous (or did not answer it), or no relay
-    /// session could be opened.
+    /// session could be opened, or no dial back made (as many are under way as allowed).
     Unknown,
+    /// Whether the dial back's handshake got through.
+    DialedBack(bool),
 }
 
 /// A rendezvous to a NATed node: `peer` is about to dial you from `addr`; send packets there.

@@ -77,7 +77,8 @@ function drawNode(status) {
   if (reach) {
     // How peers reach this node, with the addresses it advertises on hover.
     const names = { public: "public", behind_nat: "behind NAT", announced: "announced", local: "local" };
-    const via = reach.direct ? "" : " (via rendezvous)";
+    const nats = { open: "open NAT", filtering: "filtering NAT", symmetric: "symmetric NAT" };
+    const via = reach.direct ? "" : ` (${reach.nat ? `${nats[reach.nat] ?? reach.nat}, ` : ""}via rendezvous)`;
     badges.push([
       `${names[reach.reachability] ?? reach.reachability}${via}`,
       "badge",
