@@ -64,7 +64,7 @@ pub struct ConnectError {
 }
 
 /// A connection's peer and protocol (ALPN).
-type ConnectionKey = (PublicKey, &'static [u8]);
+pub(super) type ConnectionKey = (PublicKey, &'static [u8]);
 
 /// The rendezvous a peer behind a NAT stands on, by its node key (none for a public peer).
 pub type RendezvousOf = Arc<dyn Fn(PublicKey) -> Vec<PeerAddr> + Send + Sync>;
@@ -92,7 +92,7 @@ pub(crate) struct Connections {
     endpoint: Endpoint,
     identity: TlsIdentity,
     transport: Arc<quinn::TransportConfig>,
-    pub(super) cached: Mutex<HashMap<ConnectionKey, Connection>>,
+    cached: Mutex<HashMap<ConnectionKey, Connection>>,
     /// One lock per peer and protocol, held while connecting.
     dialing: Mutex<HashMap<ConnectionKey, Arc<tokio::sync::Mutex<()>>>>,
     /// Who may be served and used: in a private mesh, connections end with the peer's
@@ -282,6 +282,14 @@ impl Connections {
                         || self.relayed_path(peer.key) == Some(c.remote_address()))
             })
             .cloned()
+    }
+
+    /// Keeps `connection` for the peer and protocol of `key`, unless an open one is kept.
+    pub(super) fn keep_unless_open(&self, key: ConnectionKey, connection: Connection) {
+        let mut cached = lock(&self.cached);
+        if cached.get(&key).is_none_or(|c| c.close_reason().is_some()) {
+            cached.insert(key, connection);
+        }
     }
 
     /// Tells this node how to reach peers behind NATs (set once).

@@ -129,13 +129,7 @@ impl Connections {
     /// connection it makes is kept for the blobs asked of the peer, unless one is open.
     pub(super) async fn punch_toward(&self, peer: PeerAddr) -> Result<(), ConnectError> {
         let connection = self.handshake(peer, BLOB_ALPN, PUNCHED_HANDSHAKE).await?;
-        let mut cached = lock(&self.cached);
-        let open = cached
-            .get(&(peer.key, BLOB_ALPN))
-            .is_some_and(|c| c.close_reason().is_none());
-        if !open {
-            cached.insert((peer.key, BLOB_ALPN), connection);
-        }
+        self.keep_unless_open((peer.key, BLOB_ALPN), connection);
         Ok(())
     }
 
