@@ -6,6 +6,9 @@
 //! - first answer: from C's first echo request until one is answered by B (C looks up who holds
 //!   echo, then opens the path: for the punched one an introduction by A, a punch by B and the
 //!   handshake; for the relayed one a failed punch, then a relay session);
+//! - control plane direct: from C's start until its libp2p connection to B is direct (C dials
+//!   B through A's relay, and both punch with DCUtR; behind two symmetric NATs it stays
+//!   relayed, shown as `-`);
 //! - forwarded latency: 200 echo requests entering at C, median and p90;
 //! - blob: C fetching the 16 MiB module from B (its fetch time, from C's metrics).
 //!
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use wasmesh_testkit::fixtures::{bundle, fixture, large_module, publisher};
 use wasmesh_testkit::nat::{Internet, NatKind};
-use wasmesh_testkit::process::{NodeProcess, histogram_sum};
+use wasmesh_testkit::process::{NodeProcess, get_json, histogram_sum};
 use wasmesh_testkit::wait::{DEADLINE, wait_until};
 
 const RUNS: usize = 3;
@@ -27,6 +30,7 @@ const BLOB: usize = 16 << 20;
 /// What one run of one path measured.
 struct Run {
     first: Duration,
+    control_direct: Option<Duration>,
     latencies: Vec<Duration>,
     blob_fetch: Duration,
 }
@@ -50,6 +54,7 @@ fn run(b_nat: NatKind, c_nat: NatKind, seed: u64) -> Option<Run> {
         &["--replicate", "none"],
     );
     let b = NodeProcess::start_on(&b_host, &dirs.path().join("b"), &trust, &[&a], &[]);
+    let c_started = Instant::now();
     let c = NodeProcess::start_on(
         &c_host,
         &dirs.path().join("c"),
@@ -65,10 +70,31 @@ fn run(b_nat: NatKind, c_nat: NatKind, seed: u64) -> Option<Run> {
         });
         assert_eq!(answer.status, 201, "{}", answer.text());
     };
-    publish(fixture("echo.wat"), "echo");
-    // C learns who holds echo when it is first asked for it: the first answer includes the
-    // holder lookup, and the path's opening (an introduction, a punch, a relay session).
-    let (first, latencies) = c.within(|| {
+    // The control path is watched while echo is published and first asked for.
+    let (control_direct, (first, latencies)) = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| control_direct_after(&c, &b.peer_id, c_started));
+        publish(fixture("echo.wat"), "echo");
+        let first = first_requests(&b, &c);
+        (watcher.join().expect("the control path watcher"), first)
+    });
+    publish(large_module(BLOB, seed), "big");
+    wait_until("the large module is ready at C", 2 * DEADLINE, || {
+        c.is_ready("big")
+    });
+    let fetch_s = c.within(|| histogram_sum(&c.url, "wasmesh_blob_fetch_duration_seconds"));
+    Some(Run {
+        first,
+        control_direct,
+        latencies,
+        blob_fetch: Duration::from_secs_f64(fetch_s),
+    })
+}
+
+/// Asks C for echo until B answers (C learns who holds echo when it is first asked for it: the
+/// first answer includes the holder lookup, and the path's opening: an introduction, a punch,
+/// a relay session), then 200 requests more.
+fn first_requests(b: &NodeProcess, c: &NodeProcess) -> (Duration, Vec<Duration>) {
+    c.within(|| {
         let gateway = c.gateway(DEADLINE);
         let started = Instant::now();
         loop {
@@ -93,17 +119,27 @@ fn run(b_nat: NatKind, c_nat: NatKind, seed: u64) -> Option<Run> {
             })
             .collect();
         (first, latencies)
-    });
-    publish(large_module(BLOB, seed), "big");
-    wait_until("the large module is ready at C", 2 * DEADLINE, || {
-        c.is_ready("big")
-    });
-    let fetch_s = c.within(|| histogram_sum(&c.url, "wasmesh_blob_fetch_duration_seconds"));
-    Some(Run {
-        first,
-        latencies,
-        blob_fetch: Duration::from_secs_f64(fetch_s),
     })
+}
+
+/// How long it watches for a direct control connection.
+const CONTROL_WATCH: Duration = Duration::from_secs(20);
+
+/// How long after `started` node `c`'s libp2p connection to `b` is direct; `None` if it is not
+/// within [`CONTROL_WATCH`].
+fn control_direct_after(c: &NodeProcess, b: &str, started: Instant) -> Option<Duration> {
+    while started.elapsed() < CONTROL_WATCH {
+        let peers = c.within(|| get_json(&format!("{}/v1/peers", c.url)));
+        let direct = peers.as_array().is_some_and(|list| {
+            list.iter()
+                .any(|p| p["peer_id"] == b && p["control_path"] == "direct")
+        });
+        if direct {
+            return Some(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
 }
 
 fn median(mut values: Vec<Duration>) -> Duration {
@@ -136,20 +172,26 @@ fn main() {
         ),
     ];
     println!(
-        "| path from C to B | first answer | forwarded p50 | forwarded p90 | 16 MiB fetch | MiB/s |"
+        "| path from C to B | control plane direct | first answer | forwarded p50 | forwarded p90 | 16 MiB fetch | MiB/s |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (name, b_nat, c_nat) in paths {
         let runs: Vec<Run> = (0..RUNS)
             .filter_map(|seed| run(b_nat, c_nat, seed as u64))
             .collect();
         let first = median(runs.iter().map(|r| r.first).collect());
+        let direct: Vec<Duration> = runs.iter().filter_map(|r| r.control_direct).collect();
+        let control = if direct.len() == runs.len() {
+            format!("{:.0} ms", median(direct).as_secs_f64() * 1e3)
+        } else {
+            format!("- ({} of {} runs)", direct.len(), runs.len())
+        };
         let p50 = median(runs.iter().map(|r| percentile(&r.latencies, 0.5)).collect());
         let p90 = median(runs.iter().map(|r| percentile(&r.latencies, 0.9)).collect());
         let fetch = median(runs.iter().map(|r| r.blob_fetch).collect());
         let mib_s = (BLOB as f64 / (1 << 20) as f64) / fetch.as_secs_f64();
         println!(
-            "| {name} | {:.1} ms | {} us | {} us | {:.0} ms | {mib_s:.0} |",
+            "| {name} | {control} | {:.1} ms | {} us | {} us | {:.0} ms | {mib_s:.0} |",
             first.as_secs_f64() * 1e3,
             p50.as_micros(),
             p90.as_micros(),

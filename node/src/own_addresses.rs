@@ -18,7 +18,7 @@ use serde::Serialize;
 use wasmesh_protocol::PublicKey;
 
 use crate::address_scope::{ip_of, is_global, socket_is_dialable};
-use crate::core::peers::data_path::circuit_via;
+use crate::core::peers::data_path::{circuit_via, is_circuit};
 use crate::data::SeenByRendezvous;
 
 /// Observed addresses remembered, at most, of each kind (a peer can report anything).
@@ -67,6 +67,8 @@ struct Observation {
 #[derive(Debug, Clone)]
 pub(crate) struct OwnAddresses {
     listen: Vec<Multiaddr>,
+    /// Addresses reserved on libp2p relays (`control::relays`), at most [`MAX_OBSERVED`].
+    relayed: Vec<Multiaddr>,
     announce: Vec<Multiaddr>,
     observed: Vec<Observation>,
     /// Where the data plane is bound (perhaps `0.0.0.0:port`).
@@ -105,6 +107,7 @@ impl OwnAddresses {
     ) -> Self {
         let mut own = Self {
             listen: Vec::new(),
+            relayed: Vec::new(),
             announce,
             observed: Vec::new(),
             data_plane,
@@ -118,8 +121,17 @@ impl OwnAddresses {
         own
     }
 
-    /// A listener reported `addr`; whether it was new.
+    /// A listener reported `addr` (a reservation on a relay reports a `/p2p-circuit` address
+    /// through it); whether it was new.
     pub(crate) fn add_listen(&mut self, addr: Multiaddr) -> bool {
+        if is_circuit(&addr) {
+            let addr = without_own_id(addr);
+            if self.relayed.contains(&addr) || self.relayed.len() >= MAX_OBSERVED {
+                return false;
+            }
+            self.relayed.push(addr);
+            return true;
+        }
         if is_wildcard(&addr) || self.listen.contains(&addr) {
             return false;
         }
@@ -127,17 +139,21 @@ impl OwnAddresses {
         true
     }
 
-    /// A listener's `addr` went away (an interface went down); whether it was known.
+    /// A listener's `addr` went away (an interface went down, a reservation ended); whether it
+    /// was known.
     pub(crate) fn remove_listen(&mut self, addr: &Multiaddr) -> bool {
-        let before = self.listen.len();
+        let before = self.listen.len() + self.relayed.len();
+        let relayed = without_own_id(addr.clone());
         self.listen.retain(|a| a != addr);
-        self.listen.len() != before
+        self.relayed.retain(|a| *a != relayed);
+        self.listen.len() + self.relayed.len() != before
     }
 
     /// `peer` saw this node's connection come from `addr`; whether what is advertised
-    /// changed. Only global addresses count (a peer on the same LAN sees a private one).
+    /// changed. Only global addresses count (a peer on the same LAN sees a private one), and
+    /// not a connection through a relay (the peer saw the relay's address).
     pub(crate) fn observed(&mut self, peer: PeerId, addr: Multiaddr) -> bool {
-        if !is_global(&addr) || ip_of(&addr).is_none() {
+        if !is_global(&addr) || ip_of(&addr).is_none() || is_circuit(&addr) {
             return false;
         }
         let advertised_before = self.p2p();
@@ -226,11 +242,20 @@ impl OwnAddresses {
         let (loopback, private): (Vec<_>, Vec<_>) = rest
             .into_iter()
             .partition(|a| ip_of(a).is_some_and(|ip| ip.is_loopback()));
+        // A rendezvous' relay address once reserved there (peers dial through it), else its
+        // name alone (the data plane still finds it).
         let circuits = self
             .quic_observed
             .iter()
             .filter_map(|(rendezvous, _)| wasmesh_keys::identity::peer_id(rendezvous))
-            .map(circuit_via);
+            .map(|rendezvous| {
+                let bare = circuit_via(rendezvous);
+                self.relayed
+                    .iter()
+                    .find(|reserved| reserved.ends_with(&bare))
+                    .cloned()
+                    .unwrap_or(bare)
+            });
         let mut advertised: Vec<Multiaddr> = Vec::new();
         for addr in global
             .into_iter()
@@ -323,153 +348,20 @@ impl OwnAddresses {
     }
 }
 
+/// `addr` without a trailing `/p2p/<id>` (a relay reports its reservation with this node's id).
+fn without_own_id(mut addr: Multiaddr) -> Multiaddr {
+    if matches!(
+        addr.iter().last(),
+        Some(libp2p::multiaddr::Protocol::P2p(_))
+    ) {
+        addr.pop();
+    }
+    addr
+}
+
 fn is_wildcard(addr: &Multiaddr) -> bool {
     ip_of(addr).is_some_and(|ip| ip.is_unspecified())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn addr(text: &str) -> Multiaddr {
-        text.parse().unwrap()
-    }
-
-    fn socket(text: &str) -> SocketAddr {
-        text.parse().unwrap()
-    }
-
-    fn seen_at(seen: SocketAddr, dialed_back: Option<bool>) -> SeenByRendezvous {
-        SeenByRendezvous { seen, dialed_back }
-    }
-
-    fn listening_on(listen: &[&str]) -> OwnAddresses {
-        OwnAddresses::new(
-            listen.iter().map(|a| addr(a)).collect(),
-            Vec::new(),
-            "0.0.0.0:4202".parse().unwrap(),
-            None,
-        )
-    }
-
-    #[test]
-    fn a_wildcard_listener_advertises_its_interfaces_global_first_and_never_loopback_beside_them() {
-        let own = listening_on(&[
-            "/ip4/127.0.0.1/udp/4201/quic-v1",
-            "/ip4/0.0.0.0/udp/4201/quic-v1",
-            "/ip4/192.168.1.5/udp/4201/quic-v1",
-            "/ip4/198.18.0.7/udp/4201/quic-v1",
-        ]);
-        assert_eq!(
-            own.p2p(),
-            vec![
-                addr("/ip4/198.18.0.7/udp/4201/quic-v1"),
-                addr("/ip4/192.168.1.5/udp/4201/quic-v1"),
-            ]
-        );
-        assert_eq!(own.quic(), socket("198.18.0.7:4202"));
-        assert_eq!(own.reachability(), Reachability::Public);
-    }
-
-    #[test]
-    fn a_node_on_loopback_only_advertises_loopback() {
-        let own = listening_on(&["/ip4/127.0.0.1/udp/4201/quic-v1"]);
-        assert_eq!(own.p2p(), vec![addr("/ip4/127.0.0.1/udp/4201/quic-v1")]);
-        assert_eq!(own.quic(), socket("127.0.0.1:4202"));
-        assert_eq!(own.reachability(), Reachability::Local);
-    }
-
-    #[test]
-    fn an_observed_address_is_advertised_once_two_peers_agree_and_says_a_nat_is_in_between() {
-        let mut own = listening_on(&["/ip4/10.1.0.2/udp/4201/quic-v1"]);
-        let public = addr("/ip4/198.18.0.101/udp/4201/quic-v1");
-        let (first, second) = (PeerId::random(), PeerId::random());
-        assert!(own.observed(first, public.clone()), "reachability changes");
-        assert_eq!(own.reachability(), Reachability::BehindNat);
-        assert!(
-            !own.p2p().contains(&public),
-            "one peer's word is not enough"
-        );
-        assert!(!own.observed(first, public.clone()), "the same peer twice");
-        assert!(own.observed(second, public.clone()));
-        assert_eq!(own.p2p()[0], public);
-        assert!(own.p2p().contains(&addr("/ip4/10.1.0.2/udp/4201/quic-v1")));
-    }
-
-    #[test]
-    fn behind_a_nat_the_rendezvous_agree_on_the_data_plane_address_and_are_named() {
-        let mut own = listening_on(&["/ip4/10.1.0.2/udp/4201/quic-v1"]);
-        let (first, second) = (
-            wasmesh_protocol::Keypair::from_seed([1; 32]).public(),
-            wasmesh_protocol::Keypair::from_seed([2; 32]).public(),
-        );
-        let mapped = socket("198.18.0.101:4202");
-        assert!(own.quic_observed(first, seen_at(mapped, None)));
-        assert_eq!(own.quic(), mapped);
-        let circuit = circuit_via(wasmesh_keys::identity::peer_id(&first).unwrap());
-        assert_eq!(
-            own.p2p(),
-            vec![circuit, addr("/ip4/10.1.0.2/udp/4201/quic-v1")]
-        );
-        assert!(
-            !own.quic_observed(second, seen_at(mapped, None)),
-            "agreement changes nothing"
-        );
-        assert!(
-            own.quic_observed(second, seen_at(socket("198.18.0.101:5000"), None)),
-            "a NAT that maps each destination apart"
-        );
-        assert_eq!(
-            own.quic(),
-            socket("10.1.0.2:4202"),
-            "nobody can dial such a mapping"
-        );
-    }
-
-    #[test]
-    fn the_nat_kind_comes_from_the_dial_backs_and_the_mappings_seen() {
-        let mut own = listening_on(&["/ip4/10.1.0.2/udp/4201/quic-v1"]);
-        let rendezvous = |seed| wasmesh_protocol::Keypair::from_seed([seed; 32]).public();
-        let mapped = socket("198.18.0.101:4202");
-        assert_eq!(own.nat(), None, "nothing said yet");
-        assert!(own.quic_observed(rendezvous(1), seen_at(mapped, Some(false))));
-        assert_eq!(own.nat(), Some(NatKind::Filtering));
-        assert!(own.quic_observed(rendezvous(2), seen_at(mapped, Some(true))));
-        assert_eq!(own.nat(), Some(NatKind::Open), "the latest dial back");
-        assert!(own.quic_observed(rendezvous(3), seen_at(socket("198.18.0.101:6000"), None)));
-        assert_eq!(own.nat(), Some(NatKind::Symmetric));
-        assert_eq!(
-            listening_on(&["/ip4/198.18.0.7/udp/4201/quic-v1"]).nat(),
-            None
-        );
-    }
-
-    #[test]
-    fn private_observations_and_floods_of_observations_are_ignored() {
-        let mut own = listening_on(&["/ip4/10.1.0.2/udp/4201/quic-v1"]);
-        assert!(!own.observed(PeerId::random(), addr("/ip4/10.1.0.9/udp/9/quic-v1")));
-        for port in 0..100u16 {
-            own.observed(
-                PeerId::random(),
-                addr(&format!("/ip4/198.18.0.1/udp/{port}/quic-v1")),
-            );
-        }
-        assert_eq!(own.observed.len(), MAX_OBSERVED);
-    }
-
-    #[test]
-    fn announced_addresses_are_advertised_alone() {
-        let own = OwnAddresses::new(
-            vec![addr("/ip4/10.0.0.2/udp/4201/quic-v1")],
-            vec![addr("/dns4/node.example.org/udp/4201/quic-v1")],
-            "0.0.0.0:4202".parse().unwrap(),
-            Some("203.0.113.9:4202".parse().unwrap()),
-        );
-        assert_eq!(
-            own.p2p(),
-            vec![addr("/dns4/node.example.org/udp/4201/quic-v1")]
-        );
-        assert_eq!(own.quic(), socket("203.0.113.9:4202"));
-        assert_eq!(own.reachability(), Reachability::Announced);
-    }
-}
+mod tests;

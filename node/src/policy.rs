@@ -34,6 +34,9 @@ pub(crate) struct Policy {
     pub(crate) min_free_disk: u64,
     /// Whether peers' loopback, private and link-local addresses are dialed.
     pub(crate) allow_private_addrs: bool,
+    /// Whether this node serves as a libp2p relay (`None`: while its address is public or
+    /// announced; `control::relays`).
+    pub(crate) relay: Option<bool>,
     /// Whether slow forwards get a copy sent to the next candidate.
     pub(crate) hedging: bool,
     /// The share of forwarded answers of raw-ABI modules checked again (`request::verify`).

@@ -73,6 +73,9 @@ rejections! {
     RelayBytes => "relay_bytes",
     /// A dial back was asked of this node while as many as allowed were under way.
     DialBackFull => "dial_back_full",
+    /// A libp2p relay reservation or circuit was asked for beyond this relay's bounds, or of a
+    /// node that serves as no relay.
+    ControlRelayRefused => "control_relay_refused",
     /// A peer's forwards held its share of this node's slots.
     ForwardShare => "forward_share",
     /// Forwarded requests held all the slots they may.

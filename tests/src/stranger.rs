@@ -17,6 +17,20 @@ pub fn swarm<B: NetworkBehaviour>(
     keys: identity::Keypair,
     behaviour: impl FnOnce(&identity::Keypair) -> B,
 ) -> Swarm<B> {
+    swarm_with_relay_client(keys, |key, _| behaviour(key))
+}
+
+/// A libp2p peer with `keys` that speaks only the relay client's protocols: it reserves an
+/// address on a relay (`listen_on(<relay>/p2p-circuit)`) and dials peers through one.
+pub fn relay_user(keys: identity::Keypair) -> Swarm<libp2p::relay::client::Behaviour> {
+    swarm_with_relay_client(keys, |_, relay| relay)
+}
+
+/// [`swarm`], with the relay client's transport and behaviour (which `behaviour` may keep).
+fn swarm_with_relay_client<B: NetworkBehaviour>(
+    keys: identity::Keypair,
+    behaviour: impl FnOnce(&identity::Keypair, libp2p::relay::client::Behaviour) -> B,
+) -> Swarm<B> {
     libp2p::SwarmBuilder::with_existing_identity(keys)
         .with_tokio()
         .with_tcp(
@@ -26,6 +40,8 @@ pub fn swarm<B: NetworkBehaviour>(
         )
         .unwrap()
         .with_quic()
+        .with_relay_client(libp2p::noise::Config::new, libp2p::yamux::Config::default)
+        .unwrap()
         .with_behaviour(behaviour)
         .unwrap()
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(600)))

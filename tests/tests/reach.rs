@@ -61,16 +61,26 @@ impl Pair {
 
     /// The data-plane address A's peer table gives B (`None` while A cannot reach it).
     fn b_data_addr_at_a(&self) -> Option<String> {
-        let peers = self
-            .a
-            .within(|| get_json(&format!("{}/v1/peers", self.a.url)));
-        peers
-            .as_array()?
-            .iter()
-            .find(|p| p["peer_id"] == self.b.peer_id.as_str())?["quic_addr"]
+        peer_entry(&self.a, &self.b)?["quic_addr"]
             .as_str()
             .map(str::to_owned)
     }
+}
+
+/// `peer`'s entry in `at`'s `/v1/peers` (`None` while it has none).
+fn peer_entry(at: &NodeProcess, peer: &NodeProcess) -> Option<serde_json::Value> {
+    let peers = at.within(|| get_json(&format!("{}/v1/peers", at.url)));
+    peers
+        .as_array()?
+        .iter()
+        .find(|p| p["peer_id"] == peer.peer_id.as_str())
+        .cloned()
+}
+
+/// How `at`'s control connection to `peer` goes (`direct`, `relayed`), while one is open.
+fn control_path(at: &NodeProcess, peer: &NodeProcess) -> Option<String> {
+    let entry = peer_entry(at, peer)?;
+    entry["control_path"].as_str().map(str::to_owned)
 }
 
 #[test]
@@ -355,4 +365,48 @@ fn nodes_that_lose_their_relay_go_through_another() {
     );
     assert!(relayed_bytes(&other) > 0, "the other rendezvous relays now");
     assert!(c.metric("wasmesh_data_dials_total{outcome=\"relayed\"}") > relayed_before);
+}
+
+/// B and C, each behind a port-restricted NAT, know each other only through the public A. Each
+/// holds a reservation on A's libp2p relay; a dial through it gives a relayed control
+/// connection, which both upgrade to a direct one through their NATs (DCUtR). Behind two
+/// symmetric NATs no punch works, and the relayed connection is what they keep.
+#[test]
+fn nodes_behind_nats_punch_a_direct_control_connection() {
+    for (nat, path) in [
+        (NatKind::PortRestricted, "direct"),
+        (NatKind::Symmetric, "relayed"),
+    ] {
+        let Some(mut internet) = Internet::create() else {
+            return;
+        };
+        let a_host = internet.host(NatKind::None);
+        let (b_host, c_host) = (internet.verified_host(nat), internet.verified_host(nat));
+        let pair = Pair::start(&a_host, &b_host);
+        let trust = publisher(1).public().to_string();
+        let c = NodeProcess::start_on(
+            &c_host,
+            &pair._dirs.path().join("c"),
+            &trust,
+            &[&pair.a],
+            &["--replicate", "none"],
+        );
+        wait_until(
+            &format!("behind {nat:?}: C's control connection to B is {path}"),
+            2 * DEADLINE,
+            || control_path(&c, &pair.b).as_deref() == Some(path),
+        );
+        let reserved = "wasmesh_control_relay_total{outcome=\"reservation_accepted\"}";
+        wait_until("A counts B's and C's reservations", DEADLINE, || {
+            pair.a.metric(reserved) >= 2
+        });
+        let punched =
+            |node: &NodeProcess| node.metric("wasmesh_hole_punches_total{outcome=\"direct\"}");
+        if path == "direct" {
+            assert!(
+                punched(&pair.b) + punched(&c) > 0,
+                "the direct path was punched"
+            );
+        }
+    }
 }

@@ -67,6 +67,10 @@ pub struct NodeArgs {
     /// when one of this node's own --listen addresses is such an address].
     #[arg(long, value_name = "BOOL")]
     pub allow_private_addrs: Option<bool>,
+    /// Serve as a libp2p relay for peers behind NATs [default: when this node's address is
+    /// public or announced].
+    #[arg(long, value_name = "BOOL")]
+    pub relay: Option<bool>,
     /// Inbound libp2p connections accepted from one IP address at a time [default: 16].
     #[arg(long, value_name = "N")]
     pub max_inbound_per_address: Option<usize>,

@@ -37,6 +37,7 @@ struct FileConfig {
     blob_quota_mib: Option<u64>,
     min_free_disk_mib: Option<u64>,
     allow_private_addrs: Option<bool>,
+    relay: Option<bool>,
     max_inbound_per_address: Option<usize>,
     spot_check_rate: Option<f64>,
     hedging: Option<bool>,
@@ -161,6 +162,7 @@ pub(super) fn merge(args: NodeArgs) -> anyhow::Result<NodeConfig> {
             .allow_private_addrs
             .or(file.allow_private_addrs)
             .unwrap_or(private_by_default),
+        relay: args.relay.or(file.relay),
         max_inbound_per_address: at_least_one(
             args.max_inbound_per_address
                 .or(file.max_inbound_per_address),

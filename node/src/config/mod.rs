@@ -146,6 +146,9 @@ pub struct NodeConfig {
     pub hedging: bool,
     /// Whether loopback, private and link-local addresses advertised by peers are dialed.
     pub allow_private_addrs: bool,
+    /// Whether this node serves as a libp2p relay (`None`: when its address is public or
+    /// announced).
+    pub relay: Option<bool>,
     /// Inbound libp2p connections accepted from one IP address at a time.
     pub max_inbound_per_address: usize,
     /// The share of forwarded answers of raw-ABI modules checked again (`None`: the default
@@ -201,6 +204,7 @@ impl NodeConfig {
             gateway: GatewayLimits::default(),
             hedging: true,
             allow_private_addrs: true,
+            relay: None,
             max_inbound_per_address: LOCAL_MAX_INBOUND_PER_ADDRESS,
             spot_check_rate: None,
             status_interval: STATUS_INTERVAL,

@@ -1,6 +1,7 @@
 //! The libp2p side of the control plane: the composed behaviour (gossipsub for manifests with
 //! explicit validation and peer scoring, identify, ping, request-response sync, status and
-//! holders, Kademlia), and building the swarm over QUIC and TCP.
+//! holders, Kademlia, circuit relay and DCUtR), and building the swarm over QUIC and TCP, and
+//! through relays.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use libp2p::gossipsub::{
 };
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{StreamProtocol, Swarm, identify, kad, noise, ping, tcp, yamux};
+use libp2p::{StreamProtocol, Swarm, dcutr, identify, kad, noise, ping, relay, tcp, yamux};
 use wasmesh_protocol::holders::HOLDERS_PROTOCOL;
 use wasmesh_protocol::wire::{
     KAD_PROTOCOL, MANIFEST_TOPIC, PROTOCOL_VERSION, STATUS_PROTOCOL, SYNC_PROTOCOL,
@@ -47,6 +48,12 @@ pub(crate) struct Behaviour {
     pub(crate) holders: request_response::Behaviour<LimitedCodec<codec::HoldersPair>>,
     /// Refuses inbound connections beyond a number per source address.
     pub(crate) inbound_limit: InboundPerAddress,
+    /// A relay for peers behind NATs (`relays`); closed to strangers of a private mesh.
+    pub(crate) relay: Gated<relay::Behaviour>,
+    /// Reservations on relays, and dials through them.
+    pub(crate) relay_client: relay::client::Behaviour,
+    /// Relayed connections upgraded to direct ones through both NATs.
+    pub(crate) dcutr: dcutr::Behaviour,
 }
 
 /// How the swarm is built.
@@ -95,8 +102,10 @@ pub(crate) fn build_swarm(
             yamux::Config::default,
         )?
         .with_quic()
+        .with_relay_client(noise::Config::new, yamux::Config::default)?
         .with_bandwidth_metrics(&mut registry)
-        .with_behaviour(|key| {
+        .with_behaviour(|key, relay_client| {
+            let id = key.public().to_peer_id();
             let gossipsub = gossipsub(key, &mut registry)?;
             let identify = identify::Behaviour::new(
                 identify::Config::new(PROTOCOL_VERSION.into(), key.public())
@@ -123,13 +132,16 @@ pub(crate) fn build_swarm(
                 ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_EVERY)),
                 sync,
                 status,
-                kad: Gated::new(
-                    kademlia(key.public().to_peer_id(), private),
+                kad: Gated::new(kademlia(id, private), private, allow_private_addrs),
+                holders,
+                inbound_limit: InboundPerAddress::new(max_inbound_per_address),
+                relay: Gated::new(
+                    relay::Behaviour::new(id, super::relays::server_config()),
                     private,
                     allow_private_addrs,
                 ),
-                holders,
-                inbound_limit: InboundPerAddress::new(max_inbound_per_address),
+                relay_client,
+                dcutr: dcutr::Behaviour::new(id),
             })
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))

@@ -76,12 +76,14 @@ impl EventLoop {
                 behaviour.gossipsub.blacklist_peer(&peer);
                 behaviour.kad.close(&peer);
                 behaviour.kad.inner().remove_peer(&peer);
+                behaviour.relay.close(&peer);
             }
             Effect::LetIn { peer } => {
                 tracing::info!(%peer, "admitted to the private mesh");
                 let behaviour = self.swarm.behaviour_mut();
                 behaviour.gossipsub.remove_blacklisted_peer(&peer);
                 behaviour.kad.open(peer);
+                behaviour.relay.open(peer);
             }
         }
     }

@@ -39,6 +39,17 @@ impl EventLoop {
                 tracing::info!(%address, "listening");
                 self.owner.change_addresses(|own| own.add_listen(address));
             }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                let reason = match &reason {
+                    Ok(()) => "closed".to_string(),
+                    Err(error) => error.to_string(),
+                };
+                self.on_listener_closed(listener_id, &reason);
+            }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 tracing::info!(%address, "no longer listening");
                 self.owner
@@ -58,28 +69,20 @@ impl EventLoop {
             ),
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
             } => {
-                let effects = self
-                    .owner
-                    .handle(Input::ConnectionClosed { peer: peer_id }, Instant::now());
-                self.apply(effects);
+                self.paths.closed(peer_id, connection_id);
+                if num_established == 0 {
+                    let effects = self
+                        .owner
+                        .handle(Input::ConnectionClosed { peer: peer_id }, Instant::now());
+                    self.apply(effects);
+                }
+                self.note_control_path(peer_id);
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
-                propagation_source,
-                message_id,
-                message,
-            })) => self.on_gossip(propagation_source, message_id, message),
-            SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync_event(event),
-            SwarmEvent::Behaviour(BehaviourEvent::Status(event)) => self.on_status_event(event),
-            SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad_event(event),
-            SwarmEvent::Behaviour(BehaviourEvent::Holders(event)) => self.on_holders_event(event),
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
-                peer_id,
-                info,
-                ..
-            })) => self.on_identify(peer_id, info),
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             SwarmEvent::IncomingConnectionError {
                 send_back_addr,
                 error: libp2p::swarm::ListenError::Denied { cause },
@@ -101,15 +104,37 @@ impl EventLoop {
                 self.owner
                     .handle(Input::DialFailed { peer: peer_id }, Instant::now());
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+            _ => {}
+        }
+    }
+
+    /// Turns one event of the composed behaviour into inputs of the node.
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => self.on_gossip(propagation_source, message_id, message),
+            BehaviourEvent::Sync(event) => self.on_sync_event(event),
+            BehaviourEvent::Status(event) => self.on_status_event(event),
+            BehaviourEvent::Kad(event) => self.on_kad_event(event),
+            BehaviourEvent::Holders(event) => self.on_holders_event(event),
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                self.on_identify(peer_id, info);
+            }
+            BehaviourEvent::Ping(ping::Event {
                 peer,
                 result: Ok(rtt),
                 ..
-            })) => {
+            }) => {
                 let rtt_us = rtt.as_micros() as u64;
                 self.owner
                     .handle(Input::Pinged { peer, rtt_us }, Instant::now());
             }
+            BehaviourEvent::Relay(event) => self.on_relay_event(event),
+            BehaviourEvent::RelayClient(event) => self.on_relay_client_event(event),
+            BehaviourEvent::Dcutr(event) => self.on_dcutr_event(event),
             _ => {}
         }
     }
@@ -125,6 +150,7 @@ impl EventLoop {
             ConnectedPoint::Dialer { address, .. } => Some(address),
             ConnectedPoint::Listener { .. } => None,
         };
+        self.paths.opened(peer, connection, endpoint.is_relayed());
         let input = Input::ConnectionOpened {
             peer,
             first,
@@ -132,6 +158,7 @@ impl EventLoop {
         };
         let effects = self.owner.handle(input, Instant::now());
         self.apply(effects);
+        self.note_control_path(peer);
         if self.owner.take_kept_dial(&connection) {
             self.keep_as_neighbour(peer);
         }

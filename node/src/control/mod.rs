@@ -30,6 +30,7 @@ mod holders;
 mod leave;
 pub(crate) mod own_status;
 pub(crate) mod owner;
+mod relays;
 mod statuses;
 pub(crate) mod verifier;
 
@@ -69,6 +70,12 @@ pub(crate) struct EventLoop {
     keys: Keypair,
     /// How often this node's status goes to its neighbours when nothing else changed.
     status_interval: Duration,
+    /// Reservations on relays, behind a NAT (`relays`).
+    reservations: relays::Reservations,
+    /// Which peers are reached through a relay only.
+    paths: relays::ControlPaths,
+    /// Whether this node serves as a relay now (`None` before it was decided).
+    relay_serving: Option<relays::RelayService>,
 }
 
 impl EventLoop {
@@ -90,6 +97,9 @@ impl EventLoop {
             refusals,
             keys,
             status_interval,
+            reservations: relays::Reservations::default(),
+            paths: relays::ControlPaths::default(),
+            relay_serving: None,
         }
     }
 
@@ -119,6 +129,7 @@ impl EventLoop {
                 },
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
             }
+            self.serve_as_relay_if_public();
             if self.owner.publish() {
                 self.broadcast_status();
             }
@@ -188,6 +199,9 @@ impl EventLoop {
             ControlCommand::QuicObserved { by, observed } => {
                 self.owner
                     .change_addresses(|own| own.quic_observed(by, observed));
+                if let Some(rendezvous) = wasmesh_keys::identity::peer_id(&by) {
+                    self.reserve_on(rendezvous);
+                }
             }
         }
     }

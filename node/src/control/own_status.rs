@@ -25,6 +25,8 @@ pub(crate) struct StatusSource {
     addresses: OwnAddresses,
     load: Arc<LocalLoad>,
     seq: u64,
+    /// How many times what the addresses advertise changed.
+    address_changes: u64,
 }
 
 impl StatusSource {
@@ -36,6 +38,7 @@ impl StatusSource {
             load,
             // From the clock, so a restarted node's statuses are newer than its old ones.
             seq: crate::clock::now_ms().saturating_mul(1000),
+            address_changes: 0,
         }
     }
 
@@ -44,9 +47,22 @@ impl StatusSource {
         &self.addresses
     }
 
-    /// This node's addresses, to change (the next status advertises them).
-    pub(crate) fn addresses_mut(&mut self) -> &mut OwnAddresses {
-        &mut self.addresses
+    /// Changes this node's addresses (the next status advertises them); whether `change`
+    /// says what they advertise changed.
+    pub(crate) fn change_addresses(
+        &mut self,
+        change: impl FnOnce(&mut OwnAddresses) -> bool,
+    ) -> bool {
+        let changed = change(&mut self.addresses);
+        if changed {
+            self.address_changes += 1;
+        }
+        changed
+    }
+
+    /// How many times what this node's addresses advertise changed.
+    pub(crate) fn address_changes(&self) -> u64 {
+        self.address_changes
     }
 
     /// The next status: what `registry` holds ready (nothing once the node is leaving), the

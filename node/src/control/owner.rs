@@ -181,11 +181,19 @@ impl Owner {
     /// view shows it, the status is sent again at once, and the blobs held are announced again
     /// with the new holder record.
     pub(crate) fn change_addresses(&mut self, change: impl FnOnce(&mut OwnAddresses) -> bool) {
-        if change(self.services.status.addresses_mut()) {
+        if self.services.status.change_addresses(change) {
+            // Dial addresses travel with the ready list: every neighbour gets both again.
+            self.state.peers.update_each(|info| info.ready_sent = None);
             self.changed = true;
             self.status_changed = true;
             self.holder_work.search.announce_again();
         }
+    }
+
+    /// This node's addresses, and how many times what they advertise changed.
+    pub(crate) fn addresses(&self) -> (&OwnAddresses, u64) {
+        let status = &self.services.status;
+        (status.addresses(), status.address_changes())
     }
 
     /// Makes this node's status again (its load, its ready list, its coordinate), the one

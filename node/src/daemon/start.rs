@@ -137,6 +137,7 @@ fn load_policy(
         blob_quota: config.blob_quota,
         min_free_disk: config.min_free_disk,
         allow_private_addrs: config.allow_private_addrs,
+        relay: config.relay,
         hedging: config.hedging,
         spot_check_rate: config.spot_check_rate.unwrap_or(if private {
             0.0

@@ -227,6 +227,7 @@ async fn peers(State(node): State<Node>) -> Response {
                 "state": state,
                 "coordinate": p.coordinate.as_ref().map(coordinate_json),
                 "connected": p.connected,
+                "control_path": p.connected.then_some(if p.relayed { "relayed" } else { "direct" }),
                 "neighbour": p.neighbour,
                 "rtt_us": p.rtt_us,
                 "in_flight": p.in_flight,

@@ -232,6 +232,12 @@ pub struct Metrics {
     pub relay_sessions: Gauge,
     /// Bytes this node relayed between nodes behind NATs.
     pub relayed_bytes: Counter,
+    /// The libp2p relay's work, by what happened (`reservation_accepted`, `circuit_accepted`,
+    /// `circuit_closed`, `reserved` on a relay by this node, ...).
+    pub control_relay: Family<Ended, Counter>,
+    /// Relayed control connections this node upgraded to direct ones, by outcome
+    /// (`direct`, `failed`).
+    pub hole_punches: Family<Ended, Counter>,
     /// Bytes the node's own protocols moved (message bodies), by kind and direction.
     pub traffic_bytes: Family<Flow, Counter>,
     /// Messages the node's own protocols moved, by kind and direction.
@@ -273,6 +279,8 @@ impl Default for Metrics {
             data_dials: Family::default(),
             relay_sessions: Gauge::default(),
             relayed_bytes: Counter::default(),
+            control_relay: Family::default(),
+            hole_punches: Family::default(),
             traffic_bytes: Family::default(),
             traffic_messages: Family::default(),
             registry: Mutex::new(Registry::with_prefix("wasmesh")),

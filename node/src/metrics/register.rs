@@ -181,6 +181,16 @@ impl Metrics {
             self.relayed_bytes.clone(),
         );
         registry.register(
+            "control_relay",
+            "Reservations and circuits of the libp2p relay, by what happened",
+            self.control_relay.clone(),
+        );
+        registry.register(
+            "hole_punches",
+            "Relayed control connections upgraded to direct ones (DCUtR), by outcome",
+            self.hole_punches.clone(),
+        );
+        registry.register(
             "traffic_bytes",
             "Bytes of the node's own protocols, by kind and direction",
             self.traffic_bytes.clone(),

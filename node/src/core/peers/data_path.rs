@@ -32,10 +32,11 @@ pub fn is_circuit(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| p == Protocol::P2pCircuit)
 }
 
-/// The rendezvous named among `advertised` (the peer before `/p2p-circuit`), at most
-/// [`MAX_RENDEZVOUS_HINTS`].
+/// The rendezvous named among `advertised` (the peer before `/p2p-circuit`), each once, at
+/// most [`MAX_RENDEZVOUS_HINTS`].
 pub fn rendezvous_in(advertised: &[String]) -> Vec<PeerId> {
-    advertised
+    let mut named = Vec::new();
+    let found = advertised
         .iter()
         .filter_map(|a| a.parse::<Multiaddr>().ok())
         .filter_map(|addr| {
@@ -48,9 +49,16 @@ pub fn rendezvous_in(advertised: &[String]) -> Vec<PeerId> {
                 }
             }
             None
-        })
-        .take(MAX_RENDEZVOUS_HINTS)
-        .collect()
+        });
+    for rendezvous in found {
+        if named.len() == MAX_RENDEZVOUS_HINTS {
+            break;
+        }
+        if !named.contains(&rendezvous) {
+            named.push(rendezvous);
+        }
+    }
+    named
 }
 
 impl PeerInfo {

@@ -118,22 +118,11 @@ impl PeerTable {
         let (new_provider, want_ready) =
             take_ready(peer, status.ready, status.ready_version, known);
         peer.key = Some(status.node);
-        // An address this node may not send packets to is no data-plane address for it.
-        peer.quic_addr =
-            address_scope::socket_is_dialable(&quic_addr, allow_private_addrs).then_some(quic_addr);
         peer.in_flight = status.in_flight;
         peer.capacity = status.capacity;
         peer.seq = status.seq;
         // Dial addresses travel with the ready list; a status without it keeps the last ones.
-        // Rendezvous (`data_path`) are not addresses to dial: none of them is dropped.
-        let advertised_count = status
-            .p2p_addrs
-            .iter()
-            .filter(|a| {
-                a.parse::<Multiaddr>()
-                    .map_or(true, |a| !super::data_path::is_circuit(&a))
-            })
-            .count();
+        let advertised_count = status.p2p_addrs.len();
         let addrs = dialable(&status.p2p_addrs, allow_private_addrs);
         let dropped_addresses = addrs.len() < advertised_count;
         let rendezvous = super::data_path::rendezvous_in(&status.p2p_addrs);
@@ -141,6 +130,12 @@ impl PeerTable {
             peer.addrs = addrs;
             peer.rendezvous = rendezvous;
         }
+        // An address this node may not send packets to is no data-plane address for it, unless
+        // the peer names rendezvous: then it is reached through them (`data_path`), never
+        // dialed there, as a holder record's is (`take_holder`).
+        peer.quic_addr = (address_scope::socket_is_dialable(&quic_addr, allow_private_addrs)
+            || !peer.rendezvous.is_empty())
+        .then_some(quic_addr);
         peer.last_seen = now;
         peer.coordinate = Some(status.coordinate);
         peer.leaving = status.leaving;
@@ -254,226 +249,25 @@ impl PeerTable {
     }
 }
 
-/// The addresses of `advertised` this node may dial: well-formed, globally routable unless
-/// `allow_private_addrs`, and not a rendezvous (`.../p2p-circuit`: see `data_path`).
+/// The addresses of `advertised` this node may dial: well-formed and globally routable unless
+/// `allow_private_addrs` (a relayed one by its relay's address). A rendezvous reserved on
+/// (`<relay address>/p2p/<relay>/p2p-circuit`, see `data_path`) is dialed through that relay's
+/// libp2p circuit (`control::relays`), after the direct ones; one named without its address is
+/// no place to dial.
 fn dialable(advertised: &[String], allow_private_addrs: bool) -> Vec<Multiaddr> {
-    advertised
+    let (circuits, direct): (Vec<Multiaddr>, Vec<Multiaddr>) = advertised
         .iter()
         .filter_map(|a| a.parse::<Multiaddr>().ok())
-        .filter(|a| !super::data_path::is_circuit(a))
+        .partition(super::data_path::is_circuit);
+    let through_relay = circuits
+        .into_iter()
+        .filter(|a| address_scope::ip_of(a).is_some());
+    direct
+        .into_iter()
+        .chain(through_relay)
         .filter(|a| allow_private_addrs || address_scope::is_global(a))
         .collect()
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use wasmesh_protocol::Keypair;
-    use wasmesh_protocol::coordinates::Coordinate;
-
-    use super::*;
-    use crate::core::peers::MAX_DIALED_PEERS;
-
-    fn status(keys: &Keypair, seq: u64, digest: &[u8]) -> StatusMessage {
-        StatusMessage {
-            node: keys.public(),
-            quic_addr: "127.0.0.1:4433".into(),
-            ready_version: ready_version(&[]),
-            ready: Some(Vec::new()),
-            in_flight: 0,
-            capacity: 1,
-            seq,
-            p2p_addrs: vec!["/ip4/127.0.0.1/udp/4001/quic-v1".into()],
-            manifests: ContentHash::of(digest),
-            coordinate: Coordinate::default(),
-            leaving: false,
-        }
-    }
-
-    #[test]
-    fn a_status_of_an_unknown_peer_changes_nothing() {
-        let keys = Keypair::from_seed([1; 32]);
-        let id = identity::peer_id(&keys.public()).unwrap();
-        let mut peers = PeerTable::default();
-        let now = Instant::now();
-        assert_eq!(
-            peers.take_status(id, status(&keys, 1, b"a"), now, true, |_| true),
-            Err(StatusRefusal::UnknownPeer)
-        );
-        assert!(peers.is_empty());
-    }
-
-    #[test]
-    fn a_status_without_its_ready_list_asks_for_it_once_the_version_is_new() {
-        let keys = Keypair::from_seed([1; 32]);
-        let id = identity::peer_id(&keys.public()).unwrap();
-        let mut peers = PeerTable::default();
-        let now = Instant::now();
-        peers.track(id, Newcomer::Named, now);
-        let ready = vec![ContentHash::of(b"blob")];
-        let mut full = status(&keys, 1, b"a");
-        full.ready_version = ready_version(&ready);
-        full.ready = Some(ready.clone());
-        let taken = peers
-            .take_status(id, full.clone(), now, true, |_| true)
-            .unwrap();
-        assert!(taken.new_provider && !taken.want_ready);
-        // The same set, by version only: nothing to ask.
-        let same = StatusMessage {
-            seq: 2,
-            ready: None,
-            ..full.clone()
-        };
-        assert!(
-            !peers
-                .take_status(id, same, now, true, |_| true)
-                .unwrap()
-                .want_ready
-        );
-        // A new version without its list: asked for, and the old set kept meanwhile.
-        let newer = StatusMessage {
-            seq: 3,
-            ready_version: full.ready_version ^ 1,
-            ready: None,
-            ..full.clone()
-        };
-        assert!(
-            peers
-                .take_status(id, newer, now, true, |_| true)
-                .unwrap()
-                .want_ready
-        );
-        assert!(peers.get(&id).unwrap().ready.contains(&ready[0]));
-        // A list that does not match its version is refused.
-        let lying = StatusMessage {
-            seq: 4,
-            ready_version: 7,
-            ..full
-        };
-        assert!(matches!(
-            peers.take_status(id, lying, now, true, |_| true),
-            Err(StatusRefusal::Invalid(_))
-        ));
-    }
-
-    #[test]
-    fn a_directory_names_holders_but_not_for_neighbours() {
-        use wasmesh_protocol::holders::Holder;
-        let own = identity::peer_id(&Keypair::from_seed([0; 32]).public()).unwrap();
-        let keys = Keypair::from_seed([1; 32]);
-        let id = identity::peer_id(&keys.public()).unwrap();
-        let record = Holder {
-            node: keys.public(),
-            quic_addr: "127.0.0.1:4433".into(),
-            p2p_addrs: vec!["/ip4/127.0.0.1/udp/4001/quic-v1".into()],
-            coordinate: Coordinate::default(),
-            issued_ms: 1,
-        }
-        .sign(&keys);
-        let blob = ContentHash::of(b"blob");
-        let mut peers = PeerTable::default();
-        let now = Instant::now();
-        assert!(peers.take_holder(&record, blob, own, now, true));
-        let peer = peers.get(&id).unwrap();
-        assert!(peer.ready.contains(&blob) && peer.quic_addr.is_some());
-        assert_eq!(peers.providers_of(&blob).len(), 1);
-        // A neighbour's statuses are its word on what it holds.
-        let other = ContentHash::of(b"other");
-        peers.connected(id, true, now);
-        peers.make_neighbour(&id);
-        assert!(!peers.take_holder(&record, other, own, now, true));
-        assert!(!peers.get(&id).unwrap().ready.contains(&other));
-    }
-
-    #[test]
-    fn a_peer_changing_its_digest_is_synced_with_at_most_every_two_seconds() {
-        let keys = Keypair::from_seed([1; 32]);
-        let id = identity::peer_id(&keys.public()).unwrap();
-        let mut peers = PeerTable::default();
-        let start = Instant::now();
-        peers.track(id, Newcomer::Named, start);
-        let first = peers
-            .take_status(id, status(&keys, 1, b"a"), start, true, |_| true)
-            .unwrap();
-        assert_eq!(first.unsynced_digest, Some(ContentHash::of(b"a")));
-        let peer = peers.get_mut(&id).unwrap();
-        peer.synced_digest = first.unsynced_digest;
-        peer.synced_at = Some(start);
-        // A new digest a moment later: not yet.
-        let soon = start + Duration::from_millis(500);
-        let second = peers
-            .take_status(id, status(&keys, 2, b"b"), soon, true, |_| true)
-            .unwrap();
-        assert_eq!(second.unsynced_digest, None);
-        // Once SYNC_EVERY has passed: yes.
-        let later = start + SYNC_EVERY;
-        let third = peers
-            .take_status(id, status(&keys, 3, b"c"), later, true, |_| true)
-            .unwrap();
-        assert_eq!(third.unsynced_digest, Some(ContentHash::of(b"c")));
-    }
-
-    #[test]
-    fn introductions_add_dialable_peers_only_and_within_bounds() {
-        let own = identity::peer_id(&Keypair::from_seed([0; 32]).public()).unwrap();
-        let records: Vec<PeerRecord> = (1..=40u8)
-            .map(|i| PeerRecord {
-                node: Keypair::from_seed([i; 32]).public(),
-                addrs: vec!["/ip4/127.0.0.1/udp/4001/quic-v1".into()],
-            })
-            .collect();
-        let mut peers = PeerTable::default();
-        let now = Instant::now();
-        assert_eq!(peers.take_introductions(&records, own, now, false), 0);
-        assert!(
-            peers.is_empty(),
-            "loopback addresses are not dialable by default"
-        );
-        assert_eq!(
-            peers.take_introductions(&records, own, now, true),
-            MAX_SYNC_PEERS
-        );
-        assert_eq!(peers.len(), MAX_SYNC_PEERS);
-    }
-
-    /// A peer connected before anyone introduced it (through a Kademlia lookup's connection) is
-    /// kept as a neighbour once an introduction gives it a dialable address, while there is room
-    /// for neighbours, and not once there is none.
-    #[test]
-    fn connected_peers_are_kept_as_neighbours_once_dialable_and_up_to_the_cap() {
-        let own = identity::peer_id(&Keypair::from_seed([0; 32]).public()).unwrap();
-        let id = |i: u8| identity::peer_id(&Keypair::from_seed([i; 32]).public()).unwrap();
-        let introduction = |i: u8| PeerRecord {
-            node: Keypair::from_seed([i; 32]).public(),
-            addrs: vec!["/ip4/127.0.0.1/udp/4001/quic-v1".into()],
-        };
-        let mut peers = PeerTable::default();
-        let now = Instant::now();
-        assert!(peers.connected(id(1), true, now).is_some());
-        assert!(peers.to_keep().is_empty(), "kept with no dialable address");
-        assert_eq!(
-            peers.take_introductions(&[introduction(1)], own, now, false),
-            0
-        );
-        assert!(peers.to_keep().is_empty(), "kept at a refused address");
-        assert_eq!(
-            peers.take_introductions(&[introduction(1)], own, now, true),
-            0
-        );
-        assert_eq!(peers.to_keep(), vec![id(1)]);
-        assert!(peers.make_neighbour(&id(1)));
-        assert!(peers.to_keep().is_empty(), "a neighbour is kept again");
-
-        for i in 2..=MAX_DIALED_PEERS as u8 {
-            assert!(peers.connected(id(i), true, now).is_some());
-            assert!(peers.make_neighbour(&id(i)));
-        }
-        let last = MAX_DIALED_PEERS as u8 + 1;
-        assert!(peers.connected(id(last), true, now).is_some());
-        peers.take_introductions(&[introduction(last)], own, now, true);
-        assert!(peers.to_keep().is_empty(), "kept past the cap");
-        peers.disconnected(&id(2), now);
-        assert_eq!(peers.to_keep(), vec![id(last)]);
-    }
-}
+mod tests;

@@ -370,6 +370,8 @@ pub struct PeerInfo {
     pub addrs: Vec<Multiaddr>,
     /// Whether a libp2p connection is open.
     pub connected: bool,
+    /// Whether its open libp2p connections all go through a relay (no direct path yet).
+    pub relayed: bool,
     /// Whether this node is dialing it now.
     pub dialing: bool,
     /// Dials that failed in a row (for the back-off).
@@ -462,6 +464,7 @@ impl PeerInfo {
             seq: 0,
             addrs: Vec::new(),
             connected: false,
+            relayed: false,
             dialing: false,
             dial_failures: 0,
             next_dial: None,
