@@ -32,8 +32,12 @@ const CONFIRMATIONS: usize = 2;
 pub enum Reachability {
     /// The operator announced its addresses.
     Announced,
-    /// It listens on a globally routable address.
+    /// It listens on a globally routable address (and no peer's dial back was dropped there).
     Public,
+    /// It listens on a globally routable address, but a peer's dial back to it was dropped: a
+    /// firewall lets in only what it asked for, so it stands on rendezvous as a node behind a
+    /// NAT does.
+    Firewalled,
     /// It listens on private addresses only, and peers saw it at a global one: a NAT is in
     /// between, and peers outside cannot dial it.
     BehindNat,
@@ -94,6 +98,9 @@ pub struct AddressReport {
     pub direct: bool,
     /// What it found of the NAT in front of it (`None`: no NAT, or nothing known yet).
     pub nat: Option<NatKind>,
+    /// Whether a peer's dial back reached its data plane at the advertised address (`None`:
+    /// none was asked yet).
+    pub reachable: Option<bool>,
 }
 
 impl OwnAddresses {
@@ -243,9 +250,14 @@ impl OwnAddresses {
             .into_iter()
             .partition(|a| ip_of(a).is_some_and(|ip| ip.is_loopback()));
         // A rendezvous' relay address once reserved there (peers dial through it), else its
-        // name alone (the data plane still finds it).
-        let circuits = self
-            .quic_observed
+        // name alone (the data plane still finds it); none for a node peers dial directly (a
+        // public one whose reachability a rendezvous checked).
+        let standing_on = if self.dialable_directly() {
+            &[][..]
+        } else {
+            &self.quic_observed[..]
+        };
+        let circuits = standing_on
             .iter()
             .filter_map(|(rendezvous, _)| wasmesh_keys::identity::peer_id(rendezvous))
             .map(|rendezvous| {
@@ -317,10 +329,33 @@ impl OwnAddresses {
     }
 
     /// Whether peers can dial this node's data plane where it is: an announced address, or a
-    /// globally routable own one. A node that cannot be dialed stands on rendezvous
-    /// (`standing`).
+    /// globally routable own one that no firewall was found in front of. A node that cannot
+    /// be dialed stands on rendezvous (`standing`).
     pub(crate) fn dialable_directly(&self) -> bool {
-        self.announce_quic.is_some() || socket_is_dialable(&self.own_quic(), false)
+        self.announce_quic.is_some()
+            || (socket_is_dialable(&self.own_quic(), false) && !self.firewalled())
+    }
+
+    /// Whether the latest dial back to the advertised data-plane address got in.
+    pub(crate) fn reachable(&self) -> Option<bool> {
+        let advertised = self.quic();
+        self.dialed_back
+            .iter()
+            .rev()
+            .find(|(addr, _)| *addr == advertised)
+            .map(|(_, reached)| *reached)
+    }
+
+    /// Whether this node's own global data-plane address was dialed back and the dial dropped.
+    fn firewalled(&self) -> bool {
+        let own = self.own_quic();
+        self.announce_quic.is_none()
+            && self
+                .dialed_back
+                .iter()
+                .rev()
+                .find(|(addr, _)| *addr == own)
+                .is_some_and(|(_, reached)| !reached)
     }
 
     /// How peers reach this node.
@@ -328,7 +363,11 @@ impl OwnAddresses {
         if !self.announce.is_empty() {
             Reachability::Announced
         } else if self.listen.iter().any(is_global) {
-            Reachability::Public
+            if self.firewalled() {
+                Reachability::Firewalled
+            } else {
+                Reachability::Public
+            }
         } else if !self.observed.is_empty() {
             Reachability::BehindNat
         } else {
@@ -344,6 +383,7 @@ impl OwnAddresses {
             reachability: self.reachability(),
             direct: self.dialable_directly(),
             nat: self.nat(),
+            reachable: self.reachable(),
         }
     }
 }

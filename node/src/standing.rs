@@ -11,6 +11,10 @@
 //!   agree on it) is the data-plane address this node advertises (`own_addresses`);
 //! - they introduce this node to other NATed nodes, so both punch through their NATs (see
 //!   `data::reach`).
+//!
+//! A node whose own address is public asks one public neighbour the same once, for its dial
+//! back: if a firewall drops it, the node stands on rendezvous as one behind a NAT does
+//! (`own_addresses`, `Reachability::Firewalled`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +24,7 @@ use tokio::sync::watch;
 use crate::address_scope::socket_is_dialable;
 use crate::control::handle::NodeHandle;
 use crate::data::{DataPlane, PeerAddr};
+use crate::own_addresses::Reachability;
 use crate::view::Views;
 
 /// Public neighbours a node behind a NAT keeps a data-plane connection to, at most.
@@ -56,23 +61,30 @@ pub(crate) async fn keep(
     }
 }
 
-/// The neighbours to keep a connection to: none when this node's own data plane is public,
-/// else the first [`MAX_STANDING`] connected neighbours whose data plane is.
+/// The neighbours to keep a connection to: the first [`MAX_STANDING`] connected neighbours
+/// whose data plane is public when this node's own is not; when it is, one public neighbour
+/// standing on nobody until one dialed this node back (a firewall in front of a public address
+/// drops that dial, and the node then stands on rendezvous as one behind a NAT does); else none.
 fn public_neighbours(views: &Views) -> Vec<PeerAddr> {
     let view = views.load();
-    let direct = view.addresses.as_ref().is_none_or(|report| report.direct);
-    if direct {
+    let Some(report) = view.addresses.as_ref() else {
         return Vec::new();
-    }
+    };
+    let (wanted, checker_only) = match report.reachability {
+        _ if !report.direct => (MAX_STANDING, false),
+        Reachability::Public if report.reachable.is_none() => (1, true),
+        _ => return Vec::new(),
+    };
     view.peers
         .values()
         .filter(|p| p.neighbour && p.connected && !p.leaving)
+        .filter(|p| !checker_only || p.rendezvous.is_empty())
         .filter_map(|p| {
             Some(PeerAddr {
                 key: p.key?,
                 addr: p.quic_addr.filter(|addr| socket_is_dialable(addr, false))?,
             })
         })
-        .take(MAX_STANDING)
+        .take(wanted)
         .collect()
 }

@@ -410,3 +410,39 @@ fn nodes_behind_nats_punch_a_direct_control_connection() {
         }
     }
 }
+
+/// A node with a public address behind a firewall that drops what arrives unasked: its first
+/// neighbour's dial back does not get in, so it says it is firewalled, stands on rendezvous,
+/// and a request entering at a public node runs on it. A public node without a firewall is
+/// dialed back and stays public.
+#[test]
+fn a_public_node_behind_a_firewall_finds_it_and_still_serves() {
+    let Some(mut internet) = Internet::create() else {
+        return;
+    };
+    let a_host = internet.host(NatKind::None);
+    let (f_host, d_host) = (internet.firewalled_host(), internet.host(NatKind::None));
+    let pair = Pair::start(&a_host, &f_host);
+    let trust = publisher(1).public().to_string();
+    let d = NodeProcess::start_on(
+        &d_host,
+        &pair._dirs.path().join("d"),
+        &trust,
+        &[&pair.a],
+        &["--replicate", "none"],
+    );
+    wait_until("F finds its firewall", DEADLINE, || {
+        let addresses = &pair.b.status()["addresses"];
+        addresses["reachability"] == "firewalled"
+            && addresses["reachable"] == false
+            && addresses["direct"] == false
+    });
+    wait_until("D is dialed back and stays public", DEADLINE, || {
+        let addresses = &d.status()["addresses"];
+        addresses["reachability"] == "public" && addresses["reachable"] == true
+    });
+    wait_until("a request entering at D runs on F", 2 * DEADLINE, || {
+        let answer = d.within(|| d.gateway(DEADLINE).invoke("echo", b"hi").unwrap());
+        answer.status == 200 && answer.executed_by() == pair.b.peer_id
+    });
+}

@@ -199,7 +199,8 @@ impl EventLoop {
             ControlCommand::QuicObserved { by, observed } => {
                 self.owner
                     .change_addresses(|own| own.quic_observed(by, observed));
-                if let Some(rendezvous) = wasmesh_keys::identity::peer_id(&by) {
+                let direct = self.owner.addresses().0.dialable_directly();
+                if let Some(rendezvous) = wasmesh_keys::identity::peer_id(&by).filter(|_| !direct) {
                     self.reserve_on(rendezvous);
                 }
             }

@@ -115,6 +115,31 @@ fn the_nat_kind_comes_from_the_dial_backs_and_the_mappings_seen() {
     );
 }
 
+/// A node with a public address asks a neighbour to dial it back: let in, it stays public and
+/// names no rendezvous; dropped (a firewall), it is firewalled and stands on rendezvous.
+#[test]
+fn a_public_node_whose_dial_back_is_dropped_is_firewalled() {
+    let checker = wasmesh_protocol::Keypair::from_seed([1; 32]).public();
+    let own_addr = socket("198.18.0.7:4202");
+    let listen = ["/ip4/198.18.0.7/udp/4201/quic-v1"];
+    let mut open = listening_on(&listen);
+    assert_eq!(open.reachable(), None);
+    open.quic_observed(checker, seen_at(own_addr, Some(true)));
+    assert_eq!(open.reachability(), Reachability::Public);
+    assert!(open.dialable_directly());
+    assert_eq!(open.reachable(), Some(true));
+    assert_eq!(open.p2p(), vec![addr(listen[0])], "no rendezvous named");
+    let mut walled = listening_on(&listen);
+    assert!(walled.quic_observed(checker, seen_at(own_addr, Some(false))));
+    assert_eq!(walled.reachability(), Reachability::Firewalled);
+    assert!(!walled.dialable_directly());
+    assert_eq!(walled.quic(), own_addr);
+    assert_eq!(walled.nat(), Some(NatKind::Filtering));
+    assert_eq!(walled.reachable(), Some(false));
+    let rendezvous = circuit_via(wasmesh_keys::identity::peer_id(&checker).unwrap());
+    assert_eq!(walled.p2p(), vec![addr(listen[0]), rendezvous]);
+}
+
 #[test]
 fn private_observations_and_floods_of_observations_are_ignored() {
     let mut own = listening_on(&["/ip4/10.1.0.2/udp/4201/quic-v1"]);

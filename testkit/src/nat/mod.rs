@@ -202,30 +202,25 @@ impl Internet {
             "sh",
             &["-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"],
         );
-        let status = Command::new("ip")
-            .args(["netns", "exec", &router, "nft", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut child| {
-                use std::io::Write;
-                child
-                    .stdin
-                    .take()
-                    .expect("piped stdin")
-                    .write_all(rules.as_bytes())?;
-                child.wait()
-            })
-            .expect("nft runs");
-        assert!(
-            status.success(),
-            "nft refused the {nat:?} ruleset:\n{rules}"
-        );
+        load_rules(&router, &rules);
         Host {
             namespace: host,
             addr,
             public_ip,
             nat,
         }
+    }
+
+    /// Adds a host on the internet with a public address and a firewall of its own that drops
+    /// what arrives unasked (as a server's host firewall or a cloud's security group does): no
+    /// NAT, yet nobody can dial it.
+    pub fn firewalled_host(&mut self) -> Host {
+        let host = self.host(NatKind::None);
+        load_rules(
+            &host.namespace,
+            "table inet firewall {\n  chain input { type filter hook input priority filter; iifname \"eth0\" ct state new drop; }\n}\n",
+        );
+        host
     }
 
     /// Makes namespace `<prefix>-<name>` with its loopback up.
@@ -314,6 +309,25 @@ fn missing_requirement() -> Option<&'static str> {
 }
 
 /// Brings `interface` of `namespace` up with `addr/24`.
+/// Loads the nftables `rules` in `namespace`.
+fn load_rules(namespace: &str, rules: &str) {
+    let status = Command::new("ip")
+        .args(["netns", "exec", namespace, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("piped stdin")
+                .write_all(rules.as_bytes())?;
+            child.wait()
+        })
+        .expect("nft runs");
+    assert!(status.success(), "nft refused the ruleset:\n{rules}");
+}
+
 fn configure(namespace: &str, interface: &str, addr: Ipv4Addr) {
     ip(&[
         "-n",

@@ -76,7 +76,7 @@ function drawNode(status) {
   const reach = status.addresses;
   if (reach) {
     // How peers reach this node, with the addresses it advertises on hover.
-    const names = { public: "public", behind_nat: "behind NAT", announced: "announced", local: "local" };
+    const names = { public: "public", firewalled: "firewalled", behind_nat: "behind NAT", announced: "announced", local: "local" };
     const nats = { open: "open NAT", filtering: "filtering NAT", symmetric: "symmetric NAT" };
     const via = reach.direct ? "" : ` (${reach.nat ? `${nats[reach.nat] ?? reach.nat}, ` : ""}via rendezvous)`;
     badges.push([
