@@ -41,9 +41,13 @@ impl EventLoop {
             }
             SwarmEvent::ListenerClosed {
                 listener_id,
+                addresses,
                 reason,
-                ..
             } => {
+                for address in addresses {
+                    self.owner
+                        .change_addresses(|own| own.remove_listen(&address));
+                }
                 let reason = match &reason {
                     Ok(()) => "closed".to_string(),
                     Err(error) => error.to_string(),

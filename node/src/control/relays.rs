@@ -1,16 +1,18 @@
 //! The control plane across NATs (libp2p circuit relay v2 and DCUtR).
 //!
 //! - **Serving.** A node whose own address is public or announced serves as a relay for the
-//!   mesh (unless its operator says otherwise, `--relay`), within [`server_config`]'s bounds (reservations, circuits, a circuit's bytes and
-//!   duration); a node behind a NAT or on a LAN does not. In a private mesh only members reach
-//!   it (the behaviour is `Gated` like Kademlia). Accepted and refused reservations and circuits
-//!   are counted (`wasmesh_control_relay_total`, and refusals as rejections).
-//! - **Reserving.** A node behind a NAT keeps a reservation on up to [`MAX_RESERVATIONS`] of the
-//!   rendezvous its data plane stands on (`crate::standing`). It already advertises them as
-//!   `/p2p/<rendezvous>/p2p-circuit` (`own_addresses`), so a peer dialing it there gets a
-//!   relayed connection, which DCUtR then upgrades to a direct one through both NATs (counted
-//!   in `wasmesh_hole_punches_total`). Where punching cannot work (symmetric NATs), the
-//!   relayed connection stays, within the relay's bounds, and is dialed again when they cut it.
+//!   mesh (unless its operator says otherwise, `--relay`), within [`server_config`]'s bounds
+//!   (reservations, circuits, a circuit's bytes and duration); a node behind a NAT, behind a
+//!   firewall or on a LAN does not. In a private mesh only members reach it (the behaviour is
+//!   `Gated` like Kademlia). Accepted and refused reservations and circuits are counted
+//!   (`wasmesh_control_relay_total`, and refusals as rejections).
+//! - **Reserving.** A node that peers cannot dial keeps a reservation on up to
+//!   [`MAX_RESERVATIONS`] of the rendezvous its data plane stands on (`crate::standing`), and
+//!   advertises the relayed address in place of the rendezvous' bare name (`own_addresses`).
+//!   A peer dialing it there gets a relayed connection, which DCUtR then upgrades to a direct
+//!   one through both NATs (counted in `wasmesh_hole_punches_total`). Where punching cannot
+//!   work (symmetric NATs), the relayed connection stays, within the relay's bounds, and is
+//!   dialed again when they cut it.
 //! - **Paths.** Which of a peer's connections are relayed ([`ControlPaths`]), for `/v1/peers`.
 
 use std::collections::HashMap;
@@ -101,6 +103,7 @@ impl Reservations {
             .iter()
             .find_map(|(relay, id)| (*id == listener).then_some(*relay))?;
         self.held.remove(&relay);
+        self.resting.retain(|_, until| *until > now);
         self.resting.insert(relay, now + RESERVE_AGAIN_AFTER);
         Some(relay)
     }
@@ -196,9 +199,9 @@ impl EventLoop {
             .set_status(Some(status));
     }
 
-    /// The data plane stands on `rendezvous` (this node is behind a NAT): the control plane
-    /// keeps a reservation there too, if it has room for one.
-    /// The reserved address is the relay's best advertised one, through it.
+    /// The data plane stands on `rendezvous` (peers cannot dial this node): the control plane
+    /// keeps a reservation there too, if it has room for one, at the relay's best advertised
+    /// address.
     pub(super) fn reserve_on(&mut self, rendezvous: PeerId) {
         if !self.swarm.is_connected(&rendezvous)
             || !self.reservations.wanted(rendezvous, Instant::now())
@@ -265,10 +268,13 @@ impl EventLoop {
         }
     }
 
+    /// Counts a refused reservation or circuit, and logs it (at most a few a second per peer).
     fn refuse_relaying(&mut self, peer: PeerId, what: &'static str, status: impl std::fmt::Debug) {
-        self.metrics.count_rejection(Rejection::ControlRelayRefused);
-        let reason = Rejection::ControlRelayRefused.as_str();
-        tracing::info!(%peer, what, ?status, reason, "relay request refused");
+        let reason = Rejection::ControlRelayRefused;
+        self.metrics.count_rejection(reason);
+        if let Some(suppressed) = self.refusals.logged(&peer) {
+            tracing::info!(%peer, what, ?status, reason = reason.as_str(), suppressed, "relay request refused");
+        }
     }
 
     /// What this node's own reservations and relayed dials did.
