@@ -59,6 +59,15 @@ impl Pair {
         Self { a, b, _dirs: dirs }
     }
 
+    /// A node on `host` that replicates nothing (requests entering there run elsewhere),
+    /// trusting the pair's publisher, in the pair's folder under `name`, joining through
+    /// `bootstrap`.
+    fn router(&self, host: &Host, name: &str, bootstrap: &[&NodeProcess]) -> NodeProcess {
+        let trust = publisher(1).public().to_string();
+        let dir = self._dirs.path().join(name);
+        NodeProcess::start_on(host, &dir, &trust, bootstrap, &["--replicate", "none"])
+    }
+
     /// The data-plane address A's peer table gives B (`None` while A cannot reach it).
     fn b_data_addr_at_a(&self) -> Option<String> {
         peer_entry(&self.a, &self.b)?["quic_addr"]
@@ -289,15 +298,7 @@ fn a_node_behind_a_nat_that_loses_a_rendezvous_is_reached_through_the_others() {
     );
     let (d_host, e_host) = (internet.host(NatKind::None), internet.host(NatKind::None));
     let mut pair = Pair::start(&a_host, &b_host);
-    let trust = publisher(1).public().to_string();
-    let routers = ["--replicate", "none"];
-    let d = NodeProcess::start_on(
-        &d_host,
-        &pair._dirs.path().join("d"),
-        &trust,
-        &[&pair.a],
-        &routers,
-    );
+    let d = pair.router(&d_host, "d", &[&pair.a]);
     let runs_on_b = |entry: &NodeProcess| {
         let answer = entry.within(|| entry.gateway(DEADLINE).invoke("echo", b"hi").unwrap());
         answer.status == 200 && answer.executed_by() == pair.b.peer_id
@@ -305,13 +306,7 @@ fn a_node_behind_a_nat_that_loses_a_rendezvous_is_reached_through_the_others() {
     wait_until("D runs echo on B", DEADLINE, || runs_on_b(&d));
     pair.a.kill();
     wait_until("D still runs echo on B", DEADLINE, || runs_on_b(&d));
-    let e = NodeProcess::start_on(
-        &e_host,
-        &pair._dirs.path().join("e"),
-        &trust,
-        &[&d],
-        &routers,
-    );
+    let e = pair.router(&e_host, "e", &[&d]);
     wait_until(
         "E, joining after A left, runs echo on B",
         2 * DEADLINE,
@@ -333,11 +328,8 @@ fn nodes_that_lose_their_relay_go_through_another() {
         internet.host(NatKind::None),
     );
     let pair = Pair::start(&a_host, &b_host);
-    let trust = publisher(1).public().to_string();
-    let routers = ["--replicate", "none"];
-    let dir = |name| pair._dirs.path().join(name);
-    let d = NodeProcess::start_on(&d_host, &dir("d"), &trust, &[&pair.a], &routers);
-    let c = NodeProcess::start_on(&c_host, &dir("c"), &trust, &[&pair.a, &d], &routers);
+    let d = pair.router(&d_host, "d", &[&pair.a]);
+    let c = pair.router(&c_host, "c", &[&pair.a, &d]);
     let runs_on_b = || {
         let answer = c.within(|| c.gateway(DEADLINE).invoke("echo", b"hi").unwrap());
         answer.status == 200 && answer.executed_by() == pair.b.peer_id
@@ -383,14 +375,7 @@ fn nodes_behind_nats_punch_a_direct_control_connection() {
         let a_host = internet.host(NatKind::None);
         let (b_host, c_host) = (internet.verified_host(nat), internet.verified_host(nat));
         let pair = Pair::start(&a_host, &b_host);
-        let trust = publisher(1).public().to_string();
-        let c = NodeProcess::start_on(
-            &c_host,
-            &pair._dirs.path().join("c"),
-            &trust,
-            &[&pair.a],
-            &["--replicate", "none"],
-        );
+        let c = pair.router(&c_host, "c", &[&pair.a]);
         wait_until(
             &format!("behind {nat:?}: C's control connection to B is {path}"),
             2 * DEADLINE,
@@ -423,14 +408,7 @@ fn a_public_node_behind_a_firewall_finds_it_and_still_serves() {
     let a_host = internet.host(NatKind::None);
     let (f_host, d_host) = (internet.firewalled_host(), internet.host(NatKind::None));
     let pair = Pair::start(&a_host, &f_host);
-    let trust = publisher(1).public().to_string();
-    let d = NodeProcess::start_on(
-        &d_host,
-        &pair._dirs.path().join("d"),
-        &trust,
-        &[&pair.a],
-        &["--replicate", "none"],
-    );
+    let d = pair.router(&d_host, "d", &[&pair.a]);
     wait_until("F finds its firewall", DEADLINE, || {
         let addresses = &pair.b.status()["addresses"];
         addresses["reachability"] == "firewalled"
