@@ -5,6 +5,7 @@
 #
 #   scripts/bench-gateway.sh            # ROUNDS=3 DURATION=5 by default
 #   ROUNDS=5 DURATION=10 scripts/bench-gateway.sh
+#   COMPARE=/tmp/wasmesh-before scripts/bench-gateway.sh   # also another build, in the same run
 #
 # Needs wrk (Debian package `wrk`; installed here if missing and apt-get is available).
 set -euo pipefail
@@ -28,15 +29,28 @@ cd "$work"
 
 wait_for() { for _ in $(seq 1 600); do if "$@"; then return 0; fi; sleep 0.05; done; echo "error: timed out: $*" >&2; exit 1; }
 
-"$wasmesh" keys gen --out publisher.key >/dev/null 2>&1
-publisher=$("$wasmesh" keys show --key publisher.key | head -n 1)
-RUST_LOG=warn "$wasmesh" node run --data-dir node --listen /ip4/127.0.0.1/udp/0/quic-v1 \
-  --quic 127.0.0.1:0 --http 127.0.0.1:0 --trust "$publisher" 2>node.log &
-pids+=($!)
-wait_for grep -q "serving http" node.log
-node_url=$(grep -o 'serving http://[0-9.:]*' node.log | head -n 1 | cut -d' ' -f2)
-"$wasmesh" publish "$OLDPWD/guests/fixtures/echo.wat" --name echo --version 1 \
-  --key publisher.key --node "$node_url" 2>/dev/null >/dev/null
+# Starts `$1 node run` in directory $2 with the echo guest published; sets `started_url`.
+start_node() {
+  local bin=$1 dir=$2 publisher
+  mkdir -p "$dir"
+  "$bin" keys gen --out "$dir/publisher.key" >/dev/null 2>&1
+  publisher=$("$bin" keys show --key "$dir/publisher.key" | head -n 1)
+  RUST_LOG=warn "$bin" node run --data-dir "$dir/node" --listen /ip4/127.0.0.1/udp/0/quic-v1 \
+    --quic 127.0.0.1:0 --http 127.0.0.1:0 --trust "$publisher" >/dev/null 2>"$dir/node.log" &
+  pids+=($!)
+  wait_for grep -q "serving http" "$dir/node.log"
+  started_url=$(grep -o 'serving http://[0-9.:]*' "$dir/node.log" | head -n 1 | cut -d' ' -f2)
+  "$bin" publish "$OLDPWD/guests/fixtures/echo.wat" --name echo --version 1 \
+    --key "$dir/publisher.key" --node "$started_url" 2>/dev/null >/dev/null
+}
+
+start_node "$wasmesh" this
+node_url=$started_url
+compare_url=""
+if [ -n "${COMPARE:-}" ]; then
+  start_node "$COMPARE" compare
+  compare_url=$started_url
+fi
 
 "$native" 127.0.0.1:0 >native.log &
 pids+=($!)
@@ -62,20 +76,34 @@ measure() {
 
 median() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 
-# Warm up both (first instances, connection set-up).
+# Warm up (first instances, connection set-up).
 measure "$node_url" 8 >/dev/null
 measure "$native_url" 8 >/dev/null
+[ -n "$compare_url" ] && measure "$compare_url" 8 >/dev/null
 
-echo "| connections | native axum echo req/s | wasmesh req/s | share of native | native p50 | wasmesh p50 |"
-echo "| ---: | ---: | ---: | ---: | ---: | ---: |"
+if [ -n "$compare_url" ]; then
+  echo "| connections | native axum echo req/s | \$COMPARE req/s | wasmesh req/s | share of native: \$COMPARE | share of native: wasmesh | native p50 | \$COMPARE p50 | wasmesh p50 |"
+  echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+else
+  echo "| connections | native axum echo req/s | wasmesh req/s | share of native | native p50 | wasmesh p50 |"
+  echo "| ---: | ---: | ---: | ---: | ---: | ---: |"
+fi
 for connections in 1 64; do
-  : >native.txt; : >wasmesh.txt
+  : >native.txt; : >wasmesh.txt; : >compare.txt
   for _ in $(seq 1 "$rounds"); do
     measure "$native_url" "$connections" >>native.txt
     measure "$node_url" "$connections" >>wasmesh.txt
+    [ -n "$compare_url" ] && measure "$compare_url" "$connections" >>compare.txt
   done
   n_rps=$(cut -d' ' -f1 native.txt | median); w_rps=$(cut -d' ' -f1 wasmesh.txt | median)
   n_p50=$(cut -d' ' -f2 native.txt | median); w_p50=$(cut -d' ' -f2 wasmesh.txt | median)
   share=$(awk -v w="$w_rps" -v n="$n_rps" 'BEGIN {printf "%.2f", w / n}')
-  printf "| %s | %.0f | %.0f | %s | %.0f us | %.0f us |\n" "$connections" "$n_rps" "$w_rps" "$share" "$n_p50" "$w_p50"
+  if [ -n "$compare_url" ]; then
+    c_rps=$(cut -d' ' -f1 compare.txt | median); c_p50=$(cut -d' ' -f2 compare.txt | median)
+    c_share=$(awk -v w="$c_rps" -v n="$n_rps" 'BEGIN {printf "%.2f", w / n}')
+    printf "| %s | %.0f | %.0f | %.0f | %s | %s | %.0f us | %.0f us | %.0f us |\n" "$connections" \
+      "$n_rps" "$c_rps" "$w_rps" "$c_share" "$share" "$n_p50" "$c_p50" "$w_p50"
+  else
+    printf "| %s | %.0f | %.0f | %s | %.0f us | %.0f us |\n" "$connections" "$n_rps" "$w_rps" "$share" "$n_p50" "$w_p50"
+  fi
 done

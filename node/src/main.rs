@@ -5,6 +5,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// The node serves many small, short-lived allocations from every worker (see the workspace's
+/// Cargo.toml for the measurement).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = wasmesh_node::cli::Cli::parse();
     match wasmesh_node::cli::run(cli) {

@@ -248,11 +248,12 @@ impl Router {
     }
 
     /// The id that correlates a request's log lines on every node: its trace's, when it is
-    /// traced.
+    /// traced. It is a label, not a secret (a forward's nonce is the unpredictable part), so it
+    /// comes from a thread-local generator rather than a system call.
     fn trace_id(&self) -> u64 {
         match crate::telemetry::wire_context(&tracing::Span::current()) {
             Some(trace) => u64::from_be_bytes(trace.trace_id[8..].try_into().unwrap_or_default()),
-            None => getrandom::u64().unwrap_or_else(|_| crate::clock::now_ms()),
+            None => fastrand::u64(..),
         }
     }
 

@@ -91,6 +91,24 @@ fn a_reused_region_is_zeroed_and_exactly_the_new_size() {
 }
 
 #[test]
+fn single_bytes_written_anywhere_are_cleared_before_reuse() {
+    let pool = MemoryPool::new(4);
+    let mut first = Held::new(&pool, 2);
+    let base = first.base();
+    // One byte in a page that is otherwise untouched, at a page's first and last byte, and
+    // at the memory's very last byte: each must be found by the check for written chunks.
+    let spots = [0, 3 * 4096 + 17, 5 * 4096 - 1, 7 * 4096, 2 * PAGE - 1];
+    for spot in spots {
+        first.bytes()[spot] = 0x01;
+    }
+    drop(first);
+    let mut second = Held::new(&pool, 2);
+    assert_eq!(second.base(), base, "the region was reused");
+    let left: Vec<usize> = (0..2 * PAGE).filter(|i| second.bytes()[*i] != 0).collect();
+    assert!(left.is_empty(), "bytes left from the last user at {left:?}");
+}
+
+#[test]
 fn a_large_memory_is_given_back_to_the_kernel_and_reads_zero() {
     let pool = MemoryPool::new(4);
     let pages = (MEMSET_MAX / PAGE) as u32 * 2;
