@@ -79,7 +79,7 @@ median() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 # Warm up (first instances, connection set-up).
 measure "$node_url" 8 >/dev/null
 measure "$native_url" 8 >/dev/null
-[ -n "$compare_url" ] && measure "$compare_url" 8 >/dev/null
+if [ -n "$compare_url" ]; then measure "$compare_url" 8 >/dev/null; fi
 
 if [ -n "$compare_url" ]; then
   echo "| connections | native axum echo req/s | \$COMPARE req/s | wasmesh req/s | share of native: \$COMPARE | share of native: wasmesh | native p50 | \$COMPARE p50 | wasmesh p50 |"
@@ -93,7 +93,7 @@ for connections in 1 64; do
   for _ in $(seq 1 "$rounds"); do
     measure "$native_url" "$connections" >>native.txt
     measure "$node_url" "$connections" >>wasmesh.txt
-    [ -n "$compare_url" ] && measure "$compare_url" "$connections" >>compare.txt
+    if [ -n "$compare_url" ]; then measure "$compare_url" "$connections" >>compare.txt; fi
   done
   n_rps=$(cut -d' ' -f1 native.txt | median); w_rps=$(cut -d' ' -f1 wasmesh.txt | median)
   n_p50=$(cut -d' ' -f2 native.txt | median); w_p50=$(cut -d' ' -f2 wasmesh.txt | median)

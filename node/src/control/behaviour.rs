@@ -150,7 +150,7 @@ pub(crate) fn build_swarm(
             // that does not speak it resets the stream). Statuses, sync, holder lookups and
             // reach propose one protocol each: a status (and with it a new ready list) reached
             // a far neighbour in 1.5 round trips instead of half of one, a third of the demo's
-            // far cold start (BENCHMARKS.md, "Cold start across the demo's five cities").
+            // far cold start (BENCHMARKS.md, "The demo's far cold start").
             c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT)
                 .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
         })

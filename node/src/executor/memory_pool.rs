@@ -11,9 +11,9 @@
 //! - exactly its memory's current size is readable and writable; everything after it, up to the
 //!   end of the reservation, is `PROT_NONE`, as in a fresh mapping;
 //! - when a memory is dropped, its region is zeroed before it goes back to the pool: when at
-//!   most [`MEMSET_MAX`] bytes were accessible, by writing zeros over each page that is not
-//!   all zero already (cheap, keeps the pages resident), otherwise with `MADV_DONTNEED`, which returns the pages to the kernel and reads
-//!   back as zeros;
+//!   most [`CLEAR_IN_PLACE_MAX`] bytes were accessible, by writing zeros over each page that is
+//!   not all zero already (cheap, keeps the pages resident), otherwise with `MADV_DONTNEED`,
+//!   which returns the pages to the kernel and reads back as zeros;
 //! - on reuse, protection is moved to the new memory's minimum size.
 //!
 //! So a guest always starts from zeroed memory of exactly its declared size, then wasmer writes
@@ -29,7 +29,7 @@ use wasmer::{MemoryType, Pages, WASM_PAGE_SIZE};
 
 /// Regions whose accessible part is at most this large are zeroed in place when released;
 /// larger ones are given back to the kernel with `MADV_DONTNEED`.
-pub(crate) const MEMSET_MAX: usize = 4 * WASM_PAGE_SIZE;
+pub(crate) const CLEAR_IN_PLACE_MAX: usize = 4 * WASM_PAGE_SIZE;
 
 /// One reservation: `reserved` bytes of address space, the first `accessible` of them readable
 /// and writable, all of them zero while the region is in the pool.
@@ -101,7 +101,7 @@ impl Region {
     /// Zeroes everything the last user could have written (everything beyond `accessible` is
     /// zero already: see [`Self::set_accessible`]).
     fn clear(&mut self) -> io::Result<()> {
-        if self.accessible <= MEMSET_MAX {
+        if self.accessible <= CLEAR_IN_PLACE_MAX {
             // SAFETY: the first `accessible` bytes are mapped read-write and owned by this region,
             // whose memory has been dropped: nothing else refers to them.
             let bytes =

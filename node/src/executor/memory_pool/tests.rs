@@ -111,7 +111,7 @@ fn single_bytes_written_anywhere_are_cleared_before_reuse() {
 #[test]
 fn a_large_memory_is_given_back_to_the_kernel_and_reads_zero() {
     let pool = MemoryPool::new(4);
-    let pages = (MEMSET_MAX / PAGE) as u32 * 2;
+    let pages = (CLEAR_IN_PLACE_MAX / PAGE) as u32 * 2;
     let mut first = Held::new(&pool, pages);
     let base = first.base();
     first.bytes().fill(0x5A);
